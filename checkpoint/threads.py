@@ -1,0 +1,83 @@
+"""The threads table: which graph a thread runs and where it stands (running, waiting at a
+gate, finished, failed), so listing what waits for sign-off needs no checkpoint scan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterator
+
+from contextlib import contextmanager
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+
+@dataclass(frozen=True)
+class ThreadRow:
+    thread_id: str
+    graph: str
+    status: str
+    gate: str | None
+    summary: str
+    deadline: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ThreadExists(ValueError):
+    pass
+
+
+def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str) -> None:
+    """Claim a new thread id; ThreadExists if it is taken."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO threads (thread_id, graph, status, summary) VALUES (%s, %s, 'running', %s) "
+            "ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (thread_id, graph, summary[:200]),
+        ).fetchone()
+    if row is None:
+        raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
+
+
+def get(pool: ConnectionPool, thread_id: str) -> ThreadRow | None:
+    with pool.connection() as conn:
+        row = conn.execute("SELECT * FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
+    return ThreadRow(**row) if row else None
+
+
+def set_status(
+    pool: ConnectionPool,
+    thread_id: str,
+    status: str,
+    *,
+    gate: str | None = None,
+    summary: str | None = None,
+    deadline: datetime | None = None,
+) -> None:
+    with pool.connection() as conn:
+        conn.execute(
+            "UPDATE threads SET status = %s, gate = %s, summary = coalesce(%s, summary), "
+            "deadline = %s, updated_at = now() WHERE thread_id = %s",
+            (status, gate, summary[:200] if summary else None, deadline, thread_id),
+        )
+
+
+def list_by_status(pool: ConnectionPool, *statuses: str) -> list[ThreadRow]:
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT * FROM threads WHERE status = ANY(%s) ORDER BY updated_at", (list(statuses),)
+        ).fetchall()
+    return [ThreadRow(**r) for r in rows]
+
+
+@contextmanager
+def locked(pool: ConnectionPool, thread_id: str) -> Iterator[psycopg.Connection]:
+    """Hold the thread's row lock for the block, serialising sign-offs of one thread.
+
+    NO KEY UPDATE, not UPDATE: inserting an approval checks its foreign key with a KEY SHARE
+    lock on this row, which a plain FOR UPDATE held by our own other connection would block."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SELECT 1 FROM threads WHERE thread_id = %s FOR NO KEY UPDATE", (thread_id,))
+        yield conn

@@ -1,0 +1,194 @@
+"""Running threads: start, resume, sign off; turns LangGraph's stream into plain events.
+
+The CLI renders the events; tests read them. Where a thread stopped is always read back
+from the checkpoint afterwards, never inferred from the stream.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Literal
+
+from langgraph.types import StateSnapshot
+from psycopg_pool import ConnectionPool
+
+from checkpoint import threads
+from checkpoint.database import make_saver
+from graphs.registry import GraphSpec, get_spec
+from nodes.context import SignoffContext
+from nodes.gates import AlreadyDecided, Verdict, as_state_decision, content_digest, record_decision
+from nodes.tools import record_event
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+
+class ThreadNotFound(LookupError):
+    pass
+
+
+class NotAtGate(RuntimeError):
+    pass
+
+
+class DigestMismatch(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Stop:
+    """How a run ended: waiting at a gate, finished, or failed."""
+
+    thread_id: str
+    graph: str
+    status: Literal["waiting", "finished", "failed"]
+    gate: str | None = None
+    outcome: str = ""
+    error: str | None = None
+    digest: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+def config_for(thread_id: str) -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+class ThreadRunner:
+    """One graph compiled against the database, with the operations the CLI offers on it."""
+
+    def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext | None = None) -> None:
+        self.pool = pool
+        self.spec = spec
+        self.context = context
+        self.graph = spec.build().compile(checkpointer=make_saver(pool), interrupt_before=list(spec.gates))
+
+    @classmethod
+    def for_thread(cls, pool: ConnectionPool, thread_id: str, context: SignoffContext | None = None) -> "ThreadRunner":
+        row = threads.get(pool, thread_id)
+        if row is None:
+            raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+        return cls(pool, get_spec(row.graph), context)
+
+    # --- reading -------------------------------------------------------------------------
+
+    def snapshot(self, thread_id: str) -> StateSnapshot:
+        return self.graph.get_state(config_for(thread_id))
+
+    def gate_of(self, snapshot: StateSnapshot) -> str | None:
+        pending = [node for node in snapshot.next if node in self.spec.gates]
+        return pending[0] if pending else None
+
+    def history(self, thread_id: str) -> list[StateSnapshot]:
+        return list(self.graph.get_state_history(config_for(thread_id)))
+
+    # --- running -------------------------------------------------------------------------
+
+    def start(self, thread_id: str, text: str, options: dict[str, Any], sink: EventSink) -> Stop:
+        graph_input = self.spec.make_input(text, options)
+        threads.register(self.pool, thread_id, self.spec.name, summary=text)
+        record_event(self.pool, thread_id, options.get("actor", "cli"), "thread_started", {"graph": self.spec.name})
+        return self._run(thread_id, graph_input, sink)
+
+    def resume(self, thread_id: str, sink: EventSink) -> Stop:
+        threads.set_status(self.pool, thread_id, "running")
+        return self._run(thread_id, None, sink)
+
+    def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink) -> Stop:
+        assert self.context is not None, "running a graph needs a SignoffContext"
+        started: dict[str, float] = {}
+        try:
+            for mode, payload in self.graph.stream(
+                graph_input, config_for(thread_id), context=self.context, stream_mode=["tasks", "messages", "custom"]
+            ):
+                for event in _events(mode, payload, started):
+                    sink(event)
+        except Exception as exc:
+            threads.set_status(self.pool, thread_id, "failed")
+            record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
+            raise
+        return self.settle(thread_id)
+
+    def settle(self, thread_id: str) -> Stop:
+        """Read where the thread stands and mirror it into the threads table."""
+        snapshot = self.snapshot(thread_id)
+        values = dict(snapshot.values)
+        gate = self.gate_of(snapshot)
+        summary = self.spec.summarize(values)
+        if gate is not None:
+            row = threads.get(self.pool, thread_id)
+            deadline = row.deadline if row and row.status == "waiting" and row.gate == gate else None
+            if deadline is None:
+                hours = float(values.get("deadline_hours") or 24)
+                assert self.context is not None
+                deadline = self.context.clock() + timedelta(hours=hours)
+            threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline)
+            return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=content_digest(self.spec.review_content(values)), values=values)
+        if snapshot.next:
+            threads.set_status(self.pool, thread_id, "failed", summary=summary)
+            return Stop(thread_id, self.spec.name, "failed", error=f"stopped before {', '.join(snapshot.next)}", values=values)
+        threads.set_status(self.pool, thread_id, "finished", summary=summary)
+        return Stop(thread_id, self.spec.name, "finished", outcome=self.spec.outcome(values), values=values)
+
+    # --- signing off ---------------------------------------------------------------------
+
+    def decide(self, thread_id: str, verdict: Verdict, *, actor: str, note: str = "", expect_digest: str | None = None) -> None:
+        """Record one decision for the gate the thread waits at and write it into the thread.
+
+        Deciders of one thread are serialised by its row lock; the unique key on
+        (thread, checkpoint) is the second line of defence. A decider whose view went stale
+        while it waited for the lock is told who decided first.
+        """
+        seen = self.snapshot(thread_id)
+        seen_id = seen.config["configurable"]["checkpoint_id"] if seen.config else None
+        with threads.locked(self.pool, thread_id):
+            snapshot = self.snapshot(thread_id)
+            gate = self.gate_of(snapshot)
+            current_id = snapshot.config["configurable"]["checkpoint_id"] if snapshot.config else None
+            if gate is None or snapshot.values.get("decision") or current_id != seen_id:
+                latest = self._latest_decision(thread_id)
+                if latest is not None and (gate is not None or current_id != seen_id):
+                    raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])
+                raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
+            digest = content_digest(self.spec.review_content(snapshot.values))
+            if expect_digest is not None and expect_digest != digest:
+                raise DigestMismatch(f"the content changed since you reviewed it (digest {digest}, you expected {expect_digest}): run `signoff show {thread_id}` again")
+            recorded = record_decision(
+                self.pool, thread_id=thread_id, gate=gate, checkpoint_id=str(current_id),
+                verdict=verdict, actor=actor, note=note, digest=digest,
+            )
+            self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
+            record_event(self.pool, thread_id, actor, f"decision_{verdict}", {"gate": gate, "digest": digest, "note": note[:200]})
+
+    def _latest_decision(self, thread_id: str) -> dict[str, Any] | None:
+        with self.pool.connection() as conn:
+            return conn.execute(
+                "SELECT actor, decision, decided_at FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
+                (thread_id,),
+            ).fetchone()
+
+
+def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
+    """LangGraph stream chunks -> the few events a person watching a run cares about."""
+    if mode == "tasks":
+        task_id, node = payload["id"], payload["name"]
+        if "result" not in payload and "error" not in payload:
+            started[task_id] = time.monotonic()
+            return [{"event": "node_start", "node": node, "id": task_id}]
+        duration = time.monotonic() - started.pop(task_id, time.monotonic())
+        result = payload.get("result") or {}
+        calls = result.get("calls", []) if isinstance(result, dict) else []
+        error = payload.get("error")
+        return [{
+            "event": "node_end", "node": node, "id": task_id, "duration": duration, "calls": calls,
+            "error": str(error) if error else (result.get("error") if isinstance(result, dict) else None),
+            "update": result if isinstance(result, dict) else {},
+        }]
+    if mode == "messages":
+        chunk, metadata = payload
+        text = chunk.content if isinstance(chunk.content, str) else ""
+        return [{"event": "token", "node": metadata.get("langgraph_node", "?"), "text": text}] if text else []
+    if mode == "custom" and isinstance(payload, dict) and "event" in payload:
+        return [payload]
+    return []

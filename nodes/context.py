@@ -1,0 +1,33 @@
+"""What every node may use at run time but must never persist: models, policy, database.
+
+Passed as LangGraph's runtime context (`graph.stream(..., context=SignoffContext(...))`), so
+tests can hand graphs scripted models and their own database without touching globals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+from psycopg_pool import ConnectionPool
+
+from nodes.models import ModelRegistry
+from nodes.resilient import ResiliencePolicy
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class SignoffContext:
+    models: ModelRegistry
+    pool: ConnectionPool
+    policy: ResiliencePolicy = field(default_factory=ResiliencePolicy)
+    #: Injected so deadline tests never sleep.
+    clock: Callable[[], datetime] = utc_now
+    #: Bound of the graphs' reject -> redraft/rewrite loops.
+    max_redrafts: int = 2
+    max_revisions: int = 3
+    score_threshold: float = 0.8

@@ -1,0 +1,92 @@
+"""Loading the support knowledge base: markdown articles with a small front-matter block."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from psycopg_pool import ConnectionPool
+
+CATEGORIES = ("billing", "technical", "general")
+
+
+class ArticleFormatError(ValueError):
+    """An article file is not in the expected format; the message names the file."""
+
+
+@dataclass(frozen=True)
+class ArticleFile:
+    slug: str
+    title: str
+    category: str
+    body: str
+
+    @property
+    def sha(self) -> str:
+        return hashlib.sha256(f"{self.title}\n{self.category}\n{self.body}".encode()).hexdigest()
+
+
+def parse_article(path: Path) -> ArticleFile:
+    """`---` front matter with `title:` and `category:`, then the markdown body."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ArticleFormatError(f"{path}: not UTF-8 text") from exc
+    if not text.startswith("---"):
+        raise ArticleFormatError(f"{path}: missing the '---' front matter with title and category")
+    head, sep, body = text[3:].partition("\n---")
+    if not sep:
+        raise ArticleFormatError(f"{path}: front matter is not closed with '---'")
+    meta = {}
+    for line in head.strip().splitlines():
+        key, _, value = line.partition(":")
+        meta[key.strip().lower()] = value.strip()
+    category = meta.get("category", "")
+    if not meta.get("title") or category not in CATEGORIES:
+        raise ArticleFormatError(f"{path}: needs 'title:' and 'category:' (one of {', '.join(CATEGORIES)})")
+    return ArticleFile(slug=path.stem, title=meta["title"], category=category, body=body.strip())
+
+
+def shipped_articles_dir() -> Path:
+    return Path(str(resources.files("nodes") / "data" / "kb"))
+
+
+def collect(paths: list[Path]) -> list[ArticleFile]:
+    """Articles from files and folders (folders: every *.md inside), validated before loading."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(path.glob("*.md")))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ArticleFormatError(f"{path}: no such file or folder")
+    if not files:
+        raise ArticleFormatError("no markdown articles found in " + ", ".join(map(str, paths)))
+    return [parse_article(f) for f in files]
+
+
+def load_articles(pool: ConnectionPool, articles: list[ArticleFile]) -> tuple[int, int]:
+    """Upsert by slug; an unchanged article is not rewritten. Returns (written, unchanged)."""
+    written = 0
+    with pool.connection() as conn, conn.transaction():
+        for a in articles:
+            row = conn.execute(
+                "INSERT INTO kb_articles (slug, title, category, body, content_sha) VALUES (%s, %s, %s, %s, %s) "
+                "ON CONFLICT (slug) DO UPDATE SET title = EXCLUDED.title, category = EXCLUDED.category, "
+                "body = EXCLUDED.body, content_sha = EXCLUDED.content_sha, loaded_at = now() "
+                "WHERE kb_articles.content_sha <> EXCLUDED.content_sha RETURNING slug",
+                (a.slug, a.title, a.category, a.body, a.sha),
+            ).fetchone()
+            written += row is not None
+    return written, len(articles) - written
+
+
+def ensure_loaded(pool: ConnectionPool) -> None:
+    """Load the shipped articles the first time a support thread needs them."""
+    with pool.connection() as conn:
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM kb_articles) AS any").fetchone()["any"]:
+            return
+    load_articles(pool, collect([shipped_articles_dir()]))

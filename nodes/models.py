@@ -1,0 +1,161 @@
+"""Chat models from configuration: `SIGNOFF_MODEL` / `SIGNOFF_FALLBACK_MODEL`.
+
+Every model, local or remote, is reached through langchain-openai's ChatOpenAI, so graphs
+run the same code path on a laptop and in production. The one difference between servers,
+how they accept a JSON schema, is settled here and nowhere else (see `StructuredMode`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from pydantic import BaseModel, ValidationError
+
+from checkpoint.settings import Settings
+
+#: How a server is told to answer in JSON:
+#: - "json_schema": OpenAI's `response_format={"type": "json_schema", ...}`;
+#: - "json_object_schema": llama.cpp's `{"type": "json_object", "schema": ...}` (grammar-
+#:   constrained); it rejects "json_schema";
+#: - "prompt": no server-side constraint (scripted test models); the schema is in the prompt.
+StructuredMode = Literal["json_schema", "json_object_schema", "prompt"]
+
+
+class ModelConfigError(ValueError):
+    """The model configuration is unusable; the message says what to set."""
+
+
+class SchemaError(ValueError):
+    """A model answered, but not with JSON matching the schema (worth a retry)."""
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A chat model plus what the resilience layer and the audit need to know about it."""
+
+    name: str
+    chat: BaseChatModel
+    structured_mode: StructuredMode = "json_schema"
+    call_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def bound(self, schema: type[BaseModel] | None) -> Any:
+        """The runnable to invoke: the chat model, constrained to `schema` when given."""
+        kwargs = dict(self.call_kwargs)
+        if schema is not None and self.structured_mode == "json_schema":
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+            }
+        elif schema is not None and self.structured_mode == "json_object_schema":
+            kwargs["response_format"] = {"type": "json_object", "schema": schema.model_json_schema()}
+        return self.chat.bind(**kwargs) if kwargs else self.chat
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """The models a run may use, in order of preference."""
+
+    primary: ModelHandle
+    fallback: ModelHandle | None = None
+
+    def chain(self) -> list[ModelHandle]:
+        return [self.primary] + ([self.fallback] if self.fallback else [])
+
+
+def parse_structured(message: AIMessage, schema: type[BaseModel]) -> BaseModel:
+    """Validate a model's JSON answer; tolerate a ```json fence, which small models add."""
+    text = message.content if isinstance(message.content, str) else json.dumps(message.content)
+    text = text.strip()
+    if text.startswith("```"):
+        text = text.strip("`")
+        text = text[text.find("{") :] if "{" in text else text
+    try:
+        return schema.model_validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {"msg": str(exc)}
+        raise SchemaError(f"answer does not match {schema.__name__}: {first.get('msg')}") from exc
+
+
+def schema_hint(schema: type[BaseModel]) -> str:
+    """One line telling a model the JSON shape to answer with (harmless when it is enforced)."""
+    return "Answer only with JSON matching this schema: " + json.dumps(schema.model_json_schema(), separators=(",", ":"))
+
+
+def _openai_handle(spec: str, settings: Settings, role: str) -> ModelHandle:
+    from langchain_openai import ChatOpenAI
+
+    model_name = spec.split(":", 1)[1].strip()
+    if not model_name:
+        raise ModelConfigError(f"{role} is 'openai:' without a model name: set e.g. {role}=openai:gpt-4o-mini")
+    api_key = settings.openai_api_key
+    if api_key is None:
+        if settings.openai_base_url is None:
+            raise ModelConfigError(
+                f"{role}={spec} needs OPENAI_API_KEY: export it, or unset {role} to use the local model"
+            )
+        api_key = "not-needed"  # many OpenAI-compatible servers accept any key
+    chat = ChatOpenAI(
+        model=model_name,
+        api_key=api_key,  # type: ignore[arg-type]
+        base_url=settings.openai_base_url,
+        timeout=settings.call_timeout,
+        # Our ResilientAgentNode retries; the client's own retries would multiply with ours.
+        max_retries=0,
+        stream_usage=True,
+    )
+    return ModelHandle(name=spec, chat=chat, structured_mode="json_schema")
+
+
+def _local_handle(settings: Settings) -> ModelHandle:
+    from langchain_openai import ChatOpenAI
+
+    from nodes.local_model import LocalModelError, ensure_server
+
+    try:
+        info = ensure_server(settings.home)
+    except ImportError as exc:
+        raise ModelConfigError(
+            "the local model needs the 'local' extra: run the README's main-job command, "
+            "or set SIGNOFF_MODEL=openai:<model-name> and OPENAI_API_KEY"
+        ) from exc
+    except LocalModelError as exc:
+        raise ModelConfigError(str(exc)) from exc
+    chat = ChatOpenAI(
+        model=info.model_alias,
+        api_key="local",  # type: ignore[arg-type]
+        base_url=info.base_url,
+        timeout=max(settings.call_timeout, 120.0),
+        max_retries=0,
+        stream_usage=True,
+        temperature=0.2,
+    )
+    # A 270M model rambles: bound free text and discourage loops.
+    return ModelHandle(
+        name=f"local:{info.model_alias}",
+        chat=chat,
+        structured_mode="json_object_schema",
+        call_kwargs={"max_tokens": 256, "extra_body": {"repeat_penalty": 1.3}},
+    )
+
+
+def handle_from_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> ModelHandle:
+    """Build one model from its configuration string."""
+    spec = spec.strip()
+    if spec == "local":
+        return _local_handle(settings)
+    if spec.startswith("openai:"):
+        return _openai_handle(spec, settings, role)
+    raise ModelConfigError(f"{role} must be 'local' or 'openai:<model-name>', got {spec!r}")
+
+
+def registry_from_settings(settings: Settings) -> ModelRegistry:
+    """The configured primary and fallback models (no fallback unless one is configured)."""
+    primary = handle_from_spec(settings.model, settings)
+    fallback = None
+    if settings.fallback_model and settings.fallback_model != settings.model:
+        fallback = handle_from_spec(settings.fallback_model, settings, role="SIGNOFF_FALLBACK_MODEL")
+    return ModelRegistry(primary=primary, fallback=fallback)

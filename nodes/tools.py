@@ -1,0 +1,83 @@
+"""The side effects agents may cause: tickets, outbound replies, audit events, kb search.
+
+Each external write is keyed by thread, so a node that runs again (after a crash, retry or
+resume) finds the row it wrote before instead of writing a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from langgraph.config import get_config
+from psycopg.types.json import Jsonb
+from psycopg_pool import ConnectionPool
+
+
+def current_thread_id() -> str:
+    """The thread of the node now running (LangGraph's config carries it)."""
+    return str(get_config()["configurable"]["thread_id"])
+
+
+@dataclass(frozen=True)
+class Article:
+    slug: str
+    title: str
+    category: str
+    body: str
+    rank: float
+
+
+def kb_search(pool: ConnectionPool, query: str, *, category: str | None = None, limit: int = 3) -> list[Article]:
+    """Best-matching knowledge-base articles; OR-ed terms so a long question still matches."""
+    sql = (
+        "WITH q AS (SELECT replace(plainto_tsquery('english', %(q)s)::text, '&', '|')::tsquery AS q) "
+        "SELECT slug, title, category, body, ts_rank(tsv, q.q) AS rank FROM kb_articles, q "
+        "WHERE tsv @@ q.q AND (%(cat)s::text IS NULL OR category = %(cat)s) "
+        "ORDER BY rank DESC, slug LIMIT %(limit)s"
+    )
+    with pool.connection() as conn:
+        rows = conn.execute(sql, {"q": query, "cat": category, "limit": limit}).fetchall()
+    return [Article(r["slug"], r["title"], r["category"], r["body"], float(r["rank"])) for r in rows]
+
+
+def open_ticket(pool: ConnectionPool, thread_id: str, *, intent: str, summary: str) -> int:
+    """The thread's ticket id, creating the ticket only the first time."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO tickets (thread_id, intent, summary) VALUES (%s, %s, %s) "
+            "ON CONFLICT (thread_id) DO NOTHING RETURNING id",
+            (thread_id, intent, summary[:500]),
+        ).fetchone()
+        if row is not None:
+            record_event(pool, thread_id, "signoff", "ticket_opened", {"ticket_id": row["id"], "intent": intent})
+            return int(row["id"])
+        existing = conn.execute("SELECT id FROM tickets WHERE thread_id = %s", (thread_id,)).fetchone()
+        return int(existing["id"])
+
+
+def resolve_ticket(pool: ConnectionPool, thread_id: str) -> None:
+    with pool.connection() as conn:
+        conn.execute("UPDATE tickets SET status = 'resolved', updated_at = now() WHERE thread_id = %s AND status = 'open'", (thread_id,))
+
+
+def send_reply(pool: ConnectionPool, thread_id: str, *, recipient: str | None, kind: str, body: str) -> bool:
+    """Queue the thread's one outbound reply; False if it was already queued."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO outbox (thread_id, recipient, kind, body) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (thread_id) DO NOTHING RETURNING id",
+            (thread_id, recipient, kind, body),
+        ).fetchone()
+    if row is not None:
+        record_event(pool, thread_id, "signoff", "reply_sent", {"outbox_id": row["id"], "kind": kind})
+    return row is not None
+
+
+def record_event(pool: ConnectionPool, thread_id: str, actor: str, kind: str, detail: dict[str, Any] | None = None) -> None:
+    """Append to the audit trail (never secrets or message bodies)."""
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, %s, %s, %s)",
+            (thread_id, actor, kind, Jsonb(detail or {})),
+        )

@@ -1,0 +1,71 @@
+"""Test fixtures: one embedded PostgreSQL for the session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from checkpoint.database import open_pool
+from checkpoint.embedded import embedded_url
+from checkpoint.migrations import migrate
+from nodes.context import SignoffContext
+from nodes.resilient import ResiliencePolicy
+
+FAST_POLICY = ResiliencePolicy(max_attempts=3, initial_backoff=0.01, max_backoff=0.05, retry_after_cap=2.0)
+
+
+@pytest.fixture(scope="session")
+def pg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SIGNOFF_HOME of the test session's embedded server (short path: unix socket limit)."""
+    root = Path(os.environ.get("SIGNOFF_TEST_HOME", "/tmp/signoff-test-pg"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture(scope="session")
+def server_url(pg_home: Path) -> str:
+    return embedded_url(pg_home)
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A database of its own for this test, dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = server_url.replace("/postgres?", f"/{name}?")
+    try:
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pool(database_url: str) -> Iterator[ConnectionPool]:
+    pool = open_pool(database_url)
+    migrate(pool)
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def make_context(pool: ConnectionPool):
+    def make(models, **overrides) -> SignoffContext:
+        return SignoffContext(models=models, pool=pool, policy=overrides.pop("policy", FAST_POLICY), **overrides)
+
+    return make
+
+
+def count_rows(pool: ConnectionPool, table: str, **where: object) -> int:
+    clause = " AND ".join(f"{k} = %s" for k in where) or "true"
+    with pool.connection() as conn:
+        return conn.execute(f"SELECT count(*) AS n FROM {table} WHERE {clause}", tuple(where.values())).fetchone()["n"]

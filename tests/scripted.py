@@ -1,0 +1,72 @@
+"""Deterministic chat models for graph tests (after LangGraph's own fake_chat.py)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterator, Sequence
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from pydantic import PrivateAttr
+
+from nodes.models import ModelHandle, ModelRegistry
+
+
+class ScriptedChatModel(BaseChatModel):
+    """Answers by rule: the first (substring, answer) whose substring appears in the prompt.
+
+    An answer may be a list, consumed one per call (the last one repeats); an answer that is
+    an Exception instance is raised. Every prompt is kept in `prompts` for assertions.
+    """
+
+    rules: list[tuple[str, Any]]
+    _calls: dict[int, int] = PrivateAttr(default_factory=lambda: defaultdict(int))
+    _prompts: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def _llm_type(self) -> str:
+        return "scripted"
+
+    @property
+    def prompts(self) -> list[str]:
+        return self._prompts
+
+    def _answer(self, messages: Sequence[BaseMessage]) -> str:
+        prompt = "\n".join(str(m.content) for m in messages)
+        self._prompts.append(prompt)
+        for index, (needle, answer) in enumerate(self.rules):
+            if needle in prompt:
+                if isinstance(answer, list):
+                    n = self._calls[index]
+                    self._calls[index] += 1
+                    answer = answer[min(n, len(answer) - 1)]
+                if isinstance(answer, BaseException):
+                    raise answer
+                return str(answer)
+        raise AssertionError(f"no scripted answer for prompt: {prompt[:200]!r}")
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        text = self._answer(messages)
+        usage = {"input_tokens": 10, "output_tokens": len(text.split()), "total_tokens": 10 + len(text.split())}
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text, usage_metadata=usage))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        text = self._answer(messages)
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            piece = word if i == len(words) - 1 else word + " "
+            chunk = ChatGenerationChunk(message=AIMessageChunk(content=piece))
+            if run_manager:
+                run_manager.on_llm_new_token(piece, chunk=chunk)
+            yield chunk
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata={"input_tokens": 10, "output_tokens": len(words), "total_tokens": 10 + len(words)}))
+
+
+def scripted_registry(rules: list[tuple[str, Any]], fallback_rules: list[tuple[str, Any]] | None = None) -> ModelRegistry:
+    primary = ModelHandle("scripted:primary", ScriptedChatModel(rules=rules), structured_mode="prompt")
+    fallback = ModelHandle("scripted:fallback", ScriptedChatModel(rules=fallback_rules), structured_mode="prompt") if fallback_rules else None
+    return ModelRegistry(primary=primary, fallback=fallback)

@@ -1,0 +1,124 @@
+"""The support escalation graph, every path, on scripted models and a real database."""
+
+from __future__ import annotations
+
+import pytest
+
+from graphs.registry import SUPPORT
+from graphs.runner import ThreadRunner
+from graphs.support import HOLDING_REPLY
+from nodes.gates import GateError
+from tests.conftest import count_rows
+from tests.scripted import scripted_registry
+
+BILLING = [
+    ("Classify the customer message", '{"intent": "billing"}'),
+    ("billing support agent", "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."),
+    ("Rewrite the support reply", "Sorry for the trouble: the second charge is a pending authorization."),
+]
+TECHNICAL = [
+    ("Classify the customer message", '{"intent": "technical"}'),
+    ("technical support agent", "ESCALATE"),
+    ("Rewrite the support reply", ["Redraft one", "Redraft two", "Redraft three"]),
+]
+
+
+@pytest.fixture
+def run(pool, make_context):
+    def runner(rules, **ctx) -> tuple[ThreadRunner, list[dict]]:
+        events: list[dict] = []
+        return ThreadRunner(pool, SUPPORT, make_context(scripted_registry(rules), **ctx)), events
+
+    return runner
+
+
+def test_billing_question_is_resolved_from_the_kb_and_waits_for_review(run, pool):
+    runner, events = run(BILLING)
+    stop = runner.start("t-billing", "I was charged twice this month", {"email": "a@example.com"}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["intent"] == "billing"
+    assert "pending authorization" in stop.values["draft"]
+    assert stop.values["sources"], "the answer cites knowledge-base articles"
+    assert count_rows(pool, "tickets") == 0
+    assert count_rows(pool, "outbox") == 0
+
+
+def test_approving_a_resolved_reply_sends_it_once(run, pool):
+    runner, events = run(BILLING)
+    runner.start("t1", "I was charged twice this month", {"email": "a@example.com"}, events.append)
+    runner.decide("t1", "approved", actor="alice")
+    stop = runner.resume("t1", events.append)
+    assert stop.status == "finished"
+    assert stop.values["outcome"] == "replied"
+    assert count_rows(pool, "outbox", thread_id="t1", kind="reply") == 1
+    assert count_rows(pool, "approvals", thread_id="t1", decision="approved", actor="alice") == 1
+
+
+def test_technical_question_is_escalated_with_a_ticket_then_approved(run, pool):
+    runner, events = run(TECHNICAL)
+    stop = runner.start("t2", "The app crashes with error 0x99 on my fridge", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["ticket_id"] is not None
+    runner.decide("t2", "approved", actor="bob")
+    stop = runner.resume("t2", events.append)
+    assert stop.values["outcome"] == "replied"
+    assert count_rows(pool, "tickets", thread_id="t2") == 1
+    assert count_rows(pool, "outbox", thread_id="t2") == 1
+
+
+def test_rejection_with_feedback_redrafts_and_returns_to_the_gate(run, pool):
+    runner, events = run(BILLING)
+    runner.start("t3", "I was charged twice this month", {}, events.append)
+    runner.decide("t3", "rejected", actor="carol", note="apologise first")
+    stop = runner.resume("t3", events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["draft"].startswith("Sorry for the trouble")
+    assert stop.values["redrafts"] == 1
+    prompts = runner.context.models.primary.chat.prompts
+    assert any("apologise first" in p for p in prompts), "the reviewer's feedback reaches the model"
+    runner.decide("t3", "approved", actor="carol")
+    stop = runner.resume("t3", events.append)
+    assert stop.values["outcome"] == "replied"
+    assert count_rows(pool, "outbox", thread_id="t3", kind="reply") == 1
+
+
+def test_rejected_past_the_bound_sends_a_holding_reply_and_keeps_the_ticket_open(run, pool):
+    runner, events = run(TECHNICAL)
+    runner.start("t4", "The sync engine corrupts my notes", {}, events.append)
+    for _ in range(3):  # the default bound allows two redrafts; the third rejection ends it
+        runner.decide("t4", "rejected", actor="dan", note="not good enough")
+        stop = runner.resume("t4", events.append)
+    assert stop.status == "finished"
+    assert stop.values["outcome"] == "holding"
+    assert stop.values["reply"] == HOLDING_REPLY
+    assert count_rows(pool, "tickets", thread_id="t4", status="open") == 1
+    assert count_rows(pool, "outbox", thread_id="t4", kind="holding") == 1
+    assert count_rows(pool, "approvals", thread_id="t4", decision="rejected") == 3
+
+
+def test_a_model_failure_escalates_to_a_human_instead_of_crashing(run, pool):
+    runner, events = run([("Classify", RuntimeError("model exploded")), ("agent", RuntimeError("still down"))])
+    stop = runner.start("t5", "Help with my invoice", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["needs_human"] is True
+    assert "model exploded" in stop.values["error"]
+    assert count_rows(pool, "tickets", thread_id="t5") == 1
+
+
+def test_resuming_a_gate_without_a_decision_is_refused(run):
+    runner, events = run(BILLING)
+    runner.start("t6", "I was charged twice", {}, events.append)
+    with pytest.raises(GateError):
+        runner.resume("t6", events.append)
+
+
+def test_progress_events_name_each_node_with_its_model_and_tokens(run):
+    runner, events = run(BILLING)
+    runner.start("t7", "I was charged twice this month", {}, events.append)
+    ended = [e["node"] for e in events if e["event"] == "node_end"]
+    assert ended == ["classify", "lookup_kb", "billing_agent", "draft_reply"]
+    agent_end = next(e for e in events if e["event"] == "node_end" and e["node"] == "billing_agent")
+    assert agent_end["calls"][0]["model"] == "scripted:primary"
+    tokens = "".join(e["text"] for e in events if e["event"] == "token")
+    assert "pending authorization" in tokens
+    assert '"intent"' not in tokens, "structured answers are not streamed as prose"
