@@ -27,6 +27,16 @@ def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0) -> 
     """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
     prepared statements) and are health-checked on checkout, so a connection that went stale
     (server restarted, idle timeout) is replaced by the pool instead of surfacing as an error."""
+    try:
+        # One direct connection first: it fails in seconds with the real reason, where the
+        # pool would retry quietly until its timeout.
+        psycopg.connect(url, connect_timeout=5).close()
+    except psycopg.Error as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise DatabaseUnavailable(
+            f"cannot reach PostgreSQL at {redact_url(url)} ({reason}): check DATABASE_URL "
+            "(or unset it to use the embedded server)"
+        ) from None
     pool = ConnectionPool(
         url,
         min_size=1,

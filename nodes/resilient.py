@@ -90,6 +90,11 @@ def is_transient(exc: BaseException) -> bool:
     unparseable responses and answers that fail their schema. 400/401/403/404 are not."""
     if isinstance(exc, openai.APIStatusError):
         return exc.status_code in _TRANSIENT_STATUS or exc.status_code >= 500
+    if type(exc) is ValueError and str(exc).startswith("No generation"):
+        # A streamed answer with no SSE events (e.g. a malformed body): langchain-core raises
+        # a bare ValueError ("No generations found in stream." / "No generation chunks were
+        # returned"), where the non-streamed path raises json.JSONDecodeError.
+        return True
     return isinstance(
         exc,
         (

@@ -1,0 +1,325 @@
+"""The `signoff` command: thin; parses, calls into graphs/ and checkpoint/, renders."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import re
+import sys
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from checkpoint.settings import MAX_INPUT_BYTES, Settings
+
+app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False)
+start_app = typer.Typer(help="Start a thread and stream it to its first stop.", no_args_is_help=True)
+db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
+kb_app = typer.Typer(help="The support knowledge base.", no_args_is_help=True)
+app.add_typer(start_app, name="start")
+app.add_typer(db_app, name="db")
+app.add_typer(kb_app, name="kb")
+
+THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class UsageError(ValueError):
+    """Bad input from the command line."""
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"error: {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can cause or fix into one line and a non-zero exit."""
+    from checkpoint.database import DatabaseUnavailable
+    from checkpoint.embedded import EmbeddedPostgresError
+    from checkpoint.threads import ThreadExists
+    from graphs.runner import DigestMismatch, NotAtGate, ThreadNotFound
+    from nodes.gates import AlreadyDecided, GateError
+    from nodes.knowledge import ArticleFormatError
+    from nodes.models import ModelConfigError
+
+    known = (UsageError, DatabaseUnavailable, EmbeddedPostgresError, ThreadExists, DigestMismatch, NotAtGate,
+             ThreadNotFound, AlreadyDecided, GateError, ArticleFormatError, ModelConfigError)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except known as exc:
+            fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def valid_text(text: str, what: str) -> str:
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError(f"the {what} is not valid UTF-8: pass plain text") from None
+    if not text.strip():
+        raise UsageError(f"the {what} is empty: pass some text in quotes")
+    if size > MAX_INPUT_BYTES:
+        raise UsageError(f"the {what} is {size} bytes, over the {MAX_INPUT_BYTES}-byte limit: shorten it")
+    return text.strip()
+
+
+def valid_thread_id(thread_id: str) -> str:
+    if not THREAD_ID.match(thread_id):
+        raise UsageError(f"{thread_id!r} is not a thread id: use 1-64 letters, digits, '.', '_' or '-'")
+    return thread_id
+
+
+def actor(by: str | None) -> str:
+    return by or os.environ.get("SIGNOFF_USER") or getpass.getuser()
+
+
+# --- plumbing ------------------------------------------------------------------------------
+
+
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+def open_db(config: Settings) -> Any:
+    from checkpoint.database import connect
+
+    return connect(config)
+
+
+def make_context(config: Settings, pool: Any) -> Any:
+    from nodes.context import SignoffContext
+    from nodes.models import registry_from_settings
+    from nodes.resilient import ResiliencePolicy
+
+    return SignoffContext(models=registry_from_settings(config), pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts))
+
+
+def run_and_report(run: Callable[[Any], Any]) -> None:
+    from graphs.progress import ProgressPrinter
+
+    printer = ProgressPrinter(out)
+    stop = run(printer)
+    printer.finish(stop)
+    if stop.status == "failed":
+        raise typer.Exit(1)
+
+
+def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any]) -> None:
+    from graphs.registry import get_spec
+    from graphs.runner import ThreadRunner
+
+    text = valid_text(text, "message" if graph == "support" else "text")
+    thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
+    config = settings()
+    with open_db(config) as pool:
+        context = make_context(config, pool)  # before anything is written: a bad model config changes nothing
+        runner = ThreadRunner(pool, get_spec(graph), context)
+        out.print(f"thread [bold]{thread_id}[/bold]")
+        run_and_report(lambda sink: runner.start(thread_id, text, options, sink))
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+@start_app.command("support")
+@friendly
+def start_support(
+    message: str = typer.Argument(..., help="The customer's message."),
+    email: Optional[str] = typer.Option(None, "--email", help="Where the reply would be sent."),
+    thread: Optional[str] = typer.Option(None, "--thread", help="Thread id to use (default: generated)."),
+) -> None:
+    """Support escalation: classify, answer from the knowledge base or escalate, human review."""
+    start_thread("support", message, thread, {"email": email, "actor": actor(None)})
+
+
+@app.command()
+@friendly
+def pending() -> None:
+    """Every thread waiting at a gate, oldest first."""
+    from checkpoint import threads
+
+    config = settings()
+    with open_db(config) as pool:
+        rows = threads.list_by_status(pool, "waiting")
+    if not rows:
+        out.print("nothing is waiting for sign-off")
+        return
+    table = Table("thread", "graph", "gate", "age", "deadline", "summary", box=None, pad_edge=False)
+    now = datetime.now(timezone.utc)
+    for row in rows:
+        deadline = f"{row.deadline:%Y-%m-%d %H:%M}" if row.deadline else "-"
+        table.add_row(row.thread_id, row.graph, row.gate or "", age(now - row.updated_at), deadline, escape(row.summary[:70]))
+    out.print(table)
+
+
+def age(delta: Any) -> str:
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@app.command()
+@friendly
+def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> None:
+    """A thread's state, the content awaiting sign-off, and its steps so far."""
+    from checkpoint import threads
+    from graphs.runner import ThreadRunner
+    from nodes.gates import content_digest
+
+    valid_thread_id(thread_id)
+    config = settings()
+    with open_db(config) as pool:
+        runner = ThreadRunner.for_thread(pool, thread_id)
+        snapshot = runner.snapshot(thread_id)
+        row = threads.get(pool, thread_id)
+        with pool.connection() as conn:
+            decisions = conn.execute("SELECT gate, decision, actor, note, decided_at FROM approvals WHERE thread_id = %s ORDER BY id", (thread_id,)).fetchall()
+    values = dict(snapshot.values)
+    gate = runner.gate_of(snapshot)
+    out.print(f"[bold]{thread_id}[/bold]  graph={row.graph}  status={row.status}" + (f"  gate={gate}" if gate else ""))
+    out.print(f"summary: {escape(runner.spec.summarize(values))}")
+    if gate:
+        content = runner.spec.review_content(values)
+        out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
+        out.print(f"\n[bold]awaiting sign-off[/bold] (digest {content_digest(content)}):\n{escape(content)}\n")
+    if values.get("error"):
+        out.print(f"[yellow]error:[/yellow] {escape(str(values['error']))}")
+    steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
+    for call in values.get("calls", []):
+        steps.add_row(call["node"], call.get("model") or "-", str(call["attempts"]), f"{call['latency_ms']}ms",
+                      f"{call['input_tokens']}/{call['output_tokens']}", escape(call.get("error") or ""))
+    out.print(steps)
+    for d in decisions:
+        out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {escape(d['actor'])}" + (f" - {escape(d['note'])}" if d["note"] else ""))
+
+
+def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
+    from graphs.runner import ThreadRunner
+
+    valid_thread_id(thread_id)
+    config = settings()
+    with open_db(config) as pool:
+        runner = ThreadRunner.for_thread(pool, thread_id)
+        runner.context = make_context(config, pool)
+        runner.decide(thread_id, verdict, actor=actor(by), note=note, expect_digest=expect)  # type: ignore[arg-type]
+        out.print(f"{verdict} [bold]{thread_id}[/bold] by {escape(actor(by))}; resuming")
+        run_and_report(lambda sink: runner.resume(thread_id, sink))
+
+
+@app.command()
+@friendly
+def approve(
+    thread_id: str = typer.Argument(..., help="The thread waiting at a gate."),
+    note: str = typer.Option("", "--note", help="A note for the audit trail."),
+    by: Optional[str] = typer.Option(None, "--by", envvar="SIGNOFF_USER", help="Who approves (default: your user name)."),
+    expect: Optional[str] = typer.Option(None, "--expect", help="Refuse if the content's digest is not this (see `show`)."),
+) -> None:
+    """Approve what a thread waits on, then resume it to its next stop."""
+    if note:
+        valid_text(note, "note")
+    decide_and_resume(thread_id, "approved", by, note, expect)
+
+
+@app.command()
+@friendly
+def reject(
+    thread_id: str = typer.Argument(..., help="The thread waiting at a gate."),
+    feedback: str = typer.Option(..., "--feedback", help="What to change; it reaches the model that redrafts."),
+    by: Optional[str] = typer.Option(None, "--by", envvar="SIGNOFF_USER", help="Who rejects (default: your user name)."),
+    expect: Optional[str] = typer.Option(None, "--expect", help="Refuse if the content's digest is not this (see `show`)."),
+) -> None:
+    """Reject with feedback, then resume the thread (redraft, or its bounded default)."""
+    decide_and_resume(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect)
+
+
+@app.command("config")
+def show_config() -> None:
+    """The configuration in force (secrets hidden)."""
+    table = Table("variable", "value", "note", box=None, pad_edge=False)
+    for row in settings().describe():
+        table.add_row(*row)
+    out.print(table)
+
+
+@db_app.command("migrate")
+@friendly
+def db_migrate() -> None:
+    """Apply pending migrations (LangGraph's checkpoint tables, then Signoff's)."""
+    from checkpoint.database import connect
+    from checkpoint.migrations import migrate
+
+    with connect(settings(), migrate=False) as pool:
+        applied = migrate(pool)
+    out.print("applied: " + ", ".join(f"{m.version:03d}_{m.name}" for m in applied) if applied else "up to date")
+
+
+@db_app.command("status")
+@friendly
+def db_status() -> None:
+    """Applied and pending migrations."""
+    from checkpoint.database import connect
+    from checkpoint.migrations import status
+
+    with connect(settings(), migrate=False) as pool:
+        rows = status(pool)
+    for row in rows:
+        when = f"applied {row.applied_at:%Y-%m-%d %H:%M:%S}" if row.applied_at else "pending"
+        out.print(f"{row.version:03d}_{row.name}  {when}")
+
+
+@kb_app.command("load")
+@friendly
+def kb_load(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown files or folders (default: the shipped articles).")) -> None:
+    """Load knowledge-base articles; unchanged ones are left alone."""
+    from nodes.knowledge import collect, load_articles, shipped_articles_dir
+
+    articles = collect(list(paths) if paths else [shipped_articles_dir()])  # validated before any write
+    with open_db(settings()) as pool:
+        written, unchanged = load_articles(pool, articles)
+    out.print(f"{written} loaded, {unchanged} unchanged")
+
+
+@kb_app.command("search")
+@friendly
+def kb_search_cmd(query: str = typer.Argument(..., help="What to look for.")) -> None:
+    """Full-text search over the knowledge base."""
+    from nodes.knowledge import ensure_loaded
+    from nodes.tools import kb_search
+
+    query = valid_text(query, "query")
+    with open_db(settings()) as pool:
+        ensure_loaded(pool)
+        hits = kb_search(pool, query, limit=5)
+    if not hits:
+        out.print("no matching articles")
+    for hit in hits:
+        out.print(f"{hit.rank:.3f}  [{hit.category}] {hit.slug}: {escape(hit.title)}")
+
+
+def main() -> None:  # pragma: no cover - `python cli.py`
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
