@@ -6,6 +6,7 @@ import functools
 import getpass
 import os
 import re
+import signal
 import sys
 import uuid
 from datetime import datetime, timezone
@@ -46,14 +47,14 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can cause or fix into one line and a non-zero exit."""
     from checkpoint.database import DatabaseUnavailable
     from checkpoint.embedded import EmbeddedPostgresError
-    from checkpoint.threads import ThreadExists
-    from graphs.runner import DigestMismatch, NotAtGate, ThreadNotFound
+    from checkpoint.threads import ThreadBusy, ThreadExists
+    from graphs.runner import AwaitingDecision, DigestMismatch, NotAtGate, ThreadNotFound
     from nodes.gates import AlreadyDecided, GateError
     from nodes.knowledge import ArticleFormatError
     from nodes.models import ModelConfigError
 
     known = (UsageError, DatabaseUnavailable, EmbeddedPostgresError, ThreadExists, DigestMismatch, NotAtGate,
-             ThreadNotFound, AlreadyDecided, GateError, ArticleFormatError, ModelConfigError)
+             ThreadNotFound, AlreadyDecided, GateError, ArticleFormatError, ModelConfigError, ThreadBusy, AwaitingDecision)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -105,36 +106,80 @@ def open_db(config: Settings) -> Any:
     return connect(config)
 
 
-def make_context(config: Settings, pool: Any) -> Any:
+def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
+    """The run context; `eager` builds the models now, so a bad model configuration fails
+    before anything is written."""
     from nodes.context import SignoffContext
-    from nodes.models import registry_from_settings
+    from nodes.models import LazyRegistry, registry_from_settings
     from nodes.resilient import ResiliencePolicy
 
-    return SignoffContext(models=registry_from_settings(config), pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts))
+    models = LazyRegistry(lambda: registry_from_settings(config))
+    if eager:
+        models.resolve()
+    return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts))  # type: ignore[arg-type]
 
 
-def run_and_report(run: Callable[[Any], Any]) -> None:
+def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
+    """Run with progress; first Ctrl-C/SIGTERM drains at the next step boundary, a second
+    exits at once (the last saved step stands, so the thread stays resumable)."""
+    from langgraph.runtime import RunControl
+
+    from checkpoint.database import is_connection_error
     from graphs.progress import ProgressPrinter
 
     printer = ProgressPrinter(out)
-    stop = run(printer)
+    control = RunControl()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if control.drain_requested:
+            os._exit(130)
+        control.request_drain(signal.Signals(signum).name)
+        err.print(f"stopping at the next step boundary (again to exit now); resume with: signoff resume {thread_id}")
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        stop = run(printer, control)
+    except Exception as exc:
+        if not is_connection_error(exc):
+            raise
+        fail(f"lost the database mid-run ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}); "
+             f"the thread is saved up to its last step: run `signoff resume {thread_id}`")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     printer.finish(stop)
     if stop.status == "failed":
         raise typer.Exit(1)
+    if stop.status == "interrupted":
+        raise typer.Exit(130)
 
 
-def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any]) -> None:
+def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> float:
+    """--deadline, else SIGNOFF_<GRAPH>_DEADLINE_HOURS, else SIGNOFF_GATE_DEADLINE_HOURS."""
+    if deadline is not None:
+        if deadline <= 0:
+            raise UsageError("--deadline must be a positive number of hours")
+        return deadline
+    per_graph = os.environ.get(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS")
+    try:
+        return float(per_graph) if per_graph else config.gate_deadline_hours
+    except ValueError:
+        raise UsageError(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a number of hours") from None
+
+
+def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any], deadline: Optional[float] = None) -> None:
     from graphs.registry import get_spec
     from graphs.runner import ThreadRunner
 
     text = valid_text(text, "message" if graph == "support" else "text")
     thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
     config = settings()
+    options = {**options, "deadline_hours": deadline_hours(graph, deadline, config)}
     with open_db(config) as pool:
         context = make_context(config, pool)  # before anything is written: a bad model config changes nothing
         runner = ThreadRunner(pool, get_spec(graph), context)
         out.print(f"thread [bold]{thread_id}[/bold]")
-        run_and_report(lambda sink: runner.start(thread_id, text, options, sink))
+        run_and_report(thread_id, lambda sink, control: runner.start(thread_id, text, options, sink, control))
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -146,19 +191,23 @@ def start_support(
     message: str = typer.Argument(..., help="The customer's message."),
     email: Optional[str] = typer.Option(None, "--email", help="Where the reply would be sent."),
     thread: Optional[str] = typer.Option(None, "--thread", help="Thread id to use (default: generated)."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the review gate waits before its default action (holding reply)."),
 ) -> None:
     """Support escalation: classify, answer from the knowledge base or escalate, human review."""
-    start_thread("support", message, thread, {"email": email, "actor": actor(None)})
+    start_thread("support", message, thread, {"email": email, "actor": actor(None)}, deadline)
 
 
 @app.command()
 @friendly
 def pending() -> None:
-    """Every thread waiting at a gate, oldest first."""
+    """Every thread waiting at a gate, oldest first (expired gates get their default first)."""
     from checkpoint import threads
+    from graphs.runner import expire_due
 
     config = settings()
     with open_db(config) as pool:
+        for stop in expire_due(pool, make_context(config, pool, eager=False), lambda event: None):
+            out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {escape(stop.outcome)}")
         rows = threads.list_by_status(pool, "waiting")
     if not rows:
         out.print("nothing is waiting for sign-off")
@@ -215,16 +264,19 @@ def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> No
 
 
 def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
-    from graphs.runner import ThreadRunner
+    from graphs.runner import ThreadRunner, expire_if_due
 
     valid_thread_id(thread_id)
     config = settings()
     with open_db(config) as pool:
         runner = ThreadRunner.for_thread(pool, thread_id)
         runner.context = make_context(config, pool)
+        expired = expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None)
+        if expired is not None:
+            out.print(f"{thread_id}: the gate's deadline had passed; its default action applied ({expired.status})")
         runner.decide(thread_id, verdict, actor=actor(by), note=note, expect_digest=expect)  # type: ignore[arg-type]
         out.print(f"{verdict} [bold]{thread_id}[/bold] by {escape(actor(by))}; resuming")
-        run_and_report(lambda sink: runner.resume(thread_id, sink))
+        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
 
 
 @app.command()
@@ -251,6 +303,80 @@ def reject(
 ) -> None:
     """Reject with feedback, then resume the thread (redraft, or its bounded default)."""
     decide_and_resume(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect)
+
+
+@app.command()
+@friendly
+def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, was interrupted, or failed.")) -> None:
+    """Continue a thread from its last saved step (after a crash, Ctrl-C or a database outage)."""
+    from graphs.runner import ThreadRunner
+
+    valid_thread_id(thread_id)
+    config = settings()
+    with open_db(config) as pool:
+        runner = ThreadRunner.for_thread(pool, thread_id)
+        runner.context = make_context(config, pool)
+        out.print(f"resuming [bold]{thread_id}[/bold]")
+        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
+
+
+@app.command()
+@friendly
+def recover() -> None:
+    """Resume every thread whose process died mid-run (never one still running elsewhere)."""
+    from checkpoint.threads import ThreadBusy
+    from graphs.runner import ThreadRunner, abandoned_threads
+
+    config = settings()
+    with open_db(config) as pool:
+        found = abandoned_threads(pool)
+        if not found:
+            out.print("no abandoned threads")
+            return
+        context = make_context(config, pool)
+        for thread_id in found:
+            out.print(f"recovering [bold]{thread_id}[/bold]")
+            runner = ThreadRunner.for_thread(pool, thread_id, context)
+            try:
+                run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
+            except ThreadBusy:
+                out.print(f"  {thread_id} was picked up by another process; skipped")
+
+
+@app.command()
+@friendly
+def expire() -> None:
+    """Apply the default action of every gate whose deadline has passed (audited as expired)."""
+    from graphs.runner import expire_due
+    from graphs.progress import ProgressPrinter
+
+    config = settings()
+    with open_db(config) as pool:
+        stops = expire_due(pool, make_context(config, pool, eager=False), ProgressPrinter(out))
+    for stop in stops:
+        out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {escape(stop.outcome)}")
+    if not stops:
+        out.print("no gate is past its deadline")
+
+
+@app.command()
+@friendly
+def audit(thread_id: str = typer.Argument(..., help="The thread to audit.")) -> None:
+    """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
+    import json
+
+    from checkpoint import threads
+
+    valid_thread_id(thread_id)
+    with open_db(settings()) as pool:
+        if threads.get(pool, thread_id) is None:
+            raise UsageError(f"no thread {thread_id!r}: list threads with `signoff pending`")
+        with pool.connection() as conn:
+            rows = conn.execute("SELECT at, actor, kind, detail FROM audit_events WHERE thread_id = %s ORDER BY at, id", (thread_id,)).fetchall()
+    table = Table("time", "actor", "event", "detail", box=None, pad_edge=False)
+    for row in rows:
+        table.add_row(f"{row['at']:%Y-%m-%d %H:%M:%S}", escape(row["actor"]), row["kind"], escape(json.dumps(row["detail"], default=str)[:120]))
+    out.print(table)
 
 
 @app.command("config")

@@ -10,7 +10,11 @@ from typing import Iterator
 from contextlib import contextmanager
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+
+#: First key of the two-key advisory locks that mark a thread as being run by a live process.
+_RUN_LOCK_CLASS = 0x5349474E
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,8 @@ class ThreadRow:
     gate: str | None
     summary: str
     deadline: datetime | None
+    deadline_hours: float
+    input: dict
     created_at: datetime
     updated_at: datetime
 
@@ -29,13 +35,13 @@ class ThreadExists(ValueError):
     pass
 
 
-def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str) -> None:
+def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict, deadline_hours: float) -> None:
     """Claim a new thread id; ThreadExists if it is taken."""
     with pool.connection() as conn:
         row = conn.execute(
-            "INSERT INTO threads (thread_id, graph, status, summary) VALUES (%s, %s, 'running', %s) "
-            "ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-            (thread_id, graph, summary[:200]),
+            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours) "
+            "VALUES (%s, %s, 'running', %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours),
         ).fetchone()
     if row is None:
         raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
@@ -81,3 +87,37 @@ def locked(pool: ConnectionPool, thread_id: str) -> Iterator[psycopg.Connection]
     with pool.connection() as conn, conn.transaction():
         conn.execute("SELECT 1 FROM threads WHERE thread_id = %s FOR NO KEY UPDATE", (thread_id,))
         yield conn
+
+
+class ThreadBusy(RuntimeError):
+    """Another live process is running this thread."""
+
+
+@contextmanager
+def claimed(pool: ConnectionPool, thread_id: str) -> Iterator[None]:
+    """Hold the claim to run this thread for the block.
+
+    A session advisory lock on a connection kept for the run: if the process dies, even by
+    SIGKILL, PostgreSQL ends the session and frees the claim, so `recover` can tell a dead run
+    (claim free) from one still running elsewhere (claim held) without heartbeats.
+    """
+    with pool.connection() as conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]
+        if not got:
+            raise ThreadBusy(f"thread {thread_id} is running in another process: wait for it, or see `signoff show {thread_id}`")
+        try:
+            yield
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))
+            except psycopg.Error:
+                pass  # the session is gone (database restarted), and its lock with it
+
+
+def is_claimed(pool: ConnectionPool, thread_id: str) -> bool:
+    """True while a live process runs the thread."""
+    try:
+        with claimed(pool, thread_id):
+            return False
+    except ThreadBusy:
+        return True

@@ -77,5 +77,7 @@ class ProgressPrinter:
             self.console.print(f"  reject:  signoff reject {tid} --feedback \"what to change\"")
         elif stop.status == "finished":
             self.console.print(f"\n[bold green]finished[/bold green]: {escape(stop.outcome)}")
+        elif stop.status == "interrupted":
+            self.console.print(f"\n[bold yellow]interrupted[/bold yellow] at a step boundary ({escape(stop.error or '')}); resume with: signoff resume {tid}")
         else:
             self.console.print(f"\n[bold red]failed[/bold red]: {escape(stop.error or '')}; resume with: signoff resume {tid}")

@@ -24,6 +24,8 @@ class GraphSpec:
     summarize: Callable[[dict[str, Any]], str]
     #: one line saying how a finished thread ended
     outcome: Callable[[dict[str, Any]], str]
+    #: how long a gate waits before its default action applies
+    deadline_hours: float = 24.0
 
 
 def _support_outcome(values: dict[str, Any]) -> str:

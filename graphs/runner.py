@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal
 
+from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
 from langgraph.types import StateSnapshot
 from psycopg_pool import ConnectionPool
 
 from checkpoint import threads
-from checkpoint.database import make_saver
+from checkpoint.database import is_connection_error, make_saver
 from graphs.registry import GraphSpec, get_spec
 from nodes.context import SignoffContext
-from nodes.gates import AlreadyDecided, Verdict, as_state_decision, content_digest, record_decision
+from nodes.gates import AlreadyDecided, Verdict, as_state_decision, content_digest, decision_for, record_decision
 from nodes.tools import record_event
 
 Event = dict[str, Any]
@@ -37,13 +39,17 @@ class DigestMismatch(RuntimeError):
     pass
 
 
+class AwaitingDecision(RuntimeError):
+    """Resume was asked of a thread that waits for a person, not for a process."""
+
+
 @dataclass(frozen=True)
 class Stop:
     """How a run ended: waiting at a gate, finished, or failed."""
 
     thread_id: str
     graph: str
-    status: Literal["waiting", "finished", "failed"]
+    status: Literal["waiting", "finished", "failed", "interrupted"]
     gate: str | None = None
     outcome: str = ""
     error: str | None = None
@@ -85,30 +91,63 @@ class ThreadRunner:
 
     # --- running -------------------------------------------------------------------------
 
-    def start(self, thread_id: str, text: str, options: dict[str, Any], sink: EventSink) -> Stop:
+    def start(self, thread_id: str, text: str, options: dict[str, Any], sink: EventSink, control: RunControl | None = None) -> Stop:
         graph_input = self.spec.make_input(text, options)
-        threads.register(self.pool, thread_id, self.spec.name, summary=text)
+        hours = float(options.get("deadline_hours") or self.spec.deadline_hours)
+        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours)
         record_event(self.pool, thread_id, options.get("actor", "cli"), "thread_started", {"graph": self.spec.name})
-        return self._run(thread_id, graph_input, sink)
+        return self._run(thread_id, graph_input, sink, control)
 
-    def resume(self, thread_id: str, sink: EventSink) -> Stop:
-        threads.set_status(self.pool, thread_id, "running")
-        return self._run(thread_id, None, sink)
+    def resume(self, thread_id: str, sink: EventSink, control: RunControl | None = None) -> Stop:
+        """Continue from the last checkpoint: after a decision, a crash, or an interrupt."""
+        snapshot = self.snapshot(thread_id)
+        if not snapshot.next and snapshot.values:
+            return self.settle(thread_id)  # already finished: nothing to do, nothing re-done
+        gate = self.gate_of(snapshot)
+        if gate is not None and not snapshot.values.get("decision"):
+            self._apply_recorded_decision(thread_id, gate, snapshot)
+        graph_input = None
+        if not snapshot.values:  # killed before the first checkpoint: start over from the input
+            row = threads.get(self.pool, thread_id)
+            graph_input = row.input if row else None
+        return self._run(thread_id, graph_input, sink, control)
 
-    def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink) -> Stop:
+    def _apply_recorded_decision(self, thread_id: str, gate: str, snapshot: StateSnapshot) -> None:
+        """A decision recorded by a process that died before writing it into the thread."""
+        checkpoint_id = str(snapshot.config["configurable"]["checkpoint_id"])
+        recorded = decision_for(self.pool, thread_id, checkpoint_id)
+        if recorded is None:
+            raise AwaitingDecision(f"thread {thread_id} is waiting at gate {gate}: approve or reject it (signoff show {thread_id})")
+        with self.pool.connection() as conn:
+            note = conn.execute("SELECT note FROM approvals WHERE id = %s", (recorded.id,)).fetchone()["note"]
+        self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
+
+    def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
-        try:
-            for mode, payload in self.graph.stream(
-                graph_input, config_for(thread_id), context=self.context, stream_mode=["tasks", "messages", "custom"]
-            ):
-                for event in _events(mode, payload, started):
-                    sink(event)
-        except Exception as exc:
-            threads.set_status(self.pool, thread_id, "failed")
-            record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
-            raise
-        return self.settle(thread_id)
+        with threads.claimed(self.pool, thread_id):
+            threads.set_status(self.pool, thread_id, "running")
+            try:
+                for mode, payload in self.graph.stream(
+                    graph_input, config_for(thread_id), context=self.context,
+                    stream_mode=["tasks", "messages", "custom"],
+                    durability="sync",  # every step is saved before the next starts
+                    control=control,
+                ):
+                    for event in _events(mode, payload, started):
+                        if event["event"] in ("retry", "fallback"):
+                            record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
+                        sink(event)
+            except GraphDrained as drained:
+                threads.set_status(self.pool, thread_id, "interrupted")
+                record_event(self.pool, thread_id, "signoff", "run_interrupted", {"reason": drained.reason})
+                return Stop(thread_id, self.spec.name, "interrupted", error=drained.reason, values=dict(self.snapshot(thread_id).values))
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    threads.set_status(self.pool, thread_id, "failed")
+                    record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
+                raise
+            return self.settle(thread_id)
 
     def settle(self, thread_id: str) -> Stop:
         """Read where the thread stands and mirror it into the threads table."""
@@ -120,9 +159,8 @@ class ThreadRunner:
             row = threads.get(self.pool, thread_id)
             deadline = row.deadline if row and row.status == "waiting" and row.gate == gate else None
             if deadline is None:
-                hours = float(values.get("deadline_hours") or 24)
-                assert self.context is not None
-                deadline = self.context.clock() + timedelta(hours=hours)
+                now = self.context.clock() if self.context else datetime.now(timezone.utc)
+                deadline = now + timedelta(hours=row.deadline_hours if row else self.spec.deadline_hours)
             threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline)
             return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=content_digest(self.spec.review_content(values)), values=values)
         if snapshot.next:
@@ -192,3 +230,36 @@ def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
     if mode == "custom" and isinstance(payload, dict) and "event" in payload:
         return [payload]
     return []
+
+
+EXPIRY_ACTOR = "signoff (deadline)"
+
+
+def expire_if_due(runner: ThreadRunner, thread_id: str, now: datetime, sink: EventSink) -> Stop | None:
+    """Apply the gate's default action if its deadline passed; the Stop it led to, else None."""
+    row = threads.get(runner.pool, thread_id)
+    if row is None or row.status != "waiting" or row.deadline is None or row.deadline > now:
+        return None
+    try:
+        runner.decide(thread_id, "expired", actor=EXPIRY_ACTOR, note=f"deadline {row.deadline:%Y-%m-%d %H:%M %Z} passed")
+    except (AlreadyDecided, NotAtGate):
+        return None  # someone decided first; their decision stands
+    return runner.resume(thread_id, sink)
+
+
+def expire_due(pool: ConnectionPool, context: SignoffContext, sink: EventSink) -> list[Stop]:
+    """Every waiting thread past its deadline gets its gate's default action."""
+    now = context.clock()
+    stops = []
+    for row in threads.list_by_status(pool, "waiting"):
+        if row.deadline is not None and row.deadline <= now:
+            stop = expire_if_due(ThreadRunner(pool, get_spec(row.graph), context), row.thread_id, now, sink)
+            if stop is not None:
+                stops.append(stop)
+    return stops
+
+
+def abandoned_threads(pool: ConnectionPool) -> list[str]:
+    """Threads whose run died mid-way: not finished, not at a gate, and claimed by no live process."""
+    candidates = threads.list_by_status(pool, "running", "failed", "interrupted")
+    return [row.thread_id for row in candidates if not threads.is_claimed(pool, row.thread_id)]

@@ -9,6 +9,9 @@ CREATE TABLE threads (
     gate        text,
     summary     text NOT NULL DEFAULT '',
     deadline    timestamptz,
+    deadline_hours double precision NOT NULL DEFAULT 24,
+    -- the graph input, so a thread killed before its first checkpoint can still be resumed
+    input       jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );

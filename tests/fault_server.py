@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -144,6 +145,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     fault: FaultServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (timed out, closed a stream early) is part of the game."""
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from graphs.runner import AwaitingDecision, ThreadRunner
 from graphs.support import HOLDING_REPLY
 from nodes.gates import GateError
 from tests.conftest import count_rows
@@ -108,8 +108,15 @@ def test_a_model_failure_escalates_to_a_human_instead_of_crashing(run, pool):
 def test_resuming_a_gate_without_a_decision_is_refused(run):
     runner, events = run(BILLING)
     runner.start("t6", "I was charged twice", {}, events.append)
-    with pytest.raises(GateError):
+    with pytest.raises(AwaitingDecision, match="waiting at gate review"):
         runner.resume("t6", events.append)
+
+
+def test_the_gate_node_itself_refuses_to_run_without_a_decision(run, pool):
+    runner, events = run(BILLING)
+    runner.start("t6b", "I was charged twice", {}, events.append)
+    with pytest.raises(GateError):
+        runner.graph.invoke(None, {"configurable": {"thread_id": "t6b"}}, context=runner.context)
 
 
 def test_progress_events_name_each_node_with_its_model_and_tokens(run):
