@@ -1,0 +1,101 @@
+"""Publishing a signed-off document: one `documents` row per thread and one markdown file.
+
+Exactly once: the row is keyed by thread, and the file is written inside the transaction that
+inserts the row, so a row always means a complete file. A re-run (second approve, a resume
+after a crash, two processes at once) finds the row and rewrites nothing: the file at the
+row's path is checked and, only if it is missing or differs, written again from the row.
+Files are written to a temporary name and renamed, so a reader never sees half a document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from langgraph.runtime import Runtime
+from psycopg_pool import ConnectionPool
+
+from checkpoint.settings import Settings
+from nodes.tools import current_thread_id, record_event
+
+
+@dataclass(frozen=True)
+class Published:
+    document_id: int
+    path: Path
+    created: bool
+
+
+def resolve_out_dir(out: str | os.PathLike[str] | None) -> str:
+    """Where a thread publishes, fixed when it starts (so a resume elsewhere writes the same
+    place): `--out DIR`, else `<SIGNOFF_HOME>/published`."""
+    path = Path(out).expanduser() if out else Settings.from_env().home / "published"
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file, not a folder: pass another --out")
+    return str(path.resolve())
+
+
+def title_of(markdown: str) -> str:
+    """The first `# ` heading, else the first line."""
+    match = re.search(r"^# (.+)$", markdown, re.MULTILINE)
+    line = match[1] if match else next((line for line in markdown.splitlines() if line.strip()), "untitled")
+    return line.strip().strip("#").strip()[:200] or "untitled"
+
+
+def file_name(title: str, thread_id: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60].rstrip("-") or "document"
+    return f"{slug}-{thread_id}.md"
+
+
+def write_atomic(path: Path, text: str) -> bool:
+    """Write text to path via a temporary file and rename; False if it was already there."""
+    data = text.encode("utf-8")
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return True
+
+
+def publish(pool: ConnectionPool, thread_id: str, *, graph: str, body: str, out_dir: str) -> Published:
+    """Store the thread's document and write its file, or return what an earlier call stored."""
+    title = title_of(body)
+    path = Path(out_dir) / file_name(title, thread_id)
+    sha = hashlib.sha256(body.encode("utf-8")).hexdigest()
+    with pool.connection() as conn, conn.transaction():
+        row = conn.execute(
+            "INSERT INTO documents (thread_id, graph, title, body, content_sha, path) VALUES (%s, %s, %s, %s, %s, %s) "
+            "ON CONFLICT (thread_id) DO NOTHING RETURNING id, body, path",
+            (thread_id, graph, title, body, sha, str(path)),
+        ).fetchone()
+        created = row is not None
+        if row is None:
+            row = conn.execute("SELECT id, body, path FROM documents WHERE thread_id = %s", (thread_id,)).fetchone()
+        write_atomic(Path(row["path"]), row["body"])  # inside the transaction: no row without its file
+    if created:
+        record_event(pool, thread_id, "signoff", "document_published", {"document_id": row["id"], "path": row["path"]})
+    return Published(int(row["id"]), Path(row["path"]), created)
+
+
+def publish_node(graph: str) -> Callable[[dict[str, Any], Runtime[Any]], dict[str, Any]]:
+    """The graph node that publishes the signed-off `document` to the thread's `out_dir`."""
+
+    def publish_document(state: dict[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
+        published = publish(runtime.context.pool, current_thread_id(), graph=graph, body=state["document"], out_dir=state["out_dir"])
+        return {"outcome": "published", "path": str(published.path), "document_id": published.document_id}
+
+    return publish_document
