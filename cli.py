@@ -14,19 +14,49 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from checkpoint.settings import MAX_INPUT_BYTES, Settings
 
-app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False)
+TyperGroup = typer.core.TyperGroup
+_click: Any = getattr(typer.core, "_click", None) or getattr(typer.core, "click")  # typer vendors click since 0.20
+
+
+class OneLineUsageErrors(TyperGroup):
+    """Usage errors (unknown option, missing argument, malformed value) as one line on stderr,
+    exit code 2, like every other error here, instead of click's multi-line usage block."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except _click.exceptions.ClickException as exc:
+            ctx = getattr(exc, "ctx", None)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `signoff`, `signoff db`: the help, as before
+                exc.show()
+            else:
+                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+                err.print(f"error: {escape(exc.format_message())}{escape(hint)}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            err.print("error: aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False, cls=OneLineUsageErrors)
 start_app = typer.Typer(help="Start a thread and stream it to its first stop.", no_args_is_help=True)
 db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
 kb_app = typer.Typer(help="The support knowledge base.", no_args_is_help=True)
 app.add_typer(start_app, name="start")
 app.add_typer(db_app, name="db")
+model_app = typer.Typer(help="The local model server (llama.cpp, Gemma 3 270M).", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
+app.add_typer(model_app, name="model")
 
 THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -47,6 +77,7 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can cause or fix into one line and a non-zero exit."""
     from checkpoint.database import DatabaseUnavailable
     from checkpoint.embedded import EmbeddedPostgresError
+    from checkpoint.settings import SettingsError
     from checkpoint.threads import ThreadBusy, ThreadExists
     from graphs.runner import AwaitingDecision, DigestMismatch, NotAtGate, ThreadNotFound
     from nodes.gates import AlreadyDecided, GateError
@@ -54,7 +85,8 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
     from nodes.models import ModelConfigError
 
     known = (UsageError, DatabaseUnavailable, EmbeddedPostgresError, ThreadExists, DigestMismatch, NotAtGate,
-             ThreadNotFound, AlreadyDecided, GateError, ArticleFormatError, ModelConfigError, ThreadBusy, AwaitingDecision)
+             ThreadNotFound, AlreadyDecided, GateError, ArticleFormatError, ModelConfigError, ThreadBusy, AwaitingDecision,
+             SettingsError)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -90,7 +122,7 @@ def valid_thread_id(thread_id: str) -> str:
 
 
 def actor(by: str | None) -> str:
-    return by or os.environ.get("SIGNOFF_USER") or getpass.getuser()
+    return valid_text(by or os.environ.get("SIGNOFF_USER") or getpass.getuser(), "reviewer name")
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -162,12 +194,17 @@ def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> f
         return deadline
     per_graph = os.environ.get(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS")
     try:
-        return float(per_graph) if per_graph else config.gate_deadline_hours
+        hours = float(per_graph) if per_graph else config.gate_deadline_hours
     except ValueError:
         raise UsageError(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a number of hours") from None
+    if hours <= 0:
+        raise UsageError(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a positive number of hours")
+    return hours
 
 
 def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any], deadline: Optional[float] = None) -> None:
+    from checkpoint import threads
+    from checkpoint.threads import ThreadExists
     from graphs.registry import get_spec
     from graphs.runner import ThreadRunner
 
@@ -178,6 +215,8 @@ def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str
     with open_db(config) as pool:
         context = make_context(config, pool)  # before anything is written: a bad model config changes nothing
         runner = ThreadRunner(pool, get_spec(graph), context)
+        if threads.get(pool, thread_id) is not None:  # one error line, not a thread line and then one
+            raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
         out.print(f"thread [bold]{thread_id}[/bold]")
         run_and_report(thread_id, lambda sink, control: runner.start(thread_id, text, options, sink, control))
 
@@ -194,7 +233,43 @@ def start_support(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the review gate waits before its default action (holding reply)."),
 ) -> None:
     """Support escalation: classify, answer from the knowledge base or escalate, human review."""
+    email = valid_text(email, "email") if email is not None else None
     start_thread("support", message, thread, {"email": email, "actor": actor(None)}, deadline)
+
+
+def out_dir_option(out_dir: Optional[Path]) -> str:
+    """--out resolved now (default SIGNOFF_HOME/published), so the thread publishes there even
+    when it is approved from another shell."""
+    from nodes.publishing import resolve_out_dir
+
+    try:
+        return resolve_out_dir(out_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+@start_app.command("revision")
+@friendly
+def start_revision(
+    brief: str = typer.Argument(..., help="What to write."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the published markdown (default: SIGNOFF_HOME/published)."),
+    thread: Optional[str] = typer.Option(None, "--thread", help="Thread id to use (default: generated)."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the publish gate waits before its default action (not published)."),
+) -> None:
+    """Revision loop: write, review and revise until good enough (bounded), then sign-off to publish."""
+    start_thread("revision", brief, thread, {"out_dir": out_dir_option(out_dir), "actor": actor(None)}, deadline)
+
+
+@start_app.command("research")
+@friendly
+def start_research(
+    topic: str = typer.Argument(..., help="What to research in the corpus."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Folder for the published report (default: SIGNOFF_HOME/published)."),
+    thread: Optional[str] = typer.Option(None, "--thread", help="Thread id to use (default: generated)."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the publish gate waits before its default action (not published)."),
+) -> None:
+    """Research pipeline: plan, research the corpus in parallel, write and review, sign-off to publish."""
+    start_thread("research", topic, thread, {"out_dir": out_dir_option(out_dir), "actor": actor(None)}, deadline)
 
 
 @app.command()
@@ -209,15 +284,31 @@ def pending() -> None:
         for stop in expire_due(pool, make_context(config, pool, eager=False), lambda event: None):
             out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {escape(stop.outcome)}")
         rows = threads.list_by_status(pool, "waiting")
+        digests = review_digests(pool, rows)
     if not rows:
         out.print("nothing is waiting for sign-off")
         return
-    table = Table("thread", "graph", "gate", "age", "deadline", "summary", box=None, pad_edge=False)
+    table = Table("thread", "graph", "gate", "age", "deadline", "digest", "summary", box=None, pad_edge=False)
     now = datetime.now(timezone.utc)
     for row in rows:
         deadline = f"{row.deadline:%Y-%m-%d %H:%M}" if row.deadline else "-"
-        table.add_row(row.thread_id, row.graph, row.gate or "", age(now - row.updated_at), deadline, escape(row.summary[:70]))
+        table.add_row(row.thread_id, row.graph, row.gate or "", age(now - row.updated_at), deadline, digests[row.thread_id], escape(row.summary[:70]))
     out.print(table)
+
+
+def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
+    """The digest of what each waiting thread asks a reviewer to sign off (as `show` prints
+    it, and as `approve --expect` checks it)."""
+    from graphs.registry import get_spec
+    from graphs.runner import ThreadRunner
+    from nodes.gates import content_digest
+
+    runners: dict[str, Any] = {}
+    digests = {}
+    for row in rows:
+        runner = runners.get(row.graph) or runners.setdefault(row.graph, ThreadRunner(pool, get_spec(row.graph)))
+        digests[row.thread_id] = content_digest(runner.spec.review_content(runner.snapshot(row.thread_id).values))
+    return digests
 
 
 def age(delta: Any) -> str:
@@ -265,15 +356,17 @@ def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> No
 
 def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
     from graphs.runner import ThreadRunner, expire_if_due
+    from nodes.gates import AlreadyDecided
 
     valid_thread_id(thread_id)
     config = settings()
     with open_db(config) as pool:
         runner = ThreadRunner.for_thread(pool, thread_id)
         runner.context = make_context(config, pool)
-        expired = expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None)
-        if expired is not None:
-            out.print(f"{thread_id}: the gate's deadline had passed; its default action applied ({expired.status})")
+        if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
+            # The deadline decided before this person did: the same one line as any earlier decider.
+            latest = runner.latest_decision(thread_id)
+            raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
         runner.decide(thread_id, verdict, actor=actor(by), note=note, expect_digest=expect)  # type: ignore[arg-type]
         out.print(f"{verdict} [bold]{thread_id}[/bold] by {escape(actor(by))}; resuming")
         run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
@@ -316,8 +409,18 @@ def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, w
     with open_db(config) as pool:
         runner = ThreadRunner.for_thread(pool, thread_id)
         runner.context = make_context(config, pool)
-        out.print(f"resuming [bold]{thread_id}[/bold]")
-        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
+
+        def announced(sink: Callable[[Any], None]) -> Callable[[Any], None]:
+            said: list[bool] = []
+
+            def first_then(event: Any) -> None:  # said once it runs: a refusal stays one line
+                if not said:
+                    said.append(out.print(f"resuming [bold]{thread_id}[/bold]") or True)
+                sink(event)
+
+            return first_then
+
+        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, announced(sink), control))
 
 
 @app.command()
@@ -373,13 +476,15 @@ def audit(thread_id: str = typer.Argument(..., help="The thread to audit.")) -> 
             raise UsageError(f"no thread {thread_id!r}: list threads with `signoff pending`")
         with pool.connection() as conn:
             rows = conn.execute("SELECT at, actor, kind, detail FROM audit_events WHERE thread_id = %s ORDER BY at, id", (thread_id,)).fetchall()
-    table = Table("time", "actor", "event", "detail", box=None, pad_edge=False)
+    # One line per event, never wrapped into a table's columns, so it greps and pipes cleanly.
+    width = max([len(r["actor"]) for r in rows] + [5])
+    out.print(f"{'time':<19}  {'actor':<{width}}  {'event':<18}  detail", soft_wrap=True)
     for row in rows:
-        table.add_row(f"{row['at']:%Y-%m-%d %H:%M:%S}", escape(row["actor"]), row["kind"], escape(json.dumps(row["detail"], default=str)[:120]))
-    out.print(table)
+        out.print(f"{row['at']:%Y-%m-%d %H:%M:%S}  {escape(row['actor']):<{width}}  {row['kind']:<18}  {escape(json.dumps(row['detail'], default=str))}", soft_wrap=True)
 
 
 @app.command("config")
+@friendly
 def show_config() -> None:
     """The configuration in force (secrets hidden)."""
     table = Table("variable", "value", "note", box=None, pad_edge=False)
@@ -441,6 +546,65 @@ def kb_search_cmd(query: str = typer.Argument(..., help="What to look for.")) ->
         out.print("no matching articles")
     for hit in hits:
         out.print(f"{hit.rank:.3f}  [{hit.category}] {hit.slug}: {escape(hit.title)}")
+
+
+corpus_app = typer.Typer(help="The research corpus (markdown and text files, full-text searched).", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
+
+
+@corpus_app.command("add")
+@friendly
+def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown/text files or folders (default: the shipped sample corpus).")) -> None:
+    """Ingest files into the corpus; content already there (same hash) is left alone."""
+    from nodes.corpus import CorpusError, collect, ingest, shipped_corpus_dir
+
+    try:
+        files = collect(list(paths) if paths else [shipped_corpus_dir()])  # validated before any write
+    except CorpusError as exc:
+        raise UsageError(str(exc)) from None
+    with open_db(settings()) as pool:
+        report = ingest(pool, files)
+    out.print(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged ({report.chunks} chunks written)")
+
+
+@corpus_app.command("list")
+@friendly
+def corpus_list() -> None:
+    """The documents in the corpus."""
+    from nodes.corpus import list_documents
+
+    with open_db(settings()) as pool:
+        entries = list_documents(pool)
+    if not entries:
+        out.print("the corpus is empty: add files with `signoff corpus add PATH...` (no path: the sample corpus)")
+        return
+    width = max(len(entry.source) for entry in entries)
+    for entry in entries:
+        out.print(f"{escape(entry.source):<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {escape(entry.title)}", soft_wrap=True)
+
+
+@model_app.command("status")
+@friendly
+def model_status() -> None:
+    """Whether the local model server runs, where, and since when."""
+    from nodes.local_model import server_status
+
+    info = server_status(settings().home)
+    if info is None:
+        out.print("local model server: not running (it starts on first use)")
+        return
+    started = datetime.fromtimestamp(info.started_at, timezone.utc)
+    out.print(f"local model server: running, pid {info.pid}, {info.base_url}, model {info.model_alias}, "
+              f"up {age(datetime.now(timezone.utc) - started)}\nweights: {info.model_path}")
+
+
+@model_app.command("stop")
+@friendly
+def model_stop() -> None:
+    """Stop the local model server (it starts again on the next use)."""
+    from nodes.local_model import stop_server
+
+    out.print("stopped the local model server" if stop_server(settings().home) else "the local model server was not running")
 
 
 def main() -> None:  # pragma: no cover - `python cli.py`

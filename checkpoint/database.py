@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -12,6 +13,11 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from checkpoint.embedded import embedded_url
 from checkpoint.settings import Settings, redact_url
+
+
+# The pool logs each stale connection it discards as a warning; replacing them is its job, not
+# news for the person at the terminal (with no logging configured it would reach stderr).
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
 class DatabaseUnavailable(RuntimeError):

@@ -11,6 +11,23 @@ from urllib.parse import urlsplit, urlunsplit
 MAX_INPUT_BYTES = 64 * 1024
 
 
+class SettingsError(ValueError):
+    """An environment variable holds a value Signoff cannot use; the message names it."""
+
+
+def _positive(env: "os._Environ[str] | dict[str, str]", name: str, default: float, kind: type = float) -> float:
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}: fix or unset it") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be positive, not {raw!r}: fix or unset it")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Signoff reads from the environment, with its defaults applied."""
@@ -36,9 +53,9 @@ class Settings:
             fallback_model=env.get("SIGNOFF_FALLBACK_MODEL") or None,
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
-            call_timeout=float(env.get("SIGNOFF_CALL_TIMEOUT") or 60),
-            max_attempts=int(env.get("SIGNOFF_MAX_ATTEMPTS") or 3),
-            gate_deadline_hours=float(env.get("SIGNOFF_GATE_DEADLINE_HOURS") or 24),
+            call_timeout=_positive(env, "SIGNOFF_CALL_TIMEOUT", 60.0),
+            max_attempts=int(_positive(env, "SIGNOFF_MAX_ATTEMPTS", 3, int)),
+            gate_deadline_hours=_positive(env, "SIGNOFF_GATE_DEADLINE_HOURS", 24.0),
         )
 
     def describe(self) -> list[tuple[str, str, str]]:

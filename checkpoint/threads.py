@@ -78,6 +78,19 @@ def list_by_status(pool: ConnectionPool, *statuses: str) -> list[ThreadRow]:
     return [ThreadRow(**r) for r in rows]
 
 
+def list_decided_waiting(pool: ConnectionPool) -> list[ThreadRow]:
+    """Threads still marked waiting although a decision was recorded since they began to wait:
+    the deciding process died before the thread ran on (settle stamps updated_at when a
+    thread starts waiting, so only a decision for the current gate visit is newer)."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT t.* FROM threads t WHERE t.status = 'waiting' AND EXISTS "
+            "(SELECT 1 FROM approvals a WHERE a.thread_id = t.thread_id AND a.decided_at >= t.updated_at) "
+            "ORDER BY t.updated_at"
+        ).fetchall()
+    return [ThreadRow(**r) for r in rows]
+
+
 @contextmanager
 def locked(pool: ConnectionPool, thread_id: str) -> Iterator[psycopg.Connection]:
     """Hold the thread's row lock for the block, serialising sign-offs of one thread.
@@ -93,20 +106,41 @@ class ThreadBusy(RuntimeError):
     """Another live process is running this thread."""
 
 
+class ClaimLost(psycopg.OperationalError):
+    """The session that held a run's claim is gone (the database restarted): the lock went with
+    it, so the run must stop rather than go on unclaimed beside a `recover`."""
+
+
+class Claim:
+    """A held claim; `check()` between steps proves it is still held."""
+
+    def __init__(self, conn: psycopg.Connection, thread_id: str) -> None:
+        self.conn, self.thread_id = conn, thread_id
+
+    def check(self) -> None:
+        try:
+            self.conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise ClaimLost(f"the session holding the run's claim ended: {reason}") from exc
+
+
 @contextmanager
-def claimed(pool: ConnectionPool, thread_id: str) -> Iterator[None]:
+def claimed(pool: ConnectionPool, thread_id: str) -> Iterator[Claim]:
     """Hold the claim to run this thread for the block.
 
     A session advisory lock on a connection kept for the run: if the process dies, even by
     SIGKILL, PostgreSQL ends the session and frees the claim, so `recover` can tell a dead run
-    (claim free) from one still running elsewhere (claim held) without heartbeats.
+    (claim free) from one still running elsewhere (claim held) without heartbeats. A database
+    restart ends the session too; the pool would quietly reconnect everything else, so the run
+    checks its claim between steps (Claim.check) and stops.
     """
     with pool.connection() as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]
         if not got:
             raise ThreadBusy(f"thread {thread_id} is running in another process: wait for it, or see `signoff show {thread_id}`")
         try:
-            yield
+            yield Claim(conn, thread_id)
         finally:
             try:
                 conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))

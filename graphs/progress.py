@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
+from rich.table import Table
 
 from graphs.runner import Event, Stop
 
@@ -28,6 +33,56 @@ def describe_calls(calls: list[dict[str, Any]]) -> str:
     return "  ".join(parts)
 
 
+@dataclass
+class _Researcher:
+    started: float
+    index: int = 0
+    subtask: str = "(starting)"
+    status: str = "running"
+    duration: float | None = None
+    calls: str = ""
+
+
+@dataclass
+class ResearcherBoard:
+    """The parallel researchers of a run, one row each: subtask, status, duration.
+
+    Rows come from the `research` node's node_start/node_end events (keyed by task id); the
+    subtask, which only the Send payload knows, from the node's `researcher_started` event."""
+
+    NODE = "research"
+    rows: dict[str, _Researcher] = field(default_factory=dict)
+
+    def start(self, task_id: str) -> None:
+        self.rows.setdefault(task_id, _Researcher(started=time.monotonic()))
+
+    def name(self, task_id: str, index: int, subtask: str) -> _Researcher:
+        row = self.rows.setdefault(task_id, _Researcher(started=time.monotonic()))
+        row.index, row.subtask = index, subtask
+        return row
+
+    def end(self, event: Event) -> _Researcher:
+        row = self.rows.setdefault(event["id"], _Researcher(started=time.monotonic()))
+        failures = event.get("update", {}).get("failures") or []
+        error = event.get("error") or (failures[0]["error"] if failures else None)
+        row.status = f"failed: {error}" if error else "ok"
+        row.duration = event["duration"]
+        row.calls = describe_calls(event.get("calls", []))
+        return row
+
+    @property
+    def running(self) -> bool:
+        return any(row.duration is None for row in self.rows.values())
+
+    def __rich__(self) -> Table:
+        table = Table("#", "subtask", "status", "time", title="researchers", box=None, pad_edge=False, title_justify="left")
+        for row in sorted(self.rows.values(), key=lambda r: r.index):
+            seconds = row.duration if row.duration is not None else time.monotonic() - row.started
+            colour = "green" if row.status == "ok" else "yellow" if row.status == "running" else "red"
+            table.add_row(str(row.index or "?"), escape(row.subtask), f"[{colour}]{escape(row.status[:80])}[/{colour}]", f"{seconds:5.1f}s")
+        return table
+
+
 class ProgressPrinter:
     """Prints one line per finished node, streams tokens under the node producing them."""
 
@@ -35,14 +90,54 @@ class ProgressPrinter:
         self.console = console
         self.show_tokens = show_tokens
         self._streaming_node: str | None = None
+        self.researchers = ResearcherBoard()
+        self._live: Live | None = None
 
     def _end_stream(self) -> None:
         if self._streaming_node is not None:
             self.console.print()
             self._streaming_node = None
 
+    def _researcher_event(self, event: Event) -> bool:
+        """Side by side in a live table on a terminal, one plain line per change when piped."""
+        kind, board = event.get("event"), self.researchers
+        if kind == "node_start" and event.get("node") == board.NODE:
+            board.start(event["id"])
+            if self.console.is_terminal and self._live is None:
+                self._end_stream()
+                self._live = Live(board, console=self.console, refresh_per_second=4)
+                self._live.start()
+                atexit.register(self.close)  # a run that dies mid-way must not leave the cursor hidden
+        elif kind == "researcher_started":
+            row = board.name(event["id"], event.get("index", 0), event.get("subtask", ""))
+            if not self.console.is_terminal:
+                self.console.print(f"  research [{row.index}] started: {escape(row.subtask)}")
+        elif kind == "node_end" and event.get("node") == board.NODE:
+            row = board.end(event)
+            if not self.console.is_terminal:
+                mark = "[green]✓[/green]" if row.status == "ok" else "[red]x[/red]"
+                self.console.print(f"{mark} research [{row.index}] {escape(row.subtask)}  {escape(row.status)}  {row.duration:.2f}s  [dim]{escape(row.calls)}[/dim]", highlight=False)
+            self._stop_live(only_if_done=True)
+        else:
+            return False
+        return True
+
+    def _stop_live(self, only_if_done: bool = False) -> None:
+        if self._live is not None and not (only_if_done and self.researchers.running):
+            self._live.refresh()
+            self._live.stop()
+            self._live = None
+            atexit.unregister(self.close)
+
+    def close(self) -> None:
+        """Stop any live display and end a token line (safe to call more than once)."""
+        self._stop_live()
+        self._end_stream()
+
     def __call__(self, event: Event) -> None:
         kind = event.get("event")
+        if self._researcher_event(event):
+            return
         if kind == "token" and self.show_tokens:
             if self._streaming_node != event["node"]:
                 self._end_stream()
@@ -66,6 +161,7 @@ class ProgressPrinter:
 
     def finish(self, stop: Stop) -> None:
         """Say how the thread stopped and what to do next."""
+        self._stop_live()
         self._end_stream()
         tid = stop.thread_id
         if stop.status == "waiting":

@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 from langgraph.graph import StateGraph
 
-from graphs import support
+from graphs import research, revision, support
+from nodes import writing
+from nodes.publishing import resolve_out_dir
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,33 @@ SUPPORT = GraphSpec(
     outcome=_support_outcome,
 )
 
-GRAPHS: dict[str, GraphSpec] = {spec.name: spec for spec in (SUPPORT,)}
+def _score(values: dict[str, Any]) -> str:
+    score = values.get("document_score")
+    return f"score {score:.2f}" if isinstance(score, (int, float)) else "unscored"
+
+
+REVISION = GraphSpec(
+    name="revision",
+    build=revision.build_graph,
+    gates=(revision.GATE,),
+    # The output folder is fixed now, so a resume from another shell publishes to the same place.
+    make_input=lambda text, opts: {"brief": text, "out_dir": resolve_out_dir(opts.get("out_dir"))},
+    review_content=writing.review_content,
+    summarize=lambda v: f"[{_score(v)}] {v.get('brief', '')}",
+    outcome=writing.outcome_line,
+)
+
+RESEARCH = GraphSpec(
+    name="research",
+    build=research.build_graph,
+    gates=(research.GATE,),
+    make_input=lambda text, opts: {"topic": text, "out_dir": resolve_out_dir(opts.get("out_dir"))},
+    review_content=writing.review_content,
+    summarize=lambda v: f"[{len(v.get('covered') or [])}/{len(v.get('subtasks') or [])} researched, {_score(v)}] {v.get('topic', '')}",
+    outcome=writing.outcome_line,
+)
+
+GRAPHS: dict[str, GraphSpec] = {spec.name: spec for spec in (SUPPORT, REVISION, RESEARCH)}
 
 
 def get_spec(name: str) -> GraphSpec:

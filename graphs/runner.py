@@ -101,10 +101,18 @@ class ThreadRunner:
     def resume(self, thread_id: str, sink: EventSink, control: RunControl | None = None) -> Stop:
         """Continue from the last checkpoint: after a decision, a crash, or an interrupt."""
         snapshot = self.snapshot(thread_id)
-        if not snapshot.next and snapshot.values:
-            return self.settle(thread_id)  # already finished: nothing to do, nothing re-done
+        if snapshot.values and not snapshot.tasks:
+            # Finished: nothing to do, nothing re-done. (Not `not snapshot.next`: a step whose
+            # tasks all saved their writes before the process died has no `next` either, yet
+            # the graph goes on from there.)
+            return self.settle(thread_id)
         gate = self.gate_of(snapshot)
         if gate is not None and not snapshot.values.get("decision"):
+            row = threads.get(self.pool, thread_id)
+            if row is not None and row.status != "waiting" and decision_for(self.pool, thread_id, self._checkpoint_id(snapshot)) is None:
+                # The run reached its gate and died before saying so: it waits for a person now.
+                with threads.claimed(self.pool, thread_id):
+                    return self.settle(thread_id)
             self._apply_recorded_decision(thread_id, gate, snapshot)
         graph_input = None
         if not snapshot.values:  # killed before the first checkpoint: start over from the input
@@ -114,18 +122,21 @@ class ThreadRunner:
 
     def _apply_recorded_decision(self, thread_id: str, gate: str, snapshot: StateSnapshot) -> None:
         """A decision recorded by a process that died before writing it into the thread."""
-        checkpoint_id = str(snapshot.config["configurable"]["checkpoint_id"])
-        recorded = decision_for(self.pool, thread_id, checkpoint_id)
+        recorded = decision_for(self.pool, thread_id, self._checkpoint_id(snapshot))
         if recorded is None:
             raise AwaitingDecision(f"thread {thread_id} is waiting at gate {gate}: approve or reject it (signoff show {thread_id})")
         with self.pool.connection() as conn:
             note = conn.execute("SELECT note FROM approvals WHERE id = %s", (recorded.id,)).fetchone()["note"]
         self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
 
+    @staticmethod
+    def _checkpoint_id(snapshot: StateSnapshot) -> str:
+        return str(snapshot.config["configurable"]["checkpoint_id"])
+
     def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
-        with threads.claimed(self.pool, thread_id):
+        with threads.claimed(self.pool, thread_id) as claim:
             threads.set_status(self.pool, thread_id, "running")
             try:
                 for mode, payload in self.graph.stream(
@@ -138,6 +149,8 @@ class ThreadRunner:
                         if event["event"] in ("retry", "fallback"):
                             record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
                         sink(event)
+                        if event["event"] == "node_end":
+                            claim.check()  # before the next step: never run on without the claim
             except GraphDrained as drained:
                 threads.set_status(self.pool, thread_id, "interrupted")
                 record_event(self.pool, thread_id, "signoff", "run_interrupted", {"reason": drained.reason})
@@ -163,9 +176,9 @@ class ThreadRunner:
                 deadline = now + timedelta(hours=row.deadline_hours if row else self.spec.deadline_hours)
             threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline)
             return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=content_digest(self.spec.review_content(values)), values=values)
-        if snapshot.next:
+        if snapshot.tasks:  # work left (tasks to run, or done but not yet checkpointed)
             threads.set_status(self.pool, thread_id, "failed", summary=summary)
-            return Stop(thread_id, self.spec.name, "failed", error=f"stopped before {', '.join(snapshot.next)}", values=values)
+            return Stop(thread_id, self.spec.name, "failed", error=f"stopped before {', '.join(t.name for t in snapshot.tasks)}", values=values)
         threads.set_status(self.pool, thread_id, "finished", summary=summary)
         return Stop(thread_id, self.spec.name, "finished", outcome=self.spec.outcome(values), values=values)
 
@@ -185,7 +198,7 @@ class ThreadRunner:
             gate = self.gate_of(snapshot)
             current_id = snapshot.config["configurable"]["checkpoint_id"] if snapshot.config else None
             if gate is None or snapshot.values.get("decision") or current_id != seen_id:
-                latest = self._latest_decision(thread_id)
+                latest = self.latest_decision(thread_id)
                 if latest is not None and (gate is not None or current_id != seen_id):
                     raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])
                 raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
@@ -197,9 +210,8 @@ class ThreadRunner:
                 verdict=verdict, actor=actor, note=note, digest=digest,
             )
             self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
-            record_event(self.pool, thread_id, actor, f"decision_{verdict}", {"gate": gate, "digest": digest, "note": note[:200]})
 
-    def _latest_decision(self, thread_id: str) -> dict[str, Any] | None:
+    def latest_decision(self, thread_id: str) -> dict[str, Any] | None:
         with self.pool.connection() as conn:
             return conn.execute(
                 "SELECT actor, decision, decided_at FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
@@ -260,6 +272,7 @@ def expire_due(pool: ConnectionPool, context: SignoffContext, sink: EventSink) -
 
 
 def abandoned_threads(pool: ConnectionPool) -> list[str]:
-    """Threads whose run died mid-way: not finished, not at a gate, and claimed by no live process."""
-    candidates = threads.list_by_status(pool, "running", "failed", "interrupted")
+    """Threads whose run died mid-way, claimed by no live process: not finished and not at a
+    gate, or at a gate whose decision was recorded by a process that died before running on it."""
+    candidates = threads.list_by_status(pool, "running", "failed", "interrupted") + threads.list_decided_waiting(pool)
     return [row.thread_id for row in candidates if not threads.is_claimed(pool, row.thread_id)]

@@ -77,14 +77,18 @@ def record_decision(
     note: str,
     digest: str,
 ) -> RecordedDecision:
-    """Insert the one decision for this gate visit; AlreadyDecided if another got there first."""
+    """Insert the one decision for this gate visit, and its audit event in the same transaction
+    (a decision is never recorded unaudited); AlreadyDecided if another got there first."""
+    from nodes.tools import record_event_on
+
     try:
-        with pool.connection() as conn:
+        with pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "INSERT INTO approvals (thread_id, gate, checkpoint_id, decision, actor, note, digest) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, decided_at",
                 (thread_id, gate, checkpoint_id, verdict, actor, note, digest),
             ).fetchone()
+            record_event_on(conn, thread_id, actor, f"decision_{verdict}", {"gate": gate, "digest": digest, "note": note[:200]})
     except psycopg.errors.UniqueViolation:
         existing = decision_for(pool, thread_id, checkpoint_id)
         assert existing is not None  # the unique key just told us it exists

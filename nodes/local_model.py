@@ -163,6 +163,7 @@ def _start(home: Path, model_path: Path, timeout: float) -> LocalServerInfo:
         "--n_ctx", str(_N_CTX), "--n_threads", str(_N_THREADS), "--n_threads_batch", str(_N_THREADS),
         "--chat_format", _CHAT_FORMAT,
         "--interrupt_requests", "false",  # else any concurrent request aborts a running stream
+        "--logits_all", "false",  # default true keeps 1 MiB of logits per context token (262k vocab)
         "--verbose", "false",
     ]  # fmt: skip
     with log_path.open("ab") as log:
@@ -343,10 +344,16 @@ def _serve() -> None:
       Gemma model rarely ends a turn, so without mapping it every call ran to n_ctx.
     - The JSON-schema grammar lets strings hold raw control characters, which strict
       parsers (pydantic's ``model_validate_json``) reject; forbid them as upstream does.
+    - Its settings also read unprefixed env vars (PORT, HOST, API_KEY, MODEL, ...), and
+      PORT/HOST even beat the command line; a user's shell must not reconfigure it.
     """
     from llama_cpp import llama_chat_format, llama_grammar
     from llama_cpp.server import types
+    from llama_cpp.server.settings import Settings
     from pydantic import model_validator
+
+    for key in [k for k in os.environ if k.lower() in Settings.model_fields or k.upper() == "CONFIG_FILE"]:
+        del os.environ[key]
 
     class _ChatRequest(types.CreateChatCompletionRequest):
         @model_validator(mode="before")

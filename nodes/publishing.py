@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 from psycopg_pool import ConnectionPool
 
 from checkpoint.settings import Settings
-from nodes.tools import current_thread_id, record_event
+from nodes.tools import current_thread_id, record_event_on
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,8 @@ def write_atomic(path: Path, text: str) -> bool:
     if path.is_file() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, unlike mkstemp's 0600
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -86,8 +87,8 @@ def publish(pool: ConnectionPool, thread_id: str, *, graph: str, body: str, out_
         if row is None:
             row = conn.execute("SELECT id, body, path FROM documents WHERE thread_id = %s", (thread_id,)).fetchone()
         write_atomic(Path(row["path"]), row["body"])  # inside the transaction: no row without its file
-    if created:
-        record_event(pool, thread_id, "signoff", "document_published", {"document_id": row["id"], "path": row["path"]})
+        if created:  # audited in the same transaction: never a document the audit misses
+            record_event_on(conn, thread_id, "signoff", "document_published", {"document_id": row["id"], "path": row["path"]})
     return Published(int(row["id"]), Path(row["path"]), created)
 
 

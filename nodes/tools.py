@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from langgraph.config import get_config
+from psycopg import Connection
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
@@ -42,15 +43,18 @@ def kb_search(pool: ConnectionPool, query: str, *, category: str | None = None, 
 
 
 def open_ticket(pool: ConnectionPool, thread_id: str, *, intent: str, summary: str) -> int:
-    """The thread's ticket id, creating the ticket only the first time."""
-    with pool.connection() as conn:
+    """The thread's ticket id, creating the ticket only the first time.
+
+    The ticket and its audit event are one transaction: a process killed in between leaves
+    neither, never a ticket the audit does not mention."""
+    with pool.connection() as conn, conn.transaction():
         row = conn.execute(
             "INSERT INTO tickets (thread_id, intent, summary) VALUES (%s, %s, %s) "
             "ON CONFLICT (thread_id) DO NOTHING RETURNING id",
             (thread_id, intent, summary[:500]),
         ).fetchone()
         if row is not None:
-            record_event(pool, thread_id, "signoff", "ticket_opened", {"ticket_id": row["id"], "intent": intent})
+            record_event_on(conn, thread_id, "signoff", "ticket_opened", {"ticket_id": row["id"], "intent": intent})
             return int(row["id"])
         existing = conn.execute("SELECT id FROM tickets WHERE thread_id = %s", (thread_id,)).fetchone()
         return int(existing["id"])
@@ -62,22 +66,28 @@ def resolve_ticket(pool: ConnectionPool, thread_id: str) -> None:
 
 
 def send_reply(pool: ConnectionPool, thread_id: str, *, recipient: str | None, kind: str, body: str) -> bool:
-    """Queue the thread's one outbound reply; False if it was already queued."""
-    with pool.connection() as conn:
+    """Queue the thread's one outbound reply (with its audit event, atomically); False if it
+    was already queued."""
+    with pool.connection() as conn, conn.transaction():
         row = conn.execute(
             "INSERT INTO outbox (thread_id, recipient, kind, body) VALUES (%s, %s, %s, %s) "
             "ON CONFLICT (thread_id) DO NOTHING RETURNING id",
             (thread_id, recipient, kind, body),
         ).fetchone()
-    if row is not None:
-        record_event(pool, thread_id, "signoff", "reply_sent", {"outbox_id": row["id"], "kind": kind})
+        if row is not None:
+            record_event_on(conn, thread_id, "signoff", "reply_sent", {"outbox_id": row["id"], "kind": kind})
     return row is not None
 
 
 def record_event(pool: ConnectionPool, thread_id: str, actor: str, kind: str, detail: dict[str, Any] | None = None) -> None:
     """Append to the audit trail (never secrets or message bodies)."""
     with pool.connection() as conn:
-        conn.execute(
-            "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, %s, %s, %s)",
-            (thread_id, actor, kind, Jsonb(detail or {})),
-        )
+        record_event_on(conn, thread_id, actor, kind, detail)
+
+
+def record_event_on(conn: Connection[Any], thread_id: str, actor: str, kind: str, detail: dict[str, Any] | None = None) -> None:
+    """`record_event` on a given connection, so it can share the transaction of the write it audits."""
+    conn.execute(
+        "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, %s, %s, %s)",
+        (thread_id, actor, kind, Jsonb(detail or {})),
+    )

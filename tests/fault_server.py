@@ -4,9 +4,12 @@
         server.script(status(429, retry_after=1), ok('{"x": 1}'))
         chat = ChatOpenAI(base_url=server.base_url, api_key="test", model="m", max_retries=0)
 
-Each POST /v1/chat/completions consumes the next scripted behaviour; with none left it answers
-`ok()`. Every request body is kept in `requests`. Answers echo the request's model, and stream
-as server-sent events when the request asks for `"stream": true`.
+Each POST /v1/chat/completions consumes the next scripted behaviour; with none left, the first
+`once(needle, ...)` rule whose needle is in the request's messages (used up), else the first
+`rule(needle, ...)` that matches (kept), else `ok()`. Every request body is kept in `requests`.
+Answers echo the request's model, and stream as server-sent events when the request asks for
+`"stream": true`. `held(release)` keeps a request waiting until the test sets `release`, so a
+test can act (kill, interrupt, restart the database) while a client is inside a model call.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 #: No hang outlives this, whatever the script says, so a test run cannot stall on one.
 MAX_HANG = 10.0
+#: Nor does a held request.
+MAX_HOLD = 60.0
 
 
 @dataclass(frozen=True)
@@ -36,11 +41,13 @@ class Behaviour:
     retry_after: float | str | None = None
     body: Any = None
     seconds: float = 0.0
+    release: threading.Event | None = None
+    then: "Behaviour | None" = None
 
 
-def ok(content: str = "ok", prompt_tokens: int = 7, completion_tokens: int = 3) -> Behaviour:
-    """A normal completion with this content and usage."""
-    return Behaviour("ok", content=content, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+def ok(content: str = "ok", prompt_tokens: int = 7, completion_tokens: int = 3, delay: float = 0.0) -> Behaviour:
+    """A normal completion with this content and usage, sent after `delay` seconds (at most MAX_HANG)."""
+    return Behaviour("ok", content=content, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, seconds=min(delay, MAX_HANG))
 
 
 def status(code: int, retry_after: float | str | None = None, body: Any = None) -> Behaviour:
@@ -51,6 +58,12 @@ def status(code: int, retry_after: float | str | None = None, body: Any = None) 
 def hang(seconds: float = 5.0) -> Behaviour:
     """Read the request, say nothing for `seconds` (at most MAX_HANG, less on shutdown), close."""
     return Behaviour("hang", seconds=min(seconds, MAX_HANG))
+
+
+def held(release: threading.Event, then: Behaviour | None = None) -> Behaviour:
+    """Keep the request waiting until `release` is set (at most MAX_HOLD), then answer `then`
+    (default: as the `rule`s say, else `ok()`); on server shutdown the connection is closed."""
+    return Behaviour("held", release=release, then=then)
 
 
 def drop() -> Behaviour:
@@ -83,6 +96,8 @@ class FaultServer:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._queue: deque[Behaviour] = deque()
+        self._once: list[tuple[str, Behaviour]] = []
+        self._rules: list[tuple[str, Behaviour]] = []
         self._stopping = threading.Event()
         self.requests: list[dict[str, Any]] = []
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
@@ -124,6 +139,23 @@ class FaultServer:
             self._queue.extend(behaviours)
         return self
 
+    def rule(self, needle: str, behaviour: Behaviour) -> "FaultServer":
+        """Answer every request whose messages contain `needle` with `behaviour`."""
+        with self._lock:
+            self._rules.append((needle, behaviour))
+        return self
+
+    def once(self, needle: str, behaviour: Behaviour) -> "FaultServer":
+        """Answer the next request whose messages contain `needle` with `behaviour` (before rules)."""
+        with self._lock:
+            self._once.append((needle, behaviour))
+        return self
+
+    def matching(self, needle: str) -> int:
+        """How many requests so far had `needle` in their messages."""
+        with self._lock:
+            return sum(1 for body in self.requests if needle in prompt_text(body))
+
     @property
     def request_count(self) -> int:
         with self._lock:
@@ -136,9 +168,27 @@ class FaultServer:
             return len(self._queue)
 
     def _next(self, body: dict[str, Any]) -> Behaviour:
+        text = prompt_text(body)
         with self._lock:
             self.requests.append(body)
-            return self._queue.popleft() if self._queue else ok()
+            if self._queue:
+                return self._queue.popleft()
+            for index, (needle, behaviour) in enumerate(self._once):
+                if needle in text:
+                    del self._once[index]
+                    return behaviour
+            return self._by_rule(text)
+
+    def _by_rule(self, text: str) -> Behaviour:
+        for needle, behaviour in self._rules:
+            if needle in text:
+                return behaviour
+        return ok()
+
+
+def prompt_text(body: dict[str, Any]) -> str:
+    """The request's messages as one string, for matching rules."""
+    return "\n".join(str(m.get("content", "")) for m in body.get("messages", []) if isinstance(m, dict))
 
 
 class _Server(ThreadingHTTPServer):
@@ -182,8 +232,19 @@ class _Handler(BaseHTTPRequestHandler):
         fault = self.server.fault
         behaviour = fault._next(body)
         model = body.get("model", "unknown")
+        if behaviour.kind == "held":
+            assert behaviour.release is not None
+            deadline = time.monotonic() + MAX_HOLD
+            while not behaviour.release.wait(0.02):
+                if fault._stopping.is_set() or time.monotonic() > deadline:
+                    self._abort()
+                    return
+            with fault._lock:
+                behaviour = behaviour.then or fault._by_rule(prompt_text(body))
 
         if behaviour.kind == "ok":
+            if behaviour.seconds:
+                fault._stopping.wait(behaviour.seconds)
             if body.get("stream"):
                 include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
                 self._sse(model, behaviour, include_usage)
