@@ -182,7 +182,8 @@ def route_to_agent(state: SupportState) -> Literal["billing_agent", "technical_a
 
 def route_after_agent(state: SupportState) -> Literal["draft_reply", "escalate"]:
     answer = state.get("answer", "")
-    resolved = bool(answer) and not state.get("needs_human") and bool(state.get("sources")) and ESCALATE_WORD not in answer.upper()
+    # startswith, not `in`: small models echo the prompt, which names the word itself
+    resolved = bool(answer) and not state.get("needs_human") and bool(state.get("sources")) and not answer.lstrip().upper().startswith(ESCALATE_WORD)
     return "draft_reply" if resolved else "escalate"
 
 

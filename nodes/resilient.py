@@ -101,6 +101,7 @@ def is_transient(exc: BaseException) -> bool:
             openai.APITimeoutError,
             openai.APIConnectionError,
             openai.APIResponseValidationError,
+            openai.LengthFinishReasonError,  # structured answer cut off at max_tokens
             httpx.TransportError,
             TimeoutError,
             ConnectionError,

@@ -1,0 +1,60 @@
+"""Smoke test on the real local model (Gemma 3 270M via llama.cpp): structure, never wording.
+
+This is the README's main job with nothing configured: no SIGNOFF_MODEL, no API key. The
+model server is started on demand by the CLI, exactly as a user's first run starts it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from checkpoint.database import open_pool
+from graphs.registry import SUPPORT
+from graphs.runner import ThreadRunner
+from nodes.local_model import stop_server
+from tests.conftest import count_rows
+from tests.test_cli import thread_id_from
+
+MODEL_ENV = ("SIGNOFF_MODEL", "SIGNOFF_FALLBACK_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
+
+
+@pytest.fixture(scope="module")
+def model_home(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("local-model-home")
+    yield home
+    stop_server(home)
+
+
+def signoff(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_support_thread_runs_end_to_end_on_the_local_model(model_home: Path, database_url: str):
+    env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
+    env.update(SIGNOFF_HOME=str(model_home), DATABASE_URL=database_url, SIGNOFF_USER="smoke")
+
+    started = signoff(env, "start", "support", "I was charged twice this month")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "model=local:gemma-3-270m" in started.stdout, "the local model answered"
+    thread_id = thread_id_from(started.stdout)
+
+    pool = open_pool(database_url)
+    try:
+        snapshot = ThreadRunner(pool, SUPPORT).snapshot(thread_id)
+        values = snapshot.values
+        assert values["intent"] in ("billing", "technical", "general")
+        assert values.get("draft"), "a reply was drafted for the reviewer"
+        assert "review" in snapshot.next, "the thread stopped at its gate"
+        assert "signoff approve" in started.stdout
+
+        approved = signoff(env, "approve", thread_id)
+        assert approved.returncode == 0, approved.stdout + approved.stderr
+        assert "finished" in approved.stdout
+        assert count_rows(pool, "outbox", thread_id=thread_id) == 1
+    finally:
+        pool.close()
