@@ -288,12 +288,17 @@ def pending() -> None:
     if not rows:
         out.print("nothing is waiting for sign-off")
         return
-    table = Table("thread", "graph", "gate", "age", "deadline", "digest", "summary", box=None, pad_edge=False)
+    # One line per thread, never wrapped or cut to the terminal's width: the id and the digest
+    # are what a reviewer copies into `approve THREAD --expect DIGEST`.
     now = datetime.now(timezone.utc)
-    for row in rows:
-        deadline = f"{row.deadline:%Y-%m-%d %H:%M}" if row.deadline else "-"
-        table.add_row(row.thread_id, row.graph, row.gate or "", age(now - row.updated_at), deadline, digests[row.thread_id], escape(row.summary[:70]))
-    out.print(table)
+    lines = [("thread", "graph", "gate", "age", "deadline", "digest", "summary")] + [
+        (row.thread_id, row.graph, row.gate or "", age(now - row.updated_at),
+         f"{row.deadline:%Y-%m-%d %H:%M}" if row.deadline else "-", digests[row.thread_id], row.summary[:70])
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in lines) for i in range(6)]
+    for line in lines:
+        out.print("  ".join(escape(cell.ljust(width)) for cell, width in zip(line, widths)) + "  " + escape(line[6]), soft_wrap=True)
 
 
 def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
@@ -410,17 +415,18 @@ def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, w
         runner = ThreadRunner.for_thread(pool, thread_id)
         runner.context = make_context(config, pool)
 
-        def announced(sink: Callable[[Any], None]) -> Callable[[Any], None]:
-            said: list[bool] = []
+        def run(sink: Callable[[Any], None], control: Any) -> Any:
+            first = [True]
 
-            def first_then(event: Any) -> None:  # said once it runs: a refusal stays one line
-                if not said:
-                    said.append(out.print(f"resuming [bold]{thread_id}[/bold]") or True)
+            def announce_then(event: Any) -> None:  # said once it runs, so a refusal stays one line
+                if first:
+                    first.clear()
+                    out.print(f"resuming [bold]{thread_id}[/bold]")
                 sink(event)
 
-            return first_then
+            return runner.resume(thread_id, announce_then, control)
 
-        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, announced(sink), control))
+        run_and_report(thread_id, run)
 
 
 @app.command()
