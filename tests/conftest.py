@@ -71,3 +71,40 @@ def count_rows(pool: ConnectionPool, table: str, **where: object) -> int:
     clause = " AND ".join(f"{k} = %s" for k in where) or "true"
     with pool.connection() as conn:
         return conn.execute(f"SELECT count(*) AS n FROM {table} WHERE {clause}", tuple(where.values())).fetchone()["n"]
+
+
+@pytest.fixture
+def server():
+    """An OpenAI-compatible model server for this test (tests override it to add rules)."""
+    from tests.fault_server import FaultServer
+
+    with FaultServer() as server:
+        yield server
+
+
+@pytest.fixture
+def env(database_url: str, server, tmp_path: Path) -> dict[str, str]:
+    """The environment of a `signoff` command that uses this test's database and server."""
+    return {
+        "DATABASE_URL": database_url,
+        "SIGNOFF_HOME": str(tmp_path / "home"),
+        "SIGNOFF_MODEL": "openai:test-model",
+        "OPENAI_BASE_URL": server.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "SIGNOFF_USER": "tester",
+    }
+
+
+@pytest.fixture
+def cli(env: dict[str, str]):
+    """`cli("start", "support", "...")` runs the CLI in-process with `env`."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args), env=env)
+
+    return invoke

@@ -10,44 +10,16 @@ import os
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from cli import app
 from tests.conftest import count_rows
-from tests.fault_server import FaultServer, ok
+from tests.fault_server import ok
 
 BILLING_ANSWER = "A second charge is usually a pending authorization that drops off within 3-5 business days."
 
-
-@pytest.fixture
-def server():
-    with FaultServer() as server:
-        yield server
-
-
-@pytest.fixture
-def env(database_url: str, server: FaultServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "SIGNOFF_HOME": str(tmp_path / "home"),
-        "SIGNOFF_MODEL": "openai:test-model",
-        "OPENAI_BASE_URL": server.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "SIGNOFF_USER": "tester",
-    }
-
-
-@pytest.fixture
-def cli(env: dict[str, str]):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
 
 
 def thread_id_from(output: str) -> str:

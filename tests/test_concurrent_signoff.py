@@ -7,17 +7,14 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import pytest
 from psycopg_pool import ConnectionPool
-from typer.testing import CliRunner
 
 from checkpoint.database import open_pool
 from checkpoint.migrations import migrate
-from cli import app
 from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
 from nodes.context import SignoffContext
@@ -118,27 +115,6 @@ def server():
         server.rule("Rewrite the support reply", ok(BILLING[2][1]))
         yield server
 
-
-@pytest.fixture
-def env(database_url: str, server: FaultServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "SIGNOFF_HOME": str(tmp_path / "home"),
-        "SIGNOFF_MODEL": "openai:test-model",
-        "OPENAI_BASE_URL": server.base_url,
-        "OPENAI_API_KEY": "test-key",
-        "SIGNOFF_USER": "tester",
-    }
-
-
-@pytest.fixture
-def cli(env: dict[str, str]):
-    runner = CliRunner()
-
-    def invoke(*args: str):
-        return runner.invoke(app, list(args), env=env)
-
-    return invoke
 
 
 def digest_in(output: str) -> str:
