@@ -7,8 +7,11 @@ starting at once share one server instead of racing to initialise it.
 
 from __future__ import annotations
 
+import stat
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -28,13 +31,37 @@ def embedded_url(home: Path) -> str:
         # get_server() creates the folder with exist_ok=False outside its lock; creating it
         # here first removes that race between two commands starting at once.
         pgdata.mkdir(exist_ok=True)
-        server = get_server(pgdata, cleanup_mode=None)
+        with traversal_only(pgdata):
+            server = get_server(pgdata, cleanup_mode=None)
         return server.get_uri()
     except Exception as exc:  # the wheel raises assorted errors (subprocess, OS, assert)
         raise EmbeddedPostgresError(
             f"could not start the embedded PostgreSQL in {pgdata}: {exc.__class__.__name__}: {exc}; "
             f"see {pgdata / 'log'} or set DATABASE_URL to use your own server"
         ) from exc
+
+
+@contextmanager
+def traversal_only(pgdata: Path) -> Iterator[None]:
+    """Undo the wheel's widening of parent folders to world-readable, keeping only traversal.
+
+    Run as root, the wheel starts PostgreSQL as its own system user and, so that user can
+    reach the data folder, adds g+rx,o+rx to every parent up to / (for ~/.signoff that makes
+    /root listable by everyone). Traversal (x) is all the server needs, so restore each
+    parent's own mode plus g+x,o+x.
+    """
+    parents = [p for p in pgdata.parents]
+    before = {p: p.stat().st_mode for p in parents}
+    try:
+        yield
+    finally:
+        for parent, mode in before.items():
+            wanted = stat.S_IMODE(mode) | stat.S_IXGRP | stat.S_IXOTH
+            try:
+                if stat.S_IMODE(parent.stat().st_mode) != wanted:
+                    parent.chmod(wanted)
+            except OSError:
+                pass  # not ours to change (e.g. a parent owned by another user)
 
 
 def stop_embedded(home: Path) -> bool:
