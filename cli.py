@@ -329,6 +329,7 @@ def age(delta: Any) -> str:
 def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> None:
     """A thread's state, the content awaiting sign-off, and its steps so far."""
     from checkpoint import threads
+    from graphs.progress import token_counts
     from graphs.runner import ThreadRunner
     from nodes.gates import content_digest
 
@@ -353,7 +354,7 @@ def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> No
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
     for call in values.get("calls", []):
         steps.add_row(call["node"], call.get("model") or "-", str(call["attempts"]), f"{call['latency_ms']}ms",
-                      f"{call['input_tokens']}/{call['output_tokens']}", escape(call.get("error") or ""))
+                      token_counts(call), escape(call.get("error") or ""))
     out.print(steps)
     for d in decisions:
         out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {escape(d['actor'])}" + (f" - {escape(d['note'])}" if d["note"] else ""))

@@ -15,6 +15,13 @@ from rich.table import Table
 from graphs.runner import Event, Stop
 
 
+def token_counts(call: dict[str, Any]) -> str:
+    """`in/out`, or `?` where the server reported no usage."""
+    if call.get("input_tokens") is None and call.get("output_tokens") is None:
+        return "?"
+    return f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
+
+
 def describe_calls(calls: list[dict[str, Any]]) -> str:
     """`model=... attempts=2 retries=1 tokens=12/40` for the model calls a node made."""
     if not calls:
@@ -28,7 +35,7 @@ def describe_calls(calls: list[dict[str, Any]]) -> str:
             text += " (fallback)"
         if retries:
             text += f" retries={retries}"
-        text += f" tokens={call.get('input_tokens', 0)}/{call.get('output_tokens', 0)}"
+        text += f" tokens={token_counts(call)}"
         parts.append(text)
     return "  ".join(parts)
 

@@ -24,7 +24,7 @@ from typing_extensions import TypedDict
 from nodes.context import SignoffContext
 from nodes.corpus import ensure_corpus, list_documents, search
 from nodes.resilient import AgentResult, ResilientAgentNode, call_model
-from nodes.writing import DEFAULT_MAX_REJECTIONS, GATE, WritingState, add_writing_loop, loop_limits, rejections, route_after_publish_gate
+from nodes.writing import DEFAULT_MAX_REJECTIONS, GATE, PublishedOutput, WritingState, add_writing_loop, loop_limits, rejections, route_after_publish_gate
 
 __all__ = ["GATE", "ResearchInput", "ResearchOutput", "ResearchState", "build_graph"]
 
@@ -38,13 +38,7 @@ class ResearchInput(TypedDict):
     out_dir: str
 
 
-class ResearchOutput(TypedDict, total=False):
-    outcome: Literal["published", "not_published"]
-    document: str | None
-    path: str | None
-    document_id: int | None
-    reason: str
-    warnings: list[str]
+ResearchOutput = PublishedOutput
 
 
 class Finding(TypedDict):

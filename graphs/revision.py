@@ -8,13 +8,12 @@ output and how a chosen draft becomes the document (a title line).
 from __future__ import annotations
 
 import re
-from typing import Literal
 
 from langgraph.graph import START, StateGraph
 from typing_extensions import TypedDict
 
 from nodes.context import SignoffContext
-from nodes.writing import GATE, WritingState, add_writing_loop
+from nodes.writing import GATE, PublishedOutput, WritingState, add_writing_loop
 
 __all__ = ["GATE", "RevisionInput", "RevisionOutput", "RevisionState", "build_graph"]
 
@@ -25,13 +24,7 @@ class RevisionInput(TypedDict):
     out_dir: str
 
 
-class RevisionOutput(TypedDict, total=False):
-    outcome: Literal["published", "not_published"]
-    document: str | None
-    path: str | None
-    document_id: int | None
-    reason: str
-    warnings: list[str]
+RevisionOutput = PublishedOutput
 
 
 class RevisionState(WritingState, RevisionInput, total=False):

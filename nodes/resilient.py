@@ -58,8 +58,9 @@ class CallRecord(TypedDict):
     attempts: int
     fallback_used: bool
     latency_ms: int
-    input_tokens: int
-    output_tokens: int
+    #: None when the server reports no usage (llama.cpp sends none when streaming)
+    input_tokens: int | None
+    output_tokens: int | None
     retries: list[RetryRecord]
     error: str | None
 
@@ -188,14 +189,15 @@ def call_model(
         except Exception as exc:  # every model failure becomes state, by design
             last_error = exc
             continue
-        usage = message.usage_metadata or {}
+        usage = message.usage_metadata
         return AgentResult(
             message=message,
             parsed=parsed,
             record=CallRecord(
                 node=node, model=handle.name, attempts=attempts, fallback_used=index > 0,
                 latency_ms=int((time.monotonic() - started) * 1000),
-                input_tokens=int(usage.get("input_tokens", 0)), output_tokens=int(usage.get("output_tokens", 0)),
+                input_tokens=usage.get("input_tokens") if usage else None,
+                output_tokens=usage.get("output_tokens") if usage else None,
                 retries=retries, error=None,
             ),
         )
@@ -206,7 +208,7 @@ def call_model(
         parsed=None,
         record=CallRecord(
             node=node, model=None, attempts=attempts, fallback_used=models.fallback is not None,
-            latency_ms=int((time.monotonic() - started) * 1000), input_tokens=0, output_tokens=0,
+            latency_ms=int((time.monotonic() - started) * 1000), input_tokens=None, output_tokens=None,
             retries=retries, error=error,
         ),
     )

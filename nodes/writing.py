@@ -43,6 +43,17 @@ class DraftRecord(TypedDict):
     feedback: str
 
 
+class PublishedOutput(TypedDict, total=False):
+    """What a thread of either writing graph returns: the document, or why there is none."""
+
+    outcome: Literal["published", "not_published"]
+    document: str | None
+    path: str | None
+    document_id: int | None
+    reason: str
+    warnings: list[str]
+
+
 class WritingState(TypedDict, total=False):
     """The loop's part of a graph's state (graphs add their own input and fields)."""
 

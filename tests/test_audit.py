@@ -4,12 +4,9 @@ and actor, from a real run against the fault-injecting model server."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli import app
 from graphs.runner import EXPIRY_ACTOR
 from tests.fault_server import FaultServer, ok, status
 
@@ -25,17 +22,8 @@ def server():
 
 
 @pytest.fixture
-def cli(database_url: str, server: FaultServer, tmp_path: Path):
-    env = {
-        "DATABASE_URL": database_url, "SIGNOFF_HOME": str(tmp_path / "home"),
-        "SIGNOFF_MODEL": "openai:test-model", "SIGNOFF_FALLBACK_MODEL": "openai:other-model",
-        "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester",
-    }
-
-    def invoke(*args: str):
-        return CliRunner().invoke(app, list(args), env=env)
-
-    return invoke
+def env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "SIGNOFF_FALLBACK_MODEL": "openai:other-model"}
 
 
 def events(output: str) -> list[tuple[str, str, str]]:

@@ -71,11 +71,8 @@ def server():
 
 
 @pytest.fixture
-def env(own_db: str, server: FaultServer, tmp_path: Path) -> dict[str, str]:
-    return {
-        "DATABASE_URL": own_db, "SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_MODEL": "openai:test-model",
-        "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester",
-    }
+def env(env: dict[str, str], own_db: str) -> dict[str, str]:
+    return {**env, "DATABASE_URL": own_db}
 
 
 def test_a_database_restart_mid_run_fails_with_one_clear_line_and_resume_completes_it(env, own_home, own_db, server):
