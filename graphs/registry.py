@@ -45,6 +45,7 @@ SUPPORT = GraphSpec(
     outcome=_support_outcome,
 )
 
+
 def _score(values: dict[str, Any]) -> str:
     score = values.get("document_score")
     return f"score {score:.2f}" if isinstance(score, (int, float)) else "unscored"
