@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 import getpass
 import os
 import re
@@ -11,7 +12,7 @@ import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 import typer.core
@@ -149,6 +150,21 @@ def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
     if eager:
         models.resolve()
     return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts))  # type: ignore[arg-type]
+
+
+@contextmanager
+def existing_thread(thread_id: str, *, runnable: bool = True) -> Iterator[Any]:
+    """The runner of a thread that must exist, on an open pool; `runnable` also builds the
+    models (before anything is written, so a bad model configuration changes nothing)."""
+    from graphs.runner import ThreadRunner
+
+    valid_thread_id(thread_id)
+    config = settings()
+    with open_db(config) as pool:
+        runner = ThreadRunner.for_thread(pool, thread_id)
+        if runnable:
+            runner.context = make_context(config, pool)
+        yield runner
 
 
 def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
@@ -330,13 +346,10 @@ def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> No
     """A thread's state, the content awaiting sign-off, and its steps so far."""
     from checkpoint import threads
     from graphs.progress import token_counts
-    from graphs.runner import ThreadRunner
     from nodes.gates import content_digest
 
-    valid_thread_id(thread_id)
-    config = settings()
-    with open_db(config) as pool:
-        runner = ThreadRunner.for_thread(pool, thread_id)
+    with existing_thread(thread_id, runnable=False) as runner:
+        pool = runner.pool
         snapshot = runner.snapshot(thread_id)
         row = threads.get(pool, thread_id)
         with pool.connection() as conn:
@@ -361,14 +374,10 @@ def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> No
 
 
 def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
-    from graphs.runner import ThreadRunner, expire_if_due
+    from graphs.runner import expire_if_due
     from nodes.gates import AlreadyDecided
 
-    valid_thread_id(thread_id)
-    config = settings()
-    with open_db(config) as pool:
-        runner = ThreadRunner.for_thread(pool, thread_id)
-        runner.context = make_context(config, pool)
+    with existing_thread(thread_id) as runner:
         if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
             # The deadline decided before this person did: the same one line as any earlier decider.
             latest = runner.latest_decision(thread_id)
@@ -408,13 +417,7 @@ def reject(
 @friendly
 def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, was interrupted, or failed.")) -> None:
     """Continue a thread from its last saved step (after a crash, Ctrl-C or a database outage)."""
-    from graphs.runner import ThreadRunner
-
-    valid_thread_id(thread_id)
-    config = settings()
-    with open_db(config) as pool:
-        runner = ThreadRunner.for_thread(pool, thread_id)
-        runner.context = make_context(config, pool)
+    with existing_thread(thread_id) as runner:
 
         def run(sink: Callable[[Any], None], control: Any) -> Any:
             first = [True]

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 
+from nodes.knowledge import files_in
+
 SUFFIXES = (".md", ".markdown", ".txt")
 #: Small enough that three passages and a question fit a 4k-token local model comfortably.
 MAX_CHUNK_CHARS = 800
@@ -155,14 +157,10 @@ def shipped_corpus_dir() -> Path:
 def collect(paths: list[Path]) -> list[CorpusFile]:
     """Files from paths and folders (folders: their markdown and text files), all validated
     before anything is written."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise CorpusError(f"{path}: no such file or folder")
+    try:
+        files = files_in(paths, SUFFIXES)
+    except FileNotFoundError as exc:
+        raise CorpusError(str(exc)) from None
     if not files:
         raise CorpusError("no markdown or text files found in " + ", ".join(map(str, paths)))
     parsed = [parse_file(f) for f in files]

@@ -49,20 +49,30 @@ def parse_article(path: Path) -> ArticleFile:
     return ArticleFile(slug=path.stem, title=meta["title"], category=category, body=body.strip())
 
 
+def files_in(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """The files named, plus those in the folders named whose suffix is one of `suffixes`
+    (sorted); FileNotFoundError, naming it, for a path that does not exist."""
+    files: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    return files
+
+
 def shipped_articles_dir() -> Path:
     return Path(str(resources.files("nodes") / "data" / "kb"))
 
 
 def collect(paths: list[Path]) -> list[ArticleFile]:
     """Articles from files and folders (folders: every *.md inside), validated before loading."""
-    files: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            files.extend(sorted(path.glob("*.md")))
-        elif path.is_file():
-            files.append(path)
-        else:
-            raise ArticleFormatError(f"{path}: no such file or folder")
+    try:
+        files = files_in(paths, (".md",))
+    except FileNotFoundError as exc:
+        raise ArticleFormatError(str(exc)) from None
     if not files:
         raise ArticleFormatError("no markdown articles found in " + ", ".join(map(str, paths)))
     return [parse_article(f) for f in files]

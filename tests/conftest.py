@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -33,20 +34,26 @@ def server_url(pg_home: Path) -> str:
     return embedded_url(pg_home)
 
 
-@pytest.fixture
-def database_url(server_url: str) -> Iterator[str]:
-    """A database of its own for this test, dropped afterwards."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
+@contextmanager
+def scratch_database(server_url: str, prefix: str = "t") -> Iterator[str]:
+    """A new database on the server for the block, dropped afterwards (even if still in use)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         # Test data need not survive a power cut: commits skip the WAL fsync (several per step).
         admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-    url = server_url.replace("/postgres?", f"/{name}?")
     try:
-        yield url
+        yield server_url.replace("/postgres?", f"/{name}?")
     finally:
         with psycopg.connect(server_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(server_url: str) -> Iterator[str]:
+    """A database of its own for this test, dropped afterwards."""
+    with scratch_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture

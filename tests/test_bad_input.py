@@ -8,18 +8,17 @@ thread waiting at its gate and a finished one, and compares the row counts of ev
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import psycopg
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from checkpoint.settings import MAX_INPUT_BYTES
 from cli import app
+from tests.conftest import scratch_database
 from tests.fault_server import FaultServer, ok
 from tests.procs import spawn_cli, table_counts
 
@@ -143,15 +142,8 @@ def test_every_command_has_a_bad_input_row():
 
 @pytest.fixture(scope="module")
 def module_db(server_url: str) -> Iterator[str]:
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-    try:
-        yield server_url.replace("/postgres?", f"/{name}?")
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(server_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

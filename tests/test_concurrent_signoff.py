@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from typing import Iterator
 
 import psycopg
@@ -19,7 +18,7 @@ from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
-from tests.conftest import FAST_POLICY, count_rows
+from tests.conftest import FAST_POLICY, count_rows, scratch_database
 from tests.fault_server import FaultServer, ok
 from tests.procs import spawn_cli, wait_until
 from tests.scripted import scripted_registry
@@ -35,18 +34,13 @@ DECIDED = r"already decided by (\S+) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+"
 @pytest.fixture(scope="module")
 def shared_pool(server_url: str) -> Iterator[ConnectionPool]:
     """One database for the 50 races (each on its own thread id), to keep them quick."""
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        admin.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = off')
-    pool = open_pool(server_url.replace("/postgres?", f"/{name}?"), max_size=12)
-    migrate(pool)
-    try:
-        yield pool
-    finally:
-        pool.close()
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(server_url) as url:
+        pool = open_pool(url, max_size=12)
+        migrate(pool)
+        try:
+            yield pool
+        finally:
+            pool.close()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import threading
-import uuid
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -25,7 +24,7 @@ from checkpoint.migrations import migrate
 from cli import app
 from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
-from tests.conftest import count_rows
+from tests.conftest import count_rows, scratch_database
 from tests.fault_server import FaultServer, held, ok
 from tests.procs import spawn_cli, wait_until
 
@@ -53,13 +52,8 @@ def restart(home: Path) -> str:
 
 @pytest.fixture
 def own_db(own_home: Path) -> Iterator[str]:
-    server = embedded_url(own_home)
-    name = f"f_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    yield server.replace("/postgres?", f"/{name}?")
-    with psycopg.connect(embedded_url(own_home), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with scratch_database(embedded_url(own_home), prefix="f") as url:
+        yield url
 
 
 @pytest.fixture
