@@ -90,6 +90,17 @@ def server():
 
 
 @pytest.fixture
+def escalating_server():
+    """A model server whose support graph always escalates (technical intent, no answer)."""
+    from tests.fault_server import FaultServer, ok
+
+    with FaultServer() as server:
+        server.rule("Classify the customer message", ok('{"intent": "technical"}'))
+        server.rule("technical support agent", ok("ESCALATE"))
+        yield server
+
+
+@pytest.fixture
 def env(database_url: str, server, tmp_path: Path) -> dict[str, str]:
     """The environment of a `signoff` command that uses this test's database and server."""
     return {

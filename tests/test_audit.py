@@ -8,17 +8,14 @@ import re
 import pytest
 
 from graphs.runner import EXPIRY_ACTOR
-from tests.fault_server import FaultServer, ok, status
+from tests.fault_server import ok, status
 
 TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 
 
 @pytest.fixture
-def server():
-    with FaultServer() as server:
-        server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-        server.rule("technical support agent", ok("ESCALATE"))
-        yield server
+def server(escalating_server):
+    return escalating_server
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from cli import app
 from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows, scratch_database
-from tests.fault_server import FaultServer, held, ok
+from tests.fault_server import held
 from tests.procs import spawn_cli, wait_until
 
 
@@ -57,11 +57,8 @@ def own_db(own_home: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def server():
-    with FaultServer() as server:
-        server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-        server.rule("technical support agent", ok("ESCALATE"))
-        yield server
+def server(escalating_server):
+    return escalating_server
 
 
 @pytest.fixture
