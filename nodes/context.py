@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Any, Callable
 
 from psycopg_pool import ConnectionPool
 
@@ -31,3 +31,6 @@ class SignoffContext:
     max_redrafts: int = 2
     max_revisions: int = 3
     score_threshold: float = 0.8
+    #: Calls in flight per model across the threads of this process (nodes.resilient.ModelLimiter);
+    #: None: unlimited (one inline run makes one call at a time anyway).
+    model_limiter: Any = None

@@ -14,9 +14,11 @@ node timeout only applies to async nodes.
 from __future__ import annotations
 
 import json
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 import httpx
 import openai
@@ -81,6 +83,51 @@ class AgentResult:
             return ""
         content = self.message.content
         return content if isinstance(content, str) else str(content)
+
+
+class ModelLimiter:
+    """At most N calls in flight per model, shared by every thread of one process (a worker
+    running hundreds of threads must not open hundreds of calls to one provider). A call
+    waits for a slot only while it talks to the model: retry back-off (Retry-After included)
+    sleeps outside the slot, so a rate-limited model's slots serve other threads meanwhile.
+
+    `limit` applies to every model when given (SIGNOFF_MODEL_CONCURRENCY); otherwise the
+    local llama.cpp server gets 2 (it answers one request at a time per slot on 2 cores, so
+    more only queues inside it) and a remote model 16."""
+
+    LOCAL_DEFAULT = 2
+    REMOTE_DEFAULT = 16
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._mutex = threading.Lock()
+        self.peak: dict[str, int] = {}
+        self._busy: dict[str, int] = {}
+
+    def limit_for(self, model: str) -> int:
+        if self.limit is not None:
+            return self.limit
+        return self.LOCAL_DEFAULT if model.startswith("local") else self.REMOTE_DEFAULT
+
+    @contextmanager
+    def slot(self, model: str) -> Iterator[None]:
+        with self._mutex:
+            semaphore = self._slots.get(model) or self._slots.setdefault(model, threading.BoundedSemaphore(self.limit_for(model)))
+        with semaphore:
+            with self._mutex:
+                self._busy[model] = self._busy.get(model, 0) + 1
+                self.peak[model] = max(self.peak.get(model, 0), self._busy[model])
+            try:
+                yield
+            finally:
+                with self._mutex:
+                    self._busy[model] -= 1
+
+
+@contextmanager
+def _no_limit(model: str) -> Iterator[None]:
+    yield
 
 
 _TRANSIENT_STATUS = {408, 409, 429}
@@ -154,8 +201,10 @@ def call_model(
     schema: type[BaseModel] | None = None,
     stream_tokens: bool = True,
     emit: Callable[[dict[str, Any]], None] = lambda event: None,
+    limiter: ModelLimiter | None = None,
 ) -> AgentResult:
     """Try each model in turn with retries; never raises for model failures."""
+    slot = limiter.slot if limiter is not None else _no_limit
     started = time.monotonic()
     retries: list[RetryRecord] = []
     attempts = 0
@@ -184,7 +233,8 @@ def call_model(
             for attempt in retrying:
                 with attempt:
                     attempts += 1
-                    message = handle.bound(schema).invoke(list(messages), config={"tags": tags, "metadata": {"signoff_model": handle.name}})
+                    with slot(handle.name):
+                        message = handle.bound(schema).invoke(list(messages), config={"tags": tags, "metadata": {"signoff_model": handle.name}})
                     parsed = parse_structured(message, schema) if schema is not None else None
         except Exception as exc:  # every model failure becomes state, by design
             last_error = exc
@@ -251,6 +301,7 @@ class ResilientAgentNode(Generic[StateT]):
             schema=self.schema,
             stream_tokens=self.stream_tokens,
             emit=runtime.stream_writer,
+            limiter=getattr(context, "model_limiter", None),
         )
         if result.ok:
             update = self.on_success(state, result)

@@ -1,0 +1,138 @@
+"""Progress events, persisted and published, so any shell can follow a thread wherever it runs.
+
+A run's events (node start/end with duration and model calls, retries, fallbacks, tokens, the
+stop) go to `progress_events`, and each batch NOTIFYs `signoff_progress` with the thread id.
+`signoff watch` replays the rows it missed and then follows the notifications (polling too,
+in case one is lost). They are what a person watches, not what makes a thread durable (that
+is the checkpoint): the writer batches them off the run's path, so a run never waits for its
+progress to be written, except for the stop, which is written before the job is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+PROGRESS_CHANNEL = "signoff_progress"
+#: Tokens are kept to this many characters per event (a watcher needs the gist, not a dump).
+_MAX_TEXT = 2000
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    id: int
+    thread_id: str
+    event: dict[str, Any]
+
+
+def for_storage(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as a watcher needs it: JSON only, no state update beyond its warnings."""
+    slim = {k: v for k, v in event.items() if k != "update"}
+    update = event.get("update")
+    if isinstance(update, dict) and update.get("warnings"):
+        slim["update"] = {"warnings": [str(w)[:300] for w in update["warnings"]]}
+    if isinstance(slim.get("text"), str):
+        slim["text"] = slim["text"][:_MAX_TEXT]
+    if slim.get("error") is not None:
+        slim["error"] = str(slim["error"])[:500]
+    return json.loads(json.dumps(slim, default=str))
+
+
+def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]]) -> None:
+    """Insert events (thread id, event) in one statement and notify each thread's watchers."""
+    if not items:
+        return
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(
+            "INSERT INTO progress_events (thread_id, event) SELECT t, e::jsonb FROM unnest(%s::text[], %s::text[]) AS x(t, e)",
+            ([t for t, _ in items], [json.dumps(for_storage(e)) for _, e in items]),
+        )
+        for thread_id in dict.fromkeys(t for t, _ in items):
+            conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, thread_id))
+
+
+class EventWriter:
+    """Batches events from every run of a worker and writes them from one background thread,
+    every `interval` seconds or sooner when `flush()` is asked (a stop)."""
+
+    def __init__(self, pool: ConnectionPool, *, interval: float = 0.05) -> None:
+        self.pool = pool
+        self.interval = interval
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name="signoff-events", daemon=True)
+        self._stopped = False
+        self._thread.start()
+
+    def append(self, thread_id: str, event: dict[str, Any]) -> None:
+        self._queue.put((thread_id, event))
+
+    def flush(self) -> None:
+        """Write everything appended so far (by any run) now."""
+        self._drain()
+
+    def _drain(self) -> None:
+        with self._lock:
+            items: list[tuple[str, dict[str, Any]]] = []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    items.append(item)
+            try:
+                write_now(self.pool, items)
+            except psycopg.Error:
+                pass  # progress is best effort: the checkpoint, not this table, is the record
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            time.sleep(self.interval)
+            self._drain()
+
+    def close(self) -> None:
+        self._stopped = True
+        self._thread.join(5)
+        self._drain()
+
+
+def read_since(pool: ConnectionPool, thread_id: str, after_id: int = 0) -> list[StoredEvent]:
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT id, thread_id, event FROM progress_events WHERE thread_id = %s AND id > %s ORDER BY id",
+            (thread_id, after_id),
+        ).fetchall()
+    return [StoredEvent(r["id"], r["thread_id"], r["event"]) for r in rows]
+
+
+def last_id(pool: ConnectionPool, thread_id: str) -> int:
+    with pool.connection() as conn:
+        row = conn.execute("SELECT coalesce(max(id), 0) AS id FROM progress_events WHERE thread_id = %s", (thread_id,)).fetchone()
+    return int(row["id"])  # type: ignore[index]
+
+
+def follow(url: str, pool: ConnectionPool, thread_id: str, after_id: int = 0, *, poll: float = 1.0) -> Iterator[StoredEvent]:
+    """Every event of the thread after `after_id`, as it is written, forever (the caller
+    stops iterating). LISTEN first, then read, so nothing written in between is missed."""
+    with psycopg.connect(url, autocommit=True) as listener:
+        listener.execute(f"LISTEN {PROGRESS_CHANNEL}")
+        while True:
+            for stored in read_since(pool, thread_id, after_id):
+                after_id = stored.id
+                yield stored
+            wait_for_notify(listener, poll)
+
+
+def wait_for_notify(conn: psycopg.Connection[Any], timeout: float) -> bool:
+    """Block until a notification arrives on `conn` or `timeout` passes; True if one came."""
+    for _ in conn.notifies(timeout=timeout, stop_after=1):
+        return True
+    return False

@@ -1,0 +1,209 @@
+"""Live workers: who they are, that they are alive, and what happens to the work of a dead one.
+
+A worker holds ONE database session (its "lock session") for its whole life and takes the
+run claim of every thread it runs there: the same two-key advisory lock an inline
+`signoff start/approve/resume` takes on its own session (checkpoint/threads.py `claimed`),
+so a worker and a terminal never run one thread at once, and `recover` sees a worker's
+threads as claimed. One session for all claims keeps a worker at a handful of connections
+however many threads it runs (PostgreSQL allows 100 by default).
+
+A worker is dead when its lock session is gone (its process died: PostgreSQL ended the
+session, and its claims with it, at once) or its heartbeat is older than `stale_after`
+(its machine vanished: the session may linger until TCP gives up, so the reaper ends it
+with pg_terminate_backend, which frees the claims). The reaper, run by every live worker
+each second, requeues the dead worker's running jobs, counting a recovery on each; a job
+that keeps killing its worker is dead-lettered after `max_recoveries` (after DBOS).
+Liveness is judged with the database's clock only (now()), never a host's.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterator
+
+from contextlib import contextmanager
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from checkpoint.threads import _RUN_LOCK_CLASS, ClaimLost, ThreadBusy
+
+#: Seconds between heartbeats, and after which a silent worker counts as gone.
+HEARTBEAT_SECONDS = 1.0
+STALE_AFTER_SECONDS = 6.0
+#: Deaths of workers a job may cause before it is set aside as failed.
+MAX_RECOVERIES = 3
+
+
+@dataclass(frozen=True)
+class WorkerRow:
+    id: int
+    host: str
+    pid: int
+    concurrency: int
+    running: int
+    done: int
+    draining: bool
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age: float
+
+
+class LockSession:
+    """The worker's claim session: one connection, shared by its run threads (psycopg
+    serialises statements on a connection), holding one advisory lock per running thread."""
+
+    def __init__(self, url: str) -> None:
+        # TCP keepalives so a vanished peer is noticed by both ends within about half a minute.
+        self.conn = psycopg.connect(
+            url, autocommit=True, row_factory=dict_row, prepare_threshold=None,
+            keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
+        )
+        row = self.conn.execute(
+            "SELECT pg_backend_pid() AS pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+        ).fetchone()
+        assert row is not None
+        self.backend_pid: int = row["pid"]
+        self.backend_start: datetime = row["backend_start"]
+        self._held: set[str] = set()
+        self._mutex = threading.Lock()
+
+    @contextmanager
+    def claimed(self, thread_id: str) -> Iterator["SessionClaim"]:
+        """Like checkpoint.threads.claimed, on the shared session; ThreadBusy if held elsewhere."""
+        with self._mutex:
+            if thread_id in self._held:  # session locks stack; one run per thread per worker
+                raise ThreadBusy(f"thread {thread_id} is already running in this worker")
+            got = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]  # type: ignore[index]
+            if not got:
+                raise ThreadBusy(f"thread {thread_id} is running in another process")
+            self._held.add(thread_id)
+        try:
+            yield SessionClaim(self, thread_id)
+        finally:
+            with self._mutex:
+                self._held.discard(thread_id)
+                try:
+                    self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))
+                except psycopg.Error:
+                    pass  # the session is gone, and its locks with it
+
+    def alive(self) -> bool:
+        try:
+            self.conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class SessionClaim:
+    """A held claim; `check()` between steps proves the session (and so the lock) lives."""
+
+    def __init__(self, session: LockSession, thread_id: str) -> None:
+        self.session, self.thread_id = session, thread_id
+
+    def check(self) -> None:
+        try:
+            self.session.conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            raise ClaimLost(f"the worker's claim session ended: {reason}") from exc
+
+
+def register(pool: ConnectionPool, *, host: str, pid: int, session: LockSession, concurrency: int) -> int:
+    with pool.connection() as conn:
+        row = conn.execute(
+            "INSERT INTO workers (host, pid, lock_pid, lock_started, concurrency) VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (host, pid, session.backend_pid, session.backend_start, concurrency),
+        ).fetchone()
+    return int(row["id"])  # type: ignore[index]
+
+
+def heartbeat(pool: ConnectionPool, worker_id: int, *, running: int, done: int, draining: bool) -> bool:
+    """Stamp the heartbeat; False if the row is gone (another worker reaped this one)."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "UPDATE workers SET heartbeat_at = now(), running = %s, done = %s, draining = %s WHERE id = %s RETURNING id",
+            (running, done, draining, worker_id),
+        ).fetchone()
+    return row is not None
+
+
+def unregister(pool: ConnectionPool, worker_id: int) -> None:
+    """A clean exit: jobs still marked running go back to wait (not a recovery), row removed."""
+    with pool.connection() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE jobs SET status = 'todo', worker_id = NULL WHERE worker_id = %s AND status = 'doing' "
+            "AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.thread_id = jobs.thread_id AND o.status = 'todo')",
+            (worker_id,),
+        )
+        conn.execute("UPDATE jobs SET status = 'done', result = 'superseded', finished_at = now() WHERE worker_id = %s AND status = 'doing'", (worker_id,))
+        conn.execute("DELETE FROM workers WHERE id = %s", (worker_id,))
+        conn.execute("SELECT pg_notify('signoff_jobs', '')")
+
+
+_DEAD = (
+    "SELECT w.id, w.lock_pid, s.pid IS NOT NULL AS session_alive FROM workers w "
+    "LEFT JOIN pg_stat_activity s ON s.pid = w.lock_pid AND s.backend_start = w.lock_started "
+    "WHERE w.id <> %(me)s AND (s.pid IS NULL OR w.heartbeat_at < now() - make_interval(secs => %(stale)s)) "
+    "FOR UPDATE OF w SKIP LOCKED"
+)
+
+
+def reap(pool: ConnectionPool, me: int, *, stale_after: float = STALE_AFTER_SECONDS, max_recoveries: int = MAX_RECOVERIES) -> list[dict[str, Any]]:
+    """Remove dead workers and hand their running jobs back to the queue; the jobs moved
+    (id, thread_id, status 'todo' or 'failed'). Two reapers never reap one worker twice
+    (SKIP LOCKED on its row)."""
+    moved: list[dict[str, Any]] = []
+    with pool.connection() as conn, conn.transaction():
+        dead = conn.execute(_DEAD, {"me": me, "stale": stale_after}).fetchall()
+        for worker in dead:
+            if worker["session_alive"]:
+                # Stale heartbeat, session still open: a machine gone or a process frozen.
+                # End its session so its claims go; a frozen run then fails its claim check.
+                conn.execute("SELECT pg_terminate_backend(%s)", (worker["lock_pid"],))
+            moved += conn.execute(
+                "UPDATE jobs SET status = CASE WHEN recoveries + 1 >= %(max)s THEN 'failed' ELSE 'todo' END, "
+                "recoveries = recoveries + 1, worker_id = NULL, "
+                "result = CASE WHEN recoveries + 1 >= %(max)s THEN 'dead-lettered: its worker died ' || (recoveries + 1) || ' times' "
+                "  ELSE 'worker ' || %(w)s || ' died' END, "
+                "finished_at = CASE WHEN recoveries + 1 >= %(max)s THEN now() END "
+                "WHERE worker_id = %(w)s AND status = 'doing' RETURNING id, thread_id, status",
+                {"w": worker["id"], "max": max_recoveries},
+            ).fetchall()
+            conn.execute("DELETE FROM workers WHERE id = %s", (worker["id"],))
+        for job in moved:
+            if job["status"] == "failed":
+                conn.execute("UPDATE threads SET status = 'failed', updated_at = now() WHERE thread_id = %s", (job["thread_id"],))
+                conn.execute(
+                    "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, 'signoff (worker)', 'run_dead_lettered', "
+                    "jsonb_build_object('job', %s::bigint, 'recoveries', %s::int))",
+                    (job["thread_id"], job["id"], max_recoveries),
+                )
+        if moved:
+            conn.execute("SELECT pg_notify('signoff_jobs', '')")
+    return moved
+
+
+def live(pool: ConnectionPool, *, stale_after: float = STALE_AFTER_SECONDS) -> list[WorkerRow]:
+    """Workers whose lock session is open and whose heartbeat is fresh, oldest first."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT w.id, w.host, w.pid, w.concurrency, w.running, w.done, w.draining, w.started_at, w.heartbeat_at, "
+            "extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age FROM workers w "
+            "JOIN pg_stat_activity s ON s.pid = w.lock_pid AND s.backend_start = w.lock_started "
+            "WHERE w.heartbeat_at >= now() - make_interval(secs => %s) ORDER BY w.started_at",
+            (stale_after,),
+        ).fetchall()
+    return [WorkerRow(**r) for r in rows]
+
+
+def any_accepting(pool: ConnectionPool) -> bool:
+    """True if a live worker takes new work (not draining): then commands hand threads to it."""
+    return any(not w.draining for w in live(pool))

@@ -1,0 +1,382 @@
+"""`signoff worker`: runs threads from the job queue, many at once, until told to stop.
+
+One process, one loop (this thread) that heartbeats, reaps dead workers, turns due deadlines
+and abandoned runs into jobs, and claims jobs while it has free slots; each claimed job runs
+in a pool of `concurrency` threads. New work wakes the loop through LISTEN/NOTIFY; a poll
+every second is the backstop.
+
+Why threads and not an asyncio run with AsyncPostgresSaver (measured, see README "Running
+workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
+under `astream` LangGraph would run every node body in an executor thread anyway, and the
+async route needs an async copy of resume/settle/decide beside the sync one the CLI uses:
+two copies that drift (procrastinate's own lesson). A thread per running thread costs a
+stack, not a process: 100 at once fit in one worker well under 1 GB. What the sync route
+gives up is LangGraph's node `timeout=` (async nodes only); a stalled model call is still
+cut by the HTTP client's own timeout (SIGNOFF_CALL_TIMEOUT), which really closes the socket.
+
+Every run goes through the same ThreadRunner.resume as `signoff resume`, so the worker does
+exactly what a person would: run a queued thread, apply a recorded decision, expire a gate
+(`expire_if_due`), or continue a dead run from its last checkpoint.
+
+Drain (SIGTERM/Ctrl-C once): no new claims; each running thread stops at its next step
+boundary (RunControl), its job goes back to the queue, the worker's row is removed. A second
+signal exits at once: the claims die with the session, and the next worker to reap (or this
+one restarted) hands the jobs out again. Nothing is lost either way: the checkpoint holds
+every finished step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import psycopg
+from langgraph.errors import GraphDrained
+from langgraph.runtime import RunControl
+from psycopg_pool import ConnectionPool
+
+from checkpoint import events as progress
+from checkpoint import jobs, threads
+from checkpoint import workers as registry
+from checkpoint.database import is_connection_error, make_saver, open_pool
+from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
+from checkpoint.workers import LockSession
+from graphs.registry import GRAPHS, GraphSpec
+from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, _events, config_for, expire_if_due
+from nodes.context import SignoffContext
+from nodes.gates import AlreadyDecided
+from nodes.tools import record_event
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    concurrency: int = 10
+    #: seconds between polls of the queue when no notification arrives
+    poll: float = 1.0
+    heartbeat: float = registry.HEARTBEAT_SECONDS
+    stale_after: float = registry.STALE_AFTER_SECONDS
+    #: seconds between sweeps (dead workers, due deadlines, abandoned runs)
+    sweep: float = 1.0
+    #: database connections for the runs (besides the claim session and the listener)
+    pool_size: int = 0
+
+    def connections(self) -> int:
+        return self.pool_size or min(self.concurrency, 16) + 4
+
+
+def stop_event(stop: Stop) -> dict[str, Any]:
+    """The last event of a run, as `watch` and a waiting `approve` print it."""
+    return {
+        "event": "stop", "status": stop.status, "graph": stop.graph, "gate": stop.gate, "outcome": stop.outcome,
+        "error": stop.error, "digest": stop.digest,
+        "needs_human": bool(stop.values.get("needs_human")), "state_error": stop.values.get("error"),
+    }
+
+
+def stop_from_event(thread_id: str, event: dict[str, Any]) -> Stop:
+    values = {"needs_human": event.get("needs_human"), "error": event.get("state_error")}
+    return Stop(thread_id, event.get("graph", ""), event["status"], gate=event.get("gate"), outcome=event.get("outcome") or "",
+                error=event.get("error"), digest=event.get("digest"), values=values)
+
+
+class WorkerRunner(ThreadRunner):
+    """ThreadRunner whose runs claim their thread on the worker's shared lock session and
+    share the worker's compiled graph (compiled once per graph, not per job)."""
+
+    def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext, graph: Any, session: LockSession) -> None:
+        # Not super().__init__: that compiles the graph again.
+        self.pool, self.spec, self.context, self.graph, self.session = pool, spec, context, graph, session
+
+    def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: Callable[[dict[str, Any]], None], control: RunControl | None) -> Stop:
+        # ThreadRunner._run with the claim taken on the worker's session (one connection for
+        # all its claims) instead of a pool connection held per run.
+        # TODO(issue 10, after issue 8 lands): give ThreadRunner a claim hook and drop this copy.
+        started: dict[str, float] = {}
+        with self.session.claimed(thread_id) as claim:
+            threads.set_status(self.pool, thread_id, "running")
+            try:
+                for mode, payload in self.graph.stream(
+                    graph_input, config_for(thread_id), context=self.context,
+                    stream_mode=["tasks", "messages", "custom"], durability="sync", control=control,
+                ):
+                    for event in _events(mode, payload, started):
+                        if event["event"] in ("retry", "fallback"):
+                            record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
+                        sink(event)
+                        if event["event"] == "node_end":
+                            claim.check()
+                return self.settle(thread_id)
+            except GraphDrained as drained:
+                threads.set_status(self.pool, thread_id, "interrupted")
+                record_event(self.pool, thread_id, "signoff (worker)", "run_interrupted", {"reason": drained.reason})
+                return Stop(thread_id, self.spec.name, "interrupted", error=drained.reason, values=dict(self.snapshot(thread_id).values))
+            except Exception as exc:
+                if not is_connection_error(exc):
+                    threads.set_status(self.pool, thread_id, "failed")
+                    record_event(self.pool, thread_id, "signoff (worker)", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
+                raise
+
+
+class Worker:
+    """One worker process's loop. `run()` blocks until `request_stop()` (drain) is done."""
+
+    def __init__(self, url: str, make_context: Callable[[ConnectionPool], SignoffContext], options: WorkerOptions = WorkerOptions(), *, log: Log = lambda line: None) -> None:
+        self.url, self.make_context, self.options, self.log = url, make_context, options, log
+        self.worker_id: int | None = None
+        self.done = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._running: dict[Future[None], tuple[jobs.Job, RunControl]] = {}
+        self._mutex = threading.Lock()
+        self.ready = threading.Event()
+        self.pool: ConnectionPool | None = None
+
+    # --- control (any thread, signal handlers included) -------------------------------------
+
+    def request_stop(self, reason: str = "shutdown") -> None:
+        """Drain: claim nothing more, stop running threads at their next step boundary."""
+        self._stop_reason = reason
+        self._stopping.set()
+        with self._mutex:
+            for _, control in self._running.values():
+                control.request_drain(reason)
+        self._wake.set()
+
+    @property
+    def running(self) -> int:
+        with self._mutex:
+            return len(self._running)
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until drained; the exit code (0, or 5 when the database went away)."""
+        from checkpoint.migrations import migrate
+
+        opts = self.options
+        pool = self.pool = open_pool(self.url, max_size=opts.connections())
+        session = listener = writer = executor = None
+        try:
+            migrate(pool)
+            context = self.make_context(pool)
+            session = LockSession(self.url)
+            self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
+            writer = progress.EventWriter(pool)
+            graphs = {name: spec.build().compile(checkpointer=make_saver(pool), interrupt_before=list(spec.gates)) for name, spec in GRAPHS.items()}
+            executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
+            listener = threading.Thread(target=self._listen, name="signoff-listen", daemon=True)
+            listener.start()
+            self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}")
+            self.ready.set()
+            return self._serve(pool, context, session, writer, graphs, executor)
+        finally:
+            self._stopping.set()
+            if executor is not None:
+                executor.shutdown(wait=True)
+            if writer is not None:
+                writer.close()
+            if self.worker_id is not None:
+                try:
+                    registry.unregister(pool, self.worker_id)
+                except psycopg.Error:
+                    pass  # the database is gone; the next worker reaps this one
+            if session is not None:
+                session.close()
+            pool.close()
+            self.ready.set()
+
+    def _serve(self, pool: ConnectionPool, context: SignoffContext, session: LockSession, writer: progress.EventWriter,
+               graphs: dict[str, Any], executor: ThreadPoolExecutor) -> int:
+        opts = self.options
+        assert self.worker_id is not None
+        next_beat = next_sweep = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + opts.heartbeat
+                try:
+                    alive = session.alive() and registry.heartbeat(pool, self.worker_id, running=self.running, done=self.done, draining=self._stopping.is_set())
+                except psycopg.Error:
+                    alive = False
+                if not alive:
+                    # The claim session (or our row) is gone: our claims may be someone else's
+                    # now. Running threads fail their claim check at the next step; stop.
+                    self.log("lost the database session that holds this worker's claims; stopping (restart me)")
+                    self.request_stop("claim session lost")
+                    self._wait_runs()
+                    return 5
+            if self._stopping.is_set():
+                if not self.running:
+                    self.log(f"worker {self.worker_id} drained")
+                    return 0
+            else:
+                if now >= next_sweep:
+                    next_sweep = now + opts.sweep
+                    self._sweep(pool, context)
+                free = opts.concurrency - self.running
+                if free > 0:
+                    for job in jobs.claim(pool, self.worker_id, free):
+                        self._start(job, pool, context, session, writer, graphs, executor)
+            self._wake.wait(opts.poll if not self._stopping.is_set() else 0.05)
+            self._wake.clear()
+
+    def _sweep(self, pool: ConnectionPool, context: SignoffContext) -> None:
+        assert self.worker_id is not None
+        try:
+            for job in registry.reap(pool, self.worker_id, stale_after=self.options.stale_after):
+                self.log(f"{job['thread_id']}: its worker died; job {job['id']} -> {job['status']}")
+            jobs.enqueue_due_deadlines(pool, context.clock())
+            jobs.enqueue_abandoned(pool, _RUN_LOCK_CLASS)
+        except psycopg.Error as exc:
+            self.log(f"sweep skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")
+
+    def _start(self, job: jobs.Job, pool: ConnectionPool, context: SignoffContext, session: LockSession,
+               writer: progress.EventWriter, graphs: dict[str, Any], executor: ThreadPoolExecutor) -> None:
+        control = RunControl()
+        runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs[job.graph], session)
+        with self._mutex:
+            future = executor.submit(self._execute, job, runner, control, writer)
+            self._running[future] = (job, control)
+        future.add_done_callback(self._finished)
+
+    def _finished(self, future: Future[None]) -> None:
+        with self._mutex:
+            self._running.pop(future, None)
+            self.done += 1
+        self._wake.set()
+
+    def _wait_runs(self) -> None:
+        while self.running:
+            time.sleep(0.05)
+
+    def _execute(self, job: jobs.Job, runner: WorkerRunner, control: RunControl, writer: progress.EventWriter) -> None:
+        """Run one job to its end and close it; never raises (a job's failure is recorded)."""
+        pool, tid = runner.pool, job.thread_id
+        sink = lambda event: writer.append(tid, event)  # noqa: E731
+        sink({"event": "run_started", "job": job.id, "kind": job.kind, "worker": self.worker_id})
+        stop: Stop | None = None
+        try:
+            if job.kind == "deadline":
+                stop = expire_if_due(runner, tid, runner.context.clock(), sink)  # type: ignore[union-attr]
+                result = "not due, or decided first" if stop is None else stop.status
+            else:
+                stop = runner.resume(tid, sink, control)
+                result = stop.status
+        except ThreadBusy:
+            result, stop = "running elsewhere", None
+        except (AwaitingDecision, AlreadyDecided, NotAtGate) as exc:
+            result, stop = f"nothing to do: {exc}", None
+        except Exception as exc:  # noqa: BLE001 - the job records it; the worker goes on
+            reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
+            sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason})
+            writer.flush()
+            if is_connection_error(exc):
+                self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0))
+            else:
+                self._close(lambda: jobs.finish(pool, job.id, reason, failed=True))
+            self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}")
+            return
+        if stop is not None:
+            sink(stop_event(stop))
+        writer.flush()  # the stop is written before the job closes: a watcher never misses it
+        if stop is not None and stop.status == "interrupted":
+            self._close(lambda: jobs.release(pool, job.id, "drained"))
+        else:
+            self._close(lambda: jobs.finish(pool, job.id, result))
+        self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
+
+    def _close(self, write: Callable[[], None]) -> None:
+        try:
+            write()
+        except psycopg.Error:
+            pass  # the job stays 'doing' under this worker; reaping or unregistering hands it on
+
+    def _listen(self) -> None:
+        """Wake the loop on NOTIFY; reconnect quietly if the connection drops (polling covers)."""
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {jobs.JOBS_CHANNEL}")
+                    while not self._stopping.is_set():
+                        if progress.wait_for_notify(conn, 0.5):
+                            self._wake.set()
+            except psycopg.Error:
+                self._stopping.wait(1.0)
+
+
+# --- the process -------------------------------------------------------------------------------
+
+
+def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[ConnectionPool], SignoffContext]:
+    """How a worker builds its run context from the environment (models built on first use)."""
+
+    def make(pool: ConnectionPool) -> SignoffContext:
+        from nodes.models import LazyRegistry, registry_from_settings
+        from nodes.resilient import ModelLimiter, ResiliencePolicy
+
+        models = LazyRegistry(lambda: registry_from_settings(settings))
+        return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),  # type: ignore[arg-type]
+                              model_limiter=ModelLimiter(model_concurrency))
+
+    return make
+
+
+def model_concurrency_from_env(environ: Any = None) -> int | None:
+    """SIGNOFF_MODEL_CONCURRENCY (calls in flight per model per worker), None when unset."""
+    raw = (os.environ if environ is None else environ).get("SIGNOFF_MODEL_CONCURRENCY")
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"SIGNOFF_MODEL_CONCURRENCY must be a positive whole number, not {raw!r}: fix or unset it")
+    return value
+
+
+def serve(concurrency: int, *, log: Log) -> int:
+    """Run a worker in this process with signal handling: the first SIGTERM/SIGINT drains,
+    a second exits at once (code 130)."""
+    import signal
+
+    from checkpoint.database import resolve_url
+    from checkpoint.settings import Settings
+
+    settings = Settings.from_env()
+    worker = Worker(resolve_url(settings), context_factory(settings, model_concurrency_from_env()), WorkerOptions(concurrency=concurrency), log=log)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if worker._stopping.is_set():
+            os._exit(130)
+        log(f"{signal.Signals(signum).name}: draining (running threads stop at their next step; again to exit now)")
+        worker.request_stop(signal.Signals(signum).name)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    return worker.run()
+
+
+def main(argv: list[str] | None = None) -> int:  # `python -m graphs.worker [--concurrency N]`
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m graphs.worker")
+    parser.add_argument("--concurrency", type=int, default=10)
+    args = parser.parse_args(argv)
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    return serve(args.concurrency, log=log)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

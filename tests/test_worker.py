@@ -1,0 +1,58 @@
+"""`signoff worker`: real worker processes, real PostgreSQL, a scripted model server.
+
+A thread submitted without a terminal runs to its gate in the worker; a decision recorded
+from elsewhere is picked up and finished there; the progress is persisted for any watcher.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from checkpoint import events, jobs, threads
+from graphs.registry import SUPPORT
+from graphs.runner import ThreadRunner
+from tests.conftest import count_rows
+from tests.fault_server import ok
+from tests.procs import wait_until
+from tests.worker_procs import submit, workers  # noqa: F401 - fixture
+
+
+def status_of(pool, tid: str) -> str | None:
+    row = threads.get(pool, tid)
+    return row.status if row else None
+
+
+def decide(pool, tid: str, verdict: str = "approved", note: str = "") -> None:
+    """What `signoff approve` does with a live worker: record the decision, hand it over."""
+    ThreadRunner(pool, SUPPORT).decide(tid, verdict, actor="tester", note=note)  # type: ignore[arg-type]
+    jobs.enqueue(pool, tid, "decision")
+
+
+@pytest.fixture
+def server(server):
+    """The test's model server, scripted so the support graph escalates (technical, no answer)."""
+    server.rule("Classify the customer message", ok('{"intent": "technical"}'))
+    server.rule("technical support agent", ok("ESCALATE"))
+    return server
+
+
+def test_a_detached_thread_runs_to_its_gate_in_the_worker_and_a_decision_finishes_it(pool, workers):
+    worker = workers("--concurrency", "4")
+    submit(pool, "support", "w1", "The sync engine corrupts my notes", email="a@example.com")
+    wait_until(lambda: status_of(pool, "w1") == "waiting", timeout=30, what="the worker to bring w1 to its gate")
+    assert count_rows(pool, "tickets", thread_id="w1") == 1
+    assert jobs.active_job(pool, "w1") is None
+
+    decide(pool, "w1")
+    wait_until(lambda: status_of(pool, "w1") == "finished", timeout=30, what="the worker to finish w1")
+    assert count_rows(pool, "outbox", thread_id="w1") == 1
+    assert count_rows(pool, "jobs", thread_id="w1", status="done") == 2
+
+    seen = [e.event for e in events.read_since(pool, "w1")]
+    ends = [e["node"] for e in seen if e["event"] == "node_end"]
+    assert ends == ["classify", "lookup_kb", "technical_agent", "escalate", "review", "send_approved_reply"]
+    assert all(isinstance(e["duration"], float) for e in seen if e["event"] == "node_end")
+    assert [e["status"] for e in seen if e["event"] == "stop"] == ["waiting", "finished"]
+    assert any(e["event"] == "node_end" and e["calls"] and e["calls"][0]["model"] == "openai:test-model" for e in seen)
+    assert "w1: job" in worker.output
