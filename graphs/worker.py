@@ -132,6 +132,8 @@ class Worker:
         self.url, self.make_context, self.options, self.log = url, make_context, options, log
         self.worker_id: int | None = None
         self.done = 0
+        #: completed sweeps (tests wait on it instead of sleeping)
+        self.sweeps = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._running: dict[Future[None], tuple[jobs.Job, RunControl]] = {}
@@ -237,6 +239,7 @@ class Worker:
             jobs.enqueue_abandoned(pool, _RUN_LOCK_CLASS)
         except psycopg.Error as exc:
             self.log(f"sweep skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")
+        self.sweeps += 1
 
     def _start(self, job: jobs.Job, pool: ConnectionPool, context: SignoffContext, session: LockSession,
                writer: progress.EventWriter, graphs: dict[str, Any], executor: ThreadPoolExecutor) -> None:
