@@ -263,7 +263,9 @@ class Worker:
     def _execute(self, job: jobs.Job, runner: WorkerRunner, control: RunControl, writer: progress.EventWriter) -> None:
         """Run one job to its end and close it; never raises (a job's failure is recorded)."""
         pool, tid = runner.pool, job.thread_id
-        sink = lambda event: writer.append(tid, event)  # noqa: E731
+        def sink(event: dict[str, Any]) -> None:  # stamped here: a watcher shows, a benchmark measures, when it happened
+            writer.append(tid, {**event, "ts": round(time.time(), 4)})
+
         sink({"event": "run_started", "job": job.id, "kind": job.kind, "worker": self.worker_id})
         stop: Stop | None = None
         try:
