@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import functools
-from contextlib import contextmanager
 import getpass
+import io
 import os
 import re
 import signal
 import sys
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -20,10 +21,56 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from checkpoint.settings import MAX_INPUT_BYTES, Settings
+from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, Conflict, InvalidInput, NotFound, SignoffError
+from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
+from graphs.display import safe, safe_line
 
 TyperGroup = typer.core.TyperGroup
 _click: Any = getattr(typer.core, "_click", None) or getattr(typer.core, "click")  # typer vendors click since 0.20
+
+
+class PipeSafeStdout(io.TextIOBase):
+    """stdout that survives its reader going away (`signoff approve T | head -1`): once the
+    pipe is closed, output is dropped and the command finishes its work, instead of dying
+    half-way with a decision recorded and the thread not run on. Resolves sys.stdout on every
+    call, so test runners that swap it still capture the output."""
+
+    broken = False
+
+    def write(self, text: str) -> int:
+        if not PipeSafeStdout.broken:
+            try:
+                sys.stdout.write(text)
+            except BrokenPipeError:
+                self._broke()
+        return len(text)
+
+    def flush(self) -> None:
+        if not PipeSafeStdout.broken:
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self._broke()
+
+    def isatty(self) -> bool:
+        return not PipeSafeStdout.broken and sys.stdout.isatty()
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    @staticmethod
+    def _broke() -> None:
+        PipeSafeStdout.broken = True
+        try:  # so the interpreter's own last flush of stdout finds somewhere to write
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
 
 
 class OneLineUsageErrors(TyperGroup):
@@ -41,11 +88,11 @@ class OneLineUsageErrors(TyperGroup):
                 exc.show()
             else:
                 hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                err.print(f"error: {escape(exc.format_message())}{escape(hint)}", soft_wrap=True)
+                err.print(f"error: {safe_line(exc.format_message())}{escape(hint)}", soft_wrap=True)
             sys.exit(exc.exit_code)
-        except typer.Abort:
-            err.print("error: aborted")
-            sys.exit(1)
+        except (typer.Abort, KeyboardInterrupt):
+            err.print("error: interrupted")
+            sys.exit(EXIT_INTERRUPTED)
         sys.exit(code if isinstance(code, int) else 0)
 
 
@@ -59,46 +106,66 @@ model_app = typer.Typer(help="The local model server (llama.cpp, Gemma 3 270M)."
 app.add_typer(kb_app, name="kb")
 app.add_typer(model_app, name="model")
 
-THREAD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: Whole-string match (fullmatch): `$` would also accept a trailing newline.
+THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: Names Signoff itself records as the actor; a person may not decide under them.
+RESERVED_ACTOR = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
+MAX_ACTOR_CHARS = 100
 
-out = Console(highlight=False)
+out = Console(file=PipeSafeStdout(), highlight=False)
 err = Console(stderr=True, highlight=False)
 
-
-class UsageError(ValueError):
-    """Bad input from the command line."""
+UsageError = InvalidInput  # bad input from the command line: exit 2
 
 
-def fail(message: str, code: int = 1) -> None:
-    err.print(f"error: {escape(message)}", soft_wrap=True)
+def fail(message: str, code: int = EXIT_FAILED) -> None:
+    err.print(f"error: {safe_line(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can cause or fix into one line and a non-zero exit."""
-    from checkpoint.database import DatabaseUnavailable
-    from checkpoint.embedded import EmbeddedPostgresError
-    from checkpoint.settings import SettingsError
-    from checkpoint.threads import ThreadBusy, ThreadExists
-    from graphs.runner import AwaitingDecision, DigestMismatch, NotAtGate, ThreadNotFound
-    from nodes.gates import AlreadyDecided, GateError
-    from nodes.knowledge import ArticleFormatError
-    from nodes.models import ModelConfigError
-
-    known = (UsageError, DatabaseUnavailable, EmbeddedPostgresError, ThreadExists, DigestMismatch, NotAtGate,
-             ThreadNotFound, AlreadyDecided, GateError, ArticleFormatError, ModelConfigError, ThreadBusy, AwaitingDecision,
-             SettingsError)
+    """Turn every error into one line on stderr and the exit code of its kind (the README's
+    table); an unexpected one is logged with its traceback, which never reaches the terminal."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except known as exc:
-            fail(str(exc), 2 if isinstance(exc, UsageError) else 1)
+        except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
+            raise
+        except SignoffError as exc:
+            fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            fail("interrupted", 130)
+            fail("interrupted", EXIT_INTERRUPTED)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            from checkpoint.database import is_connection_error
+
+            if is_connection_error(exc):
+                fail(f"lost the database ({first_line(exc)}): check it is running, then retry; saved work is kept", EXIT_UNAVAILABLE)
+            fail(f"unexpected error: {exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)}); saved work is kept", EXIT_FAILED)
 
     return wrapper
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else exc.__class__.__name__
+
+
+def log_unexpected(exc: BaseException) -> str:
+    """Append the traceback to SIGNOFF_HOME/logs/errors.log; the path, for the one line."""
+    import traceback
+
+    try:
+        home = Path(os.environ.get("SIGNOFF_HOME") or "~/.signoff").expanduser()
+        path = home / "logs" / "errors.log"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as log:
+            log.write(f"--- {datetime.now(timezone.utc).isoformat()} {' '.join(sys.argv[:3])}\n")
+            log.write("".join(traceback.format_exception(exc)))
+        return str(path)
+    except OSError:
+        return "no log: SIGNOFF_HOME is not writable"
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -113,17 +180,34 @@ def valid_text(text: str, what: str) -> str:
         raise UsageError(f"the {what} is empty: pass some text in quotes")
     if size > MAX_INPUT_BYTES:
         raise UsageError(f"the {what} is {size} bytes, over the {MAX_INPUT_BYTES}-byte limit: shorten it")
+    if "\x00" in text:
+        raise UsageError(f"the {what} contains a NUL character: remove it")
     return text.strip()
 
 
 def valid_thread_id(thread_id: str) -> str:
-    if not THREAD_ID.match(thread_id):
+    if not THREAD_ID.fullmatch(thread_id):
         raise UsageError(f"{thread_id!r} is not a thread id: use 1-64 letters, digits, '.', '_' or '-'")
     return thread_id
 
 
 def actor(by: str | None) -> str:
-    return valid_text(by or os.environ.get("SIGNOFF_USER") or getpass.getuser(), "reviewer name")
+    """Who decides: --by, else SIGNOFF_USER, else the login name; one printable line, and
+    never one of the names Signoff records for its own actions."""
+    name = valid_text(by or os.environ.get("SIGNOFF_USER") or getpass.getuser(), "reviewer name")
+    if len(name) > MAX_ACTOR_CHARS or any(not ch.isprintable() for ch in name):
+        raise UsageError(f"the reviewer name must be one line of at most {MAX_ACTOR_CHARS} printable characters: fix --by or SIGNOFF_USER")
+    if RESERVED_ACTOR.fullmatch(name):
+        raise UsageError(f"{name!r} is reserved for Signoff's own actions: pass your own name with --by or SIGNOFF_USER")
+    return name
+
+
+def interactive() -> bool:
+    """A person at a terminal: both stdin (to answer) and stdout (to read) are terminals."""
+    try:
+        return sys.stdin.isatty() and out.is_terminal
+    except (ValueError, AttributeError):
+        return False
 
 
 # --- plumbing ------------------------------------------------------------------------------
@@ -168,8 +252,8 @@ def existing_thread(thread_id: str, *, runnable: bool = True) -> Iterator[Any]:
 
 
 def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
-    """Run with progress; first Ctrl-C/SIGTERM drains at the next step boundary, a second
-    exits at once (the last saved step stands, so the thread stays resumable)."""
+    """Run with progress; first Ctrl-C/SIGTERM/SIGHUP drains at the next step boundary, a
+    second exits at once (the last saved step stands, so the thread stays resumable)."""
     from langgraph.runtime import RunControl
 
     from checkpoint.database import is_connection_error
@@ -180,42 +264,41 @@ def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
 
     def on_signal(signum: int, frame: Any) -> None:
         if control.drain_requested:
-            os._exit(130)
+            os._exit(EXIT_INTERRUPTED)
         control.request_drain(signal.Signals(signum).name)
         err.print(f"stopping at the next step boundary (again to exit now); resume with: signoff resume {thread_id}")
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         stop = run(printer, control)
     except Exception as exc:
         if not is_connection_error(exc):
             raise
-        fail(f"lost the database mid-run ({str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}); "
-             f"the thread is saved up to its last step: run `signoff resume {thread_id}`")
+        fail(f"lost the database mid-run ({first_line(exc)}); the thread is saved up to its last step: "
+             f"run `signoff resume {thread_id}`", EXIT_UNAVAILABLE)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     printer.finish(stop)
     if stop.status == "failed":
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     if stop.status == "interrupted":
-        raise typer.Exit(130)
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> float:
-    """--deadline, else SIGNOFF_<GRAPH>_DEADLINE_HOURS, else SIGNOFF_GATE_DEADLINE_HOURS."""
+    """--deadline, else SIGNOFF_<GRAPH>_DEADLINE_HOURS, else SIGNOFF_GATE_DEADLINE_HOURS; a
+    finite number of hours in (0, MAX_DEADLINE_HOURS], checked before anything is written."""
+    from checkpoint.settings import SettingsError
+
     if deadline is not None:
-        if deadline <= 0:
-            raise UsageError("--deadline must be a positive number of hours")
-        return deadline
-    per_graph = os.environ.get(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS")
-    try:
-        hours = float(per_graph) if per_graph else config.gate_deadline_hours
-    except ValueError:
-        raise UsageError(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a number of hours") from None
-    if hours <= 0:
-        raise UsageError(f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a positive number of hours")
-    return hours
+        try:
+            return bounded_number(deadline, "--deadline", upper=MAX_DEADLINE_HOURS)
+        except SettingsError:
+            raise UsageError(f"--deadline must be a positive number of hours up to {MAX_DEADLINE_HOURS}, not {deadline!r}") from None
+    name = f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS"
+    per_graph = (os.environ.get(name) or "").strip()
+    return bounded_number(per_graph, name, upper=MAX_DEADLINE_HOURS) if per_graph else config.gate_deadline_hours
 
 
 def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any], deadline: Optional[float] = None) -> None:
@@ -262,6 +345,8 @@ def out_dir_option(out_dir: Optional[Path]) -> str:
         return resolve_out_dir(out_dir)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # an odd path: too long, a loop of links, not permitted to look
+        raise UsageError(f"--out {out_dir}: {exc.strerror or exc.__class__.__name__}: pass another folder") from None
 
 
 @start_app.command("revision")
@@ -291,30 +376,32 @@ def start_research(
 @app.command()
 @friendly
 def pending() -> None:
-    """Every thread waiting at a gate, oldest first (expired gates get their default first)."""
+    """Every thread waiting at a gate, oldest first. Reads only: overdue gates are marked, and
+    their default action is applied by `signoff expire` (or a worker), never by a listing."""
     from checkpoint import threads
-    from graphs.runner import expire_due
 
     config = settings()
     with open_db(config) as pool:
-        for stop in expire_due(pool, make_context(config, pool, eager=False), lambda event: None):
-            out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {escape(stop.outcome)}")
         rows = threads.list_by_status(pool, "waiting")
         digests = review_digests(pool, rows)
     if not rows:
         out.print("nothing is waiting for sign-off")
         return
     # One line per thread, never wrapped or cut to the terminal's width: the id and the digest
-    # are what a reviewer copies into `approve THREAD --expect DIGEST`.
+    # are what a reviewer copies into `approve THREAD --expect DIGEST`. Every field that can
+    # come from content is one safe line, so a message cannot forge a row.
     now = datetime.now(timezone.utc)
     lines = [("thread", "graph", "gate", "age", "deadline", "digest", "summary")] + [
         (row.thread_id, row.graph, row.gate or "", age(now - row.updated_at),
-         f"{row.deadline:%Y-%m-%d %H:%M}" if row.deadline else "-", digests[row.thread_id], row.summary[:70])
+         (f"{row.deadline:%Y-%m-%d %H:%M}" + (" overdue" if row.deadline <= now else "")) if row.deadline else "-",
+         digests[row.thread_id], safe_line(row.summary, 70))
         for row in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(6)]
     for line in lines:
-        out.print("  ".join(escape(cell.ljust(width)) for cell, width in zip(line, widths)) + "  " + escape(line[6]), soft_wrap=True)
+        out.print("  ".join(escape(cell.ljust(width)) for cell, width in zip(line, widths)) + "  " + line[6], soft_wrap=True)
+    if any(row.deadline and row.deadline <= now for row in rows):
+        out.print("overdue gates get their default action from `signoff expire` (or a running worker)")
 
 
 def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
@@ -340,6 +427,11 @@ def age(delta: Any) -> str:
     return f"{seconds}s"
 
 
+def print_review(content: str, digest: str) -> None:
+    """The content a reviewer signs off, exactly as approve binds it, rendered safely."""
+    out.print(f"\n[bold]awaiting sign-off[/bold] (digest {digest}):\n{safe(content)}\n")
+
+
 @app.command()
 @friendly
 def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> None:
@@ -357,33 +449,51 @@ def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> No
     values = dict(snapshot.values)
     gate = runner.gate_of(snapshot)
     out.print(f"[bold]{thread_id}[/bold]  graph={row.graph}  status={row.status}" + (f"  gate={gate}" if gate else ""))
-    out.print(f"summary: {escape(runner.spec.summarize(values))}")
+    out.print(f"summary: {safe_line(runner.spec.summarize(values))}")
     if gate:
         content = runner.spec.review_content(values)
         out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
-        out.print(f"\n[bold]awaiting sign-off[/bold] (digest {content_digest(content)}):\n{escape(content)}\n")
+        print_review(content, content_digest(content))
     if values.get("error"):
-        out.print(f"[yellow]error:[/yellow] {escape(str(values['error']))}")
+        out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
     for call in values.get("calls", []):
-        steps.add_row(call["node"], call.get("model") or "-", str(call["attempts"]), f"{call['latency_ms']}ms",
-                      token_counts(call), escape(call.get("error") or ""))
+        steps.add_row(safe_line(call["node"]), safe_line(call.get("model") or "-"), str(call["attempts"]), f"{call['latency_ms']}ms",
+                      token_counts(call), safe_line(call.get("error") or ""))
     out.print(steps)
     for d in decisions:
-        out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {escape(d['actor'])}" + (f" - {escape(d['note'])}" if d["note"] else ""))
+        out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
 
 
-def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
+def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False) -> None:
+    """Record a decision bound to the content the person saw, then run the thread on.
+
+    An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
+    the content printed right here before the question (--yes skips the question, not the
+    printing). Without a terminal and without --expect nothing was shown, so it is refused."""
     from graphs.runner import expire_if_due
-    from nodes.gates import AlreadyDecided
+    from nodes.gates import AlreadyDecided, content_digest
 
+    name = actor(by)
+    if verdict == "approved" and expect is None and not interactive():
+        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
+                         f"reviewed: see the digest with `signoff show {thread_id}`")
     with existing_thread(thread_id) as runner:
         if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
             # The deadline decided before this person did: the same one line as any earlier decider.
             latest = runner.latest_decision(thread_id)
             raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
-        runner.decide(thread_id, verdict, actor=actor(by), note=note, expect_digest=expect)  # type: ignore[arg-type]
-        out.print(f"{verdict} [bold]{thread_id}[/bold] by {escape(actor(by))}; resuming")
+        if verdict == "approved" and expect is None:
+            snapshot = runner.snapshot(thread_id)
+            if runner.gate_of(snapshot) is None:
+                runner.decide(thread_id, verdict, actor=name, note=note)  # raises the one-line reason
+            content = runner.spec.review_content(snapshot.values)
+            expect = content_digest(content)
+            print_review(content, expect)
+            if not yes and not typer.confirm(f"approve this as {name}?", default=False):
+                fail("not approved: nothing was recorded", EXIT_FAILED)
+        runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect)  # type: ignore[arg-type]
+        out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
         run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
 
 
@@ -393,12 +503,13 @@ def approve(
     thread_id: str = typer.Argument(..., help="The thread waiting at a gate."),
     note: str = typer.Option("", "--note", help="A note for the audit trail."),
     by: Optional[str] = typer.Option(None, "--by", envvar="SIGNOFF_USER", help="Who approves (default: your user name)."),
-    expect: Optional[str] = typer.Option(None, "--expect", help="Refuse if the content's digest is not this (see `show`)."),
+    expect: Optional[str] = typer.Option(None, "--expect", help="The digest of the content you reviewed (see `show`); required without a terminal."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="At a terminal: show the content and approve it without asking."),
 ) -> None:
     """Approve what a thread waits on, then resume it to its next stop."""
     if note:
         valid_text(note, "note")
-    decide_and_resume(thread_id, "approved", by, note, expect)
+    decide_and_resume(thread_id, "approved", by, note, expect, yes=yes)
 
 
 @app.command()
@@ -436,11 +547,16 @@ def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, w
 @app.command()
 @friendly
 def recover() -> None:
-    """Resume every thread whose process died mid-run (never one still running elsewhere)."""
+    """Resume every thread whose process died mid-run (never one still running elsewhere).
+
+    Each thread is recovered on its own: one that fails is reported and the rest go on; the
+    exit code is 0 only if every thread was recovered."""
+    from checkpoint.database import is_connection_error
     from checkpoint.threads import ThreadBusy
     from graphs.runner import ThreadRunner, abandoned_threads
 
     config = settings()
+    failures: list[str] = []
     with open_db(config) as pool:
         found = abandoned_threads(pool)
         if not found:
@@ -449,11 +565,25 @@ def recover() -> None:
         context = make_context(config, pool)
         for thread_id in found:
             out.print(f"recovering [bold]{thread_id}[/bold]")
-            runner = ThreadRunner.for_thread(pool, thread_id, context)
             try:
+                runner = ThreadRunner.for_thread(pool, thread_id, context)
                 run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
             except ThreadBusy:
                 out.print(f"  {thread_id} was picked up by another process; skipped")
+            except typer.Exit as exc:
+                if exc.exit_code == EXIT_INTERRUPTED:
+                    raise
+                if exc.exit_code:
+                    failures.append(thread_id)
+            except Exception as exc:  # noqa: BLE001 - one broken thread must not stop the others
+                if is_connection_error(exc):
+                    raise
+                failures.append(thread_id)
+                reason = str(exc) if isinstance(exc, SignoffError) else f"{exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)})"
+                err.print(f"error: {thread_id} could not be recovered: {safe_line(reason)}", soft_wrap=True)
+    if failures:
+        fail(f"{len(failures)} of {len(found)} threads not recovered ({', '.join(failures)}): see `signoff show THREAD`", EXIT_FAILED)
+    out.print(f"recovered {len(found)} thread{'s' if len(found) != 1 else ''}")
 
 
 @app.command()
@@ -467,7 +597,7 @@ def expire() -> None:
     with open_db(config) as pool:
         stops = expire_due(pool, make_context(config, pool, eager=False), ProgressPrinter(out))
     for stop in stops:
-        out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {escape(stop.outcome)}")
+        out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {safe_line(stop.outcome)}")
     if not stops:
         out.print("no gate is past its deadline")
 
@@ -479,18 +609,22 @@ def audit(thread_id: str = typer.Argument(..., help="The thread to audit.")) -> 
     import json
 
     from checkpoint import threads
+    from graphs.runner import ThreadNotFound
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
         if threads.get(pool, thread_id) is None:
-            raise UsageError(f"no thread {thread_id!r}: list threads with `signoff pending`")
+            raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
         with pool.connection() as conn:
             rows = conn.execute("SELECT at, actor, kind, detail FROM audit_events WHERE thread_id = %s ORDER BY at, id", (thread_id,)).fetchall()
-    # One line per event, never wrapped into a table's columns, so it greps and pipes cleanly.
-    width = max([len(r["actor"]) for r in rows] + [5])
+    # One line per event, never wrapped into a table's columns, so it greps and pipes cleanly;
+    # the actor is one safe line and the detail JSON with every non-ASCII character escaped.
+    actors = [safe_line(r["actor"]) for r in rows]
+    width = max([len(a) for a in actors] + [5])
     out.print(f"{'time':<19}  {'actor':<{width}}  {'event':<18}  detail", soft_wrap=True)
-    for row in rows:
-        out.print(f"{row['at']:%Y-%m-%d %H:%M:%S}  {escape(row['actor']):<{width}}  {row['kind']:<18}  {escape(json.dumps(row['detail'], default=str))}", soft_wrap=True)
+    for row, who in zip(rows, actors):
+        detail = escape(json.dumps(row["detail"], default=str, ensure_ascii=True))
+        out.print(f"{row['at']:%Y-%m-%d %H:%M:%S}  {who:<{width}}  {safe_line(row['kind']):<18}  {detail}", soft_wrap=True)
 
 
 @app.command("config")
@@ -499,7 +633,7 @@ def show_config() -> None:
     """The configuration in force (secrets hidden)."""
     table = Table("variable", "value", "note", box=None, pad_edge=False)
     for row in settings().describe():
-        table.add_row(*row)
+        table.add_row(*(safe_line(cell) for cell in row))
     out.print(table)
 
 
@@ -555,7 +689,7 @@ def kb_search_cmd(query: str = typer.Argument(..., help="What to look for.")) ->
     if not hits:
         out.print("no matching articles")
     for hit in hits:
-        out.print(f"{hit.rank:.3f}  [{hit.category}] {hit.slug}: {escape(hit.title)}")
+        out.print(f"{hit.rank:.3f}  {escape('[' + hit.category + ']')} {safe_line(hit.slug)}: {safe_line(hit.title)}", soft_wrap=True)
 
 
 corpus_app = typer.Typer(help="The research corpus (markdown and text files, full-text searched).", no_args_is_help=True)
@@ -566,12 +700,9 @@ app.add_typer(corpus_app, name="corpus")
 @friendly
 def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown/text files or folders (default: the shipped sample corpus).")) -> None:
     """Ingest files into the corpus; content already there (same hash) is left alone."""
-    from nodes.corpus import CorpusError, collect, ingest, shipped_corpus_dir
+    from nodes.corpus import collect, ingest, shipped_corpus_dir
 
-    try:
-        files = collect(list(paths) if paths else [shipped_corpus_dir()])  # validated before any write
-    except CorpusError as exc:
-        raise UsageError(str(exc)) from None
+    files = collect(list(paths) if paths else [shipped_corpus_dir()])  # validated before any write
     with open_db(settings()) as pool:
         report = ingest(pool, files)
     out.print(f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged ({report.chunks} chunks written)")
@@ -588,9 +719,10 @@ def corpus_list() -> None:
     if not entries:
         out.print("the corpus is empty: add files with `signoff corpus add PATH...` (no path: the sample corpus)")
         return
-    width = max(len(entry.source) for entry in entries)
-    for entry in entries:
-        out.print(f"{escape(entry.source):<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {escape(entry.title)}", soft_wrap=True)
+    sources = [safe_line(entry.source) for entry in entries]
+    width = max(len(source) for source in sources)
+    for entry, source in zip(entries, sources):
+        out.print(f"{source:<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {safe_line(entry.title)}", soft_wrap=True)
 
 
 @model_app.command("status")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import psycopg
-from langgraph.checkpoint.postgres import PostgresSaver
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from checkpoint.embedded import embedded_url
-from checkpoint.settings import Settings, redact_url
+from checkpoint.errors import Unavailable
+from checkpoint.settings import Settings, redact_url, scrub_secrets
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.postgres import PostgresSaver
 
 
 # The pool logs each stale connection it discards as a warning; replacing them is its job, not
@@ -20,7 +23,7 @@ from checkpoint.settings import Settings, redact_url
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 
-class DatabaseUnavailable(RuntimeError):
+class DatabaseUnavailable(Unavailable):
     """The database could not be reached; the message says what to do."""
 
 
@@ -39,6 +42,7 @@ def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0) -> 
         psycopg.connect(url, connect_timeout=5).close()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        reason = scrub_secrets(reason, url)
         raise DatabaseUnavailable(
             f"cannot reach PostgreSQL at {redact_url(url)} ({reason}): check DATABASE_URL "
             "(or unset it to use the embedded server)"
@@ -78,8 +82,10 @@ def connect(settings: Settings, *, migrate: bool = True) -> Iterator[ConnectionP
         pool.close()
 
 
-def make_saver(pool: ConnectionPool) -> PostgresSaver:
+def make_saver(pool: ConnectionPool) -> "PostgresSaver":
     """LangGraph's PostgresSaver on the shared pool (its tables come from `migrate`)."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
     return PostgresSaver(pool)  # type: ignore[arg-type]
 
 

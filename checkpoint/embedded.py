@@ -13,8 +13,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from checkpoint.errors import Unavailable
 
-class EmbeddedPostgresError(RuntimeError):
+
+class EmbeddedPostgresError(Unavailable):
     """The embedded server could not be started."""
 
 

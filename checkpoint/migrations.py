@@ -1,20 +1,23 @@
 """Schema migrations: LangGraph's checkpoint tables, then ours from migrations/NNN_name.sql.
 
 Like PostgresSaver's own list, the files are append-only and their number is the version.
-Everything runs under one advisory lock, so two processes migrating at once serialise
-instead of racing (PostgresSaver.setup() on its own is not safe to run concurrently).
+Everything runs under one advisory lock, on the connection that holds it, so two processes
+migrating at once serialise instead of racing (PostgresSaver.setup() on its own is not safe to
+run concurrently); an up-to-date database is recognised without taking the lock.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
-from checkpoint.database import make_saver
+from checkpoint.database import DatabaseUnavailable
 
 # Any fixed 64-bit key works; this one is "signoff" in ASCII.
 _MIGRATION_LOCK_KEY = 0x7369676E6F6666
@@ -49,13 +52,50 @@ def available() -> list[Migration]:
     return found
 
 
-def migrate(pool: ConnectionPool) -> list[Migration]:
-    """Apply what is pending; returns the migrations applied by this call."""
+def _pending(conn: psycopg.Connection) -> bool:
+    """True unless LangGraph's and Signoff's migrations are all applied (a cheap read, no lock)."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    tables = conn.execute(
+        "SELECT to_regclass('checkpoint_migrations') IS NOT NULL AS lg, to_regclass('signoff_migrations') IS NOT NULL AS so"
+    ).fetchone()
+    if not (tables["lg"] and tables["so"]):
+        return True
+    langgraph = conn.execute("SELECT coalesce(max(v), -1) AS v FROM checkpoint_migrations").fetchone()["v"]
+    ours = {r["version"] for r in conn.execute("SELECT version FROM signoff_migrations")}
+    return langgraph < len(PostgresSaver.MIGRATIONS) - 1 or any(m.version not in ours for m in available())
+
+
+def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
+    """The migration lock, by polling pg_try_advisory_lock rather than waiting in
+    pg_advisory_lock: a session blocked inside a statement holds a snapshot, and
+    PostgresSaver's CREATE INDEX CONCURRENTLY waits for every snapshot, so a waiter would
+    deadlock with the holder's own migration (issue 8: two first commands at once)."""
+    deadline = time.monotonic() + timeout
+    while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_MIGRATION_LOCK_KEY,)).fetchone()["ok"]:
+        if time.monotonic() > deadline:
+            raise DatabaseUnavailable(
+                f"another process has been migrating the database for over {timeout:.0f}s: "
+                "wait for it and retry (see pg_stat_activity)"
+            )
+        time.sleep(0.05)
+
+
+def migrate(pool: ConnectionPool, *, lock_timeout: float = 300.0) -> list[Migration]:
+    """Apply what is pending; returns the migrations applied by this call.
+
+    Everything runs on ONE connection (the one holding the lock): no step of it ever waits
+    for another connection of this process, so no lock wait can close a cycle through the
+    client, where PostgreSQL's deadlock detector cannot see it."""
+    from langgraph.checkpoint.postgres import PostgresSaver
+
     applied_now: list[Migration] = []
     with pool.connection() as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+        if not _pending(conn):
+            return applied_now
+        _take_lock(conn, lock_timeout)
         try:
-            make_saver(pool).setup()
+            PostgresSaver(conn).setup()  # type: ignore[arg-type]
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS signoff_migrations ("
                 " version integer PRIMARY KEY, name text NOT NULL,"

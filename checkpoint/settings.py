@@ -2,30 +2,49 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from checkpoint.errors import InvalidInput
 
 #: Longest message/brief a thread accepts (bytes of UTF-8); larger input is refused.
 MAX_INPUT_BYTES = 64 * 1024
 
 
-class SettingsError(ValueError):
+class SettingsError(InvalidInput):
     """An environment variable holds a value Signoff cannot use; the message names it."""
 
 
-def _positive(env: "os._Environ[str] | dict[str, str]", name: str, default: float, kind: type = float) -> float:
-    raw = env.get(name)
-    if not raw:
-        return default
+#: Upper bounds that keep arithmetic on these values meaningful (a deadline of 1e308 hours
+#: overflows a datetime; a timeout of a year is a hang).
+MAX_DEADLINE_HOURS = 24 * 366 * 10
+MAX_CALL_TIMEOUT = 3600.0
+MAX_ATTEMPTS = 20
+
+
+def bounded_number(raw: str | float, name: str, *, upper: float, whole: bool = False) -> float:
+    """A finite number in (0, upper]; SettingsError naming `name` otherwise (nan, inf, 1e308,
+    zero, negative, words)."""
     try:
-        value = kind(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a {'whole ' if kind is int else ''}number, not {raw!r}: fix or unset it") from None
-    if value <= 0:
-        raise SettingsError(f"{name} must be positive, not {raw!r}: fix or unset it")
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"{name} must be a {'whole ' if whole else ''}number, not {str(raw)!r}: fix or unset it") from None
+    if whole and value.is_integer() is False:
+        raise SettingsError(f"{name} must be a whole number, not {str(raw)!r}: fix or unset it")
+    if not math.isfinite(value) or value <= 0 or value > upper:
+        raise SettingsError(f"{name} must be a positive number up to {upper:g}, not {str(raw)!r}: fix or unset it")
     return value
+
+
+def _positive(env: "os._Environ[str] | dict[str, str]", name: str, default: float, *, upper: float, whole: bool = False) -> float:
+    raw = env.get(name)
+    if raw is None or not raw.strip():
+        return default
+    return bounded_number(raw.strip(), name, upper=upper, whole=whole)
 
 
 @dataclass(frozen=True)
@@ -53,9 +72,9 @@ class Settings:
             fallback_model=env.get("SIGNOFF_FALLBACK_MODEL") or None,
             openai_api_key=env.get("OPENAI_API_KEY") or None,
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
-            call_timeout=_positive(env, "SIGNOFF_CALL_TIMEOUT", 60.0),
-            max_attempts=int(_positive(env, "SIGNOFF_MAX_ATTEMPTS", 3, int)),
-            gate_deadline_hours=_positive(env, "SIGNOFF_GATE_DEADLINE_HOURS", 24.0),
+            call_timeout=_positive(env, "SIGNOFF_CALL_TIMEOUT", 60.0, upper=MAX_CALL_TIMEOUT),
+            max_attempts=int(_positive(env, "SIGNOFF_MAX_ATTEMPTS", 3, upper=MAX_ATTEMPTS, whole=True)),
+            gate_deadline_hours=_positive(env, "SIGNOFF_GATE_DEADLINE_HOURS", 24.0, upper=MAX_DEADLINE_HOURS),
         )
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -73,10 +92,40 @@ class Settings:
         ]
 
 
+_SECRET_KEY = r"(?:ssl)?password"
+#: `password=...` in a key=value connection string (quoted or not)
+_KV_SECRET = re.compile(rf"(\b{_SECRET_KEY}\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+#: `password=...` in a URL's query string
+_QUERY_SECRET = re.compile(rf"([?&]{_SECRET_KEY}=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """Hide the password of a connection URL so it never reaches logs or the terminal."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
+    """Hide every password in a connection string, whatever its form (`user:pw@` in a URL,
+    `?password=` in its query, `password=` in key=value form), so it never reaches output."""
+    if "://" not in url:
+        return _KV_SECRET.sub(r"\1***", url)
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parseable as a URL: hide everything after the scheme
+        return url.split("://", 1)[0] + "://***"
+    if password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{hostinfo}")
+    return _QUERY_SECRET.sub(r"\1***", urlunsplit(parts))
+
+
+def scrub_secrets(text: str, url: str) -> str:
+    """`text` (an error message about `url`) with every password from `url` replaced by ***,
+    for drivers that quote the connection string back in their errors."""
+    secrets = [m.group(2).strip("'") for m in _KV_SECRET.finditer(url)]
+    secrets += [m.group(0).split("=", 1)[1] for m in _QUERY_SECRET.finditer(url)]
+    try:
+        password = urlsplit(url).password if "://" in url else None
+    except ValueError:
+        password = None
+    secrets += [password] if password else []
+    for secret in sorted({s for s in secrets if s and s != "***"}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text

@@ -13,6 +13,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from checkpoint.errors import Conflict
+
 #: First key of the two-key advisory locks that mark a thread as being run by a live process.
 _RUN_LOCK_CLASS = 0x5349474E
 
@@ -31,8 +33,8 @@ class ThreadRow:
     updated_at: datetime
 
 
-class ThreadExists(ValueError):
-    pass
+class ThreadExists(Conflict):
+    """The thread id is taken."""
 
 
 def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict, deadline_hours: float) -> None:
@@ -102,7 +104,7 @@ def locked(pool: ConnectionPool, thread_id: str) -> Iterator[psycopg.Connection]
         yield conn
 
 
-class ThreadBusy(RuntimeError):
+class ThreadBusy(Conflict):
     """Another live process is running this thread."""
 
 

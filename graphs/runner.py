@@ -18,6 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from checkpoint import threads
 from checkpoint.database import is_connection_error, make_saver
+from checkpoint.errors import Conflict, NotFound
 from graphs.registry import GraphSpec, get_spec
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided, Verdict, as_state_decision, content_digest, decision_for, record_decision
@@ -27,19 +28,19 @@ Event = dict[str, Any]
 EventSink = Callable[[Event], None]
 
 
-class ThreadNotFound(LookupError):
+class ThreadNotFound(NotFound):
     pass
 
 
-class NotAtGate(RuntimeError):
+class NotAtGate(Conflict):
     pass
 
 
-class DigestMismatch(RuntimeError):
+class DigestMismatch(Conflict):
     pass
 
 
-class AwaitingDecision(RuntimeError):
+class AwaitingDecision(Conflict):
     """Resume was asked of a thread that waits for a person, not for a process."""
 
 
@@ -148,19 +149,21 @@ class ThreadRunner:
                     for event in _events(mode, payload, started):
                         if event["event"] in ("retry", "fallback"):
                             record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
-                        sink(event)
+                        _deliver(sink, event)
                         if event["event"] == "node_end":
                             claim.check()  # before the next step: never run on without the claim
+                return self.settle(thread_id)
             except GraphDrained as drained:
                 threads.set_status(self.pool, thread_id, "interrupted")
                 record_event(self.pool, thread_id, "signoff", "run_interrupted", {"reason": drained.reason})
                 return Stop(thread_id, self.spec.name, "interrupted", error=drained.reason, values=dict(self.snapshot(thread_id).values))
             except Exception as exc:
                 if not is_connection_error(exc):
+                    # Never left `running` with no process behind it: failed threads are what
+                    # `resume` and `recover` pick up.
                     threads.set_status(self.pool, thread_id, "failed")
                     record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
                 raise
-            return self.settle(thread_id)
 
     def settle(self, thread_id: str) -> Stop:
         """Read where the thread stands and mirror it into the threads table."""
@@ -217,6 +220,15 @@ class ThreadRunner:
                 "SELECT actor, decision, decided_at FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
                 (thread_id,),
             ).fetchone()
+
+
+def _deliver(sink: EventSink, event: Event) -> None:
+    """Show an event; a display that fails (a closed pipe, a broken terminal) never stops the
+    run it only reports on."""
+    try:
+        sink(event)
+    except Exception:  # noqa: BLE001 - progress is best effort, the checkpoint is the record
+        pass
 
 
 def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:

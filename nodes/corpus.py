@@ -16,7 +16,8 @@ from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 
-from nodes.knowledge import files_in
+from checkpoint.errors import InvalidInput
+from nodes.knowledge import files_in, read_text_file
 
 SUFFIXES = (".md", ".markdown", ".txt")
 #: Small enough that three passages and a question fit a 4k-token local model comfortably.
@@ -25,7 +26,7 @@ MAX_CHUNK_CHARS = 800
 _INGEST_LOCK_KEY = 0x636F72707573  # "corpus"
 
 
-class CorpusError(ValueError):
+class CorpusError(InvalidInput):
     """A file cannot be ingested; the message names it."""
 
 
@@ -83,10 +84,7 @@ def parse_file(path: Path) -> CorpusFile:
     """One corpus file; its title is the front matter's `title:`, the first `# ` heading, or its name."""
     if path.suffix.lower() not in SUFFIXES:
         raise CorpusError(f"{path}: not a markdown or text file ({', '.join(SUFFIXES)})")
-    try:
-        text = path.read_text(encoding="utf-8").replace("\r\n", "\n")
-    except UnicodeDecodeError:
-        raise CorpusError(f"{path}: not UTF-8 text") from None
+    text = read_text_file(path, CorpusError).replace("\r\n", "\n")
     title = ""
     if text.startswith("---\n"):
         head, sep, rest = text[4:].partition("\n---")
@@ -157,10 +155,7 @@ def shipped_corpus_dir() -> Path:
 def collect(paths: list[Path]) -> list[CorpusFile]:
     """Files from paths and folders (folders: their markdown and text files), all validated
     before anything is written."""
-    try:
-        files = files_in(paths, SUFFIXES)
-    except FileNotFoundError as exc:
-        raise CorpusError(str(exc)) from None
+    files = files_in(paths, SUFFIXES, CorpusError)
     if not files:
         raise CorpusError("no markdown or text files found in " + ", ".join(map(str, paths)))
     parsed = [parse_file(f) for f in files]

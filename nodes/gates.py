@@ -17,6 +17,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 from typing_extensions import TypedDict
 
+from checkpoint.errors import Conflict
+
 Verdict = Literal["approved", "rejected", "expired"]
 
 
@@ -28,11 +30,11 @@ class Decision(TypedDict):
     at: str
 
 
-class GateError(RuntimeError):
+class GateError(Conflict):
     """A gate was resumed without a decision for it."""
 
 
-class AlreadyDecided(RuntimeError):
+class AlreadyDecided(Conflict):
     """Someone else decided this gate visit first."""
 
     def __init__(self, actor: str, at: datetime, verdict: str) -> None:

@@ -9,11 +9,31 @@ from pathlib import Path
 
 from psycopg_pool import ConnectionPool
 
+from checkpoint.errors import InvalidInput, NotFound
+
 CATEGORIES = ("billing", "technical", "general")
 
 
-class ArticleFormatError(ValueError):
+class ArticleFormatError(InvalidInput):
     """An article file is not in the expected format; the message names the file."""
+
+
+class PathNotFound(NotFound):
+    """A file or folder named on the command line does not exist."""
+
+
+def read_text_file(path: Path, error: type[InvalidInput]) -> str:
+    """A file's text, refused (as `error`, naming the file) unless it is UTF-8 text: PostgreSQL
+    text cannot hold NUL, and a binary file is not an article."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
+    if "\x00" in text:
+        raise error(f"{path}: contains NUL bytes, so it is not a text file: remove it or fix it")
+    return text
 
 
 @dataclass(frozen=True)
@@ -30,10 +50,7 @@ class ArticleFile:
 
 def parse_article(path: Path) -> ArticleFile:
     """`---` front matter with `title:` and `category:`, then the markdown body."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ArticleFormatError(f"{path}: not UTF-8 text") from exc
+    text = read_text_file(path, ArticleFormatError)
     if not text.startswith("---"):
         raise ArticleFormatError(f"{path}: missing the '---' front matter with title and category")
     head, sep, body = text[3:].partition("\n---")
@@ -49,17 +66,26 @@ def parse_article(path: Path) -> ArticleFile:
     return ArticleFile(slug=path.stem, title=meta["title"], category=category, body=body.strip())
 
 
-def files_in(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+def files_in(paths: list[Path], suffixes: tuple[str, ...], error: type[InvalidInput]) -> list[Path]:
     """The files named, plus those in the folders named whose suffix is one of `suffixes`
-    (sorted); FileNotFoundError, naming it, for a path that does not exist."""
+    (sorted). PathNotFound for a path that does not exist; `error` for a symlink in a folder
+    that leads out of it (adding a folder never reads files from elsewhere; name such a file
+    explicitly to add it)."""
     files: list[Path] = []
     for path in paths:
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in suffixes))
+            folder = path.resolve()
+            for entry in sorted(path.iterdir()):
+                if entry.suffix.lower() not in suffixes:
+                    continue
+                if entry.is_symlink() and not entry.resolve().is_relative_to(folder):
+                    raise error(f"{entry} links to {entry.resolve()}, outside {path}: name that file itself if you mean to add it")
+                if entry.is_file():
+                    files.append(entry)
         elif path.is_file():
             files.append(path)
         else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
+            raise PathNotFound(f"{path}: no such file or folder")
     return files
 
 
@@ -69,10 +95,7 @@ def shipped_articles_dir() -> Path:
 
 def collect(paths: list[Path]) -> list[ArticleFile]:
     """Articles from files and folders (folders: every *.md inside), validated before loading."""
-    try:
-        files = files_in(paths, (".md",))
-    except FileNotFoundError as exc:
-        raise ArticleFormatError(str(exc)) from None
+    files = files_in(paths, (".md",), ArticleFormatError)
     if not files:
         raise ArticleFormatError("no markdown articles found in " + ", ".join(map(str, paths)))
     return [parse_article(f) for f in files]

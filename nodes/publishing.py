@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,20 @@ class Published:
 
 def resolve_out_dir(out: str | os.PathLike[str] | None) -> str:
     """Where a thread publishes, fixed when it starts (so a resume elsewhere writes the same
-    place): `--out DIR`, else `<SIGNOFF_HOME>/published`."""
+    place): `--out DIR`, else `<SIGNOFF_HOME>/published`. Checked now, by really creating a
+    file there, so an unwritable folder is refused before the thread starts rather than after
+    a person has approved its document; ValueError says what is wrong."""
     path = Path(out).expanduser() if out else Settings.from_env().home / "published"
     if path.exists() and not path.is_dir():
         raise ValueError(f"{path} is a file, not a folder: pass another --out")
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir():
+        raise ValueError(f"{path} cannot be created ({existing} is not a folder): pass another --out")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot write to {path} ({exc.strerror or exc.__class__.__name__} in {existing}): pass another --out") from None
     return str(path.resolve())
 
 
@@ -93,10 +104,30 @@ def publish(pool: ConnectionPool, thread_id: str, *, graph: str, body: str, out_
 
 
 def publish_node(graph: str) -> Callable[[dict[str, Any], Runtime[Any]], dict[str, Any]]:
-    """The graph node that publishes the signed-off `document` to the thread's `out_dir`."""
+    """The graph node that publishes the signed-off `document` to the thread's `out_dir`.
+
+    A write that fails (folder removed or made read-only since the thread started, disk full)
+    is not a dead end: nothing is stored (the row and the file are one transaction), the
+    failure is audited, and the thread goes back to its gate with the error shown, where a
+    person approves again once the folder is fixed, rejects, or lets the deadline discard it."""
 
     def publish_document(state: dict[str, Any], runtime: Runtime[Any]) -> dict[str, Any]:
-        published = publish(runtime.context.pool, current_thread_id(), graph=graph, body=state["document"], out_dir=state["out_dir"])
-        return {"outcome": "published", "path": str(published.path), "document_id": published.document_id}
+        pool, thread_id = runtime.context.pool, current_thread_id()
+        try:
+            published = publish(pool, thread_id, graph=graph, body=state["document"], out_dir=state["out_dir"])
+        except OSError as exc:
+            error = f"publishing to {state['out_dir']} failed ({exc.strerror or exc.__class__.__name__}): fix the folder, then approve again"
+            with pool.connection() as conn:
+                record_event_on(conn, thread_id, "signoff", "publish_failed", {"error": error[:300]})
+            return {"publish_error": error, "needs_human": True, "error": error, "warnings": [error]}
+        update: dict[str, Any] = {"outcome": "published", "path": str(published.path), "document_id": published.document_id}
+        if state.get("publish_error"):  # an earlier attempt failed: its error is history now
+            update.update(publish_error=None, needs_human=False, error=None)
+        return update
 
     return publish_document
+
+
+def route_after_publish(state: dict[str, Any]) -> str:
+    """Back to the gate after a failed write, else the end."""
+    return "retry_gate" if state.get("publish_error") else "end"

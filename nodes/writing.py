@@ -26,7 +26,7 @@ from typing_extensions import TypedDict
 
 from nodes.context import SignoffContext
 from nodes.gates import Decision, gate_node
-from nodes.publishing import publish_node
+from nodes.publishing import publish_node, route_after_publish
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
 
 GATE = "publish"
@@ -83,6 +83,8 @@ class WritingState(TypedDict, total=False):
     reason: str
     path: str | None
     document_id: int | None
+    #: set when the approved document could not be written; the thread waits at its gate again
+    publish_error: str | None
     calls: Annotated[list[CallRecord], operator.add]
 
 
@@ -333,5 +335,5 @@ def add_writing_loop(
     graph.add_conditional_edges("review", route_after_review)
     graph.add_edge("choose_draft", GATE)
     graph.add_conditional_edges(GATE, route_after_gate, gate_destinations)
-    graph.add_edge("publish_document", END)
+    graph.add_conditional_edges("publish_document", route_after_publish, {"retry_gate": GATE, "end": END})
     graph.add_edge("discard", END)

@@ -22,16 +22,30 @@ FAST_POLICY = ResiliencePolicy(max_attempts=3, initial_backoff=0.01, max_backoff
 
 
 @pytest.fixture(scope="session")
-def pg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """SIGNOFF_HOME of the test session's embedded server (short path: unix socket limit)."""
-    root = Path(os.environ.get("SIGNOFF_TEST_HOME", "/tmp/signoff-test-pg"))
+def pg_home() -> Iterator[Path]:
+    """SIGNOFF_HOME of this test session's own embedded server (a short path: the unix socket
+    limit), so two sessions never share or stop each other's server; removed afterwards."""
+    import shutil
+    import tempfile
+
+    given = os.environ.get("SIGNOFF_TEST_HOME")
+    root = Path(given) if given else Path(tempfile.mkdtemp(prefix="sgt-", dir="/tmp"))
     root.mkdir(parents=True, exist_ok=True)
-    return root
+    yield root
+    if not given:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def server_url(pg_home: Path) -> str:
-    return embedded_url(pg_home)
+def server_url(pg_home: Path) -> Iterator[str]:
+    """The session's embedded PostgreSQL, stopped when the session ends."""
+    from checkpoint.embedded import stop_embedded
+
+    url = embedded_url(pg_home)
+    try:
+        yield url
+    finally:
+        stop_embedded(pg_home)
 
 
 @contextmanager
@@ -126,3 +140,22 @@ def cli(env: dict[str, str]):
         return runner.invoke(app, list(args), env=env)
 
     return invoke
+
+
+def review_digest(database_url: str, thread_id: str) -> str:
+    """The digest of what the thread waits to have signed off, as `show` prints it: what a
+    reviewer passes to `approve --expect` (approving without a terminal requires it)."""
+    from graphs.runner import ThreadRunner
+    from nodes.gates import content_digest
+
+    pool = open_pool(database_url)
+    try:
+        runner = ThreadRunner.for_thread(pool, thread_id)
+        return content_digest(runner.spec.review_content(runner.snapshot(thread_id).values))
+    finally:
+        pool.close()
+
+
+def expect(database_url: str, thread_id: str) -> tuple[str, str]:
+    """`--expect DIGEST` for approving the thread's current content."""
+    return ("--expect", review_digest(database_url, thread_id))

@@ -8,6 +8,7 @@ import re
 import pytest
 
 from graphs.runner import EXPIRY_ACTOR
+from tests.conftest import expect
 from tests.fault_server import ok, status
 
 TIME = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
@@ -33,12 +34,12 @@ def events(output: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def test_audit_lists_start_retries_fallbacks_side_effects_and_decisions_with_time_and_actor(cli, server):
+def test_audit_lists_start_retries_fallbacks_side_effects_and_decisions_with_time_and_actor(cli, server, database_url):
     server.script(status(500, retry_after=0))  # classify: one transient failure, then the rule answers
     server.once("technical support agent", status(401))  # the primary is refused: the fallback answers
     started = cli("start", "support", "The sync engine corrupts my notes", "--thread", "a1")
     assert started.exit_code == 0, started.output
-    assert cli("approve", "a1", "--by", "alice", "--note", "ok to send").exit_code == 0
+    assert cli("approve", "a1", "--by", "alice", "--note", "ok to send", *expect(database_url, "a1")).exit_code == 0
 
     result = cli("audit", "a1")
     assert result.exit_code == 0, result.output

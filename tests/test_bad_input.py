@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from checkpoint.settings import MAX_INPUT_BYTES
 from cli import app
-from tests.conftest import scratch_database
+from tests.conftest import review_digest, scratch_database
 from tests.fault_server import FaultServer, ok
 from tests.procs import spawn_cli, table_counts
 
@@ -73,7 +73,7 @@ def start_rows(graph: str, what: str) -> list[Row]:
         row(cmd, "hello", "--deadline", "abc", says="Invalid value for '--deadline'"),
         row(cmd, "hello", f"--{graph}-nope", says="No such option"),
         row(cmd, "hello", says=f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a number", **{f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS": "soon"}),
-        row(cmd, "hello", says="SIGNOFF_MODEL must be 'local' or 'openai:<model-name>'", SIGNOFF_MODEL="gpt-4"),
+        row(cmd, "hello", says="SIGNOFF_MODEL must be 'local'", SIGNOFF_MODEL="gpt-4"),
     ]
 
 
@@ -88,8 +88,9 @@ ROWS: list[Row] = [
     row("pending", says="SIGNOFF_CALL_TIMEOUT must be a number", SIGNOFF_CALL_TIMEOUT="soon"),
     *id_rows("show"),
     row("show", says="Missing argument"),
-    *id_rows("approve"),
-    row("approve", FINISHED, says=f"thread {FINISHED} is not waiting at a gate"),
+    *id_rows("approve", "--expect", "000000000000"),
+    row("approve", WAITING, says="approve needs --expect DIGEST when not run at a terminal"),
+    row("approve", FINISHED, "--expect", "000000000000", says=f"thread {FINISHED} is not waiting at a gate"),
     row("approve", WAITING, "--expect", "000000000000", says="the content changed since you reviewed it"),
     row("approve", WAITING, "--note", OVERSIZED, says="the note is"),
     row("approve", WAITING, "--note", NOT_UTF8, says="the note is not valid UTF-8"),
@@ -164,8 +165,9 @@ def env(module_db: str, module_server: FaultServer, tmp_path_factory: pytest.Tem
     }
     runner = CliRunner()
     for args in (["start", "support", "The app crashes", "--thread", WAITING],
-                 ["start", "support", "The app crashes", "--thread", FINISHED], ["approve", FINISHED],
+                 ["start", "support", "The app crashes", "--thread", FINISHED], ["approve", FINISHED, "--expect", "{digest}"],
                  ["kb", "load"], ["corpus", "add"]):
+        args = [a.replace("{digest}", review_digest(module_db, FINISHED)) if a == "{digest}" else a for a in args]
         result = runner.invoke(app, args, env=environment)
         assert result.exit_code == 0, result.output
     return environment

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from tests.conftest import count_rows
+from tests.conftest import count_rows, expect
 from tests.fault_server import ok
 
 BILLING_ANSWER = "A second charge is usually a pending authorization that drops off within 3-5 business days."
@@ -61,10 +61,10 @@ def test_show_prints_the_draft_and_its_digest(cli, server):
     assert re.search(r"digest [0-9a-f]{12}", result.output)
 
 
-def test_approve_finishes_the_thread_with_one_outbox_row(cli, server, pool):
+def test_approve_finishes_the_thread_with_one_outbox_row(cli, server, pool, database_url):
     server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
-    result = cli("approve", tid, "--note", "looks right")
+    result = cli("approve", tid, "--note", "looks right", *expect(database_url, tid))
     assert result.exit_code == 0, result.output
     assert "finished" in result.output and "replied" in result.output
     assert count_rows(pool, "outbox", thread_id=tid) == 1
@@ -80,11 +80,12 @@ def test_reject_redrafts_with_the_feedback_and_waits_again(cli, server):
     assert "apologise first" in str(server.requests[-1]["messages"])
 
 
-def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool):
+def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool, database_url):
     server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
-    assert cli("approve", tid).exit_code == 0
-    again = cli("approve", tid)
+    digest = expect(database_url, tid)
+    assert cli("approve", tid, *digest).exit_code == 0
+    again = cli("approve", tid, *digest)
     assert again.exit_code != 0
     assert "not waiting at a gate" in again.output
     assert count_rows(pool, "outbox", thread_id=tid) == 1
@@ -105,7 +106,7 @@ def test_approve_with_a_stale_digest_is_refused(cli, server, pool):
         (("start", "support", "x" * 70_000), "over the 65536-byte limit"),
         (("start", "support", "hi", "--thread", "bad id!"), "is not a thread id"),
         (("show", "nope"), "no thread 'nope'"),
-        (("approve", "nope"), "no thread 'nope'"),
+        (("approve", "nope", "--expect", "0"), "no thread 'nope'"),
         (("reject", "nope", "--feedback", "x"), "no thread 'nope'"),
         (("reject", "nope", "--feedback", " "), "feedback is empty"),
     ],
@@ -153,7 +154,7 @@ def test_a_thread_started_in_one_process_is_approved_from_another(env, server, p
     assert started.returncode == 0, started.stderr
     tid = thread_id_from(started.stdout)
     assert "waiting at gate review" in started.stdout
-    approved = subprocess.run([sys.executable, "-m", "cli", "approve", tid, "--by", "second-shell"],
+    approved = subprocess.run([sys.executable, "-m", "cli", "approve", tid, "--by", "second-shell", *expect(env["DATABASE_URL"], tid)],
                               env=proc_env, capture_output=True, text=True, timeout=120)
     assert approved.returncode == 0, approved.stderr
     assert "finished" in approved.stdout

@@ -18,7 +18,7 @@ from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
-from tests.conftest import FAST_POLICY, count_rows, scratch_database
+from tests.conftest import FAST_POLICY, count_rows, expect, scratch_database
 from tests.fault_server import FaultServer, ok
 from tests.procs import spawn_cli, wait_until
 from tests.scripted import scripted_registry
@@ -123,7 +123,7 @@ def test_approve_and_reject_from_two_processes_at_once_record_one_and_the_loser_
     with psycopg.connect(database_url) as holder:
         holder.execute("SELECT 1 FROM threads WHERE thread_id = 'race' FOR NO KEY UPDATE")
         procs = {
-            "alice": spawn_cli(["approve", "race", "--by", "alice"], env),
+            "alice": spawn_cli(["approve", "race", "--by", "alice", *expect(database_url, "race")], env),
             "bob": spawn_cli(["reject", "race", "--by", "bob", "--feedback", "apologise first"], env),
         }
 

@@ -12,6 +12,8 @@ from nodes.corpus import (
     MAX_CHUNK_CHARS, CorpusError, chunk_text, collect, ensure_corpus, ingest, list_documents, parse_file, search,
     shipped_corpus_dir,
 )
+from checkpoint.errors import EXIT_NOT_FOUND
+from nodes.knowledge import PathNotFound
 from tests.conftest import count_rows
 
 ARTICLE = """# Tea Brewing
@@ -88,10 +90,13 @@ def test_bad_files_are_refused_before_anything_is_written(pool, tmp_path):
     good = write(tmp_path, "good.md", ARTICLE)
     binary = tmp_path / "bad.md"
     binary.write_bytes(b"\xff\xfe\x00bad")
-    for paths, message in (([good, binary], "not UTF-8"), ([good, tmp_path / "nope.md"], "no such file"),
-                           ([write(tmp_path, "x.pdf", "%PDF")], "not a markdown or text file"),
-                           ([write(tmp_path, "empty.txt", "  \n")], "empty file")):
-        with pytest.raises(CorpusError, match=message):
+    nul = tmp_path / "nul.md"
+    nul.write_bytes(b"# Title\n\ntext\x00more\n")
+    for paths, error, message in (([good, binary], CorpusError, "not UTF-8"), ([good, tmp_path / "nope.md"], PathNotFound, "no such file"),
+                                  ([write(tmp_path, "x.pdf", "%PDF")], CorpusError, "not a markdown or text file"),
+                                  ([write(tmp_path, "empty.txt", "  \n")], CorpusError, "empty file"),
+                                  ([good, nul], CorpusError, "contains NUL bytes")):
+        with pytest.raises(error, match=message):
             ingest(pool, collect(paths))
     assert count_rows(pool, "corpus_documents") == 0
 
@@ -127,9 +132,9 @@ def test_corpus_add_without_paths_loads_the_sample_once_and_list_shows_it(cli):
     assert "durable-saga-compensation" in listing.output and "The Saga Pattern and Compensation" in listing.output
 
 
-def test_corpus_add_of_a_missing_path_is_a_one_line_usage_error(cli, tmp_path):
+def test_corpus_add_of_a_missing_path_is_one_line_not_found(cli, tmp_path):
     result = cli("corpus", "add", str(tmp_path / "missing.md"))
-    assert result.exit_code == 2
+    assert result.exit_code == EXIT_NOT_FOUND
     assert result.output.strip().startswith("error:") and "no such file or folder" in result.output
     assert "Traceback" not in result.output
 

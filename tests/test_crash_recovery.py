@@ -42,7 +42,7 @@ from checkpoint import threads
 from cli import start_app
 from graphs.registry import GRAPHS, get_spec
 from graphs.runner import EXPIRY_ACTOR, ThreadRunner
-from tests.conftest import count_rows
+from tests.conftest import count_rows, expect, review_digest
 from tests.fault_server import FaultServer, held, ok
 from tests.procs import StatementBlock, WarmCli, sessions_named, spawn_cli, wait_until
 
@@ -56,7 +56,7 @@ NODE_LINE = re.compile(r"^[✓x] (\S+)\s")
 
 @dataclass(frozen=True)
 class Phase:
-    args: tuple[str, ...]  # CLI arguments; {tid} and {out} are filled in
+    args: tuple[str, ...]  # CLI arguments; {tid}, {out} and {digest} (of the content at the gate) are filled in
     nodes: tuple[str, ...]  # the `✓ node` lines it prints, in order
     decision: str | None = None  # the verdict it records, for approve/reject/expire
     writes: tuple[str, ...] = ()  # tables it inserts side effects into
@@ -70,8 +70,9 @@ class Phase:
     def actor(self) -> str:
         return EXPIRY_ACTOR if self.decision == "expired" else USER
 
-    def argv(self, tid: str, out: Path) -> list[str]:
-        return [a.format(tid=tid, out=out) for a in self.args]
+    def argv(self, tid: str, out: Path, database_url: str) -> list[str]:
+        digest = review_digest(database_url, tid) if "{digest}" in self.args else ""
+        return [a.format(tid=tid, out=out, digest=digest) for a in self.args]
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ SCENARIOS = [
         phases=(
             Phase(("start", "support", "The sync engine corrupts my notes", "--thread", "{tid}", "--email", "a@example.com"),
                   ("classify", "lookup_kb", "technical_agent", "escalate"), writes=("kb_articles", "tickets")),
-            Phase(("approve", "{tid}", "--note", "fine"), ("review", "send_approved_reply"), decision="approved", writes=("outbox",)),
+            Phase(("approve", "{tid}", "--note", "fine", "--expect", "{digest}"), ("review", "send_approved_reply"), decision="approved", writes=("outbox",)),
         ),
         effects={"tickets": 1, "outbox": 1},
         audit={"thread_started": 1, "ticket_opened": 1, "reply_sent": 1, "decision_approved": 1},
@@ -162,7 +163,7 @@ SCENARIOS = [
         phases=(
             Phase(("start", "revision", "Explain durable workflows", "--thread", "{tid}", "--out", "{out}"),
                   ("write", "review", "write", "review", "choose_draft")),
-            Phase(("approve", "{tid}"), ("publish", "publish_document"), decision="approved", writes=("documents",)),
+            Phase(("approve", "{tid}", "--expect", "{digest}"), ("publish", "publish_document"), decision="approved", writes=("documents",)),
         ),
         effects={"documents": 1},
         audit={"thread_started": 1, "document_published": 1, "decision_approved": 1},
@@ -184,7 +185,7 @@ SCENARIOS = [
             Phase(("start", "research", "durable agent workflows with approval gates", "--thread", "{tid}", "--out", "{out}"),
                   ("load_corpus", "plan", "research", "research", "research", "collect", "write", "review", "choose_draft"),
                   writes=("corpus_documents",)),
-            Phase(("approve", "{tid}"), ("publish", "publish_document"), decision="approved", writes=("documents",)),
+            Phase(("approve", "{tid}", "--expect", "{digest}"), ("publish", "publish_document"), decision="approved", writes=("documents",)),
         ),
         effects={"documents": 1},
         audit={"thread_started": 1, "document_published": 1, "decision_approved": 1},
@@ -293,7 +294,7 @@ class Drive:
 
     def run(self, phase: Phase) -> list[str]:
         self.prepare(phase)
-        result = self.cli(*phase.argv(self.tid, self.out))
+        result = self.cli(*phase.argv(self.tid, self.out, self.url))
         assert result.exit_code == 0, result.output
         return [m[1] for m in map(NODE_LINE.match, result.output.splitlines()) if m]
 
@@ -386,7 +387,7 @@ def test_kill_at_every_point_then_recover_finishes_with_one_of_each_side_effect(
 
         # libpq names the victim's sessions, so the test can wait until the last statement it
         # had sent has finished or died (a person never resumes within those milliseconds).
-        proc = warm.run(phase.argv(run.tid, run.out), {**env, "PGAPPNAME": VICTIM})
+        proc = warm.run(phase.argv(run.tid, run.out, run.url), {**env, "PGAPPNAME": VICTIM})
         blocked = None
         if point.kind == "after":
             proc.wait_for(rf"^✓ {point.target}\s")
@@ -454,7 +455,7 @@ def recover(run: Drive, phase: Phase, point: KillPoint, decided_before: int) -> 
         # Recorded, but the process died before running on it: deciding again is refused,
         # and `recover` finds the thread and applies the recorded decision.
         if phase.verb in ("approve", "reject"):
-            again = run.cli(*phase.argv(run.tid, run.out))
+            again = run.cli(*phase.argv(run.tid, run.out, run.url))
             assert again.exit_code != 0 and re.search(r"already decided by \S+ at \d{4}-", again.output), again.output
         result = run.cli("recover")
         assert result.exit_code == 0 and f"recovering {run.tid}" in result.output, result.output
@@ -533,7 +534,7 @@ def interruptible(env, server, pool, cli):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_one_interrupt_stops_at_the_next_step_boundary_and_resume_finishes(interruptible, sig, pool, cli, server):
+def test_one_interrupt_stops_at_the_next_step_boundary_and_resume_finishes(interruptible, sig, pool, cli, server, database_url):
     proc, release = interruptible
     proc.send(sig)
     proc.wait_for("stopping at the next step boundary", stream="err")
@@ -548,12 +549,12 @@ def test_one_interrupt_stops_at_the_next_step_boundary_and_resume_finishes(inter
     assert result.exit_code == 0, result.output
     assert "classify" not in result.output, "the step saved before the interrupt is not run again"
     assert "waiting at gate review" in result.output
-    assert cli("approve", "intr").exit_code == 0
+    assert cli("approve", "intr", *expect(database_url, "intr")).exit_code == 0
     assert threads.get(pool, "intr").status == "finished"
     assert count_rows(pool, "tickets", thread_id="intr") == 1 and count_rows(pool, "outbox", thread_id="intr") == 1
 
 
-def test_a_second_interrupt_exits_at_once_and_the_thread_stays_resumable(interruptible, pool, cli, server):
+def test_a_second_interrupt_exits_at_once_and_the_thread_stays_resumable(interruptible, pool, cli, server, database_url):
     proc, release = interruptible
     proc.send(signal.SIGINT)
     proc.wait_for("stopping at the next step boundary", stream="err")
@@ -566,5 +567,5 @@ def test_a_second_interrupt_exits_at_once_and_the_thread_stays_resumable(interru
     result = cli("resume", "intr")
     assert result.exit_code == 0, result.output
     assert "✓ classify" in result.output and "waiting at gate review" in result.output
-    assert cli("approve", "intr").exit_code == 0
+    assert cli("approve", "intr", *expect(database_url, "intr")).exit_code == 0
     assert count_rows(pool, "tickets", thread_id="intr") == 1 and count_rows(pool, "outbox", thread_id="intr") == 1

@@ -24,7 +24,7 @@ from checkpoint.migrations import migrate
 from cli import app
 from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
-from tests.conftest import count_rows, scratch_database
+from tests.conftest import count_rows, expect, scratch_database
 from tests.fault_server import held
 from tests.procs import spawn_cli, wait_until
 
@@ -86,7 +86,7 @@ def test_a_database_restart_mid_run_fails_with_one_clear_line_and_resume_complet
     result = CliRunner().invoke(app, ["resume", "db1"], env=env)
     assert result.exit_code == 0, result.output
     assert "waiting at gate review" in result.output
-    approved = CliRunner().invoke(app, ["approve", "db1"], env=env)
+    approved = CliRunner().invoke(app, ["approve", "db1", *expect(env["DATABASE_URL"], "db1")], env=env)
     assert approved.exit_code == 0, approved.output
     with psycopg.connect(own_db) as conn:
         assert conn.execute("SELECT count(*) FROM tickets WHERE thread_id = 'db1'").fetchone()[0] == 1

@@ -8,6 +8,7 @@ exactly what the passing of time would have done.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from cli import app
 from graphs.registry import GRAPHS, RESEARCH, REVISION, SUPPORT, GraphSpec
 from graphs.runner import EXPIRY_ACTOR, ThreadRunner, expire_due
 from graphs.support import HOLDING_REPLY
-from tests.conftest import count_rows
+from tests.conftest import count_rows, expect
+from tests.procs import table_counts
 from tests.fault_server import FaultServer, ok
 from tests.scripted import scripted_registry
 
@@ -186,20 +188,25 @@ def test_expire_applies_the_default_of_every_gate_past_its_deadline(cli, pool):
     assert count_rows(pool, "approvals", thread_id="c5", decision="expired") == 1
 
 
-def test_pending_applies_expired_deadlines_before_listing(cli, pool):
+def test_pending_only_reads_it_marks_an_overdue_gate_and_sends_nothing(cli, pool, database_url):
     cli("start", "support", "The app crashes on start", "--thread", "c7")
     past_deadline(pool, "c7")
+    before = table_counts(database_url)
     result = cli("pending")
     assert result.exit_code == 0, result.output
-    assert "expired: c7 (support) -> finished holding" in result.output
-    assert "nothing is waiting for sign-off" in result.output
+    assert re.search(r"^c7 .* overdue ", result.output, re.M), result.output
+    assert "signoff expire" in result.output
+    assert table_counts(database_url) == before, "a listing changes nothing"
+    assert threads.get(pool, "c7").status == "waiting"
+    expired = cli("expire")
+    assert "expired: c7 (support) -> finished holding" in expired.output
     assert count_rows(pool, "outbox", thread_id="c7", kind="holding") == 1
 
 
-def test_approving_an_expired_thread_exits_nonzero_saying_the_deadline_decided_it(cli, pool):
+def test_approving_an_expired_thread_exits_nonzero_saying_the_deadline_decided_it(cli, pool, database_url):
     cli("start", "support", "The app crashes on start", "--thread", "c8")
     past_deadline(pool, "c8")
-    result = cli("approve", "c8")
+    result = cli("approve", "c8", *expect(database_url, "c8"))
     assert result.exit_code != 0
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output

@@ -15,7 +15,7 @@ from graphs.progress import ProgressPrinter
 from graphs.registry import RESEARCH
 from graphs.runner import ThreadRunner
 from nodes.models import ModelHandle, ModelRegistry
-from tests.conftest import count_rows
+from tests.conftest import count_rows, expect
 from tests.fault_server import FaultServer, ok
 from tests.scripted import scripted_registry
 
@@ -191,7 +191,7 @@ def test_cli_start_research_stops_at_publish_and_approve_publishes_the_report(da
             assert f"research [{n}] started: {subtask}" in started.output
         assert "waiting at gate publish" in started.output
         tid = re.search(r"^thread (\S+)", started.output, re.M)[1]
-        approved = cli("approve", tid)
+        approved = cli("approve", tid, *expect(env["DATABASE_URL"], tid))
     assert approved.exit_code == 0, approved.output
     [path] = out.glob("*.md")
     assert "## Sources" in path.read_text(encoding="utf-8")

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from checkpoint.errors import EXIT_CONFLICT
 from graphs.registry import REVISION
 from graphs.runner import NotAtGate, ThreadRunner
 from nodes.publishing import publish
-from tests.conftest import count_rows
+from tests.conftest import count_rows, expect
 from tests.scripted import scripted_registry
 
 WRITER = "You write short, clear markdown documents"
@@ -182,11 +183,12 @@ def test_cli_start_revision_stops_at_publish_and_approve_publishes_file_and_row(
         assert started.exit_code == 0, started.output
         assert "waiting at gate publish" in started.output
         tid = re.search(r"^thread (\S+)", started.output, re.M)[1]
-        approved = cli("approve", tid)
-        again = cli("approve", tid)
+        digest = expect(env["DATABASE_URL"], tid)
+        approved = cli("approve", tid, *digest)
+        again = cli("approve", tid, *digest)
     assert approved.exit_code == 0, approved.output
     [path] = (home / "published").glob("*.md")
     assert f"finished: published {path}" in approved.output.replace("\n", "")
     assert path.read_text(encoding="utf-8") == "# Idempotency keys\n\nThey make retries safe."
     assert count_rows(pool, "documents", thread_id=tid) == 1
-    assert again.exit_code == 1 and "not waiting at a gate" in again.output
+    assert again.exit_code == EXIT_CONFLICT and "not waiting at a gate" in again.output
