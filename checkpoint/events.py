@@ -50,6 +50,8 @@ def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]]) -> 
     if not items:
         return
     with pool.connection() as conn, conn.transaction():
+        # Progress is not the durable record (the checkpoint is): no WAL flush to wait for.
+        conn.execute("SET LOCAL synchronous_commit = off")
         conn.execute(
             "INSERT INTO progress_events (thread_id, event) SELECT t, e::jsonb FROM unnest(%s::text[], %s::text[]) AS x(t, e)",
             ([t for t, _ in items], [json.dumps(for_storage(e)) for _, e in items]),
@@ -119,20 +121,29 @@ def last_id(pool: ConnectionPool, thread_id: str) -> int:
     return int(row["id"])  # type: ignore[index]
 
 
-def follow(url: str, pool: ConnectionPool, thread_id: str, after_id: int = 0, *, poll: float = 1.0) -> Iterator[StoredEvent]:
-    """Every event of the thread after `after_id`, as it is written, forever (the caller
-    stops iterating). LISTEN first, then read, so nothing written in between is missed."""
+def follow(url: str, pool: ConnectionPool, thread_id: str, after_id: int = 0, *, poll: float = 1.0) -> Iterator[StoredEvent | None]:
+    """Every event of the thread after `after_id` as it is written, and None after each
+    `poll` seconds without one (so the caller can look around); endless, the caller stops.
+    LISTEN comes first, then the read, so nothing written in between is missed."""
     with psycopg.connect(url, autocommit=True) as listener:
         listener.execute(f"LISTEN {PROGRESS_CHANNEL}")
         while True:
-            for stored in read_since(pool, thread_id, after_id):
+            batch = read_since(pool, thread_id, after_id)
+            for stored in batch:
                 after_id = stored.id
                 yield stored
-            wait_for_notify(listener, poll)
+            if not batch and not wait_for_notify(listener, poll, payload=thread_id):
+                yield None
 
 
-def wait_for_notify(conn: psycopg.Connection[Any], timeout: float) -> bool:
-    """Block until a notification arrives on `conn` or `timeout` passes; True if one came."""
-    for _ in conn.notifies(timeout=timeout, stop_after=1):
-        return True
-    return False
+def wait_for_notify(conn: psycopg.Connection[Any], timeout: float, *, payload: str | None = None) -> bool:
+    """Block until a notification (with this payload, if given) arrives on `conn`, or
+    `timeout` passes; True if one came."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        for notify in conn.notifies(timeout=left, stop_after=1):
+            if payload is None or notify.payload == payload:
+                return True

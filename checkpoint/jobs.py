@@ -46,6 +46,8 @@ class Job:
     kind: str
     graph: str
     recoveries: int
+    #: the graph input of a thread no process has run yet (it was 'queued'), else None
+    fresh_input: dict[str, Any] | None = None
 
 
 def enqueue_on(conn: psycopg.Connection[Any], thread_id: str, kind: JobKind) -> int | None:
@@ -100,18 +102,22 @@ def claim(pool: ConnectionPool, worker_id: int, limit: int) -> list[Job]:
         return []
     try:
         with pool.connection() as conn:
+            # A queued thread becomes 'running' in the same statement (one commit fewer per run).
             rows = conn.execute(
-                "UPDATE jobs j SET status = 'doing', worker_id = %(w)s, started_at = now() FROM threads t "
-                "WHERE t.thread_id = j.thread_id AND j.id IN ("
-                "  SELECT c.id FROM jobs c WHERE c.status = 'todo' AND c.run_after <= now() "
-                "  AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.thread_id = c.thread_id AND d.status = 'doing') "
-                "  ORDER BY c.run_after, c.id LIMIT %(n)s FOR UPDATE OF c SKIP LOCKED) "
-                "RETURNING j.id, j.thread_id, j.kind, t.graph, j.recoveries",
+                "WITH taken AS (UPDATE jobs j SET status = 'doing', worker_id = %(w)s, started_at = now() "
+                "  WHERE j.id IN (SELECT c.id FROM jobs c WHERE c.status = 'todo' AND c.run_after <= now() "
+                "    AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.thread_id = c.thread_id AND d.status = 'doing') "
+                "    ORDER BY c.run_after, c.id LIMIT %(n)s FOR UPDATE OF c SKIP LOCKED) "
+                "  RETURNING j.id, j.thread_id, j.kind, j.recoveries), "
+                "started AS (UPDATE threads t SET status = 'running', updated_at = now() FROM taken "
+                "  WHERE t.thread_id = taken.thread_id AND t.status = 'queued' RETURNING t.thread_id) "
+                "SELECT taken.*, t.graph, t.input, (t.status = 'queued') AS fresh FROM taken JOIN threads t USING (thread_id)",
                 {"w": worker_id, "n": limit},
             ).fetchall()
     except psycopg.errors.UniqueViolation:
         return []
-    return [Job(r["id"], r["thread_id"], r["kind"], r["graph"], r["recoveries"]) for r in sorted(rows, key=lambda r: r["id"])]
+    return [Job(r["id"], r["thread_id"], r["kind"], r["graph"], r["recoveries"], r["input"] if r["fresh"] else None)
+            for r in sorted(rows, key=lambda r: r["id"])]
 
 
 def finish(pool: ConnectionPool, job_id: int, result: str, *, failed: bool = False) -> None:

@@ -94,6 +94,8 @@ class WorkerRunner(ThreadRunner):
     def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext, graph: Any, session: LockSession) -> None:
         # Not super().__init__: that compiles the graph again.
         self.pool, self.spec, self.context, self.graph, self.session = pool, spec, context, graph, session
+        #: the job's claim already set the thread 'running'
+        self.marked_running = False
 
     def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: Callable[[dict[str, Any]], None], control: RunControl | None) -> Stop:
         # ThreadRunner._run with the claim taken on the worker's session (one connection for
@@ -101,7 +103,8 @@ class WorkerRunner(ThreadRunner):
         # TODO(issue 10, after issue 8 lands): give ThreadRunner a claim hook and drop this copy.
         started: dict[str, float] = {}
         with self.session.claimed(thread_id) as claim:
-            threads.set_status(self.pool, thread_id, "running")
+            if not self.marked_running:
+                threads.set_status(self.pool, thread_id, "running")
             try:
                 for mode, payload in self.graph.stream(
                     graph_input, config_for(thread_id), context=self.context,
@@ -272,6 +275,13 @@ class Worker:
             if job.kind == "deadline":
                 stop = expire_if_due(runner, tid, runner.context.clock(), sink)  # type: ignore[union-attr]
                 result = "not due, or decided first" if stop is None else stop.status
+            elif job.fresh_input is not None:
+                # A thread no process has run yet (the claim moved it from 'queued' to
+                # 'running'): straight from its input, what resume would find out from an
+                # empty checkpoint, minus the reads.
+                runner.marked_running = True
+                stop = runner._run(tid, job.fresh_input, sink, control)
+                result = stop.status
             else:
                 stop = runner.resume(tid, sink, control)
                 result = stop.status
@@ -281,7 +291,7 @@ class Worker:
             result, stop = f"nothing to do: {exc}", None
         except Exception as exc:  # noqa: BLE001 - the job records it; the worker goes on
             reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
-            sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason})
+            sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason, "job": job.id})
             writer.flush()
             if is_connection_error(exc):
                 self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0))
@@ -290,7 +300,7 @@ class Worker:
             self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}")
             return
         if stop is not None:
-            sink(stop_event(stop))
+            sink({**stop_event(stop), "job": job.id})
         writer.flush()  # the stop is written before the job closes: a watcher never misses it
         if stop is not None and stop.status == "interrupted":
             self._close(lambda: jobs.release(pool, job.id, "drained"))
