@@ -36,9 +36,14 @@ def env(env: dict[str, str]) -> dict[str, str]:
     return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2"}
 
 
+def argv(phase: Phase, tid: str, out: Path) -> list[str]:
+    """The phase's command line (a digest, if asked for, is not needed by a hand-over)."""
+    return [a.format(tid=tid, out=out, digest="") for a in phase.args]
+
+
 def options_of(phase: Phase, tid: str, out: Path) -> tuple[str, dict[str, str]]:
     """The text and options of a `start` phase, as `start ... --detach` would submit them."""
-    args = phase.argv(tid, out)
+    args = argv(phase, tid, out)
     text, rest = args[2], args[3:]
     flags = dict(zip(rest[::2], rest[1::2]))
     options = {"email": flags.get("--email"), "out_dir": flags.get("--out")}
@@ -57,7 +62,8 @@ def hand_over(run: Drive, phase: Phase) -> None:
         text, options = options_of(phase, run.tid, run.out)
         submit(run.pool, run.s.graph, run.tid, text, **options)
     elif phase.verb in ("approve", "reject"):
-        note = phase.argv(run.tid, run.out)[3] if phase.verb == "reject" else ""
+        args = argv(phase, run.tid, run.out)
+        note = args[args.index("--feedback") + 1] if "--feedback" in args else ""
         ThreadRunner(run.pool, get_spec(run.s.graph)).decide(run.tid, phase.decision, actor=USER, note=note)  # type: ignore[arg-type]
         jobs.enqueue(run.pool, run.tid, "decision")
     else:
