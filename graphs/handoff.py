@@ -39,20 +39,31 @@ def is_active(pool: ConnectionPool, thread_id: str, *, besides_job: int | None =
     return row is not None and row.status in _MOVING and job is None and threads.is_claimed(pool, thread_id)
 
 
-def follow(url: str, pool: ConnectionPool, thread_id: str, sink: Sink, *, after_id: int = 0, poll: float = 1.0) -> Stop | None:
+def follow(url: str, pool: ConnectionPool, thread_id: str, sink: Sink, *, after_id: int = 0, poll: float = 1.0,
+           through_gates: bool = False, on_stop: Callable[[Stop], None] = lambda stop: None) -> Stop | None:
     """Show the thread's events after `after_id` until it stops with nothing more queued
     for it; the last Stop, or None if its run ended without one (the process died: a
-    worker resumes it, or `signoff recover`)."""
+    worker resumes it, or `signoff recover`). A stop that is not the last (replayed, or at a
+    gate when `through_gates`) goes to `on_stop` and the following goes on; `through_gates`
+    follows until the thread finishes or fails."""
     last: Stop | None = None
+
+    def done(stop: Stop | None) -> bool:
+        return not (through_gates and stop is not None and stop.status == "waiting")
+
     for stored in events.follow(url, pool, thread_id, after_id, poll=poll):
         if stored is None:  # a quiet poll: is anything still coming?
-            if not is_active(pool, thread_id):
+            if done(last) and not is_active(pool, thread_id):
                 return last
             continue
         event = stored.event
         if event.get("event") == "stop":
             last = stop_from_event(thread_id, event)
-            if not is_active(pool, thread_id, besides_job=event.get("job")):
+            if events.last_id(pool, thread_id) > stored.id:  # replaying: a later run followed this stop
+                on_stop(last)
+            elif not done(last):
+                on_stop(last)
+            elif not is_active(pool, thread_id, besides_job=event.get("job")):
                 return last
         elif event.get("event") != "run_started":
             sink(event)
