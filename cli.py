@@ -198,7 +198,7 @@ def actor(by: str | None) -> str:
     if len(name) > MAX_ACTOR_CHARS or any(not ch.isprintable() for ch in name):
         raise UsageError(f"the reviewer name must be one line of at most {MAX_ACTOR_CHARS} printable characters: fix --by or SIGNOFF_USER")
     if RESERVED_ACTOR.fullmatch(name):
-        raise UsageError(f"{name!r} is reserved for Signoff's own actions: pass your own name with --by or SIGNOFF_USER")
+        raise UsageError(f"the reviewer name {name!r} is reserved for Signoff's own actions: pass your own name with --by or SIGNOFF_USER")
     return name
 
 
@@ -594,10 +594,19 @@ def expire() -> None:
     from graphs.progress import ProgressPrinter
 
     config = settings()
+    failures: list[str] = []
+
+    def report(thread_id: str, exc: Exception) -> None:
+        failures.append(thread_id)
+        reason = str(exc) if isinstance(exc, SignoffError) else f"{exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)})"
+        err.print(f"error: {thread_id} could not be expired: {safe_line(reason)}", soft_wrap=True)
+
     with open_db(config) as pool:
-        stops = expire_due(pool, make_context(config, pool, eager=False), ProgressPrinter(out))
+        stops = expire_due(pool, make_context(config, pool, eager=False), ProgressPrinter(out), on_error=report)
     for stop in stops:
         out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {safe_line(stop.outcome)}")
+    if failures:
+        fail(f"{len(failures)} overdue threads not expired ({', '.join(failures)}): see `signoff show THREAD`", EXIT_FAILED)
     if not stops:
         out.print("no gate is past its deadline")
 
@@ -631,10 +640,10 @@ def audit(thread_id: str = typer.Argument(..., help="The thread to audit.")) -> 
 @friendly
 def show_config() -> None:
     """The configuration in force (secrets hidden)."""
-    table = Table("variable", "value", "note", box=None, pad_edge=False)
-    for row in settings().describe():
-        table.add_row(*(safe_line(cell) for cell in row))
-    out.print(table)
+    rows = [("variable", "value", "note")] + [tuple(safe_line(cell) for cell in row) for row in settings().describe()]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for name, value, note in rows:  # whole values, never cut to the terminal's width
+        out.print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {note}", soft_wrap=True)
 
 
 @db_app.command("migrate")

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool
 
 from checkpoint import threads
 from checkpoint.database import is_connection_error, make_saver
-from checkpoint.errors import Conflict, NotFound
+from checkpoint.errors import Conflict, NotFound, SignoffError
 from graphs.registry import GraphSpec, get_spec
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided, Verdict, as_state_decision, content_digest, decision_for, record_decision
@@ -38,6 +38,10 @@ class NotAtGate(Conflict):
 
 class DigestMismatch(Conflict):
     pass
+
+
+class UnknownGraph(SignoffError):
+    """A stored thread names a graph this version does not ship."""
 
 
 class AwaitingDecision(Conflict):
@@ -76,7 +80,12 @@ class ThreadRunner:
         row = threads.get(pool, thread_id)
         if row is None:
             raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        return cls(pool, get_spec(row.graph), context)
+        try:
+            spec = get_spec(row.graph)
+        except KeyError:
+            raise UnknownGraph(f"thread {thread_id} runs graph {row.graph!r}, which this version of Signoff does not have: "
+                               "run it with the version that started it") from None
+        return cls(pool, spec, context)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -271,15 +280,25 @@ def expire_if_due(runner: ThreadRunner, thread_id: str, now: datetime, sink: Eve
     return runner.resume(thread_id, sink)
 
 
-def expire_due(pool: ConnectionPool, context: SignoffContext, sink: EventSink) -> list[Stop]:
-    """Every waiting thread past its deadline gets its gate's default action."""
+def expire_due(pool: ConnectionPool, context: SignoffContext, sink: EventSink,
+               on_error: Callable[[str, Exception], None] | None = None) -> list[Stop]:
+    """Every waiting thread past its deadline gets its gate's default action. With `on_error`,
+    a thread that fails is reported to it and the others still expire (a lost database still
+    stops the lot)."""
     now = context.clock()
     stops = []
     for row in threads.list_by_status(pool, "waiting"):
-        if row.deadline is not None and row.deadline <= now:
-            stop = expire_if_due(ThreadRunner(pool, get_spec(row.graph), context), row.thread_id, now, sink)
-            if stop is not None:
-                stops.append(stop)
+        if row.deadline is None or row.deadline > now:
+            continue
+        try:
+            stop = expire_if_due(ThreadRunner.for_thread(pool, row.thread_id, context), row.thread_id, now, sink)
+        except Exception as exc:
+            if on_error is None or is_connection_error(exc):
+                raise
+            on_error(row.thread_id, exc)
+            continue
+        if stop is not None:
+            stops.append(stop)
     return stops
 
 

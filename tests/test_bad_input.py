@@ -1,13 +1,18 @@
-"""Bad input, for every CLI command: one clear line, a non-zero exit, and no row changed.
+"""Bad input, for every CLI command: one clear line, the exit code of its kind, nothing changed.
 
 The table below has rows for every command of the typer app; a command added without a row
 fails test_every_command_has_a_bad_input_row. Each row runs against one database holding a
 thread waiting at its gate and a finished one, and compares the row counts of every table
-(application and checkpoint tables) before and after.
+(application and checkpoint tables) and the files under SIGNOFF_HOME before and after. Each
+row names the exit code it must give, from the README's table (checkpoint/errors.py).
+
+Hostile values come from one list per kind of argument (numbers, thread ids, names, texts,
+paths), so a new option gets the whole list by naming its kind.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +21,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from checkpoint.errors import EXIT_CONFLICT, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE
 from checkpoint.settings import MAX_INPUT_BYTES
 from cli import app
 from tests.conftest import review_digest, scratch_database
@@ -26,6 +32,16 @@ WAITING, FINISHED = "waiting-1", "finished-1"
 OVERSIZED = "x" * (MAX_INPUT_BYTES + 1)
 NOT_UTF8 = "caf\udce9"  # what Python makes of the bytes b"caf\xe9" in argv (surrogateescape)
 LONG_ID = "t" * 65
+ANY_DIGEST = ("--expect", "000000000000")
+
+#: Numbers no deadline, timeout or count may take: each is refused where it enters.
+BAD_NUMBERS = ["nan", "inf", "-inf", "1e308", "-1", "0", "1e400"]
+#: Thread ids that must never be accepted (a trailing newline once was: `$` matched before it).
+BAD_IDS = ["bad id!", LONG_ID, NOT_UTF8, "t1\n", "t1\r", " t1", "t\x1b[2J", "", "../t1", "t1\x00"]
+#: Reviewer names that are not one printable line, or are Signoff's own.
+BAD_NAMES = ["alice\nfake line", "bob\x1b]8;;http://x\x07", "signoff (deadline)", "signoff", "SIGNOFF", "x" * 101, NOT_UTF8]
+#: Texts (messages, notes, feedback, queries) that are refused.
+BAD_TEXTS = ["", "   ", "\n\t ", OVERSIZED, NOT_UTF8, "a\x00b"]
 
 
 @dataclass(frozen=True)
@@ -33,92 +49,119 @@ class Row:
     command: str  # the command path, e.g. "start support"
     args: tuple[str, ...]  # what follows it
     says: str  # in the one line printed
+    code: int  # the exit code, from the README's table
     env: dict[str, str] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
-        return f"{self.command}:{self.says[:40]}"
+        return f"{self.command}:{self.code}:{' '.join(self.args)[:30]!r}:{self.says[:30]}"
 
 
-def row(command: str, *args: str, says: str, **env: str) -> Row:
-    return Row(command, args, says, env)
+def row(command: str, *args: str, says: str, code: int = EXIT_USAGE, **env: str) -> Row:
+    return Row(command, args, says, code, env)
 
 
-def id_rows(command: str, *before: str) -> list[Row]:
-    """Unknown, malformed, too long and not-UTF-8 thread ids for a command taking one."""
-    return [
-        row(command, *before, "nope", says="no thread 'nope'"),
-        row(command, *before, "bad id!", says="'bad id!' is not a thread id"),
-        row(command, *before, LONG_ID, says="is not a thread id"),
-        row(command, *before, NOT_UTF8, says="is not a thread id"),
+def id_rows(command: str, *before: str, after: tuple[str, ...] = ()) -> list[Row]:
+    """Unknown and malformed thread ids for a command taking one."""
+    return [row(command, *before, "nope", *after, says="no thread 'nope'", code=EXIT_NOT_FOUND)] + [
+        row(command, *before, bad, *after, says="is not a thread id") for bad in BAD_IDS
     ]
 
 
 def text_rows(command: str, *after: str, what: str = "text") -> list[Row]:
-    """Empty, oversized and not-UTF-8 text for a command whose first argument is text."""
-    return [
-        row(command, "   ", *after, says=f"the {what} is empty"),
-        row(command, OVERSIZED, *after, says=f"over the {MAX_INPUT_BYTES}-byte limit"),
-        row(command, NOT_UTF8, *after, says=f"the {what} is not valid UTF-8"),
+    """Refused text for a command whose first argument is text."""
+    return [row(command, bad, *after, says=f"the {what}") for bad in BAD_TEXTS]
+
+
+def name_rows(command: str, *args: str) -> list[Row]:
+    return [row(command, *args, "--by", bad, says="reviewer name") for bad in BAD_NAMES] + [
+        row(command, *args, says="reviewer name", SIGNOFF_USER="signoff (deadline)"),
     ]
 
 
 def start_rows(graph: str, what: str) -> list[Row]:
     cmd = f"start {graph}"
     return text_rows(cmd, what=what) + [
-        row(cmd, "hello", "--thread", "bad id!", says="is not a thread id"),
-        row(cmd, "hello", "--thread", LONG_ID, says="is not a thread id"),
-        row(cmd, "hello", "--thread", WAITING, says=f"thread {WAITING} already exists"),
-        row(cmd, "hello", "--deadline", "-1", says="--deadline must be a positive number"),
+        *(row(cmd, "hello", "--thread", bad, says="is not a thread id") for bad in BAD_IDS if bad),
+        row(cmd, "hello", "--thread", WAITING, says=f"thread {WAITING} already exists", code=EXIT_CONFLICT),
+        *(row(cmd, "hello", "--deadline", bad, says="--deadline must be a positive number") for bad in BAD_NUMBERS),
         row(cmd, "hello", "--deadline", "abc", says="Invalid value for '--deadline'"),
         row(cmd, "hello", f"--{graph}-nope", says="No such option"),
-        row(cmd, "hello", says=f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a number", **{f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS": "soon"}),
+        row(cmd, "hello", says=f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a", **{f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS": "soon"}),
+        *(row(cmd, "hello", says=f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS must be a positive number", **{f"SIGNOFF_{graph.upper()}_DEADLINE_HOURS": bad})
+          for bad in BAD_NUMBERS),
+        *(row(cmd, "hello", says="SIGNOFF_GATE_DEADLINE_HOURS must be a positive number", SIGNOFF_GATE_DEADLINE_HOURS=bad) for bad in BAD_NUMBERS),
+        *(row(cmd, "hello", says="SIGNOFF_CALL_TIMEOUT must be a positive number", SIGNOFF_CALL_TIMEOUT=bad) for bad in BAD_NUMBERS),
+        row(cmd, "hello", says="SIGNOFF_MAX_ATTEMPTS must be a whole number", SIGNOFF_MAX_ATTEMPTS="2.5"),
+        row(cmd, "hello", says="SIGNOFF_MAX_ATTEMPTS must be a positive number", SIGNOFF_MAX_ATTEMPTS="100"),
         row(cmd, "hello", says="SIGNOFF_MODEL must be 'local'", SIGNOFF_MODEL="gpt-4"),
+        row(cmd, "hello", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u@127.0.0.1:1/x?password=secret"),
+    ]
+
+
+def out_rows(graph: str) -> list[Row]:
+    """--out folders a thread could never publish to: refused at start, not after approval."""
+    cmd = f"start {graph}"
+    return [
+        row(cmd, "hello", "--out", "{a_file}", says="is a file, not a folder"),
+        row(cmd, "hello", "--out", "{a_file}/sub", says="cannot be created"),
+        row(cmd, "hello", "--out", "/proc/signoff-out", says="cannot write to /proc/signoff-out"),
+        row(cmd, "hello", "--out", "/" + "x" * 5000, says="--out"),
+    ]
+
+
+def path_rows(command: str) -> list[Row]:
+    return [
+        row(command, "/nonexistent/files", says="no such file or folder", code=EXIT_NOT_FOUND),
+        row(command, "{a_file}", says="{a_file}"),
+        row(command, "{nul_file}", says="contains NUL bytes"),
+        row(command, "{leaky_dir}", says="outside"),
     ]
 
 
 ROWS: list[Row] = [
     *start_rows("support", "message"),
     row("start support", "hello", "--email", NOT_UTF8, says="the email is not valid UTF-8"),
+    row("start support", "hello", "--email", "", says="the email is empty"),
     *start_rows("revision", "text"),
-    row("start revision", "hello", "--out", "{a_file}", says="is a file, not a folder"),
+    *out_rows("revision"),
     *start_rows("research", "text"),
-    row("start research", "hello", "--out", "{a_file}", says="is a file, not a folder"),
+    *out_rows("research"),
     row("pending", "--nope", says="No such option: --nope"),
-    row("pending", says="SIGNOFF_CALL_TIMEOUT must be a number", SIGNOFF_CALL_TIMEOUT="soon"),
+    row("pending", says="SIGNOFF_CALL_TIMEOUT must be a", SIGNOFF_CALL_TIMEOUT="soon"),
+    row("pending", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="host=127.0.0.1 port=1 password=secret dbname=x"),
     *id_rows("show"),
     row("show", says="Missing argument"),
-    *id_rows("approve", "--expect", "000000000000"),
+    *id_rows("approve", after=ANY_DIGEST),
     row("approve", WAITING, says="approve needs --expect DIGEST when not run at a terminal"),
-    row("approve", FINISHED, "--expect", "000000000000", says=f"thread {FINISHED} is not waiting at a gate"),
-    row("approve", WAITING, "--expect", "000000000000", says="the content changed since you reviewed it"),
-    row("approve", WAITING, "--note", OVERSIZED, says="the note is"),
-    row("approve", WAITING, "--note", NOT_UTF8, says="the note is not valid UTF-8"),
-    row("approve", WAITING, "--by", NOT_UTF8, says="the reviewer name is not valid UTF-8"),
+    row("approve", WAITING, "--yes", says="approve needs --expect DIGEST when not run at a terminal"),
+    row("approve", FINISHED, *ANY_DIGEST, says=f"thread {FINISHED} is not waiting at a gate", code=EXIT_CONFLICT),
+    row("approve", WAITING, *ANY_DIGEST, says="the content changed since you reviewed it", code=EXIT_CONFLICT),
+    *(row("approve", WAITING, *ANY_DIGEST, "--note", bad, says="the note") for bad in BAD_TEXTS if bad),
+    *name_rows("approve", WAITING, *ANY_DIGEST),
     row("approve", WAITING, "extra", says="unexpected extra argument"),
     *id_rows("reject", "--feedback", "shorter"),
     row("reject", WAITING, says="Missing option '--feedback'"),
-    row("reject", WAITING, "--feedback", "  ", says="the feedback is empty"),
-    row("reject", WAITING, "--feedback", OVERSIZED, says="over the 65536-byte limit"),
-    row("reject", WAITING, "--feedback", NOT_UTF8, says="the feedback is not valid UTF-8"),
-    row("reject", FINISHED, "--feedback", "shorter", says=f"thread {FINISHED} is not waiting at a gate"),
-    row("reject", WAITING, "--feedback", "shorter", "--expect", "x", says="the content changed since you reviewed it"),
+    *(row("reject", WAITING, "--feedback", bad, says="the feedback") for bad in BAD_TEXTS),
+    *name_rows("reject", WAITING, "--feedback", "shorter"),
+    row("reject", FINISHED, "--feedback", "shorter", says=f"thread {FINISHED} is not waiting at a gate", code=EXIT_CONFLICT),
+    row("reject", WAITING, "--feedback", "shorter", "--expect", "x", says="the content changed since you reviewed it", code=EXIT_CONFLICT),
     *id_rows("resume"),
-    row("resume", WAITING, says=f"thread {WAITING} is waiting at gate review: approve or reject it"),
+    row("resume", WAITING, says=f"thread {WAITING} is waiting at gate review: approve or reject it", code=EXIT_CONFLICT),
     row("recover", "--nope", says="No such option: --nope"),
     row("expire", "--nope", says="No such option: --nope"),
     *id_rows("audit"),
     row("config", "--nope", says="No such option: --nope"),
     row("config", says="SIGNOFF_MAX_ATTEMPTS must be a whole number", SIGNOFF_MAX_ATTEMPTS="many"),
+    *(row("config", says="SIGNOFF_CALL_TIMEOUT must be a positive number", SIGNOFF_CALL_TIMEOUT=bad) for bad in BAD_NUMBERS),
     row("db migrate", "--nope", says="No such option: --nope"),
-    row("db migrate", says="cannot reach PostgreSQL", DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
+    row("db migrate", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
     row("db status", "--nope", says="No such option: --nope"),
-    row("kb load", "/nonexistent/articles", says="no such file or folder"),
-    row("kb load", "{a_file}", says="{a_file}"),
+    *path_rows("kb load"),
     *text_rows("kb search", what="query"),
     row("model status", "--nope", says="No such option: --nope"),
     row("model stop", "--nope", says="No such option: --nope"),
-    row("corpus add", "/nonexistent/corpus", says="no such file or folder"),
+    *path_rows("corpus add"),
     row("corpus list", "--nope", says="No such option: --nope"),
 ]
 
@@ -159,6 +202,11 @@ def module_server() -> Iterator[FaultServer]:
 def env(module_db: str, module_server: FaultServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     home = tmp_path_factory.mktemp("bad-input")
     (home / "a-file").write_text("not a folder\n")
+    (home / "nul.md").write_bytes(b"---\ntitle: T\ncategory: billing\n---\nbody\x00\n")
+    outside = home / "outside.md"
+    outside.write_text("---\ntitle: Secret\ncategory: billing\n---\nnot for the corpus\n")
+    (home / "leaky").mkdir()
+    (home / "leaky" / "link.md").symlink_to(outside)
     environment = {
         "DATABASE_URL": module_db, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:test-model",
         "OPENAI_BASE_URL": module_server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester",
@@ -167,24 +215,38 @@ def env(module_db: str, module_server: FaultServer, tmp_path_factory: pytest.Tem
     for args in (["start", "support", "The app crashes", "--thread", WAITING],
                  ["start", "support", "The app crashes", "--thread", FINISHED], ["approve", FINISHED, "--expect", "{digest}"],
                  ["kb", "load"], ["corpus", "add"]):
-        args = [a.replace("{digest}", review_digest(module_db, FINISHED)) if a == "{digest}" else a for a in args]
+        args = [review_digest(module_db, FINISHED) if a == "{digest}" else a for a in args]
         result = runner.invoke(app, args, env=environment)
         assert result.exit_code == 0, result.output
     return environment
 
 
+def file_tree(root: Path) -> dict[str, int]:
+    """Every file under root with its size (the embedded database's own files excluded)."""
+    return {str(p.relative_to(root)): p.lstat().st_size for p in root.rglob("*") if "pgdata" not in p.parts}
+
+
 @pytest.mark.parametrize("case", ROWS, ids=[r.id for r in ROWS])
-def test_bad_input_is_one_line_nonzero_and_changes_no_rows(case: Row, env: dict[str, str], module_db: str):
-    a_file = str(Path(env["SIGNOFF_HOME"]) / "a-file")
-    args = [*case.command.split(), *(a.replace("{a_file}", a_file) for a in case.args)]
-    before = table_counts(module_db)
+def test_bad_input_is_one_line_with_its_exit_code_and_changes_nothing(case: Row, env: dict[str, str], module_db: str):
+    home = Path(env["SIGNOFF_HOME"])
+    places = {"{a_file}": str(home / "a-file"), "{nul_file}": str(home / "nul.md"), "{leaky_dir}": str(home / "leaky")}
+
+    def fill(text: str) -> str:
+        for key, value in places.items():
+            text = text.replace(key, value)
+        return text
+
+    args = [*case.command.split(), *(fill(a) for a in case.args)]
+    before, files = table_counts(module_db), file_tree(home)
     result = CliRunner().invoke(app, args, env={**env, **case.env})
-    assert result.exit_code != 0, result.output
+    assert result.exit_code == case.code, (result.exit_code, result.output)
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1, result.output
-    assert lines[0].startswith("error: ") and case.says.replace("{a_file}", a_file) in lines[0], lines[0]
+    assert lines[0].startswith("error: ") and fill(case.says) in lines[0], lines[0]
     assert "Traceback" not in result.output and "secret" not in result.output
+    assert "\x1b" not in result.output and "\x00" not in result.output, "hostile input is echoed only made visible"
     assert table_counts(module_db) == before
+    assert file_tree(home) == files
 
 
 def test_invalid_utf8_bytes_in_argv_are_one_line_nonzero_and_change_no_rows(env: dict[str, str], module_db: str):
