@@ -9,7 +9,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
-from rich.markup import escape
+
+from graphs.display import safe, safe_line
 from rich.table import Table
 
 from graphs.runner import Event, Stop
@@ -86,7 +87,7 @@ class ResearcherBoard:
         for row in sorted(self.rows.values(), key=lambda r: r.index):
             seconds = row.duration if row.duration is not None else time.monotonic() - row.started
             colour = "green" if row.status == "ok" else "yellow" if row.status == "running" else "red"
-            table.add_row(str(row.index or "?"), escape(row.subtask), f"[{colour}]{escape(row.status[:80])}[/{colour}]", f"{seconds:5.1f}s")
+            table.add_row(str(row.index or "?"), safe_line(row.subtask), f"[{colour}]{safe_line(row.status, 80)}[/{colour}]", f"{seconds:5.1f}s")
         return table
 
 
@@ -118,12 +119,12 @@ class ProgressPrinter:
         elif kind == "researcher_started":
             row = board.name(event["id"], event.get("index", 0), event.get("subtask", ""))
             if not self.console.is_terminal:
-                self.console.print(f"  research [{row.index}] started: {escape(row.subtask)}")
+                self.console.print(f"  research [{row.index}] started: {safe_line(row.subtask)}", soft_wrap=True)
         elif kind == "node_end" and event.get("node") == board.NODE:
             row = board.end(event)
             if not self.console.is_terminal:
                 mark = "[green]✓[/green]" if row.status == "ok" else "[red]x[/red]"
-                self.console.print(f"{mark} research [{row.index}] {escape(row.subtask)}  {escape(row.status)}  {row.duration:.2f}s  [dim]{escape(row.calls)}[/dim]", highlight=False)
+                self.console.print(f"{mark} research [{row.index}] {safe_line(row.subtask)}  {safe_line(row.status)}  {row.duration:.2f}s  [dim]{safe_line(row.calls)}[/dim]", highlight=False)
             self._stop_live(only_if_done=True)
         else:
             return False
@@ -148,23 +149,23 @@ class ProgressPrinter:
         if kind == "token" and self.show_tokens:
             if self._streaming_node != event["node"]:
                 self._end_stream()
-                self.console.print(f"  [dim]{escape(event['node'])} >[/dim] ", end="")
+                self.console.print(f"  [dim]{safe_line(event['node'])} >[/dim] ", end="")
                 self._streaming_node = event["node"]
-            self.console.print(escape(event["text"]), end="", soft_wrap=True, highlight=False)
+            self.console.print(safe(event["text"]), end="", soft_wrap=True, highlight=False)
         elif kind == "node_end":
             self._end_stream()
             mark = "[red]x[/red]" if event.get("error") else "[green]✓[/green]"
-            status = f"[red]{escape(str(event['error']))[:160]}[/red]" if event.get("error") else "ok"
+            status = f"[red]{safe_line(event['error'], 160)}[/red]" if event.get("error") else "ok"
             calls = describe_calls(event.get("calls", []))
-            self.console.print(f"{mark} {escape(event['node']):<22} {status:<4} {event['duration']:6.2f}s  [dim]{escape(calls)}[/dim]", highlight=False)
+            self.console.print(f"{mark} {safe_line(event['node']):<22} {status:<4} {event['duration']:6.2f}s  [dim]{safe_line(calls)}[/dim]", highlight=False)
             for line in event.get("update", {}).get("warnings", []) or []:
-                self.console.print(f"  [yellow]warning:[/yellow] {escape(str(line))}")
+                self.console.print(f"  [yellow]warning:[/yellow] {safe_line(line)}", soft_wrap=True)
         elif kind == "retry":
             self._end_stream()
-            self.console.print(f"  [yellow]retry[/yellow] {escape(event['node'])} on {escape(event['model'])}: attempt {event['attempt']} failed ({escape(event['error'])}), waiting {event['wait']:.1f}s", highlight=False)
+            self.console.print(f"  [yellow]retry[/yellow] {safe_line(event['node'])} on {safe_line(event['model'])}: attempt {event['attempt']} failed ({safe_line(event['error'])}), waiting {event['wait']:.1f}s", highlight=False)
         elif kind == "fallback":
             self._end_stream()
-            self.console.print(f"  [yellow]fallback[/yellow] {escape(event['node'])} -> {escape(event['model'])} after {escape(event['error'])}", highlight=False)
+            self.console.print(f"  [yellow]fallback[/yellow] {safe_line(event['node'])} -> {safe_line(event['model'])} after {safe_line(event['error'])}", highlight=False)
 
     def finish(self, stop: Stop) -> None:
         """Say how the thread stopped and what to do next."""
@@ -174,13 +175,13 @@ class ProgressPrinter:
         if stop.status == "waiting":
             self.console.print(f"\n[bold]waiting[/bold] at gate [bold]{stop.gate}[/bold] (digest {stop.digest})")
             if stop.values.get("needs_human"):
-                self.console.print(f"  [yellow]needs a human:[/yellow] {escape(str(stop.values.get('error')))}")
+                self.console.print(f"  [yellow]needs a human:[/yellow] {safe_line(stop.values.get('error'))}", soft_wrap=True)
             self.console.print(f"  review:  signoff show {tid}")
             self.console.print(f"  approve: signoff approve {tid} --expect {stop.digest}")
             self.console.print(f"  reject:  signoff reject {tid} --feedback \"what to change\"")
         elif stop.status == "finished":
-            self.console.print(f"\n[bold green]finished[/bold green]: {escape(stop.outcome)}")
+            self.console.print(f"\n[bold green]finished[/bold green]: {safe_line(stop.outcome)}", soft_wrap=True)
         elif stop.status == "interrupted":
-            self.console.print(f"\n[bold yellow]interrupted[/bold yellow] at a step boundary ({escape(stop.error or '')}); resume with: signoff resume {tid}")
+            self.console.print(f"\n[bold yellow]interrupted[/bold yellow] at a step boundary ({safe_line(stop.error or '')}); resume with: signoff resume {tid}")
         else:
-            self.console.print(f"\n[bold red]failed[/bold red]: {escape(stop.error or '')}; resume with: signoff resume {tid}")
+            self.console.print(f"\n[bold red]failed[/bold red]: {safe_line(stop.error or '')}; resume with: signoff resume {tid}")
