@@ -734,6 +734,43 @@ def corpus_list() -> None:
         out.print(f"{source:<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {safe_line(entry.title)}", soft_wrap=True)
 
 
+orders_app = typer.Typer(help="Orders that refunds are checked against (issue 12).", no_args_is_help=True)
+app.add_typer(orders_app, name="orders")
+
+
+@orders_app.command("load")
+@friendly
+def orders_load(path: Optional[Path] = typer.Argument(None, help="A CSV with the header order_id,email,amount,currency,ordered_at,status (default: the demo orders).")) -> None:
+    """Load orders; loading the same file again changes nothing."""
+    from nodes.orders import demo_orders, load_orders, read_orders_file
+
+    orders = read_orders_file(path) if path is not None else demo_orders()  # validated before any write
+    with open_db(settings()) as pool:
+        written, unchanged = load_orders(pool, orders)
+    out.print(f"{written} loaded, {unchanged} unchanged")
+
+
+@orders_app.command("list")
+@friendly
+def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts.")) -> None:
+    """The orders, newest first."""
+    import json
+
+    from nodes.orders import format_amount, list_orders
+
+    with open_db(settings()) as pool:
+        orders = list_orders(pool)
+    if as_json:
+        out.print(escape(json.dumps([o.as_json() for o in orders], ensure_ascii=True)), soft_wrap=True)
+        return
+    if not orders:
+        out.print("no orders: load the demo orders with `signoff orders load` (or pass a CSV)")
+        return
+    for o in orders:
+        out.print(f"{safe_line(o.order_id):<10}  {o.ordered_at:%Y-%m-%d}  {format_amount(o.amount_cents):>10} {o.currency}  "
+                  f"{o.status:<9}  {safe_line(o.email)}", soft_wrap=True)
+
+
 @model_app.command("status")
 @friendly
 def model_status() -> None:

@@ -163,6 +163,13 @@ ROWS: list[Row] = [
     row("model stop", "--nope", says="No such option: --nope"),
     *path_rows("corpus add"),
     row("corpus list", "--nope", says="No such option: --nope"),
+    row("orders load", "/nonexistent/orders.csv", says="no such file", code=EXIT_NOT_FOUND),
+    row("orders load", "{a_file}", says="the first line must be the header"),
+    row("orders load", "{nul_file}", says="contains NUL bytes"),
+    row("orders load", "{leaky_dir}", says="is a folder"),
+    row("orders load", "--nope", says="No such option: --nope"),
+    row("orders list", "--nope", says="No such option: --nope"),
+    row("orders list", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
 ]
 
 
