@@ -14,8 +14,8 @@ from psycopg_pool import ConnectionPool
 
 from checkpoint import events, jobs, threads
 from checkpoint import workers as registry
-from graphs.runner import Stop
-from graphs.worker import stop_from_event
+
+from graphs.runner import Stop, stop_from_event
 
 Sink = Callable[[dict[str, Any]], None]
 

@@ -17,6 +17,7 @@ from langgraph.types import StateSnapshot
 from psycopg_pool import ConnectionPool
 
 from checkpoint import threads
+from checkpoint.events import EventWriter
 from checkpoint.database import is_connection_error, make_saver
 from checkpoint.errors import Conflict, NotFound, SignoffError
 from graphs.registry import GraphSpec, get_spec
@@ -68,6 +69,12 @@ def config_for(thread_id: str) -> dict[str, Any]:
 
 class ThreadRunner:
     """One graph compiled against the database, with the operations the CLI offers on it."""
+
+    #: Where runs persist their progress events for `signoff watch`: a worker shares one
+    #: writer among its runs (and writes each stop with its job); None: each run has its own.
+    progress: EventWriter | None = None
+    #: The thread is already marked running (a worker's claim of a queued thread did it).
+    marked_running: bool = False
 
     def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext | None = None) -> None:
         self.pool = pool
@@ -143,11 +150,41 @@ class ThreadRunner:
     def _checkpoint_id(snapshot: StateSnapshot) -> str:
         return str(snapshot.config["configurable"]["checkpoint_id"])
 
+    def _claim(self, thread_id: str) -> Any:
+        """The claim a run holds (a worker takes it on its shared session instead)."""
+        return threads.claimed(self.pool, thread_id)
+
     def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
+        """Run under the thread's claim; every event is shown (`sink`) and persisted for
+        watchers in any shell, and an inline run records its own stop as the last one."""
+        own = self.progress is None
+        writer = EventWriter(self.pool) if own else self.progress
+        assert writer is not None
+
+        def show(event: Event) -> None:
+            writer.append(thread_id, {**event, "ts": round(time.time(), 4)})
+            _deliver(sink, event)
+
+        stop: Stop | None = None
+        try:
+            stop = self._run_claimed(thread_id, graph_input, show, control)
+            return stop
+        except Exception as exc:
+            if own:  # a worker records its job's failure itself
+                show({"event": "stop", "status": "failed", "graph": self.spec.name, "error": f"{exc.__class__.__name__}: {exc}"[:300]})
+            raise
+        finally:
+            if own:
+                if stop is not None:
+                    writer.append(thread_id, stop_event(stop))
+                writer.close()
+
+    def _run_claimed(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
-        with threads.claimed(self.pool, thread_id) as claim:
-            threads.set_status(self.pool, thread_id, "running")
+        with self._claim(thread_id) as claim:
+            if not self.marked_running:
+                threads.set_status(self.pool, thread_id, "running")
             try:
                 for mode, payload in self.graph.stream(
                     graph_input, config_for(thread_id), context=self.context,
@@ -158,7 +195,7 @@ class ThreadRunner:
                     for event in _events(mode, payload, started):
                         if event["event"] in ("retry", "fallback"):
                             record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
-                        _deliver(sink, event)
+                        sink(event)
                         if event["event"] == "node_end":
                             claim.check()  # before the next step: never run on without the claim
                 return self.settle(thread_id)
@@ -263,6 +300,21 @@ def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
     if mode == "custom" and isinstance(payload, dict) and "event" in payload:
         return [payload]
     return []
+
+
+def stop_event(stop: Stop) -> Event:
+    """The last event of a run, as `watch` and a following `approve` show it."""
+    return {
+        "event": "stop", "status": stop.status, "graph": stop.graph, "gate": stop.gate, "outcome": stop.outcome,
+        "error": stop.error, "digest": stop.digest,
+        "needs_human": bool(stop.values.get("needs_human")), "state_error": stop.values.get("error"),
+    }
+
+
+def stop_from_event(thread_id: str, event: Event) -> Stop:
+    values = {"needs_human": event.get("needs_human"), "error": event.get("state_error")}
+    return Stop(thread_id, event.get("graph", ""), event["status"], gate=event.get("gate"), outcome=event.get("outcome") or "",
+                error=event.get("error"), digest=event.get("digest"), values=values)
 
 
 EXPIRY_ACTOR = "signoff (deadline)"

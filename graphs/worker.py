@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import psycopg
-from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from psycopg_pool import ConnectionPool
 
@@ -48,10 +47,9 @@ from checkpoint.database import is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession
 from graphs.registry import GRAPHS, GraphSpec
-from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, _events, config_for, expire_if_due
+from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, expire_if_due, stop_event
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
-from nodes.tools import record_event
 
 Log = Callable[[str], None]
 
@@ -72,60 +70,18 @@ class WorkerOptions:
         return self.pool_size or min(self.concurrency, 16) + 4
 
 
-def stop_event(stop: Stop) -> dict[str, Any]:
-    """The last event of a run, as `watch` and a waiting `approve` print it."""
-    return {
-        "event": "stop", "status": stop.status, "graph": stop.graph, "gate": stop.gate, "outcome": stop.outcome,
-        "error": stop.error, "digest": stop.digest,
-        "needs_human": bool(stop.values.get("needs_human")), "state_error": stop.values.get("error"),
-    }
-
-
-def stop_from_event(thread_id: str, event: dict[str, Any]) -> Stop:
-    values = {"needs_human": event.get("needs_human"), "error": event.get("state_error")}
-    return Stop(thread_id, event.get("graph", ""), event["status"], gate=event.get("gate"), outcome=event.get("outcome") or "",
-                error=event.get("error"), digest=event.get("digest"), values=values)
-
-
 class WorkerRunner(ThreadRunner):
     """ThreadRunner whose runs claim their thread on the worker's shared lock session and
     share the worker's compiled graph (compiled once per graph, not per job)."""
 
-    def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext, graph: Any, session: LockSession) -> None:
+    def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext, graph: Any, session: LockSession,
+                 progress: progress.EventWriter) -> None:
         # Not super().__init__: that compiles the graph again.
         self.pool, self.spec, self.context, self.graph, self.session = pool, spec, context, graph, session
-        #: the job's claim already set the thread 'running'
-        self.marked_running = False
+        self.progress = progress
 
-    def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: Callable[[dict[str, Any]], None], control: RunControl | None) -> Stop:
-        # ThreadRunner._run with the claim taken on the worker's session (one connection for
-        # all its claims) instead of a pool connection held per run.
-        # TODO(issue 10, after issue 8 lands): give ThreadRunner a claim hook and drop this copy.
-        started: dict[str, float] = {}
-        with self.session.claimed(thread_id) as claim:
-            if not self.marked_running:
-                threads.set_status(self.pool, thread_id, "running")
-            try:
-                for mode, payload in self.graph.stream(
-                    graph_input, config_for(thread_id), context=self.context,
-                    stream_mode=["tasks", "messages", "custom"], durability="sync", control=control,
-                ):
-                    for event in _events(mode, payload, started):
-                        if event["event"] in ("retry", "fallback"):
-                            record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
-                        sink(event)
-                        if event["event"] == "node_end":
-                            claim.check()
-                return self.settle(thread_id)
-            except GraphDrained as drained:
-                threads.set_status(self.pool, thread_id, "interrupted")
-                record_event(self.pool, thread_id, "signoff (worker)", "run_interrupted", {"reason": drained.reason})
-                return Stop(thread_id, self.spec.name, "interrupted", error=drained.reason, values=dict(self.snapshot(thread_id).values))
-            except Exception as exc:
-                if not is_connection_error(exc):
-                    threads.set_status(self.pool, thread_id, "failed")
-                    record_event(self.pool, thread_id, "signoff (worker)", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
-                raise
+    def _claim(self, thread_id: str) -> Any:
+        return self.session.claimed(thread_id)
 
 
 class GraphsPerThread:
@@ -270,7 +226,7 @@ class Worker:
         control = RunControl()
 
         def execute() -> None:  # in the run thread, with that thread's compiled graph
-            runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session)
+            runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer)
             self._execute(job, runner, control, writer)
 
         with self._mutex:
@@ -291,24 +247,27 @@ class Worker:
     def _execute(self, job: jobs.Job, runner: WorkerRunner, control: RunControl, writer: progress.EventWriter) -> None:
         """Run one job to its end and close it; never raises (a job's failure is recorded)."""
         pool, tid = runner.pool, job.thread_id
-        def sink(event: dict[str, Any]) -> None:  # stamped here: a watcher shows, a benchmark measures, when it happened
+        def sink(event: dict[str, Any]) -> None:  # the job's own events; the run's are persisted by the runner
             writer.append(tid, {**event, "ts": round(time.time(), 4)})
+
+        def quiet(event: dict[str, Any]) -> None:
+            pass
 
         sink({"event": "run_started", "job": job.id, "kind": job.kind, "worker": self.worker_id})
         stop: Stop | None = None
         try:
             if job.kind == "deadline":
-                stop = expire_if_due(runner, tid, runner.context.clock(), sink)  # type: ignore[union-attr]
+                stop = expire_if_due(runner, tid, runner.context.clock(), quiet)  # type: ignore[union-attr]
                 result = "not due, or decided first" if stop is None else stop.status
             elif job.fresh_input is not None:
                 # A thread no process has run yet (the claim moved it from 'queued' to
                 # 'running'): straight from its input, what resume would find out from an
                 # empty checkpoint, minus the reads.
                 runner.marked_running = True
-                stop = runner._run(tid, job.fresh_input, sink, control)
+                stop = runner._run(tid, job.fresh_input, quiet, control)
                 result = stop.status
             else:
-                stop = runner.resume(tid, sink, control)
+                stop = runner.resume(tid, quiet, control)
                 result = stop.status
         except ThreadBusy:
             result, stop = "running elsewhere", None

@@ -40,12 +40,11 @@ def server(server):
 def test_a_detached_thread_runs_to_its_gate_in_the_worker_and_a_decision_finishes_it(pool, workers):
     worker = workers("--concurrency", "4")
     submit(pool, "support", "w1", "The sync engine corrupts my notes", email="a@example.com")
-    wait_until(lambda: status_of(pool, "w1") == "waiting", timeout=30, what="the worker to bring w1 to its gate")
+    wait_until(lambda: status_of(pool, "w1") == "waiting" and jobs.active_job(pool, "w1") is None, timeout=30, what="the worker to bring w1 to its gate")
     assert count_rows(pool, "tickets", thread_id="w1") == 1
-    assert jobs.active_job(pool, "w1") is None
 
     decide(pool, "w1")
-    wait_until(lambda: status_of(pool, "w1") == "finished", timeout=30, what="the worker to finish w1")
+    wait_until(lambda: status_of(pool, "w1") == "finished" and jobs.active_job(pool, "w1") is None, timeout=30, what="the worker to finish w1")
     assert count_rows(pool, "outbox", thread_id="w1") == 1
     assert count_rows(pool, "jobs", thread_id="w1", status="done") == 2
 

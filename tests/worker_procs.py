@@ -13,7 +13,7 @@ from graphs.registry import get_spec
 from psycopg_pool import ConnectionPool
 from tests.procs import ROOT, CliProcess, process_env
 
-WORKER_ARGS = ["-m", "graphs.worker"]  # `signoff worker` once cli.py has it
+WORKER_ARGS = ["-m", "cli", "worker"]
 
 
 def spawn_worker(env: dict[str, str], *args: str) -> CliProcess:

@@ -73,7 +73,7 @@ def worker_env(url: str, server: FaultServer, home: Path, model_concurrency: int
 
 
 def start_worker(env: dict[str, str], concurrency: int) -> subprocess.Popen[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "graphs.worker", "--concurrency", str(concurrency)], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "cli", "worker", "--concurrency", str(concurrency)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
     assert proc.stdout is not None
     for line in proc.stdout:
