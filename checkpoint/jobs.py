@@ -33,6 +33,8 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from checkpoint.audit import record_event_on
+
 #: Channel a worker LISTENs on; the payload is unused (a wake-up, never the work itself).
 JOBS_CHANNEL = "signoff_jobs"
 
@@ -82,10 +84,7 @@ def submit(
         ).fetchone()
         if row is None:
             raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
-        conn.execute(
-            "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, %s, 'thread_started', %s)",
-            (thread_id, actor, Jsonb({"graph": graph, "queued": True})),
-        )
+        record_event_on(conn, thread_id, actor, "thread_started", {"graph": graph, "queued": True})
         job = enqueue_on(conn, thread_id, "start")
     assert job is not None  # a new thread has no job yet
     return job

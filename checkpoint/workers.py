@@ -29,6 +29,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from checkpoint.audit import record_event_on
 from checkpoint.threads import _RUN_LOCK_CLASS, ClaimLost, ThreadBusy
 
 #: Seconds between heartbeats, and after which a silent worker counts as gone.
@@ -181,11 +182,7 @@ def reap(pool: ConnectionPool, me: int, *, stale_after: float = STALE_AFTER_SECO
         for job in moved:
             if job["status"] == "failed":
                 conn.execute("UPDATE threads SET status = 'failed', updated_at = now() WHERE thread_id = %s", (job["thread_id"],))
-                conn.execute(
-                    "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, 'signoff (worker)', 'run_dead_lettered', "
-                    "jsonb_build_object('job', %s::bigint, 'recoveries', %s::int))",
-                    (job["thread_id"], job["id"], max_recoveries),
-                )
+                record_event_on(conn, job["thread_id"], "signoff (worker)", "run_dead_lettered", {"job": job["id"], "recoveries": max_recoveries})
         if moved:
             conn.execute("SELECT pg_notify('signoff_jobs', '')")
     return moved

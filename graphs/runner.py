@@ -22,8 +22,10 @@ from checkpoint.database import is_connection_error, make_saver
 from checkpoint.errors import Conflict, NotFound, SignoffError
 from graphs.registry import GraphSpec, get_spec
 from nodes.context import SignoffContext
-from nodes.gates import AlreadyDecided, Verdict, as_state_decision, content_digest, decision_for, record_decision
-from nodes.tools import record_event
+from checkpoint import decisions
+from checkpoint.audit import record_event
+from checkpoint.decisions import AlreadyDecided, decision_for, record_decision
+from nodes.gates import Verdict, as_state_decision, content_digest
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -75,6 +77,9 @@ class ThreadRunner:
     progress: EventWriter | None = None
     #: The thread is already marked running (a worker's claim of a queued thread did it).
     marked_running: bool = False
+    #: The thread's row as `for_thread` read it: an operation reads it once, then keeps what
+    #: it writes itself (expire_if_due, resume before the run start from it).
+    row: threads.ThreadRow | None = None
 
     def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext | None = None) -> None:
         self.pool = pool
@@ -92,7 +97,9 @@ class ThreadRunner:
         except KeyError:
             raise UnknownGraph(f"thread {thread_id} runs graph {row.graph!r}, which this version of Signoff does not have: "
                                "run it with the version that started it") from None
-        return cls(pool, spec, context)
+        runner = cls(pool, spec, context)
+        runner.row = row
+        return runner
 
     # --- reading -------------------------------------------------------------------------
 
@@ -125,7 +132,7 @@ class ThreadRunner:
             return self.settle(thread_id)
         gate = self.gate_of(snapshot)
         if gate is not None and not snapshot.values.get("decision"):
-            row = threads.get(self.pool, thread_id)
+            row = self.thread_row(thread_id)
             if row is not None and row.status != "waiting" and decision_for(self.pool, thread_id, self._checkpoint_id(snapshot)) is None:
                 # The run reached its gate and died before saying so: it waits for a person now.
                 with threads.claimed(self.pool, thread_id):
@@ -133,7 +140,7 @@ class ThreadRunner:
             self._apply_recorded_decision(thread_id, gate, snapshot)
         graph_input = None
         if not snapshot.values:  # killed before the first checkpoint: start over from the input
-            row = threads.get(self.pool, thread_id)
+            row = self.thread_row(thread_id)
             graph_input = row.input if row else None
         return self._run(thread_id, graph_input, sink, control)
 
@@ -142,9 +149,7 @@ class ThreadRunner:
         recorded = decision_for(self.pool, thread_id, self._checkpoint_id(snapshot))
         if recorded is None:
             raise AwaitingDecision(f"thread {thread_id} is waiting at gate {gate}: approve or reject it (signoff show {thread_id})")
-        with self.pool.connection() as conn:
-            note = conn.execute("SELECT note FROM approvals WHERE id = %s", (recorded.id,)).fetchone()["note"]
-        self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
+        self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, recorded.note)})
 
     @staticmethod
     def _checkpoint_id(snapshot: StateSnapshot) -> str:
@@ -261,11 +266,13 @@ class ThreadRunner:
             self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
 
     def latest_decision(self, thread_id: str) -> dict[str, Any] | None:
-        with self.pool.connection() as conn:
-            return conn.execute(
-                "SELECT actor, decision, decided_at FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
-                (thread_id,),
-            ).fetchone()
+        return decisions.latest_decision(self.pool, thread_id)
+
+    def thread_row(self, thread_id: str) -> threads.ThreadRow | None:
+        """The row this operation read (for_thread), or a read now for another thread."""
+        if self.row is not None and self.row.thread_id == thread_id:
+            return self.row
+        return threads.get(self.pool, thread_id)
 
 
 def _deliver(sink: EventSink, event: Event) -> None:
@@ -322,7 +329,7 @@ EXPIRY_ACTOR = "signoff (deadline)"
 
 def expire_if_due(runner: ThreadRunner, thread_id: str, now: datetime, sink: EventSink) -> Stop | None:
     """Apply the gate's default action if its deadline passed; the Stop it led to, else None."""
-    row = threads.get(runner.pool, thread_id)
+    row = runner.thread_row(thread_id)
     if row is None or row.status != "waiting" or row.deadline is None or row.deadline > now:
         return None
     try:

@@ -1,4 +1,5 @@
-"""The side effects agents may cause: tickets, outbound replies, audit events, kb search.
+"""The side effects agents may cause: tickets, outbound replies, kb search (each audited
+through checkpoint/audit.py).
 
 Each external write is keyed by thread, so a node that runs again (after a crash, retry or
 resume) finds the row it wrote before instead of writing a second one.
@@ -10,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from langgraph.config import get_config
-from psycopg import Connection
-from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
+
+from checkpoint.audit import record_event, record_event_on  # noqa: F401 - the audit trail's home is checkpoint/
 
 
 def current_thread_id() -> str:
@@ -77,17 +78,3 @@ def send_reply(pool: ConnectionPool, thread_id: str, *, recipient: str | None, k
         if row is not None:
             record_event_on(conn, thread_id, "signoff", "reply_sent", {"outbox_id": row["id"], "kind": kind})
     return row is not None
-
-
-def record_event(pool: ConnectionPool, thread_id: str, actor: str, kind: str, detail: dict[str, Any] | None = None) -> None:
-    """Append to the audit trail (never secrets or message bodies)."""
-    with pool.connection() as conn:
-        record_event_on(conn, thread_id, actor, kind, detail)
-
-
-def record_event_on(conn: Connection[Any], thread_id: str, actor: str, kind: str, detail: dict[str, Any] | None = None) -> None:
-    """`record_event` on a given connection, so it can share the transaction of the write it audits."""
-    conn.execute(
-        "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, %s, %s, %s)",
-        (thread_id, actor, kind, Jsonb(detail or {})),
-    )
