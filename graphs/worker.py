@@ -322,6 +322,9 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
         from nodes.resilient import ModelLimiter, ResiliencePolicy
 
         models = LazyRegistry(lambda: registry_from_settings(settings))
+        # Now, not on first use: a worker calls models anyway, a bad model configuration
+        # should stop it at start, and its run threads must not race to start the local server.
+        models.resolve()
         return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),  # type: ignore[arg-type]
                               model_limiter=ModelLimiter(model_concurrency))
 
