@@ -80,12 +80,17 @@ class OneLineUsageErrors(TyperGroup):
     def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
         try:
             code = super().main(args, prog_name, complete_var, False, **extra)
         except _click.exceptions.ClickException as exc:
             ctx = getattr(exc, "ctx", None)
             if type(exc).__name__ == "NoArgsIsHelpError":  # `signoff`, `signoff db`: the help, as before
                 exc.show()
+            elif wants_json:  # a script asked for JSON: its usage error is JSON too
+                from graphs.json_output import error_document
+
+                sys.stderr.write(error_document(exc.format_message(), exc.exit_code) + "\n")
             else:
                 hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
                 err.print(f"error: {safe_line(exc.format_message())}{escape(hint)}", soft_wrap=True)
@@ -118,9 +123,28 @@ err = Console(stderr=True, highlight=False)
 UsageError = InvalidInput  # bad input from the command line: exit 2
 
 
+class _JsonMode:
+    """Whether the running command was given --json (set by `friendly` for each command)."""
+
+    on = False
+
+
 def fail(message: str, code: int = EXIT_FAILED) -> None:
-    err.print(f"error: {safe_line(message)}", soft_wrap=True)
+    if _JsonMode.on:  # `{"error": ...}` on stderr, same exit code
+        from graphs.json_output import error_document
+
+        sys.stderr.write(error_document(message, code) + "\n")
+    else:
+        err.print(f"error: {safe_line(message)}", soft_wrap=True)
     raise typer.Exit(code)
+
+
+def emit(document: Any) -> None:
+    """A --json command's one document, on stdout (pipe-safe, never rewrapped by rich)."""
+    from graphs.json_output import dumps
+
+    out.file.write(dumps(document) + "\n")
+    out.file.flush()
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -129,6 +153,7 @@ def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _JsonMode.on = bool(kwargs.get("as_json"))
         try:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
@@ -217,10 +242,12 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
-def open_db(config: Settings) -> Any:
+def open_db(config: Settings, *, checkpoints: bool = True) -> Any:
+    """The command's pool, migrated; `checkpoints=False` for a command that never reads
+    checkpoints (skips importing LangGraph to check its migrations: see checkpoint/migrations.py)."""
     from checkpoint.database import connect
 
-    return connect(config)
+    return connect(config, checkpoints=checkpoints)
 
 
 def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
@@ -391,24 +418,54 @@ def start_research(
     start_thread("research", topic, thread, {"out_dir": out_dir_option(out_dir), "actor": actor(None)}, deadline, detach=detach)
 
 
+#: A graph name as `--graph` takes it (checked against the registry only when it names no thread).
+GRAPH_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+
+
 @app.command()
 @friendly
-def pending() -> None:
-    """Every thread waiting at a gate, oldest first. Reads only: overdue gates are marked, and
-    their default action is applied by `signoff expire` (or a worker), never by a listing."""
-    from checkpoint import threads
+def pending(
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N threads, oldest first (default 100)."),
+    graph: Optional[str] = typer.Option(None, "--graph", help="Only threads of this graph (support, revision, research)."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", help="Only threads waiting longer than this: 30m, 2h, 3d, 1w."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
+    """Threads waiting at a gate, oldest first. Reads only: overdue gates are marked, and
+    their default action is applied by `signoff expire` (or a worker), never by a listing.
 
-    config = settings()
-    with open_db(config) as pool:
-        rows = threads.list_by_status(pool, "waiting")
-        digests = review_digests(pool, rows)
+    One indexed query on the threads table (what the run stored when it stopped at the gate),
+    so it answers at once with any number of threads waiting (issue 11)."""
+    from checkpoint import listing
+
+    page_size = listing.valid_limit(limit) if limit is not None else listing.DEFAULT_LIMIT
+    wait = listing.parse_duration(older_than, "--older-than") if older_than is not None else None
+    if graph is not None and not GRAPH_NAME.fullmatch(graph):
+        raise UsageError(f"--graph {graph!r} is not a graph name: use support, revision or research")
+    with open_db(settings(), checkpoints=False) as pool:
+        if graph is not None:
+            known_graph(pool, graph)
+        page = listing.waiting(pool, limit=page_size, graph=graph, older_than=wait)
+        rows = page.rows
+        # Threads that began waiting before migration 005 stored no digest: read theirs from
+        # the checkpoint, as before (only those, so it costs nothing once they are decided).
+        digests = {row.thread_id: row.digest for row in rows if row.digest is not None}
+        legacy = [row for row in rows if row.digest is None]
+        if legacy:
+            digests.update(review_digests(pool, legacy))
+    now = datetime.now(timezone.utc)
+    if as_json:
+        emit({"total": page.total, "limit": page_size, "threads": [{
+            "thread_id": row.thread_id, "graph": row.graph, "gate": row.gate, "waiting_since": row.updated_at,
+            "age_seconds": max(0, int((now - row.updated_at).total_seconds())), "deadline": row.deadline,
+            "overdue": bool(row.deadline and row.deadline <= now), "digest": digests[row.thread_id], "summary": row.summary,
+        } for row in rows]})
+        return
     if not rows:
-        out.print("nothing is waiting for sign-off")
+        out.print("nothing is waiting for sign-off" + (" that matches" if graph or wait else ""))
         return
     # One line per thread, never wrapped or cut to the terminal's width: the id and the digest
     # are what a reviewer copies into `approve THREAD --expect DIGEST`. Every field that can
     # come from content is one safe line, so a message cannot forge a row.
-    now = datetime.now(timezone.utc)
     lines = [("thread", "graph", "gate", "age", "deadline", "digest", "summary")] + [
         (row.thread_id, row.graph, row.gate or "", age(now - row.updated_at),
          (f"{row.deadline:%Y-%m-%d %H:%M}" + (" overdue" if row.deadline <= now else "")) if row.deadline else "-",
@@ -418,8 +475,22 @@ def pending() -> None:
     widths = [max(len(line[i]) for line in lines) for i in range(6)]
     for line in lines:
         out.print("  ".join(escape(cell.ljust(width)) for cell, width in zip(line, widths)) + "  " + line[6], soft_wrap=True)
+    if page.total > len(rows):
+        out.print(f"showing the oldest {len(rows)} of {page.total}: see more with --limit, or narrow with --graph / --older-than")
     if any(row.deadline and row.deadline <= now for row in rows):
         out.print("overdue gates get their default action from `signoff expire` (or a running worker)")
+
+
+def known_graph(pool: Any, graph: str) -> None:
+    """Refuse a --graph this version does not ship; the registry (a heavy import) is asked only
+    when no thread in the database runs that graph."""
+    with pool.connection() as conn:
+        if conn.execute("SELECT EXISTS (SELECT 1 FROM threads WHERE graph = %s) AS seen", (graph,)).fetchone()["seen"]:
+            return
+    from graphs.registry import GRAPHS
+
+    if graph not in GRAPHS:
+        raise UsageError(f"there is no graph {graph!r}: use one of {', '.join(GRAPHS)}")
 
 
 def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
@@ -452,32 +523,59 @@ def print_review(content: str, digest: str) -> None:
 
 @app.command()
 @friendly
-def show(thread_id: str = typer.Argument(..., help="The thread to show.")) -> None:
-    """A thread's state, the content awaiting sign-off, and its steps so far."""
-    from checkpoint import threads
-    from graphs.progress import token_counts
-    from nodes.gates import content_digest
+def show(
+    thread_id: str = typer.Argument(..., help="The thread to show."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
+    """A thread's state, the content awaiting sign-off, and its steps so far.
 
-    with existing_thread(thread_id, runnable=False) as runner:
-        pool = runner.pool
-        snapshot = runner.snapshot(thread_id)
+    Reads the threads row (where the thread stands, and what waits for sign-off with its
+    digest, stored when it reached the gate) and the latest checkpoint's values through the
+    checkpointer, without compiling a graph, so it answers at once (issue 11)."""
+    from checkpoint import threads
+    from checkpoint.database import make_saver
+
+    valid_thread_id(thread_id)
+    with open_db(settings()) as pool:
         row = threads.get(pool, thread_id)
+        if row is None:
+            raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+        saved = make_saver(pool).get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+        values = dict(saved.checkpoint.get("channel_values") or {}) if saved else {}
+        gate = row.gate if row.status == "waiting" else None
+        content, digest = row.review, row.digest
+        if gate and digest is None:  # waiting since before migration 005: read it as before
+            with existing_thread(thread_id, runnable=False) as runner:
+                from nodes.gates import content_digest
+
+                content = runner.spec.review_content(runner.snapshot(thread_id).values)
+                digest = content_digest(content)
         with pool.connection() as conn:
             decisions = conn.execute("SELECT gate, decision, actor, note, decided_at FROM approvals WHERE thread_id = %s ORDER BY id", (thread_id,)).fetchall()
-    values = dict(snapshot.values)
-    gate = runner.gate_of(snapshot)
+    calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
+    if as_json:
+        emit({
+            "thread_id": thread_id, "graph": row.graph, "status": row.status, "gate": gate, "summary": row.summary,
+            "deadline": row.deadline if gate else None, "digest": digest if gate else None, "review": content if gate else None,
+            "error": values.get("error") or None, "created_at": row.created_at, "updated_at": row.updated_at,
+            "steps": [{"node": call.get("node"), "model": call.get("model"), "attempts": call.get("attempts"),
+                       "latency_ms": call.get("latency_ms"), "input_tokens": call.get("input_tokens"),
+                       "output_tokens": call.get("output_tokens"), "error": call.get("error")} for call in calls],
+            "decisions": [dict(d) for d in decisions],
+        })
+        return
     out.print(f"[bold]{thread_id}[/bold]  graph={row.graph}  status={row.status}" + (f"  gate={gate}" if gate else ""))
-    out.print(f"summary: {safe_line(runner.spec.summarize(values))}")
+    out.print(f"summary: {safe_line(row.summary)}")
     if gate:
-        content = runner.spec.review_content(values)
         out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
-        print_review(content, content_digest(content))
+        print_review(content or "", digest or "")
     if values.get("error"):
         out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
-    for call in values.get("calls", []):
-        steps.add_row(safe_line(call["node"]), safe_line(call.get("model") or "-"), str(call["attempts"]), f"{call['latency_ms']}ms",
-                      token_counts(call), safe_line(call.get("error") or ""))
+    for call in calls:
+        tokens = "?" if call.get("input_tokens") is None and call.get("output_tokens") is None else f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
+        steps.add_row(safe_line(call.get("node") or "?"), safe_line(call.get("model") or "-"), safe_line(call.get("attempts")),
+                      f"{safe_line(call.get('latency_ms'))}ms", tokens, safe_line(call.get("error") or ""))
     out.print(steps)
     for d in decisions:
         out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
@@ -654,19 +752,24 @@ def expire() -> None:
 
 @app.command()
 @friendly
-def audit(thread_id: str = typer.Argument(..., help="The thread to audit.")) -> None:
+def audit(
+    thread_id: str = typer.Argument(..., help="The thread to audit."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
     """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
     import json
 
     from checkpoint import threads
-    from graphs.runner import ThreadNotFound
 
     valid_thread_id(thread_id)
-    with open_db(settings()) as pool:
+    with open_db(settings(), checkpoints=False) as pool:
         if threads.get(pool, thread_id) is None:
-            raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+            raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
         with pool.connection() as conn:
             rows = conn.execute("SELECT at, actor, kind, detail FROM audit_events WHERE thread_id = %s ORDER BY at, id", (thread_id,)).fetchall()
+    if as_json:
+        emit({"thread_id": thread_id, "events": [{"at": r["at"], "actor": r["actor"], "kind": r["kind"], "detail": r["detail"]} for r in rows]})
+        return
     # One line per event, never wrapped into a table's columns, so it greps and pipes cleanly;
     # the actor is one safe line and the detail JSON with every non-ASCII character escaped.
     actors = [safe_line(r["actor"]) for r in rows]
@@ -679,9 +782,13 @@ def audit(thread_id: str = typer.Argument(..., help="The thread to audit.")) -> 
 
 @app.command("config")
 @friendly
-def show_config() -> None:
+def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The configuration in force (secrets hidden)."""
-    rows = [("variable", "value", "note")] + [tuple(safe_line(cell) for cell in row) for row in settings().describe()]
+    described = settings().describe()
+    if as_json:
+        emit({"settings": [{"variable": name, "value": value, "note": note} for name, value, note in described]})
+        return
+    rows = [("variable", "value", "note")] + [tuple(safe_line(cell) for cell in row) for row in described]
     widths = [max(len(row[i]) for row in rows) for i in range(2)]
     for name, value, note in rows:  # whole values, never cut to the terminal's width
         out.print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {note}", soft_wrap=True)
@@ -701,16 +808,56 @@ def db_migrate() -> None:
 
 @db_app.command("status")
 @friendly
-def db_status() -> None:
+def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """Applied and pending migrations."""
     from checkpoint.database import connect
     from checkpoint.migrations import status
 
     with connect(settings(), migrate=False) as pool:
         rows = status(pool)
+    if as_json:
+        emit({"migrations": [{"version": row.version, "name": row.name, "applied_at": row.applied_at} for row in rows]})
+        return
     for row in rows:
         when = f"applied {row.applied_at:%Y-%m-%d %H:%M:%S}" if row.applied_at else "pending"
         out.print(f"{row.version:03d}_{row.name}  {when}")
+
+
+@db_app.command("prune")
+@friendly
+def db_prune(
+    finished_older_than: float = typer.Option(0.0, "--finished-older-than", metavar="DAYS", help="Only threads finished at least this many days ago (default 0: every finished thread)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
+    """Delete the checkpoints of finished threads except the last one per thread.
+
+    Keeps the threads, decisions, audit and side-effect rows; never touches a thread that is
+    running, queued, failed or waiting, so it is safe to run while threads run."""
+    from datetime import timedelta
+
+    from checkpoint.listing import MAX_DURATION
+    from checkpoint.retention import prune_finished
+
+    days = MAX_DURATION.days
+    if not (finished_older_than == finished_older_than and 0 <= finished_older_than <= days):  # NaN fails the first test
+        raise UsageError(f"--finished-older-than must be a number of days from 0 to {days}, not {finished_older_than!r}")
+    with open_db(settings()) as pool:
+        report = prune_finished(pool, older_than=timedelta(days=finished_older_than), dry_run=dry_run)
+    if as_json:
+        emit({**report.as_dict(), "finished_older_than_days": finished_older_than})
+        return
+    if not report.threads:
+        out.print(f"nothing to prune: no thread finished {finished_older_than:g}+ days ago has more than its last checkpoint")
+    else:
+        rows = report.rows
+        out.print(f"{'would prune' if dry_run else 'pruned'} {report.threads} finished thread{'s' if report.threads != 1 else ''}: "
+                  f"{rows['checkpoints']} checkpoints, {rows['checkpoint_writes']} writes, {rows['checkpoint_blobs']} blobs, "
+                  f"{report.bytes / 1e6:.2f} MB of row data{' (nothing deleted)' if dry_run else ' freed'}; the last checkpoint "
+                  "of each, and its threads, decisions, audit and side-effect rows, are kept. PostgreSQL reuses the space "
+                  "(VACUUM FULL returns it to the operating system)", soft_wrap=True)
+    if report.skipped:
+        out.print(f"{len(report.skipped)} thread(s) changed meanwhile and were skipped: run `signoff db prune` again")
 
 
 @kb_app.command("load")
@@ -727,15 +874,21 @@ def kb_load(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown fi
 
 @kb_app.command("search")
 @friendly
-def kb_search_cmd(query: str = typer.Argument(..., help="What to look for.")) -> None:
+def kb_search_cmd(
+    query: str = typer.Argument(..., help="What to look for."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
     """Full-text search over the knowledge base."""
     from nodes.knowledge import ensure_loaded
     from nodes.tools import kb_search
 
     query = valid_text(query, "query")
-    with open_db(settings()) as pool:
+    with open_db(settings(), checkpoints=False) as pool:
         ensure_loaded(pool)
         hits = kb_search(pool, query, limit=5)
+    if as_json:
+        emit({"query": query, "hits": [{"rank": round(float(hit.rank), 6), "slug": hit.slug, "title": hit.title, "category": hit.category} for hit in hits]})
+        return
     if not hits:
         out.print("no matching articles")
     for hit in hits:
@@ -760,12 +913,15 @@ def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown
 
 @corpus_app.command("list")
 @friendly
-def corpus_list() -> None:
+def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The documents in the corpus."""
     from nodes.corpus import list_documents
 
-    with open_db(settings()) as pool:
+    with open_db(settings(), checkpoints=False) as pool:
         entries = list_documents(pool)
+    if as_json:
+        emit({"documents": [{"source": e.source, "title": e.title, "chunks": e.chunk_count, "loaded_at": e.loaded_at} for e in entries]})
+        return
     if not entries:
         out.print("the corpus is empty: add files with `signoff corpus add PATH...` (no path: the sample corpus)")
         return
@@ -814,11 +970,16 @@ def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 
 @model_app.command("status")
 @friendly
-def model_status() -> None:
+def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """Whether the local model server runs, where, and since when."""
     from nodes.local_model import server_status
 
     info = server_status(settings().home)
+    if as_json:
+        emit({"running": info is not None, "pid": info.pid if info else None, "base_url": info.base_url if info else None,
+              "model": info.model_alias if info else None, "weights": str(info.model_path) if info else None,
+              "started_at": datetime.fromtimestamp(info.started_at, timezone.utc) if info else None})
+        return
     if info is None:
         out.print("local model server: not running (it starts on first use)")
         return

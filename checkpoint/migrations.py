@@ -52,18 +52,27 @@ def available() -> list[Migration]:
     return found
 
 
-def _pending(conn: psycopg.Connection) -> bool:
-    """True unless LangGraph's and Signoff's migrations are all applied (a cheap read, no lock)."""
-    from langgraph.checkpoint.postgres import PostgresSaver
+def _pending(conn: psycopg.Connection, checkpoints: bool = True) -> bool:
+    """True unless LangGraph's and Signoff's migrations are all applied (a cheap read, no lock).
 
+    With `checkpoints=False` LangGraph's own list is not consulted (importing it costs a
+    command that never reads checkpoints a third of a second): ours are applied after
+    LangGraph's in the same call, so ours being complete means LangGraph's were too, as of
+    the version that applied them; a command that uses the checkpointer checks in full."""
     tables = conn.execute(
         "SELECT to_regclass('checkpoint_migrations') IS NOT NULL AS lg, to_regclass('signoff_migrations') IS NOT NULL AS so"
     ).fetchone()
     if not (tables["lg"] and tables["so"]):
         return True
-    langgraph = conn.execute("SELECT coalesce(max(v), -1) AS v FROM checkpoint_migrations").fetchone()["v"]
     ours = {r["version"] for r in conn.execute("SELECT version FROM signoff_migrations")}
-    return langgraph < len(PostgresSaver.MIGRATIONS) - 1 or any(m.version not in ours for m in available())
+    if any(m.version not in ours for m in available()):
+        return True
+    if not checkpoints:
+        return False
+    from langgraph.checkpoint.postgres import PostgresSaver
+
+    langgraph = conn.execute("SELECT coalesce(max(v), -1) AS v FROM checkpoint_migrations").fetchone()["v"]
+    return langgraph < len(PostgresSaver.MIGRATIONS) - 1
 
 
 def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
@@ -81,18 +90,19 @@ def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def migrate(pool: ConnectionPool, *, lock_timeout: float = 300.0) -> list[Migration]:
+def migrate(pool: ConnectionPool, *, lock_timeout: float = 300.0, checkpoints: bool = True) -> list[Migration]:
     """Apply what is pending; returns the migrations applied by this call.
 
     Everything runs on ONE connection (the one holding the lock): no step of it ever waits
     for another connection of this process, so no lock wait can close a cycle through the
-    client, where PostgreSQL's deadlock detector cannot see it."""
-    from langgraph.checkpoint.postgres import PostgresSaver
-
+    client, where PostgreSQL's deadlock detector cannot see it. `checkpoints=False`: see
+    `_pending` (for commands that never read checkpoints)."""
     applied_now: list[Migration] = []
     with pool.connection() as conn:
-        if not _pending(conn):
+        if not _pending(conn, checkpoints):
             return applied_now
+        from langgraph.checkpoint.postgres import PostgresSaver
+
         _take_lock(conn, lock_timeout)
         try:
             PostgresSaver(conn).setup()  # type: ignore[arg-type]

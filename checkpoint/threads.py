@@ -31,6 +31,18 @@ class ThreadRow:
     input: dict
     created_at: datetime
     updated_at: datetime
+    #: the digest and content under review, stored while the thread waits at its gate (migration 005)
+    digest: str | None = None
+    review: str | None = None
+
+    @classmethod
+    def from_db(cls, row: dict) -> "ThreadRow":
+        """From a `SELECT *` row, ignoring columns a later migration added that this code
+        does not know, so adding one never breaks reading a thread."""
+        return cls(**{k: v for k, v in row.items() if k in _THREAD_FIELDS})
+
+
+_THREAD_FIELDS = frozenset(ThreadRow.__dataclass_fields__)
 
 
 class ThreadExists(Conflict):
@@ -52,7 +64,7 @@ def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, 
 def get(pool: ConnectionPool, thread_id: str) -> ThreadRow | None:
     with pool.connection() as conn:
         row = conn.execute("SELECT * FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
-    return ThreadRow(**row) if row else None
+    return ThreadRow.from_db(row) if row else None
 
 
 def set_status(
@@ -63,12 +75,16 @@ def set_status(
     gate: str | None = None,
     summary: str | None = None,
     deadline: datetime | None = None,
+    digest: str | None = None,
+    review: str | None = None,
 ) -> None:
+    """Mirror where the thread stands; what is under review (digest, content) is kept only
+    while it waits at a gate, so `pending` reads it from this row."""
     with pool.connection() as conn:
         conn.execute(
             "UPDATE threads SET status = %s, gate = %s, summary = coalesce(%s, summary), "
-            "deadline = %s, updated_at = now() WHERE thread_id = %s",
-            (status, gate, summary[:200] if summary else None, deadline, thread_id),
+            "deadline = %s, digest = %s, review = %s, updated_at = now() WHERE thread_id = %s",
+            (status, gate, summary[:200] if summary else None, deadline, digest, review, thread_id),
         )
 
 
@@ -77,7 +93,7 @@ def list_by_status(pool: ConnectionPool, *statuses: str) -> list[ThreadRow]:
         rows = conn.execute(
             "SELECT * FROM threads WHERE status = ANY(%s) ORDER BY updated_at", (list(statuses),)
         ).fetchall()
-    return [ThreadRow(**r) for r in rows]
+    return [ThreadRow.from_db(r) for r in rows]
 
 
 def list_decided_waiting(pool: ConnectionPool) -> list[ThreadRow]:
@@ -90,7 +106,7 @@ def list_decided_waiting(pool: ConnectionPool) -> list[ThreadRow]:
             "(SELECT 1 FROM approvals a WHERE a.thread_id = t.thread_id AND a.decided_at >= t.updated_at) "
             "ORDER BY t.updated_at"
         ).fetchall()
-    return [ThreadRow(**r) for r in rows]
+    return [ThreadRow.from_db(r) for r in rows]
 
 
 @contextmanager

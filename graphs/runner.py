@@ -228,8 +228,12 @@ class ThreadRunner:
             if deadline is None:
                 now = self.context.clock() if self.context else datetime.now(timezone.utc)
                 deadline = now + timedelta(hours=row.deadline_hours if row else self.spec.deadline_hours)
-            threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline)
-            return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=content_digest(self.spec.review_content(values)), values=values)
+            review = self.spec.review_content(values)
+            digest = content_digest(review)
+            # What a listing shows (digest, content under review) is stored with the stop, so
+            # `pending` and `show` need no checkpoint load or graph import (issue 11).
+            threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline, digest=digest, review=review)
+            return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=digest, values=values)
         if snapshot.tasks:  # work left (tasks to run, or done but not yet checkpointed)
             threads.set_status(self.pool, thread_id, "failed", summary=summary)
             return Stop(thread_id, self.spec.name, "failed", error=f"stopped before {', '.join(t.name for t in snapshot.tasks)}", values=values)
