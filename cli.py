@@ -579,6 +579,17 @@ def show(
     out.print(steps)
     for d in decisions:
         out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
+    show_failed_notifications(thread_id)
+
+
+def show_failed_notifications(thread_id: str) -> None:
+    """Notifications that gave up (issue 13), so nobody assumes a reviewer was told."""
+    from checkpoint.notifications import failed_for
+
+    with open_db(settings(), checkpoints=False) as pool:
+        failed = failed_for(pool, thread_id)
+    for n in failed:
+        out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
 
 
 def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
@@ -1043,6 +1054,72 @@ def worker(
         raise UsageError(str(exc)) from None
     code = serve(concurrency, log=lambda line: out.print(safe_line(line), soft_wrap=True))
     raise typer.Exit(code)
+
+
+# --- reviewing from a browser or Slack (issue 13) --------------------------------------------------
+
+token_app = typer.Typer(help="Reviewer tokens for the HTTP API and the web inbox.", no_args_is_help=True)
+app.add_typer(token_app, name="token")
+
+
+@token_app.command("create")
+@friendly
+def token_create(name: str = typer.Argument(..., help="The reviewer's name, recorded as the actor of their decisions.")) -> None:
+    """Create a reviewer's token; it is shown once, only its hash is stored."""
+    from checkpoint import tokens
+
+    tokens.valid_name(name)
+    with open_db(settings(), checkpoints=False) as pool:
+        token = tokens.create(pool, name)
+    out.file.write(token + "\n")
+    out.file.flush()
+    err.print(f"token for {safe_line(name.strip())} created: it is shown this once; send it as `Authorization: Bearer <token>` "
+              "or paste it at the inbox's sign-in page", soft_wrap=True)
+
+
+@token_app.command("revoke")
+@friendly
+def token_revoke(name: str = typer.Argument(..., help="The reviewer whose live token to revoke.")) -> None:
+    """Revoke a reviewer's token (their API calls and browser sessions stop working at once)."""
+    from checkpoint import tokens
+
+    tokens.valid_name(name)
+    with open_db(settings(), checkpoints=False) as pool:
+        tokens.revoke(pool, name)
+    out.print(f"revoked the token of {safe_line(name.strip())}")
+
+
+@token_app.command("list")
+@friendly
+def token_list() -> None:
+    """Reviewer tokens: name, created, last used, revoked (never the tokens themselves)."""
+    from checkpoint import tokens
+
+    with open_db(settings(), checkpoints=False) as pool:
+        rows = tokens.list_tokens(pool)
+    if not rows:
+        out.print("no reviewer tokens: create one with `signoff token create NAME`")
+    for t in rows:
+        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
+        out.print(f"{safe_line(t.name)}  created {t.created_at:%Y-%m-%d %H:%M}  last used {used}  {state}", soft_wrap=True)
+
+
+@app.command()
+@friendly
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (anything but loopback needs TLS in front)."),
+    port: int = typer.Option(8321, "--port", min=1, max=65535, help="Port to listen on."),
+) -> None:
+    """Serve the HTTP API and the web inbox; decisions are finished by `signoff worker`."""
+    from web.server import serve as run_server
+
+    if not host or any(not ch.isprintable() or ch.isspace() for ch in host):
+        raise UsageError("--host must be an address or host name, like 127.0.0.1")
+    config = settings()
+    with open_db(config) as pool:  # then a bad SIGNOFF_SECRET_KEY fails before the server starts
+        run_server(pool, config.home, host, port, log=lambda line: out.print(safe_line(line), soft_wrap=True),
+                   warn=lambda line: err.print(f"warning: {safe_line(line)}", soft_wrap=True))
 
 
 @app.command("workers")

@@ -233,6 +233,11 @@ class ThreadRunner:
             # What a listing shows (digest, content under review) is stored with the stop, so
             # `pending` and `show` need no checkpoint load or graph import (issue 11).
             threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline, digest=digest, review=review)
+            from checkpoint.notifications import queue_for_gate  # issue 13: one per gate visit and channel; never raises
+
+            queue_for_gate(self.pool, thread_id=thread_id, graph=self.spec.name, gate=gate, visit=self._checkpoint_id(snapshot),
+                           summary=summary, digest=digest, deadline=deadline,
+                           now=self.context.clock() if self.context else datetime.now(timezone.utc))
             return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=digest, values=values)
         if snapshot.tasks:  # work left (tasks to run, or done but not yet checkpointed)
             threads.set_status(self.pool, thread_id, "failed", summary=summary)

@@ -156,6 +156,7 @@ class Worker:
             executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
             listener = threading.Thread(target=self._listen, name="signoff-listen", daemon=True)
             listener.start()
+            self._start_notifier(pool, context)
             self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}")
             self.ready.set()
             return self._serve(pool, context, session, writer, graphs, executor)
@@ -174,6 +175,16 @@ class Worker:
                 session.close()
             pool.close()
             self.ready.set()
+
+    def _start_notifier(self, pool: ConnectionPool, context: SignoffContext) -> None:
+        """Deliver the notification outbox in a side thread until the worker stops (issue 13)."""
+        from checkpoint.notifications import start_delivery
+        from checkpoint.settings import Settings
+
+        try:
+            start_delivery(pool, Settings.from_env().home, os.environ, self._stopping, clock=context.clock, log=self.log)
+        except Exception as exc:  # noqa: BLE001 - a bad notification setting must not stop the runs
+            self.log(f"notifications off: {exc}")
 
     def _serve(self, pool: ConnectionPool, context: SignoffContext, session: LockSession, writer: progress.EventWriter,
                graphs: "GraphsPerThread", executor: ThreadPoolExecutor) -> int:

@@ -1,0 +1,107 @@
+"""Reviewer API tokens: who decides over HTTP, provably.
+
+A token is shown once, at creation; only its SHA-256 is stored. A plain hash, not a slow
+password hash: the token is 256 random bits, so there is nothing to brute-force, and every
+API request must check it quickly. The decision's actor is the token's owner, never a name
+the caller types.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from checkpoint.errors import Conflict, InvalidInput, NotFound
+
+PREFIX = "sgn_"
+MAX_NAME_CHARS = 100
+#: Names Signoff records for its own actions (as the CLI's --by refuses them).
+_RESERVED = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    token_id: int
+    name: str
+
+
+def valid_name(name: str) -> str:
+    """One printable line, not empty, not one of Signoff's own actor names."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput("the reviewer name is not valid UTF-8: pass plain text") from None
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_CHARS or any(not ch.isprintable() for ch in name):
+        raise InvalidInput(f"the reviewer name must be one line of 1-{MAX_NAME_CHARS} printable characters")
+    if _RESERVED.fullmatch(name):
+        raise InvalidInput(f"the reviewer name {name!r} is reserved for Signoff's own actions: pick a person's name")
+    return name
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+
+
+def create(pool: ConnectionPool, name: str) -> str:
+    """A new token for `name` (its only copy: the caller shows it once). Conflict if the
+    name already has a live token (revoke it first)."""
+    name = valid_name(name)
+    token = PREFIX + secrets.token_urlsafe(32)
+    try:
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO reviewer_tokens (name, token_hash) VALUES (%s, %s)", (name, _hash(token)))
+    except psycopg.errors.UniqueViolation:
+        raise Conflict(f"{name!r} already has a live token: `signoff token revoke {name}` first, then create a new one") from None
+    return token
+
+
+def revoke(pool: ConnectionPool, name: str) -> int:
+    """Revoke the live token of `name`; NotFound if there is none."""
+    name = valid_name(name)
+    with pool.connection() as conn:
+        row = conn.execute("UPDATE reviewer_tokens SET revoked_at = now() WHERE name = %s AND revoked_at IS NULL RETURNING id",
+                           (name,)).fetchone()
+    if row is None:
+        raise NotFound(f"no live token for {name!r}: see `signoff token list`")
+    return int(row["id"])
+
+
+def authenticate(pool: ConnectionPool, token: str) -> Reviewer | None:
+    """The reviewer a presented token belongs to, if it is live (and note its use)."""
+    if not token.startswith(PREFIX) or len(token) > 200:
+        return None
+    with pool.connection() as conn:
+        row = conn.execute(
+            "UPDATE reviewer_tokens SET last_used_at = now() WHERE token_hash = %s AND revoked_at IS NULL RETURNING id, name",
+            (_hash(token),),
+        ).fetchone()
+    return Reviewer(int(row["id"]), row["name"]) if row else None
+
+
+def reviewer_by_id(pool: ConnectionPool, token_id: int) -> Reviewer | None:
+    """The reviewer of a session opened with token `token_id`, while that token is live."""
+    with pool.connection() as conn:
+        row = conn.execute("SELECT id, name FROM reviewer_tokens WHERE id = %s AND revoked_at IS NULL", (token_id,)).fetchone()
+    return Reviewer(int(row["id"]), row["name"]) if row else None
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+def list_tokens(pool: ConnectionPool) -> list[TokenRow]:
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT id, name, created_at, revoked_at, last_used_at FROM reviewer_tokens ORDER BY id").fetchall()
+    return [TokenRow(**r) for r in rows]

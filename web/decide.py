@@ -1,0 +1,109 @@
+"""Deciding over HTTP, with the CLI's rules: one decision per gate visit, bound to a digest,
+refused past the deadline; then the thread is handed to a worker (a web request never runs
+a graph). Every refusal is an HttpError with its status, and is audited by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from checkpoint import jobs, threads
+from checkpoint.settings import MAX_INPUT_BYTES
+
+THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Review:
+    """A thread as a reviewer sees it."""
+
+    row: threads.ThreadRow
+    gate: str | None
+    visit: str | None  # the checkpoint it waits at, while at a gate
+    content: str
+    digest: str
+    values: dict[str, Any]
+
+
+def valid_thread_id(thread_id: str) -> str:
+    if not THREAD_ID.fullmatch(thread_id):
+        raise HttpError(400, "that is not a thread id (1-64 letters, digits, '.', '_' or '-')")
+    return thread_id
+
+
+def valid_text(text: Any, what: str, *, required: bool) -> str:
+    if text is None or text == "":
+        if required:
+            raise HttpError(400, f"the {what} is empty: say what to change")
+        return ""
+    if not isinstance(text, str):
+        raise HttpError(400, f"the {what} must be a string")
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
+        raise HttpError(413, f"the {what} is over the {MAX_INPUT_BYTES}-byte limit: shorten it")
+    if "\x00" in text:
+        raise HttpError(400, f"the {what} contains a NUL character: remove it")
+    if required and not text.strip():
+        raise HttpError(400, f"the {what} is empty: say what to change")
+    return text.strip()
+
+
+def load(pool: ConnectionPool, thread_id: str) -> tuple[Any, Review]:
+    """The thread's runner and what a reviewer sees; 404 if there is no such thread."""
+    from graphs.runner import ThreadNotFound, ThreadRunner
+    from nodes.gates import content_digest
+
+    valid_thread_id(thread_id)
+    try:
+        runner = ThreadRunner.for_thread(pool, thread_id)
+    except ThreadNotFound:
+        raise HttpError(404, f"no thread {thread_id!r}") from None
+    snapshot = runner.snapshot(thread_id)
+    # A decision already written into the thread (a worker has yet to run it on) is no longer awaiting one.
+    awaiting = runner.row is not None and runner.row.status == "waiting" and not snapshot.values.get("decision")
+    gate = runner.gate_of(snapshot) if awaiting else None
+    content = runner.spec.review_content(snapshot.values) if gate else ""
+    visit = str(snapshot.config["configurable"]["checkpoint_id"]) if gate and snapshot.config else None
+    return runner, Review(runner.row, gate, visit, content, content_digest(content) if gate else "", dict(snapshot.values))  # type: ignore[arg-type]
+
+
+def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, note: str, expect: str | None,
+           visit: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """Record the decision and queue the thread for a worker; what was recorded."""
+    from checkpoint.decisions import AlreadyDecided, decision_for
+    from checkpoint.errors import Conflict
+    from graphs.runner import DigestMismatch
+
+    runner, review = load(pool, thread_id)
+    now = now or datetime.now(timezone.utc)
+    if visit is not None and review.visit != visit:
+        used = decision_for(pool, thread_id, visit)
+        if used is not None:
+            raise HttpError(409, f"this link was already used: decided by {used.actor} at {used.decided_at:%Y-%m-%d %H:%M:%S %Z} ({used.verdict})")
+        raise HttpError(409, "this link is for an earlier visit of the gate (the content was redrafted since): open the thread for the current draft")
+    if review.gate is not None and review.row.deadline is not None and review.row.deadline <= now:
+        jobs.enqueue(pool, thread_id, "deadline")  # a worker applies the gate's default action
+        raise HttpError(409, f"the deadline passed at {review.row.deadline:%Y-%m-%d %H:%M %Z}: the gate's default action applies")
+    try:
+        runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect)
+    except DigestMismatch as exc:
+        raise HttpError(412, str(exc)) from None
+    except AlreadyDecided as exc:
+        raise HttpError(409, str(exc)) from None
+    except Conflict as exc:
+        raise HttpError(409, str(exc)) from None
+    job = jobs.enqueue(pool, thread_id, "decision")
+    from checkpoint.workers import any_accepting
+
+    return {"thread_id": thread_id, "decision": verdict, "actor": actor, "gate": review.gate, "digest": review.digest,
+            "job": job, "worker_running": any_accepting(pool)}

@@ -1,0 +1,39 @@
+"""Running the web app: `signoff serve` (uvicorn in this process).
+
+The server records decisions and queues the thread; a separate `signoff worker` (any number,
+any machine) runs it on and delivers the notifications. A browser request never runs a graph.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, Callable
+
+LOOPBACK_NAMES = {"localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], None], warn: Callable[[str], None]) -> None:
+    import os
+
+    import uvicorn
+
+    from checkpoint.notifications import DEFAULT_PUBLIC_URL
+    from checkpoint.signing import secret_key
+    from web.app import WebContext, create_app
+
+    public = (os.environ.get("SIGNOFF_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/")
+    app = create_app(WebContext(pool=pool, key=secret_key(home), public_url=public))
+    if not is_loopback(host):
+        warn(f"serving on {host}, beyond this machine, without TLS: put a TLS-terminating proxy in front "
+             "(tokens and session cookies travel in every request)")
+    log(f"serving on http://{host}:{port} (inbox /inbox, API /api/threads); links point at {public}; Ctrl-C stops")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
