@@ -1046,12 +1046,8 @@ def worker(
     concurrency: int = typer.Option(10, "--concurrency", "-c", min=1, max=1000, help="Threads run at once in this process."),
 ) -> None:
     """Run threads from the queue until stopped (Ctrl-C/SIGTERM drains; again exits at once)."""
-    from graphs.worker import model_concurrency_from_env, serve
+    from graphs.worker import serve
 
-    try:
-        model_concurrency_from_env()
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
     code = serve(concurrency, log=lambda line: out.print(safe_line(line), soft_wrap=True))
     raise typer.Exit(code)
 

@@ -175,16 +175,17 @@ def enqueue_due_deadlines(pool: ConnectionPool, now: datetime) -> int:
 
 
 def enqueue_abandoned(pool: ConnectionPool, run_lock_class: int, *, grace_seconds: float = 2.0) -> int:
-    """A 'recover' job for every thread a dead process left mid-run (status running or
-    interrupted, or waiting with a decision recorded since it began to wait) that no live
-    process claims and no job covers. Claims are read from pg_locks in the same statement,
+    """A 'recover' job for every thread a dead process left mid-run (status running, or
+    waiting with a decision recorded since it began to wait) that no live process claims and
+    no job covers. Not 'interrupted': a person stopped that run on purpose (`signoff resume`
+    goes on with it); a drained worker's runs go back to the queue with their own jobs. Claims are read from pg_locks in the same statement,
     never by trying the lock (a try would briefly take it from under a run starting now).
     `grace_seconds` leaves alone a thread an inline command registered (or decided) an
     instant ago and is about to claim."""
     with pool.connection() as conn, conn.transaction():
         rows = conn.execute(
             "INSERT INTO jobs (thread_id, kind) SELECT t.thread_id, 'recover' FROM threads t "
-            "WHERE ((t.status IN ('running', 'interrupted') AND t.updated_at < now() - make_interval(secs => %(grace)s)) "
+            "WHERE ((t.status = 'running' AND t.updated_at < now() - make_interval(secs => %(grace)s)) "
             "   OR (t.status = 'waiting' AND EXISTS (SELECT 1 FROM approvals a WHERE a.thread_id = t.thread_id "
             "       AND a.decided_at >= t.updated_at AND a.decided_at < now() - make_interval(secs => %(grace)s)))) "
             "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('todo', 'doing')) "
@@ -197,6 +198,19 @@ def enqueue_abandoned(pool: ConnectionPool, run_lock_class: int, *, grace_second
         if rows:
             conn.execute("SELECT pg_notify(%s, '')", (JOBS_CHANNEL,))
     return len(rows)
+
+
+def is_claimed(pool: ConnectionPool, thread_id: str, run_lock_class: int) -> bool:
+    """True while a live process (a terminal or a worker) holds the thread's run claim, read
+    from pg_locks: unlike trying the lock, looking never takes it from under a run starting."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database()) AND l.classid = %s "
+            "AND l.objid = (hashtext(%s)::bigint & 4294967295) AND l.objsubid = 2 AND l.granted) AS held",
+            (run_lock_class, thread_id),
+        ).fetchone()
+    return bool(row["held"])  # type: ignore[index]
 
 
 def _first(row: dict[str, Any] | None) -> int | None:

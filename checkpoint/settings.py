@@ -24,6 +24,7 @@ class SettingsError(InvalidInput):
 MAX_DEADLINE_HOURS = 24 * 366 * 10
 MAX_CALL_TIMEOUT = 3600.0
 MAX_ATTEMPTS = 20
+MAX_MODEL_CONCURRENCY = 1000
 
 
 def bounded_number(raw: str | float, name: str, *, upper: float, whole: bool = False) -> float:
@@ -60,6 +61,8 @@ class Settings:
     call_timeout: float
     max_attempts: int
     gate_deadline_hours: float
+    #: model calls in flight per model in one worker; None: nodes.resilient.ModelLimiter's defaults
+    model_concurrency: int | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -75,6 +78,7 @@ class Settings:
             call_timeout=_positive(env, "SIGNOFF_CALL_TIMEOUT", 60.0, upper=MAX_CALL_TIMEOUT),
             max_attempts=int(_positive(env, "SIGNOFF_MAX_ATTEMPTS", 3, upper=MAX_ATTEMPTS, whole=True)),
             gate_deadline_hours=_positive(env, "SIGNOFF_GATE_DEADLINE_HOURS", 24.0, upper=MAX_DEADLINE_HOURS),
+            model_concurrency=int(_positive(env, "SIGNOFF_MODEL_CONCURRENCY", 0, upper=MAX_MODEL_CONCURRENCY, whole=True)) or None,
         )
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -89,6 +93,7 @@ class Settings:
             ("SIGNOFF_CALL_TIMEOUT", f"{self.call_timeout:g}s", "per model call"),
             ("SIGNOFF_MAX_ATTEMPTS", str(self.max_attempts), "per model, before fallback"),
             ("SIGNOFF_GATE_DEADLINE_HOURS", f"{self.gate_deadline_hours:g}h", "default gate deadline"),
+            ("SIGNOFF_MODEL_CONCURRENCY", str(self.model_concurrency) if self.model_concurrency else "(2 local, 16 remote)", "model calls in flight per model, per worker"),
         ]
 
 

@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 
 from checkpoint import events, jobs, threads
 from checkpoint import workers as registry
+from checkpoint.threads import _RUN_LOCK_CLASS
 
 from graphs.runner import Stop, stop_from_event
 
@@ -36,7 +37,7 @@ def is_active(pool: ConnectionPool, thread_id: str, *, besides_job: int | None =
     if job is not None and job["id"] != besides_job:
         return True
     row = threads.get(pool, thread_id)
-    return row is not None and row.status in _MOVING and job is None and threads.is_claimed(pool, thread_id)
+    return row is not None and row.status in _MOVING and job is None and jobs.is_claimed(pool, thread_id, _RUN_LOCK_CLASS)
 
 
 def follow(url: str, pool: ConnectionPool, thread_id: str, sink: Sink, *, after_id: int = 0, poll: float = 1.0,

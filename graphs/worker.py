@@ -342,20 +342,6 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
     return make
 
 
-def model_concurrency_from_env(environ: Any = None) -> int | None:
-    """SIGNOFF_MODEL_CONCURRENCY (calls in flight per model per worker), None when unset."""
-    raw = (os.environ if environ is None else environ).get("SIGNOFF_MODEL_CONCURRENCY")
-    if not raw:
-        return None
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value <= 0:
-        raise ValueError(f"SIGNOFF_MODEL_CONCURRENCY must be a positive whole number, not {raw!r}: fix or unset it")
-    return value
-
-
 def serve(concurrency: int, *, log: Log) -> int:
     """Run a worker in this process with signal handling: the first SIGTERM/SIGINT drains,
     a second exits at once (code 130)."""
@@ -365,7 +351,7 @@ def serve(concurrency: int, *, log: Log) -> int:
     from checkpoint.settings import Settings
 
     settings = Settings.from_env()
-    worker = Worker(resolve_url(settings), context_factory(settings, model_concurrency_from_env()), WorkerOptions(concurrency=concurrency), log=log)
+    worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency), WorkerOptions(concurrency=concurrency), log=log)
 
     def on_signal(signum: int, frame: Any) -> None:
         if worker._stopping.is_set():
