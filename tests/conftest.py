@@ -107,10 +107,11 @@ def server():
 def escalating_server():
     """A model server whose support graph always escalates (technical intent, no answer)."""
     from tests.fault_server import FaultServer, ok
+    from tests.scripted import CANNOT_ANSWER
 
     with FaultServer() as server:
         server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-        server.rule("technical support agent", ok("ESCALATE"))
+        server.rule("technical support agent", ok(CANNOT_ANSWER))
         yield server
 
 

@@ -14,6 +14,30 @@ from pydantic import PrivateAttr
 from nodes.models import ModelHandle, ModelRegistry
 
 
+# What scripted models answer at each step of the support graph, keyed by a needle that is in
+# that step's prompt (graphs/support.py); kept here so every test scripts the same steps.
+CLASSIFY = "Classify the customer message"
+REPLY = "Write the reply to the customer"
+REDRAFT = "Rewrite the support reply"
+#: The agent's decision: the first knowledge-base article found answers the message ...
+ANSWERED = '{"article": 1}'
+#: ... or none does, and the thread escalates with a ticket.
+CANNOT_ANSWER = '{"article": 0}'
+
+
+def agent(intent: str) -> str:
+    """The needle of the intent's agent, the step that decides whether the knowledge base answers."""
+    return f"{intent} support agent"
+
+
+def support_rules(intent: str, reply: str | None = None) -> list[tuple[str, str]]:
+    """Rules for one support thread: classified as `intent`, then answered with `reply` from
+    the knowledge base, or escalated when `reply` is None."""
+    if reply is None:
+        return [(CLASSIFY, f'{{"intent": "{intent}"}}'), (agent(intent), CANNOT_ANSWER)]
+    return [(CLASSIFY, f'{{"intent": "{intent}"}}'), (agent(intent), ANSWERED), (REPLY, reply)]
+
+
 class ScriptedChatModel(BaseChatModel):
     """Answers by rule: the first (substring, answer) whose substring appears in the prompt.
 

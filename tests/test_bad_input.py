@@ -26,6 +26,7 @@ from checkpoint.settings import MAX_INPUT_BYTES
 from cli import app
 from tests.conftest import review_digest, scratch_database
 from tests.fault_server import FaultServer, ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import spawn_cli, table_counts
 
 WAITING, FINISHED = "waiting-1", "finished-1"
@@ -234,7 +235,7 @@ def module_db(server_url: str) -> Iterator[str]:
 def module_server() -> Iterator[FaultServer]:
     with FaultServer() as server:
         server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-        server.rule("technical support agent", ok("ESCALATE"))
+        server.rule("technical support agent", ok(CANNOT_ANSWER))
         yield server
 
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from cli import app
 from tests.conftest import count_rows, expect
 from tests.fault_server import ok
+from tests.scripted import ANSWERED, CANNOT_ANSWER
 
 BILLING_ANSWER = "A second charge is usually a pending authorization that drops off within 3-5 business days."
 
@@ -29,7 +30,7 @@ def thread_id_from(output: str) -> str:
 
 
 def test_start_support_streams_progress_and_stops_at_review(cli, server):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     result = cli("start", "support", "I was charged twice this month", "--email", "a@example.com")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -45,7 +46,7 @@ def test_start_support_streams_progress_and_stops_at_review(cli, server):
 
 
 def test_pending_lists_the_waiting_thread(cli, server):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("pending")
     assert result.exit_code == 0
@@ -53,7 +54,7 @@ def test_pending_lists_the_waiting_thread(cli, server):
 
 
 def test_show_prints_the_draft_and_its_digest(cli, server):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("show", tid)
     assert result.exit_code == 0
@@ -62,7 +63,7 @@ def test_show_prints_the_draft_and_its_digest(cli, server):
 
 
 def test_approve_finishes_the_thread_with_one_outbox_row(cli, server, pool, database_url):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("approve", tid, "--note", "looks right", *expect(database_url, tid))
     assert result.exit_code == 0, result.output
@@ -72,7 +73,7 @@ def test_approve_finishes_the_thread_with_one_outbox_row(cli, server, pool, data
 
 
 def test_reject_redrafts_with_the_feedback_and_waits_again(cli, server):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER), ok("We are sorry: that charge will drop off."))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER), ok("We are sorry: that charge will drop off."))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("reject", tid, "--feedback", "apologise first")
     assert result.exit_code == 0, result.output
@@ -81,7 +82,7 @@ def test_reject_redrafts_with_the_feedback_and_waits_again(cli, server):
 
 
 def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool, database_url):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     digest = expect(database_url, tid)
     assert cli("approve", tid, *digest).exit_code == 0
@@ -92,7 +93,7 @@ def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool, datab
 
 
 def test_approve_with_a_stale_digest_is_refused(cli, server, pool):
-    server.script(ok('{"intent": "billing"}'), ok(BILLING_ANSWER))
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("approve", tid, "--expect", "000000000000")
     assert result.exit_code != 0 and "content changed" in result.output
@@ -147,7 +148,7 @@ def test_kb_load_is_idempotent_and_search_finds_articles(cli):
 
 
 def test_a_thread_started_in_one_process_is_approved_from_another(env, server, pool):
-    server.script(ok('{"intent": "technical"}'), ok("ESCALATE"))
+    server.script(ok('{"intent": "technical"}'), ok(CANNOT_ANSWER))
     proc_env = {**os.environ, **env}
     started = subprocess.run([sys.executable, "-m", "cli", "start", "support", "The app crashes on start"],
                              env=proc_env, capture_output=True, text=True, timeout=120)

@@ -21,11 +21,12 @@ from nodes.gates import AlreadyDecided
 from tests.conftest import FAST_POLICY, count_rows, expect, scratch_database
 from tests.fault_server import FaultServer, ok
 from tests.procs import spawn_cli, wait_until
-from tests.scripted import scripted_registry
+from tests.scripted import ANSWERED, REPLY, scripted_registry
 
 BILLING = [
     ("Classify the customer message", '{"intent": "billing"}'),
-    ("billing support agent", "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."),
+    ("billing support agent", ANSWERED),
+    (REPLY, "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."),
     ("Rewrite the support reply", "Sorry for the trouble: the second charge is a pending authorization."),
 ]
 DECIDED = r"already decided by (\S+) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \S+"
@@ -106,7 +107,8 @@ def server():
     with FaultServer() as server:
         server.rule("Classify the customer message", ok('{"intent": "billing"}'))
         server.rule("billing support agent", ok(BILLING[1][1]))
-        server.rule("Rewrite the support reply", ok(BILLING[2][1]))
+        server.rule(REPLY, ok(BILLING[2][1]))
+        server.rule("Rewrite the support reply", ok(BILLING[3][1]))
         yield server
 
 

@@ -44,6 +44,7 @@ from graphs.registry import GRAPHS, get_spec
 from graphs.runner import EXPIRY_ACTOR, ThreadRunner
 from tests.conftest import count_rows, expect, review_digest
 from tests.fault_server import FaultServer, held, ok
+from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY
 from tests.procs import StatementBlock, WarmCli, sessions_named, spawn_cli, wait_until
 
 USER = "tester"
@@ -118,7 +119,7 @@ SCENARIOS = [
     Scenario(
         name="support-escalated",
         graph="support",
-        rules=(("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", "ESCALATE")),
+        rules=(("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", CANNOT_ANSWER)),
         model_nodes={"classify": "Classify the customer message", "technical_agent": "technical support agent"},
         phases=(
             Phase(("start", "support", "The sync engine corrupts my notes", "--thread", "{tid}", "--email", "a@example.com"),
@@ -136,7 +137,8 @@ SCENARIOS = [
         graph="support",
         rules=(
             ("Classify the customer message", '{"intent": "billing"}'),
-            ("billing support agent", BILLING_ANSWER),
+            ("billing support agent", ANSWERED),
+            (REPLY, BILLING_ANSWER),
             ("Rewrite the support reply", "Sorry for the trouble: the second charge is a pending authorization."),
         ),
         model_nodes={"classify": "Classify the customer message", "billing_agent": "billing support agent", "redraft": "Rewrite the support reply"},
@@ -477,7 +479,7 @@ def recover(run: Drive, phase: Phase, point: KillPoint, decided_before: int) -> 
 
 def test_recover_resumes_a_killed_thread_and_skips_one_still_running(env, server, pool, cli):
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     cli("kb", "load")
     dead_release, live_release = threading.Event(), threading.Event()
     server.once("Message: \"dead one\"", held(dead_release))
@@ -522,7 +524,7 @@ def test_recover_with_nothing_abandoned_says_so(cli):
 def interruptible(env, server, pool, cli):
     """A support thread whose classify call the test holds, so a signal lands mid-node."""
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     cli("kb", "load")
     release = threading.Event()
     server.once("Classify the customer message", held(release))

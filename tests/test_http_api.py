@@ -14,6 +14,7 @@ from checkpoint.audit import events_of
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows, review_digest
 from tests.fault_server import ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import table_counts, wait_until
 from tests.worker_procs import workers  # noqa: F401 - fixture
 from web.app import MAX_BODY, WebContext, create_app
@@ -24,7 +25,7 @@ KEY = b"k" * 40
 @pytest.fixture
 def server(server):
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

@@ -1,4 +1,5 @@
-"""Smoke test on the real local model (Gemma 3 270M via llama.cpp): structure, never wording.
+"""Smoke test on the real default local model (Qwen2.5-Coder 0.5B Instruct via llama.cpp):
+structure, never wording.
 
 This is the README's main job with nothing configured: no SIGNOFF_MODEL, no API key. The
 model server is started on demand by the CLI, exactly as a user's first run starts it.
@@ -16,8 +17,8 @@ import pytest
 from checkpoint.database import open_pool
 from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
-from nodes.local_model import stop_server
-from tests.conftest import count_rows
+from nodes.local_model import DEFAULT_MODEL, stop_server
+from tests.conftest import count_rows, expect
 from tests.test_cli import thread_id_from
 
 MODEL_ENV = ("SIGNOFF_MODEL", "SIGNOFF_FALLBACK_MODEL", "OPENAI_API_KEY", "OPENAI_BASE_URL")
@@ -40,7 +41,7 @@ def test_support_thread_runs_end_to_end_on_the_local_model(model_home: Path, dat
 
     started = signoff(env, "start", "support", "I was charged twice this month")
     assert started.returncode == 0, started.stdout + started.stderr
-    assert "model=local:gemma-3-270m" in started.stdout, "the local model answered"
+    assert f"model=local:{DEFAULT_MODEL.alias}" in started.stdout, "the default local model answered"
     thread_id = thread_id_from(started.stdout)
 
     pool = open_pool(database_url)
@@ -48,11 +49,13 @@ def test_support_thread_runs_end_to_end_on_the_local_model(model_home: Path, dat
         snapshot = ThreadRunner(pool, SUPPORT).snapshot(thread_id)
         values = snapshot.values
         assert values["intent"] in ("billing", "technical", "general")
+        assert values["sources"], "the knowledge base was searched"
+        assert values.get("article") in (*values["sources"], None), "an answer is drawn from a retrieved article"
         assert values.get("draft"), "a reply was drafted for the reviewer"
         assert "review" in snapshot.next, "the thread stopped at its gate"
         assert "signoff approve" in started.stdout
 
-        approved = signoff(env, "approve", thread_id)
+        approved = signoff(env, "approve", thread_id, *expect(database_url, thread_id))
         assert approved.returncode == 0, approved.stdout + approved.stderr
         assert "finished" in approved.stdout
         assert count_rows(pool, "outbox", thread_id=thread_id) == 1

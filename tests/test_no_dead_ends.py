@@ -23,9 +23,10 @@ from checkpoint import threads
 from checkpoint.errors import EXIT_FAILED
 from tests.conftest import count_rows, expect, review_digest
 from tests.fault_server import FaultServer, ok
+from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY
 from tests.procs import ROOT, process_env
 
-ESCALATING = (("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", "ESCALATE"))
+ESCALATING = (("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", CANNOT_ANSWER))
 
 
 @pytest.fixture
@@ -177,7 +178,8 @@ def test_an_approval_bound_to_the_first_draft_is_refused_after_a_reject_redrafte
     """The race of issue 8: approve and reject at once; the reject wins and redrafts. The
     approval named the digest its person saw, so it cannot approve the redraft."""
     server.rule("Classify the customer message", ok('{"intent": "billing"}'))
-    server.rule("billing support agent", ok("A duplicate charge drops off in 3-5 business days."))
+    server.rule("billing support agent", ok(ANSWERED))
+    server.rule(REPLY, ok("A duplicate charge drops off in 3-5 business days."))
     server.rule("Rewrite the support reply", ok("Sorry! A duplicate charge drops off in 3-5 business days."))
     assert cli("start", "support", "I was charged twice this month", "--thread", "race2").exit_code == 0
     seen = expect(database_url, "race2")

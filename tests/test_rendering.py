@@ -16,6 +16,7 @@ import pytest
 from graphs.display import safe, safe_line, visible
 from tests.conftest import expect
 from tests.fault_server import ok
+from tests.scripted import ANSWERED, REPLY
 
 #: Clear screen, conceal, a terminal hyperlink, a bell, a bidi override, and a newline that
 #: would start a forged row in a listing.
@@ -45,7 +46,8 @@ def test_rich_markup_in_content_stays_literal():
 @pytest.fixture
 def hostile_server(server):
     server.rule("Classify the customer message", ok('{"intent": "billing"}'))
-    server.rule("billing support agent", ok("Refunds take 5 days. " + HOSTILE))
+    server.rule("billing support agent", ok(ANSWERED))
+    server.rule(REPLY, ok("Refunds take 5 days. " + HOSTILE))
     return server
 
 

@@ -9,18 +9,13 @@ from graphs.runner import AwaitingDecision, ThreadRunner
 from graphs.support import HOLDING_REPLY
 from nodes.gates import GateError
 from tests.conftest import count_rows
-from tests.scripted import scripted_registry
+from tests.scripted import REDRAFT, REPLY, scripted_registry, support_rules
 
 BILLING = [
-    ("Classify the customer message", '{"intent": "billing"}'),
-    ("billing support agent", "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."),
-    ("Rewrite the support reply", "Sorry for the trouble: the second charge is a pending authorization."),
+    *support_rules("billing", "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."),
+    (REDRAFT, "Sorry for the trouble: the second charge is a pending authorization."),
 ]
-TECHNICAL = [
-    ("Classify the customer message", '{"intent": "technical"}'),
-    ("technical support agent", "ESCALATE"),
-    ("Rewrite the support reply", ["Redraft one", "Redraft two", "Redraft three"]),
-]
+TECHNICAL = [*support_rules("technical"), (REDRAFT, ["Redraft one", "Redraft two", "Redraft three"])]
 
 
 @pytest.fixture
@@ -38,7 +33,10 @@ def test_billing_question_is_resolved_from_the_kb_and_waits_for_review(run, pool
     assert (stop.status, stop.gate) == ("waiting", "review")
     assert stop.values["intent"] == "billing"
     assert "pending authorization" in stop.values["draft"]
-    assert stop.values["sources"], "the answer cites knowledge-base articles"
+    assert stop.values["article"] == stop.values["sources"][0], "the agent chose the first article found"
+    prompts = runner.context.models.primary.chat.prompts
+    reply_prompt = next(p for p in prompts if REPLY in p)
+    assert "Why was I charged twice?" in reply_prompt, "the reply is drawn from the chosen article"
     assert count_rows(pool, "tickets") == 0
     assert count_rows(pool, "outbox") == 0
 
@@ -94,6 +92,22 @@ def test_rejected_past_the_bound_sends_a_holding_reply_and_keeps_the_ticket_open
     assert count_rows(pool, "tickets", thread_id="t4", status="open") == 1
     assert count_rows(pool, "outbox", thread_id="t4", kind="holding") == 1
     assert count_rows(pool, "approvals", thread_id="t4", decision="rejected") == 3
+
+
+def test_an_article_number_out_of_range_escalates(run, pool):
+    runner, events = run([support_rules("billing")[0], ("billing support agent", '{"article": 9}')])
+    stop = runner.start("t8", "I was charged twice this month", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["article"] is None
+    assert count_rows(pool, "tickets", thread_id="t8") == 1
+
+
+def test_a_failed_reply_escalates_instead_of_leaving_an_empty_draft(run, pool):
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"article": 1}'), (REPLY, RuntimeError("reply model down"))])
+    stop = runner.start("t9", "I was charged twice this month", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert "reply model down" in stop.values["error"]
+    assert stop.values["ticket_id"] is not None and f"#{stop.values['ticket_id']}" in stop.values["draft"]
 
 
 def test_a_model_failure_escalates_to_a_human_instead_of_crashing(run, pool):

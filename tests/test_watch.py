@@ -17,6 +17,7 @@ import pytest
 from checkpoint import jobs, threads
 from tests.conftest import count_rows
 from tests.fault_server import ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import spawn_cli, wait_until
 from tests.worker_procs import workers  # noqa: F401 - fixture
 
@@ -26,7 +27,7 @@ NODE_LINE = re.compile(r"^[✓x] (\S+)\s", re.M)
 @pytest.fixture
 def server(server):
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

@@ -21,6 +21,7 @@ from checkpoint.audit import events_of
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import ok
+from tests.scripted import CANNOT_ANSWER
 from tests.http_receiver import HttpReceiver
 from tests.procs import ROOT, CliProcess, process_env, wait_until
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
@@ -33,7 +34,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture
 def server(server):
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

@@ -18,6 +18,7 @@ from checkpoint.signing import Link, sign_link
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import table_counts
 from web.app import WebContext, create_app
 
@@ -27,7 +28,7 @@ KEY = b"k" * 40
 @pytest.fixture
 def server(server):
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

@@ -14,6 +14,7 @@ from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import wait_until
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
@@ -33,7 +34,7 @@ def decide(pool, tid: str, verdict: str = "approved", note: str = "") -> None:
 def server(server):
     """The test's model server, scripted so the support graph escalates (technical, no answer)."""
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

@@ -17,10 +17,10 @@ from graphs.worker import Worker, WorkerOptions
 from nodes.context import SignoffContext
 from tests.conftest import FAST_POLICY, count_rows
 from tests.procs import wait_until
-from tests.scripted import scripted_registry
+from tests.scripted import CANNOT_ANSWER, scripted_registry
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
-TECHNICAL = [("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", "ESCALATE")]
+TECHNICAL = [("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", CANNOT_ANSWER)]
 
 
 class Clock:

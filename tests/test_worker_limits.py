@@ -14,6 +14,7 @@ from checkpoint import threads
 from nodes.models import ModelHandle, ModelRegistry
 from nodes.resilient import ModelLimiter, ResiliencePolicy, call_model
 from tests.fault_server import FaultServer, held, ok, prompt_text, status
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import wait_until
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
@@ -23,7 +24,7 @@ CLASSIFY = "Classify the customer message"
 def test_a_worker_never_has_more_calls_in_flight_than_the_model_limit(server, pool, workers):
     release = threading.Event()
     server.rule(CLASSIFY, held(release, then=ok('{"intent": "technical"}')))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     workers("--concurrency", "8", extra_env={"SIGNOFF_MODEL_CONCURRENCY": "2"})
     tids = [f"lim{i}" for i in range(8)]
     try:

@@ -23,6 +23,7 @@ from graphs.registry import get_spec
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import held, ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import StatementBlock, wait_until
 from tests.test_crash_recovery import BY_NAME, SCENARIOS, USER, Drive, Phase, Scenario
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
@@ -127,7 +128,7 @@ def test_a_worker_killed_inside_a_node_is_replaced_and_every_side_effect_happens
 @pytest.fixture
 def scripted(server):
     server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

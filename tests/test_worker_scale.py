@@ -14,6 +14,7 @@ from checkpoint import jobs
 from graphs.registry import SUPPORT
 from graphs.runner import ThreadRunner
 from tests.fault_server import held, ok
+from tests.scripted import CANNOT_ANSWER
 from tests.procs import wait_until
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
@@ -23,7 +24,7 @@ CLASSIFY = "Classify the customer message"
 @pytest.fixture
 def server(server):
     server.rule(CLASSIFY, ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok("ESCALATE"))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
     return server
 
 

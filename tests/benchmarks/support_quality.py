@@ -1,0 +1,185 @@
+"""Support quality benchmark: the real support graph on a labelled set (a script, not a test).
+
+Run from the project root:
+
+    .venv/bin/python tests/benchmarks/support_quality.py [--model local|local:1.5b|openai:NAME]
+        [--cases tests/benchmarks/support_cases.json] [--out DRAFTS.md] [--limit N]
+
+Everything runs in a throwaway SIGNOFF_HOME under /tmp: a fresh embedded PostgreSQL (the
+knowledge base is loaded by the graph itself, as on a first run) and, for local models, the
+model assembled from its chunk packages and served by its own server; both are stopped at
+the end.  Each labelled message becomes one thread run to its `review` gate with the real
+graph, prompts and retries.  It reports intent accuracy, escalation precision and recall,
+whether the reply drew on the right article, seconds per thread to the gate (after one
+warm-up thread), reply tokens per second and the server's memory, and writes every draft to
+a markdown file for a person to read.  `--model` takes the same values as SIGNOFF_MODEL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))  # runnable without installing signoff
+
+WARM_UP = "Hello, how do I export my notes to PDF?"
+
+
+def load_cases(path: Path) -> list[dict[str, Any]]:
+    cases = json.loads(path.read_text())["cases"]
+    for case in cases:
+        assert case["intent"] in ("billing", "technical", "general"), case
+        assert case["escalate"] or case.get("article"), f"an answerable case names its article: {case}"
+    return cases
+
+
+def server_memory(home: Path) -> list[str]:
+    """Peak and current resident memory of each local model server of `home` (from /proc)."""
+    rows = []
+    for state in sorted(home.glob("model-server*.json")):
+        try:
+            info = json.loads(state.read_text())
+            status = dict(line.split(":", 1) for line in Path(f"/proc/{info['pid']}/status").read_text().splitlines() if ":" in line)
+        except (OSError, ValueError, KeyError):
+            continue
+        mib = lambda key: int(status[key].split()[0]) // 1024  # noqa: E731 - kB -> MiB
+        rows.append(f"{info['model_alias']}: peak {mib('VmHWM')} MiB, now {mib('VmRSS')} MiB")
+    return rows
+
+
+def run_case(runner: Any, thread_id: str, message: str) -> dict[str, Any]:
+    events: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    stop = runner.start(thread_id, message, {}, events.append)
+    seconds = time.perf_counter() - start
+    values = dict(stop.values)
+    reply_tokens = sum(1 for e in events if e["event"] == "token" and e["node"] == "draft_reply")
+    reply_ms = sum(c["latency_ms"] for e in events if e["event"] == "node_end" and e["node"] == "draft_reply" for c in e["calls"])
+    calls = [c for e in events if e["event"] == "node_end" for c in e["calls"]]
+    return {
+        "seconds": seconds, "gate": stop.gate, "intent": values.get("intent"), "article": values.get("article"),
+        "escalated": values.get("ticket_id") is not None, "draft": values.get("draft", ""), "sources": values.get("sources", []),
+        "error": values.get("error"), "reply_tokens": reply_tokens, "reply_ms": reply_ms,
+        "retries": sum(len(c["retries"]) for c in calls), "fallbacks": sum(1 for c in calls if c["fallback_used"]),
+    }  # fmt: skip
+
+
+def ratio(n: int, d: int) -> str:
+    return f"{n}/{d} = {n / d:.0%}" if d else "n/a"
+
+
+def report(cases: list[dict[str, Any]], results: list[dict[str, Any]], model: str) -> list[tuple[str, str]]:
+    pairs = list(zip(cases, results))
+    intent_ok = sum(c["intent"] == r["intent"] for c, r in pairs)
+    should = [r for c, r in pairs if c["escalate"]]
+    did = [c for c, r in pairs if r["escalated"]]
+    true_pos = sum(r["escalated"] for r in should)
+    answered = [(c, r) for c, r in pairs if not c["escalate"] and not r["escalated"]]
+    right_article = sum(r["article"] == c["article"] for c, r in answered)
+    seconds = sorted(r["seconds"] for r in results)
+    tokens, reply_ms = sum(r["reply_tokens"] for r in results), sum(r["reply_ms"] for r in results)
+    at_gate = sum(r["gate"] == "review" for r in results)
+    return [
+        ("model", model),
+        ("threads that reached the review gate", ratio(at_gate, len(results))),
+        ("intent accuracy", ratio(intent_ok, len(pairs))),
+        ("escalation recall (should escalate -> escalated)", ratio(true_pos, len(should))),
+        ("escalation precision (escalated -> should have)", ratio(true_pos, len(did))),
+        ("answered from the labelled article", ratio(right_article, len(answered))),
+        ("seconds per thread to the gate, warm: median / p90 / max",
+         f"{statistics.median(seconds):.1f} / {seconds[int(0.9 * (len(seconds) - 1))]:.1f} / {seconds[-1]:.1f}"),
+        ("reply tokens per second (streamed chunks / reply call time, prompt included)", f"{tokens / (reply_ms / 1000):.1f}" if reply_ms else "n/a"),
+        ("model retries / fallbacks over the run", f"{sum(r['retries'] for r in results)} / {sum(r['fallbacks'] for r in results)}"),
+    ]  # fmt: skip
+
+
+def write_drafts(path: Path, cases: list[dict[str, Any]], results: list[dict[str, Any]], rows: list[tuple[str, str]]) -> None:
+    lines = ["# Support drafts", "", *(f"- {k}: {v}" for k, v in rows), ""]
+    for n, (case, result) in enumerate(zip(cases, results), start=1):
+        marks = []
+        if case["intent"] != result["intent"]:
+            marks.append(f"intent {result['intent']} (labelled {case['intent']})")
+        if case["escalate"] != result["escalated"]:
+            marks.append("escalated, should answer" if result["escalated"] else "answered, should escalate")
+        elif not case["escalate"] and result["article"] != case["article"]:
+            marks.append(f"article {result['article']} (labelled {case['article']})")
+        lines += [
+            f"## {n}. {'WRONG: ' + '; '.join(marks) if marks else 'ok'}", "",
+            f"> {case['message']}", "",
+            f"labelled: {case['intent']}, {'escalate' if case['escalate'] else case['article']}  ",
+            f"got: {result['intent']}, {'escalated' if result['escalated'] else result['article']}, "
+            f"{result['seconds']:.1f} s, retrieved {', '.join(result['sources']) or 'nothing'}"
+            + (f", error: {result['error']}" if result["error"] else ""), "",
+            result["draft"], "",
+        ]  # fmt: skip
+    path.write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="local", help="as SIGNOFF_MODEL: local, local:1.5b, openai:NAME")
+    parser.add_argument("--cases", type=Path, default=Path(__file__).with_name("support_cases.json"))
+    parser.add_argument("--out", type=Path, default=None, help="drafts file (default: /tmp/signoff-support-drafts-MODEL.md)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N cases (for a quick look)")
+    args = parser.parse_args()
+    cases = load_cases(args.cases)[: args.limit or None]
+    out = args.out or Path(tempfile.gettempdir()) / f"signoff-support-drafts-{args.model.replace(':', '-')}.md"
+
+    from checkpoint.database import open_pool
+    from checkpoint.embedded import embedded_url, stop_embedded
+    from checkpoint.migrations import migrate
+    from checkpoint.settings import Settings
+    from graphs.registry import SUPPORT
+    from graphs.runner import ThreadRunner
+    from nodes.context import SignoffContext
+    from nodes.local_model import stop_server
+    from nodes.models import registry_from_settings
+    from nodes.resilient import ResiliencePolicy
+
+    # A short path: PostgreSQL's unix socket path is limited to ~100 bytes.
+    with tempfile.TemporaryDirectory(prefix="sgq-", dir="/tmp") as tmp:
+        home = Path(tmp)
+        env = {k: v for k, v in os.environ.items() if k not in ("SIGNOFF_FALLBACK_MODEL", "DATABASE_URL")}
+        settings = Settings.from_env({**env, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": args.model})
+        try:
+            pool = open_pool(embedded_url(home))
+            migrate(pool)
+            start = time.perf_counter()
+            models = registry_from_settings(settings)
+            ready = time.perf_counter() - start
+            context = SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts))
+            runner = ThreadRunner(pool, SUPPORT, context)
+            run_case(runner, "warm-up", WARM_UP)  # loads the knowledge base, warms the server
+            results = []
+            for n, case in enumerate(cases, start=1):
+                result = run_case(runner, f"case-{n}", case["message"])
+                results.append(result)
+                verdict = "escalated" if result["escalated"] else result["article"]
+                print(f"[{n}/{len(cases)}] {result['seconds']:5.1f}s {result['intent']:9} {verdict}", flush=True)
+            memory = server_memory(home)
+            pool.close()
+        finally:
+            stop_server(home)
+            stop_embedded(home)
+
+    rows = report(cases, results, models.primary.name)
+    rows.insert(1, ("model ready (assembly from chunks + server start, or client setup)", f"{ready:.1f} s"))
+    rows += [("server memory", "; ".join(memory))] if memory else []
+    write_drafts(out, cases, results, rows)
+    width = max(len(k) for k, _ in rows)
+    print(f"\n{len(cases)} labelled messages ({sum(c['escalate'] for c in cases)} to escalate), drafts in {out}\n")
+    print(f"| {'measure':<{width}} | result |\n|{'-' * (width + 2)}|--------|")
+    for key, value in rows:
+        print(f"| {key:<{width}} | {value} |")
+
+
+if __name__ == "__main__":
+    main()
