@@ -43,6 +43,7 @@ from checkpoint.database import open_pool  # noqa: E402
 from checkpoint.migrations import migrate  # noqa: E402
 from graphs.registry import SUPPORT  # noqa: E402
 from tests.fault_server import FaultServer, ok  # noqa: E402
+from tests.scripted import CANNOT_ANSWER  # noqa: E402
 
 MESSAGE = "The sync engine corrupts my notes"
 
@@ -50,7 +51,7 @@ MESSAGE = "The sync engine corrupts my notes"
 def scripted_server(latency: float) -> FaultServer:
     server = FaultServer().start()
     server.rule("Classify the customer message", ok('{"intent": "technical"}', delay=latency))
-    server.rule("technical support agent", ok("ESCALATE", delay=latency))
+    server.rule("technical support agent", ok(CANNOT_ANSWER, delay=latency))
     return server
 
 
