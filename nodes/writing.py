@@ -146,8 +146,8 @@ WRITER_PROMPT = (
     "You write short, clear markdown documents: a '# ' title line, then two to four short "
     "paragraphs. Reply with the document only."
 )
-# One worked exchange: a 270M model copies the shape of an answer far better than it follows
-# a description of it (tried: without it, it tends to restate the instructions).
+# One worked exchange: a small model copies the shape of an answer more reliably than it
+# follows a description of it.
 WRITER_EXAMPLE = [
     HumanMessage("Brief: Explain why people should drink water.\n\nWrite the document."),
     AIMessage("# Why drink water\n\nWater keeps the body cool and helps it digest food.\n\nMost adults need about two litres a day, more in hot weather."),

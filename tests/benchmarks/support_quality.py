@@ -18,6 +18,7 @@ a markdown file for a person to read.  `--model` takes the same values as SIGNOF
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,6 +40,37 @@ def load_cases(path: Path) -> list[dict[str, Any]]:
         assert case["intent"] in ("billing", "technical", "general"), case
         assert case["escalate"] or case.get("article"), f"an answerable case names its article: {case}"
     return cases
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) CPU jiffies of the whole machine since boot, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields) - fields[3] - fields[4], sum(fields)
+
+
+def tree_jiffies(pids: list[int]) -> int:
+    """utime + stime (and reaped children's) of `pids`, in jiffies."""
+    total = 0
+    for pid in pids:
+        try:
+            after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(x) for x in after_name[11:15])
+    return total
+
+
+def our_pids(home: Path) -> list[int]:
+    """This process, its local model servers and its embedded PostgreSQL (postmaster and backends)."""
+    pids = [os.getpid()]
+    for state in home.glob("model-server*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids.append(int(json.loads(state.read_text())["pid"]))
+    with contextlib.suppress(OSError, ValueError):
+        postmaster = int((home / "pgdata" / "postmaster.pid").read_text().split()[0])
+        pids.append(postmaster)
+        pids += [int(p) for p in Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()]
+    return pids
 
 
 def server_memory(home: Path) -> list[str]:
@@ -158,12 +190,18 @@ def main() -> None:
             context = SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts))
             runner = ThreadRunner(pool, SUPPORT, context)
             run_case(runner, "warm-up", WARM_UP)  # loads the knowledge base, warms the server
+            # Other processes competing for the cores skew every time below: measure their share.
+            busy0, total0 = machine_jiffies()
+            ours0 = tree_jiffies(our_pids(home))
             results = []
             for n, case in enumerate(cases, start=1):
                 result = run_case(runner, f"case-{n}", case["message"])
                 results.append(result)
                 verdict = "escalated" if result["escalated"] else result["article"]
                 print(f"[{n}/{len(cases)}] {result['seconds']:5.1f}s {result['intent']:9} {verdict}", flush=True)
+            busy1, total1 = machine_jiffies()
+            ours1 = tree_jiffies(our_pids(home))
+            others = max(0.0, (busy1 - busy0 - (ours1 - ours0)) / max(1, total1 - total0))
             memory = server_memory(home)
             pool.close()
         finally:
@@ -173,6 +211,7 @@ def main() -> None:
     rows = report(cases, results, models.primary.name)
     rows.insert(1, ("model ready (assembly from chunks + server start, or client setup)", f"{ready:.1f} s"))
     rows += [("server memory", "; ".join(memory))] if memory else []
+    rows.append(("other processes' share of all CPUs during the run (contention)", f"{others:.0%}"))
     write_drafts(out, cases, results, rows)
     width = max(len(k) for k, _ in rows)
     print(f"\n{len(cases)} labelled messages ({sum(c['escalate'] for c in cases)} to escalate), drafts in {out}\n")
