@@ -197,3 +197,25 @@ def test_the_inbox_forms_need_the_session_csrf_and_keep_the_digest_rule(ctx, poo
     done = client.post("/threads/w1/approve", data={"expect": digest, "csrf": csrf, "note": "ok"})
     assert done.status_code == 303 and done.headers["location"] == "/threads/w1?done=approved"
     assert count_rows(pool, "approvals", thread_id="w1", actor="alice") == 1
+
+
+def test_the_secret_key_is_generated_once_with_mode_0600_and_a_short_one_is_refused(tmp_path):
+    import stat
+
+    from checkpoint.errors import InvalidInput
+    from checkpoint.signing import secret_key
+
+    first = secret_key(tmp_path / "home", {})
+    assert stat.S_IMODE((tmp_path / "home" / "secret_key").stat().st_mode) == 0o600
+    assert secret_key(tmp_path / "home", {}) == first and len(first) >= 32
+    assert secret_key(tmp_path / "other", {"SIGNOFF_SECRET_KEY": "z" * 32}) == b"z" * 32
+    assert not (tmp_path / "other").exists() or not (tmp_path / "other" / "secret_key").exists()
+    with pytest.raises(InvalidInput, match="at least 32 characters"):
+        secret_key(tmp_path / "home", {"SIGNOFF_SECRET_KEY": "short"})
+    # a link signed with one key does not open with another
+    link = sign_link(first, Link("w1", "v", "d", "approve", 2 ** 40))
+    from checkpoint.signing import LinkError, read_link
+
+    with pytest.raises(LinkError):
+        read_link(b"y" * 64, link, thread_id="w1", now=datetime.now(timezone.utc))
+    assert read_link(first, link, thread_id="w1", now=datetime.now(timezone.utc)).action == "approve"
