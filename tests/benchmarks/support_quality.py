@@ -21,6 +21,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -35,11 +36,17 @@ WARM_UP = "Hello, how do I export my notes to PDF?"
 
 
 def load_cases(path: Path) -> list[dict[str, Any]]:
+    """The labelled cases, interleaved across (intent, escalate) groups so that any prefix of
+    the run (--limit, or a run stopped with Ctrl-C) is a fair sample of the whole set."""
     cases = json.loads(path.read_text())["cases"]
+    groups: dict[tuple[str, bool], list[dict[str, Any]]] = {}
     for case in cases:
         assert case["intent"] in ("billing", "technical", "general"), case
         assert case["escalate"] or case.get("article"), f"an answerable case names its article: {case}"
-    return cases
+        groups.setdefault((case["intent"], case["escalate"]), []).append(case)
+    # Each case at its relative position within its group: every prefix keeps the set's proportions.
+    spread = [((n + 0.5) / len(g), i, case) for i, g in enumerate(groups.values()) for n, case in enumerate(g)]
+    return [case for _, _, case in sorted(spread, key=lambda t: t[:2])]
 
 
 def machine_jiffies() -> tuple[int, int]:
@@ -161,6 +168,7 @@ def main() -> None:
     parser.add_argument("--cases", type=Path, default=Path(__file__).with_name("support_cases.json"))
     parser.add_argument("--out", type=Path, default=None, help="drafts file (default: /tmp/signoff-support-drafts-MODEL.md)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases (for a quick look)")
+    parser.add_argument("--minutes", type=float, default=0, help="start no new case after this long; report what ran")
     args = parser.parse_args()
     cases = load_cases(args.cases)[: args.limit or None]
     out = args.out or Path(tempfile.gettempdir()) / f"signoff-support-drafts-{args.model.replace(':', '-')}.md"
@@ -194,11 +202,18 @@ def main() -> None:
             busy0, total0 = machine_jiffies()
             ours0 = tree_jiffies(our_pids(home))
             results = []
-            for n, case in enumerate(cases, start=1):
-                result = run_case(runner, f"case-{n}", case["message"])
-                results.append(result)
-                verdict = "escalated" if result["escalated"] else result["article"]
-                print(f"[{n}/{len(cases)}] {result['seconds']:5.1f}s {result['intent']:9} {verdict}", flush=True)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # stop early, still report
+            try:
+                for n, case in enumerate(cases, start=1):
+                    if args.minutes and time.perf_counter() - start > args.minutes * 60:
+                        raise KeyboardInterrupt
+                    result = run_case(runner, f"case-{n}", case["message"])
+                    results.append(result)
+                    verdict = "escalated" if result["escalated"] else result["article"]
+                    print(f"[{n}/{len(cases)}] {result['seconds']:5.1f}s {result['intent']:9} {verdict}", flush=True)
+            except KeyboardInterrupt:
+                print(f"stopped early: reporting the first {len(results)} cases", flush=True)
+            cases = cases[: len(results)]
             busy1, total1 = machine_jiffies()
             ours1 = tree_jiffies(our_pids(home))
             others = max(0.0, (busy1 - busy0 - (ours1 - ours0)) / max(1, total1 - total0))
@@ -208,6 +223,9 @@ def main() -> None:
             stop_server(home)
             stop_embedded(home)
 
+    if not results:
+        print("no case finished")
+        return
     rows = report(cases, results, models.primary.name)
     rows.insert(1, ("model ready (assembly from chunks + server start, or client setup)", f"{ready:.1f} s"))
     rows += [("server memory", "; ".join(memory))] if memory else []
