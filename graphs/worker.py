@@ -41,7 +41,7 @@ from langgraph.runtime import RunControl
 from psycopg_pool import ConnectionPool
 
 from checkpoint import events as progress
-from checkpoint import jobs, threads
+from checkpoint import jobs
 from checkpoint import workers as registry
 from checkpoint.database import is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
