@@ -353,11 +353,14 @@ def serve(concurrency: int, *, log: Log) -> int:
     settings = Settings.from_env()
     worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency), WorkerOptions(concurrency=concurrency), log=log)
 
+    received: list[int] = []
+
     def on_signal(signum: int, frame: Any) -> None:
-        if worker._stopping.is_set():
+        if received:  # the second signal, however soon after the first
             os._exit(130)
-        log(f"{signal.Signals(signum).name}: draining (running threads stop at their next step; again to exit now)")
+        received.append(signum)
         worker.request_stop(signal.Signals(signum).name)
+        log(f"{signal.Signals(signum).name}: draining (running threads stop at their next step; again to exit now)")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
