@@ -342,6 +342,9 @@ def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str
     config = settings()
     options = {**options, "deadline_hours": deadline_hours(graph, deadline, config)}
     with open_db(config) as pool:
+        from checkpoint.policy import current_policy, decider
+
+        options["actor"] = decider(current_policy(pool), None) or options.get("actor", "cli")  # issue 12: the requester
         worker = worker_available(pool)
         if detach or worker:
             spec = get_spec(graph)
@@ -360,6 +363,7 @@ def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str
             raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
         out.print(f"thread [bold]{thread_id}[/bold]")
         run_and_report(thread_id, lambda sink, control: runner.start(thread_id, text, options, sink, control))
+        print_waiting_stage(pool, thread_id)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -446,6 +450,9 @@ def pending(
             known_graph(pool, graph)
         page = listing.waiting(pool, limit=page_size, graph=graph, older_than=wait)
         rows = page.rows
+        from checkpoint.approval_chain import waiting_for
+
+        stages = waiting_for(pool, [row.thread_id for row in rows])  # issue 12: which stage waits for whom
         # Threads that began waiting before migration 005 stored no digest: read theirs from
         # the checkpoint, as before (only those, so it costs nothing once they are decided).
         digests = {row.thread_id: row.digest for row in rows if row.digest is not None}
@@ -458,6 +465,7 @@ def pending(
             "thread_id": row.thread_id, "graph": row.graph, "gate": row.gate, "waiting_since": row.updated_at,
             "age_seconds": max(0, int((now - row.updated_at).total_seconds())), "deadline": row.deadline,
             "overdue": bool(row.deadline and row.deadline <= now), "digest": digests[row.thread_id], "summary": row.summary,
+            "waiting_for": stages.get(row.thread_id),
         } for row in rows]})
         return
     if not rows:
@@ -469,7 +477,7 @@ def pending(
     lines = [("thread", "graph", "gate", "age", "deadline", "digest", "summary")] + [
         (row.thread_id, row.graph, row.gate or "", age(now - row.updated_at),
          (f"{row.deadline:%Y-%m-%d %H:%M}" + (" overdue" if row.deadline <= now else "")) if row.deadline else "-",
-         digests[row.thread_id], safe_line(row.summary, 70))
+         digests[row.thread_id], safe_line(row.summary, 70) + (f"  waits for {safe_line(stages[row.thread_id])}" if row.thread_id in stages else ""))
         for row in rows
     ]
     widths = [max(len(line[i]) for line in lines) for i in range(6)]
@@ -552,6 +560,9 @@ def show(
                 digest = content_digest(content)
         with pool.connection() as conn:
             decisions = conn.execute("SELECT gate, decision, actor, note, decided_at FROM approvals WHERE thread_id = %s ORDER BY id", (thread_id,)).fetchall()
+        from checkpoint.approval_chain import waiting_for
+
+        stage = waiting_for(pool, [thread_id]).get(thread_id)  # issue 12
     calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
     if as_json:
         emit({
@@ -569,6 +580,8 @@ def show(
     if gate:
         out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
         print_review(content or "", digest or "")
+        if stage:
+            out.print(f"approval needed: {safe_line(stage)}", soft_wrap=True)
     if values.get("error"):
         out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
@@ -592,6 +605,63 @@ def show_failed_notifications(thread_id: str) -> None:
         out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
 
 
+def print_stage_progress(thread_id: str, name: str, progress: Any) -> None:
+    stage = progress.approved_stage
+    if progress.again:
+        out.print(f"{safe_line(name)} already approved this content of [bold]{thread_id}[/bold]; nothing new recorded")
+    elif stage is not None:
+        out.print(f"approved stage {stage.index}/{len(progress.chain.stages)} ({safe_line(stage.stage.name)}) of "
+                  f"[bold]{thread_id}[/bold] by {safe_line(name)}")
+    out.print(f"waiting for {safe_line(progress.chain.waiting_for())}", soft_wrap=True)
+
+
+def print_waiting_stage(pool: Any, thread_id: str) -> None:
+    """Which stage of an approval chain a waiting thread needs (issue 12)."""
+    from checkpoint.approval_chain import waiting_for
+
+    waits = waiting_for(pool, [thread_id]).get(thread_id)
+    if waits:
+        out.print(f"approval needed: {safe_line(waits)}", soft_wrap=True)
+
+
+def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
+    """`approve --edit` (issue 12): the reviewer edits the reply (and may lower the amount) in
+    $EDITOR, then approves exactly what they saved: a new digest, both audited with the diff.
+    The file in the editor is what they reviewed, so no --expect is needed (given, it must
+    match the content before the edit)."""
+    from checkpoint.approval_chain import ensure_may_approve
+    from checkpoint.policy import current_policy, decider
+    from graphs.editing import apply_edit, editable_text, parse_edit, run_editor
+    from graphs.runner import DigestMismatch
+    from nodes.gates import content_digest
+
+    name = actor(by)
+    with existing_thread(thread_id) as runner:
+        name = decider(current_policy(runner.pool), by) or name
+        snapshot = runner.snapshot(thread_id)
+        gate = runner.gate_of(snapshot)
+        if gate is None or snapshot.values.get("decision"):
+            runner.decide(thread_id, "approved", actor=name, note=note)  # raises the one-line reason
+        before = content_digest(runner.spec.review_content(snapshot.values))
+        if expect is not None and expect != before:
+            raise DigestMismatch(f"the content changed since you reviewed it (digest {before}, you expected {expect}): run `signoff show {thread_id}` again")
+        if "draft" not in snapshot.values:
+            raise UsageError(f"--edit edits support replies; thread {thread_id} runs {runner.spec.name}: approve or reject it as it is")
+        ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name)
+        edit = parse_edit(run_editor(editable_text(snapshot.values)), snapshot.values)
+        digest = before
+        unchanged = edit.draft == snapshot.values.get("draft") and edit.amount_cents in (None, (snapshot.values.get("refund") or {}).get("amount_cents"))
+        if not unchanged:
+            digest = apply_edit(runner, thread_id, edit, actor=name, expect_digest=before)
+            out.print(f"edited [bold]{thread_id}[/bold]: digest {before} -> {digest}")
+        progress = runner.decide(thread_id, "approved", actor=name, note=note, expect_digest=digest)
+        if progress is not None:
+            print_stage_progress(thread_id, name, progress)
+            return
+        out.print(f"approved [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
+        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
+
+
 def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
     """Record a decision bound to the content the person saw, then run the thread on.
 
@@ -608,6 +678,9 @@ def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str
         raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
     with existing_thread(thread_id) as runner:
+        from checkpoint.policy import current_policy, decider
+
+        name = decider(current_policy(runner.pool), by) or name  # issue 12: roles configured -> the OS user
         if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
             # The deadline decided before this person did: the same one line as any earlier decider.
             latest = runner.latest_decision(thread_id)
@@ -621,7 +694,10 @@ def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str
             print_review(content, expect)
             if not yes and not typer.confirm(f"approve this as {name}?", default=False):
                 fail("not approved: nothing was recorded", EXIT_FAILED)
-        runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect)  # type: ignore[arg-type]
+        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect)  # type: ignore[arg-type]
+        if progress is not None:  # issue 12: one stage of an approval chain; the thread waits for the next
+            print_stage_progress(thread_id, name, progress)
+            return
         if detach or worker_available(runner.pool):
             # A worker runs it on; this terminal follows from here (or returns with --detach).
             after = last_event_id(runner.pool, thread_id)
@@ -645,10 +721,14 @@ def approve(
     expect: Optional[str] = typer.Option(None, "--expect", help="The digest of the content you reviewed (see `show`); required without a terminal."),
     yes: bool = typer.Option(False, "--yes", "-y", help="At a terminal: show the content and approve it without asking."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
+    edit: bool = typer.Option(False, "--edit", help="Edit the reply (and lower the amount) in $EDITOR first, then approve the edited content."),
 ) -> None:
     """Approve what a thread waits on, then resume it to its next stop."""
     if note:
         valid_text(note, "note")
+    if edit:
+        edit_and_approve(thread_id, by, note, expect)
+        return
     decide_and_resume(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
 
 
@@ -940,6 +1020,50 @@ def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON doc
     width = max(len(source) for source in sources)
     for entry, source in zip(entries, sources):
         out.print(f"{source:<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {safe_line(entry.title)}", soft_wrap=True)
+
+
+policy_app = typer.Typer(help="Who must approve actions with money behind them (signoff.toml).", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("load")
+@friendly
+def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (README: Refunds).")) -> None:
+    """Load the approval policy into the database, for every process; replaces the one in force."""
+    from checkpoint.policy import PolicyError, os_user, parse_policy, store_policy
+    from nodes.knowledge import PathNotFound, read_text_file
+
+    if not path.exists():
+        raise PathNotFound(f"{path}: no such file: pass a signoff.toml")
+    if path.is_dir():
+        raise PolicyError(f"{path} is a folder: pass a signoff.toml file")
+    policy = parse_policy(read_text_file(path, PolicyError), str(path))  # checked before any write
+    with open_db(settings()) as pool:
+        store_policy(pool, policy, os_user())
+    out.print(f"policy loaded from {safe_line(path)}: {len(policy.roles)} roles, {len(policy.gates)} gates")
+
+
+@policy_app.command("show")
+@friendly
+def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
+    """The approval policy in force (the defaults when none was loaded)."""
+    from checkpoint.policy import DEFAULT_STAGES, current_policy
+
+    with open_db(settings()) as pool:
+        policy = current_policy(pool)
+    gates = dict(policy.gates) or {"support.review": DEFAULT_STAGES}
+    if as_json:
+        emit({"source": policy.source, "roles": {r: list(m) for r, m in policy.roles.items()},
+              "gates": {k: [{"role": st.role, "above": st.above_cents / 100, "quorum": st.quorum, "deadline_hours": st.deadline_hours}
+                            for st in v] for k, v in gates.items()}})
+        return
+    out.print(f"policy: {safe_line(policy.source)}" + ("" if policy.roles_configured else " (no roles configured: any reviewer but the requester decides, --by allowed)"))
+    for role, members in policy.roles.items():
+        out.print(f"role {safe_line(role)}: {safe_line(', '.join(members))}", soft_wrap=True)
+    for key, stages in gates.items():
+        for n, st in enumerate(stages, start=1):
+            out.print(f"{safe_line(key)} stage {n}: {safe_line(st.role or 'review')} above {st.above_cents / 100:.2f}, "
+                      f"{st.quorum} approval{'s' if st.quorum > 1 else ''}" + (f", deadline {st.deadline_hours:g}h" if st.deadline_hours else ""), soft_wrap=True)
 
 
 orders_app = typer.Typer(help="Orders that refunds are checked against (issue 12).", no_args_is_help=True)

@@ -9,7 +9,7 @@ from typing import Any, Callable
 from langgraph.graph import StateGraph
 
 from graphs import research, revision, support
-from nodes import writing
+from nodes import refunds, writing
 from nodes.publishing import resolve_out_dir
 
 
@@ -28,11 +28,13 @@ class GraphSpec:
     outcome: Callable[[dict[str, Any]], str]
     #: how long a gate waits before its default action applies
     deadline_hours: float = 24.0
+    #: the amount (minor units) of the action under review, if any: it gets an approval chain
+    action_amount: Callable[[dict[str, Any]], int | None] = lambda values: None
 
 
 def _support_outcome(values: dict[str, Any]) -> str:
     ticket = f", ticket #{values['ticket_id']} open" if values.get("outcome") == "holding" and values.get("ticket_id") else ""
-    return f"{values.get('outcome', 'finished')}{ticket}"
+    return f"{values.get('outcome', 'finished')}{refunds.saga_outcome(values)}{ticket}"
 
 
 SUPPORT = GraphSpec(
@@ -40,9 +42,10 @@ SUPPORT = GraphSpec(
     build=support.build_graph,
     gates=(support.GATE,),
     make_input=lambda text, opts: {"message": text, "email": opts.get("email")},
-    review_content=lambda v: v.get("draft", ""),
-    summarize=lambda v: f"[{v.get('intent', '?')}{' ticket #' + str(v['ticket_id']) if v.get('ticket_id') else ''}] {v.get('message', '')}",
+    review_content=refunds.review_content,
+    summarize=lambda v: f"[{v.get('intent', '?')}{' ticket #' + str(v['ticket_id']) if v.get('ticket_id') else ''}{refunds.action_tag(v)}] {v.get('message', '')}",
     outcome=_support_outcome,
+    action_amount=refunds.action_amount,
 )
 
 

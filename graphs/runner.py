@@ -230,6 +230,9 @@ class ThreadRunner:
                 deadline = now + timedelta(hours=row.deadline_hours if row else self.spec.deadline_hours)
             review = self.spec.review_content(values)
             digest = content_digest(review)
+            from checkpoint.approval_chain import on_wait  # issue 12: which stage of an approval chain it waits for
+
+            on_wait(self.pool, self.spec, thread_id, gate, self._checkpoint_id(snapshot), digest, values)
             # What a listing shows (digest, content under review) is stored with the stop, so
             # `pending` and `show` need no checkpoint load or graph import (issue 11).
             threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline, digest=digest, review=review)
@@ -247,7 +250,7 @@ class ThreadRunner:
 
     # --- signing off ---------------------------------------------------------------------
 
-    def decide(self, thread_id: str, verdict: Verdict, *, actor: str, note: str = "", expect_digest: str | None = None) -> None:
+    def decide(self, thread_id: str, verdict: Verdict, *, actor: str, note: str = "", expect_digest: str | None = None) -> Any:
         """Record one decision for the gate the thread waits at and write it into the thread.
 
         Deciders of one thread are serialised by its row lock; the unique key on
@@ -256,7 +259,7 @@ class ThreadRunner:
         """
         seen = self.snapshot(thread_id)
         seen_id = seen.config["configurable"]["checkpoint_id"] if seen.config else None
-        with threads.locked(self.pool, thread_id):
+        with threads.locked(self.pool, thread_id) as locked:
             snapshot = self.snapshot(thread_id)
             gate = self.gate_of(snapshot)
             current_id = snapshot.config["configurable"]["checkpoint_id"] if snapshot.config else None
@@ -268,6 +271,18 @@ class ThreadRunner:
             digest = content_digest(self.spec.review_content(snapshot.values))
             if expect_digest is not None and expect_digest != digest:
                 raise DigestMismatch(f"the content changed since you reviewed it (digest {digest}, you expected {expect_digest}): run `signoff show {thread_id}` again")
+            amount = self.spec.action_amount(snapshot.values) if verdict != "expired" else None
+            if amount is not None:  # an action with money behind it: its approval chain first (issue 12)
+                from checkpoint.approval_chain import decide_stage
+
+                row = threads.get(self.pool, thread_id)
+                progress = decide_stage(
+                    self.pool, locked, graph=self.spec.name, gate=gate, thread_id=thread_id, checkpoint_id=str(current_id), digest=digest,
+                    amount_cents=amount, verdict=verdict, actor=actor, note=note,
+                    now=self.context.clock() if self.context else datetime.now(timezone.utc),
+                    default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours)
+                if progress is not None:
+                    return progress  # a stage approved; the thread waits for the next one
             recorded = record_decision(
                 self.pool, thread_id=thread_id, gate=gate, checkpoint_id=str(current_id),
                 verdict=verdict, actor=actor, note=note, digest=digest,

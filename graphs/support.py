@@ -22,6 +22,8 @@ from nodes.gates import Decision, gate_node
 from nodes.knowledge import ensure_loaded
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
 from nodes.tools import current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
+from graphs.refund_path import add_refund_path, refund_approved, starts_refund
+from nodes.refunds import RefundCase
 
 Intent = Literal["billing", "technical", "general"]
 INTENTS: tuple[Intent, ...] = ("billing", "technical", "general")
@@ -63,6 +65,8 @@ class SupportState(SupportInput, total=False):
     outcome: Literal["replied", "holding"]
     reply: str
     calls: Annotated[list[CallRecord], operator.add]
+    #: a refund request and its saga (graphs/refund_path.py)
+    refund: RefundCase
 
 
 class IntentChoice(BaseModel):
@@ -232,8 +236,10 @@ def send_holding_reply(state: SupportState, runtime: Runtime[SignoffContext]) ->
 # --- routers (pure) ------------------------------------------------------------------------
 
 
-def route_after_classify(state: SupportState) -> Literal["lookup_kb", "escalate"]:
-    return "escalate" if state.get("needs_human") else "lookup_kb"
+def route_after_classify(state: SupportState) -> Literal["lookup_kb", "escalate", "extract_refund"]:
+    if state.get("needs_human"):
+        return "escalate"
+    return "extract_refund" if starts_refund(state) else "lookup_kb"
 
 
 def route_to_agent(state: SupportState) -> Literal["billing_agent", "technical_agent", "general_agent"]:
@@ -249,10 +255,10 @@ def route_after_draft(state: SupportState) -> Literal["review", "escalate"]:
     return "review" if state.get("draft") and not state.get("needs_human") else "escalate"
 
 
-def route_after_review(state: SupportState) -> Literal["send_approved_reply", "redraft", "send_holding_reply"]:
+def route_after_review(state: SupportState) -> Literal["send_approved_reply", "redraft", "send_holding_reply", "place_credit_note"]:
     decision = state.get("last_decision") or {}
     if decision.get("verdict") == "approved":
-        return "send_approved_reply"
+        return "place_credit_note" if refund_approved(state) else "send_approved_reply"
     if decision.get("verdict") == "rejected" and state.get("redrafts", 0) < state.get("max_redrafts", DEFAULT_MAX_REDRAFTS):
         return "redraft"
     return "send_holding_reply"
@@ -274,6 +280,7 @@ def build_graph() -> StateGraph:
     graph.add_node("redraft", redraft)
     graph.add_node("send_approved_reply", send_approved_reply)
     graph.add_node("send_holding_reply", send_holding_reply)
+    add_refund_path(graph, gate=GATE)
 
     graph.add_edge(START, "classify")
     graph.add_conditional_edges("classify", route_after_classify)

@@ -17,6 +17,9 @@ operation, are consumed one per request before anything else:
 - `timeout_after_commit`  commit and remember the response, then say nothing and close: the
                           client never learns it succeeded (the nasty one)
 - `decline`               a permanent refusal, 402 "card closed", remembered under the key
+- `hold` / `hold_after_commit`  keep the request waiting (before / after committing) until the
+                          test sets `release`, then close without answering: a test kills its
+                          client meanwhile (`held(op)` counts the requests held so far)
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 OPS = ("credit_note", "refund", "void")
-FAULTS = ("error500", "timeout", "timeout_after_commit", "decline")
+FAULTS = ("error500", "timeout", "timeout_after_commit", "decline", "hold", "hold_after_commit")
+MAX_HOLD = 60.0
 #: No hang outlives this, so a test cannot stall on the provider.
 MAX_HANG = 10.0
 
@@ -52,6 +56,8 @@ class PaymentProvider:
         self._faults: dict[str, deque[str]] = defaultdict(deque)
         self._always: dict[str, str] = {}
         self._stopping = threading.Event()
+        self.release = threading.Event()
+        self._held: dict[str, int] = defaultdict(int)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -67,6 +73,16 @@ class PaymentProvider:
         assert op in OPS and all(k in FAULTS for k in kinds), (op, kinds)
         with self.lock:
             self._faults[op].extend(kinds)
+
+    def first(self, op: str, kind: str) -> None:
+        """Apply `kind` to the very next request of `op`, before any queued fault."""
+        assert op in OPS and kind in FAULTS
+        with self.lock:
+            self._faults[op].appendleft(kind)
+
+    def held(self, op: str) -> int:
+        with self.lock:
+            return self._held[op]
 
     def always(self, op: str, kind: str | None) -> None:
         """Apply `kind` to every request of `op` (after the queued ones); None: stop."""
@@ -92,6 +108,7 @@ class PaymentProvider:
 
     def __exit__(self, *exc: object) -> None:
         self._stopping.set()
+        self.release.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
@@ -161,6 +178,12 @@ class PaymentProvider:
                 provider._stopping.wait(provider.hang)
                 self.close_connection = True
 
+            def _hold(self, op: str) -> None:
+                with provider.lock:
+                    provider._held[op] += 1
+                provider.release.wait(MAX_HOLD)
+                self.close_connection = True
+
             def do_POST(self) -> None:  # noqa: N802 - the http.server API
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
@@ -183,11 +206,18 @@ class PaymentProvider:
                     return self._send(500, {"error": {"message": "internal error"}})
                 if fault == "timeout":
                     return self._silence()
+                if fault == "hold":
+                    return self._hold(op)
                 if fault == "decline":
                     return self._send(*provider._decline(op, key, fingerprint, body))
+                if fault == "hold_after_commit" and provider._always.get(op) == "decline":
+                    provider._decline(op, key, fingerprint, body)  # what it commits is the refusal
+                    return self._hold(op)
                 status, answer = provider._commit(op, key, fingerprint, body, ["", *path])
                 if fault == "timeout_after_commit":
                     return self._silence()
+                if fault == "hold_after_commit":
+                    return self._hold(op)
                 self._send(status, answer)
 
         return Handler

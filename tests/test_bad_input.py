@@ -203,6 +203,18 @@ ROWS: list[Row] = [
     row("orders load", "{leaky_dir}", says="is a folder"),
     row("orders load", "--nope", says="No such option: --nope"),
     row("orders list", "--nope", says="No such option: --nope"),
+    row("policy load", "/nonexistent/signoff.toml", says="no such file", code=EXIT_NOT_FOUND),
+    row("policy load", "{a_file}", says="not valid TOML"),
+    row("policy load", "{nul_file}", says="contains NUL bytes"),
+    row("policy load", "{leaky_dir}", says="is a folder"),
+    row("policy load", says="Missing argument"),
+    row("policy show", "--nope", says="No such option: --nope"),
+    row("policy show", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
+    row("approve", WAITING, "--edit", says="the editor exited with code 1", code=EXIT_CONFLICT, EDITOR="false"),
+    row("approve", WAITING, "--edit", says="cannot run the editor", EDITOR="/nonexistent/editor"),
+    row("approve", WAITING, "--edit", says="cannot be parsed", EDITOR="'unbalanced"),
+    row("approve", WAITING, "--edit", *ANY_DIGEST, says="the content changed since you reviewed it", code=EXIT_CONFLICT, EDITOR="true"),
+    row("approve", FINISHED, "--edit", says=f"thread {FINISHED} is not waiting at a gate", code=EXIT_CONFLICT, EDITOR="true"),
     row("orders list", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
 ]
 

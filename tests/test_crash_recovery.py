@@ -11,6 +11,8 @@ CLI command per phase. A kill point is a moment inside one phase's process:
           checkpoint INSERT armed, then the answer let go); a task whose writes were saved
           must not run again
 - settle  after the last checkpoint, before the threads table says where the thread stands
+- pay / paid   inside a payment provider call of a refund saga step, before / after the
+          provider committed it (the fake provider holds the request; its arrival is the signal)
 - undecided / unapplied / unresumed   an approve/reject/expire process killed before its
           decision is recorded / after it is recorded but before it is written into the
           thread / after both but before the thread runs on
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 
 import psycopg
+from psycopg_pool import ConnectionPool
 import pytest
 
 from checkpoint import threads
@@ -45,6 +48,7 @@ from graphs.runner import EXPIRY_ACTOR, ThreadRunner
 from tests.conftest import count_rows, expect, review_digest
 from tests.fault_server import FaultServer, held, ok, prompt_text
 from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY
+from tests.payment_provider import PaymentProvider
 from tests.procs import StatementBlock, WarmCli, sessions_named, spawn_cli, wait_until
 
 USER = "tester"
@@ -62,6 +66,7 @@ class Phase:
     decision: str | None = None  # the verdict it records, for approve/reject/expire
     writes: tuple[str, ...] = ()  # tables it inserts side effects into
     past_deadline: bool = False  # set the gate's deadline in the past first (expire)
+    by: str = USER  # who decides (a refund's requester may not approve it)
 
     @property
     def verb(self) -> str:
@@ -69,7 +74,7 @@ class Phase:
 
     @property
     def actor(self) -> str:
-        return EXPIRY_ACTOR if self.decision == "expired" else USER
+        return EXPIRY_ACTOR if self.decision == "expired" else self.by
 
     def argv(self, tid: str, out: Path, database_url: str) -> list[str]:
         digest = review_digest(database_url, tid) if "{digest}" in self.args else ""
@@ -90,6 +95,18 @@ class Scenario:
     #: prompts of that step's model calls (and in no other), to count them
     step_node: tuple[str, str] = ("", "")
     check: Callable[[dict, psycopg.Connection, Path], None] = lambda values, conn, out: None
+    #: run on the test's database before the first phase (never killed)
+    setup: Callable[[ConnectionPool], None] | None = None
+    #: payment provider: faults queued per operation for the first calls, faults for every call,
+    #: the saga node -> the operation it calls, and what the provider holds at the end
+    #: ("credit_note:void" counts credit notes with that status)
+    provider_faults: tuple[tuple[str, str], ...] = ()
+    provider_always: tuple[tuple[str, str], ...] = ()
+    pay_nodes: tuple[tuple[str, str], ...] = ()
+    provider_effects: tuple[tuple[str, int], ...] = ()
+    #: every kill point of this scenario, also those another scenario of its graph covered
+    #: (the refund paths: money must move once also where the reply path was already safe)
+    all_points: bool = False
 
 
 BILLING_ANSWER = "A second charge is usually a pending authorization that drops off within 3-5 business days."
@@ -196,10 +213,66 @@ SCENARIOS = [
         check=_researched_once,
     ),
 ]
+def _load_demo_orders(pool: ConnectionPool) -> None:
+    from nodes.orders import demo_orders, load_orders
+
+    load_orders(pool, demo_orders())
+
+
+REFUND_MESSAGE = "Please refund order 1042, it arrived broken"
+REFUND_RULES = (("Classify the customer message", '{"intent": "billing"}'), ("Extract the refund request", '{"order_id": "1042", "amount": null}'))
+REFUND_START = Phase(("start", "support", REFUND_MESSAGE, "--thread", "{tid}", "--email", "maya.lopez@example.com"),
+                     ("classify", "extract_refund", "check_refund", "propose_refund"))
+SCENARIOS += [
+    Scenario(
+        name="support-refund",
+        graph="support",
+        rules=REFUND_RULES,
+        model_nodes={"classify": "Classify the customer message", "extract_refund": "Extract the refund request"},
+        phases=(
+            REFUND_START,
+            Phase(("approve", "{tid}", "--by", "lead", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "send_approved_reply"),
+                  decision="approved", writes=("payment_operations", "outbox"), by="lead"),
+        ),
+        effects={"outbox": 1, "payment_operations": 2},
+        audit={"decision_approved": 1, "saga_credit_note": 1, "saga_refund": 1, "reply_sent": 1, "saga_compensated_void": 0},
+        outcome="refunded 149.00 USD on order 1042",
+        step_node=("extract_refund", "Extract the refund request"),
+        setup=_load_demo_orders,
+        # the nasty one, in every run: the provider commits, then the answer never arrives
+        provider_faults=(("credit_note", "timeout_after_commit"), ("refund", "timeout_after_commit")),
+        pay_nodes=(("place_credit_note", "credit_note"), ("issue_refund", "refund")),
+        provider_effects=(("credit_note", 1), ("credit_note:void", 0), ("refund", 1), ("void", 0)),
+        all_points=True,
+    ),
+    Scenario(
+        name="support-refund-refused",
+        graph="support",
+        rules=REFUND_RULES,
+        model_nodes={"classify": "Classify the customer message", "extract_refund": "Extract the refund request"},
+        phases=(
+            REFUND_START,
+            Phase(("approve", "{tid}", "--by", "lead", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "void_credit_note", "send_holding_reply"),
+                  decision="approved", writes=("payment_operations", "tickets", "outbox"), by="lead"),
+        ),
+        effects={"outbox": 1, "payment_operations": 3, "tickets": 1},
+        audit={"decision_approved": 1, "saga_credit_note": 1, "saga_refund_failed": 1, "saga_compensated_void": 1,
+               "ticket_opened": 1, "reply_sent": 1, "saga_refund": 0},
+        outcome="refund failed (HTTP 402: the card was closed), credit note voided",
+        setup=_load_demo_orders,
+        provider_faults=(("credit_note", "timeout_after_commit"), ("void", "timeout_after_commit")),
+        provider_always=(("refund", "decline"),),
+        pay_nodes=(("place_credit_note", "credit_note"), ("issue_refund", "refund"), ("void_credit_note", "void")),
+        provider_effects=(("credit_note", 1), ("credit_note:void", 1), ("refund", 0), ("void", 1)),
+        all_points=True,
+        check=_ticket_status("open"),
+    ),
+]
 BY_NAME = {s.name: s for s in SCENARIOS}
 
 #: Nodes no scenario reaches, and why that is safe to leave out here.
 NOT_ON_A_KILLED_PATH = {
+    ("support", "explain_refund"): "writes nothing, a template like propose_refund; its replies are tested in test_refund_flow",
     ("support", "general_agent"): "the same factory (make_agent) as billing_agent and technical_agent",
     ("revision", "discard"): "writes nothing; ending unpublished is covered in test_deadlines",
     ("research", "discard"): "writes nothing; ending unpublished is covered in test_deadlines",
@@ -229,14 +302,18 @@ def kill_points() -> list[KillPoint]:
         last = len(scenario.phases) - 1
         for index, phase in enumerate(scenario.phases):
             def add(kind: str, target: str, *key: str) -> None:
-                if (scenario.graph, kind, *key) not in seen:
-                    seen.add((scenario.graph, kind, *key))
+                scope = scenario.name if scenario.all_points else scenario.graph
+                if (scope, kind, *key) not in seen:
+                    seen.add((scope, kind, *key))
                     points.append(KillPoint(scenario.name, index, kind, target))
 
             for node in dict.fromkeys(phase.nodes):
                 add("after", node, node)
                 if node in scenario.model_nodes:
                     add("model", node, node)
+                if node in dict(scenario.pay_nodes):
+                    add("pay", node, node)
+                    add("paid", node, node)
                 if node == scenario.step_node[0]:
                     add("step", node, node)
             for table in phase.writes:
@@ -268,8 +345,14 @@ def server():
 
 
 @pytest.fixture
-def env(env: dict[str, str]) -> dict[str, str]:
-    return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2"}
+def provider():
+    with PaymentProvider(hang=1.0) as provider:
+        yield provider
+
+
+@pytest.fixture
+def env(env: dict[str, str], provider: PaymentProvider) -> dict[str, str]:
+    return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2", "SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "0.5"}
 
 
 def has_start_command(graph: str) -> bool:
@@ -283,11 +366,20 @@ def counts(conn: psycopg.Connection, tid: str, table: str) -> int:
 class Drive:
     """One scenario's thread, driven phase by phase in-process (CliRunner) unless killed."""
 
-    def __init__(self, scenario: Scenario, cli, pool, database_url: str, server: FaultServer, out: Path) -> None:
+    def __init__(self, scenario: Scenario, cli, pool, database_url: str, server: FaultServer, out: Path, provider: PaymentProvider | None = None) -> None:
         self.s, self.cli, self.pool, self.url, self.server, self.out = scenario, cli, pool, database_url, server, out
+        self.provider = provider
         self.tid = f"{scenario.graph}-t1"
         for needle, answer in scenario.rules:
             server.rule(needle, ok(answer))
+        for op, kind in scenario.provider_faults:
+            assert provider is not None, f"{scenario.name} needs the payment provider fixture"
+            provider.fault(op, kind)
+        for op, kind in scenario.provider_always:
+            assert provider is not None
+            provider.always(op, kind)
+        if scenario.setup is not None:
+            scenario.setup(pool)
 
     def prepare(self, phase: Phase) -> None:
         if phase.past_deadline:
@@ -324,14 +416,18 @@ class Drive:
             for kind, n in self.s.audit.items():
                 assert audited.get(kind, 0) == n, f"audit {kind}: {audited.get(kind, 0)}, expected {n} ({audited})"
             self.s.check({**values, "_tid": self.tid}, conn, self.out)
+        for what, n in self.s.provider_effects:
+            assert self.provider is not None
+            op, _, status = what.partition(":")
+            assert self.provider.count(op, status or None) == n, f"provider {what}: {self.provider.count(op, status or None)}, expected {n}"
 
 
 @pytest.fixture
-def drive(cli, pool, database_url, server, tmp_path):
+def drive(cli, pool, database_url, server, tmp_path, provider):
     def make(name: str) -> Drive:
         scenario = BY_NAME[name]
         assert has_start_command(scenario.graph), f"`signoff start {scenario.graph}` is not a command"
-        return Drive(scenario, cli, pool, database_url, server, tmp_path / "out")
+        return Drive(scenario, cli, pool, database_url, server, tmp_path / "out", provider)
 
     return make
 
@@ -372,7 +468,11 @@ def test_kill_at_every_point_then_recover_finishes_with_one_of_each_side_effect(
     release = threading.Event()
     block = StatementBlock(database_url)
     try:
-        if point.kind in ("model", "step"):
+        if point.kind in ("pay", "paid"):
+            op = dict(run.s.pay_nodes)[point.target]
+            held_before = run.provider.held(op)
+            run.provider.first(op, "hold" if point.kind == "pay" else "hold_after_commit")
+        elif point.kind in ("model", "step"):
             needle = run.s.model_nodes[point.target]
             seen = server.matching(needle)
             server.once(needle, held(release))
@@ -393,6 +493,8 @@ def test_kill_at_every_point_then_recover_finishes_with_one_of_each_side_effect(
         blocked = None
         if point.kind == "after":
             proc.wait_for(rf"^✓ {point.target}\s")
+        elif point.kind in ("pay", "paid"):
+            wait_until(lambda: run.provider.held(op) > held_before, what=f"the {op} payment request")
         elif point.kind == "model":
             wait_until(lambda: server.matching(needle) > seen, what=f"the {point.target} model request")
         elif point.kind == "step":
@@ -412,6 +514,7 @@ def test_kill_at_every_point_then_recover_finishes_with_one_of_each_side_effect(
         block.release()  # a held write lands now, as one the dying process had already sent
     finally:
         release.set()
+        run.provider.release.set()
         block.close()
     wait_until(lambda: not sessions_named(database_url, VICTIM), what="the dead process's sessions to end")
     assert not threads.is_claimed(pool, run.tid), "a dead process's claim dies with its session"

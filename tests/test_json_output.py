@@ -30,7 +30,8 @@ FIELDS = {
     ("kb", "search", "app crashes"): {"query", "hits"},
     ("corpus", "list"): {"documents"},
 }
-PENDING_THREAD = {"thread_id", "graph", "gate", "waiting_since", "age_seconds", "deadline", "overdue", "digest", "summary"}
+PENDING_THREAD = {"thread_id", "graph", "gate", "waiting_since", "age_seconds", "deadline", "overdue", "digest", "summary",
+                  "waiting_for"}  # issue 12: the approval stage it waits for, or null
 
 
 @pytest.fixture

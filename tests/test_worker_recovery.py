@@ -26,6 +26,7 @@ from tests.fault_server import held, ok
 from tests.scripted import CANNOT_ANSWER
 from tests.procs import StatementBlock, wait_until
 from tests.test_crash_recovery import BY_NAME, SCENARIOS, USER, Drive, Phase, Scenario
+from tests.test_crash_recovery import provider  # noqa: F401 - fixture (the refund scenarios' payment provider)
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
 #: README "Running workers": a SIGKILLed worker's threads are running elsewhere within this.
@@ -33,8 +34,8 @@ HANDOVER_BOUND_SECONDS = 10.0
 
 
 @pytest.fixture
-def env(env: dict[str, str]) -> dict[str, str]:
-    return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2"}
+def env(env: dict[str, str], provider) -> dict[str, str]:
+    return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2", "SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "0.5"}
 
 
 def argv(phase: Phase, tid: str, out: Path) -> list[str]:
@@ -65,7 +66,7 @@ def hand_over(run: Drive, phase: Phase) -> None:
     elif phase.verb in ("approve", "reject"):
         args = argv(phase, run.tid, run.out)
         note = args[args.index("--feedback") + 1] if "--feedback" in args else ""
-        ThreadRunner(run.pool, get_spec(run.s.graph)).decide(run.tid, phase.decision, actor=USER, note=note)  # type: ignore[arg-type]
+        ThreadRunner(run.pool, get_spec(run.s.graph)).decide(run.tid, phase.decision, actor=phase.by, note=note)  # type: ignore[arg-type]
         jobs.enqueue(run.pool, run.tid, "decision")
     else:
         run.prepare(phase)  # the deadline in the past: the running worker's sweep fires it
@@ -88,8 +89,8 @@ def worker_id_of(proc) -> int:
 
 
 @pytest.mark.parametrize("name", [s.name for s in SCENARIOS])
-def test_a_worker_killed_inside_a_node_is_replaced_and_every_side_effect_happens_once(name, pool, database_url, server, workers, tmp_path):
-    run = Drive(BY_NAME[name], None, pool, database_url, server, tmp_path / "out")
+def test_a_worker_killed_inside_a_node_is_replaced_and_every_side_effect_happens_once(name, pool, database_url, server, workers, tmp_path, provider):
+    run = Drive(BY_NAME[name], None, pool, database_url, server, tmp_path / "out", provider)
     kill_phase, node = first_model_node(run.s)
     needle = run.s.model_nodes[node]
     release = threading.Event()

@@ -95,13 +95,16 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
         jobs.enqueue(pool, thread_id, "deadline")  # a worker applies the gate's default action
         raise HttpError(409, f"the deadline passed at {review.row.deadline:%Y-%m-%d %H:%M %Z}: the gate's default action applies")
     try:
-        runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect)
+        progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect)
     except DigestMismatch as exc:
         raise HttpError(412, str(exc)) from None
     except AlreadyDecided as exc:
         raise HttpError(409, str(exc)) from None
     except Conflict as exc:
         raise HttpError(409, str(exc)) from None
+    if progress is not None:  # issue 12: one stage of an approval chain approved; the thread waits for the next
+        return {"thread_id": thread_id, "decision": "stage_approved", "actor": actor, "gate": review.gate,
+                "digest": review.digest, "job": None, "waiting_for": progress.chain.waiting_for()}
     job = jobs.enqueue(pool, thread_id, "decision")
     from checkpoint.workers import any_accepting
 

@@ -1,0 +1,231 @@
+"""Approval chains: the stages an action must pass at its gate before the gate's decision is
+recorded (checkpoint/policy.py says which stages).
+
+Each stage approval is a row of `stage_approvals`, bound to the gate visit (checkpoint) and to
+the digest of the content approved; the thread stays waiting at the same gate until the last
+stage's quorum is met. The approval that meets it is the one gate decision (the approvals
+table, as for any gate), so crash recovery, expiry and the one-decision-per-visit key work
+unchanged.
+A rejection by any stage's member ends the chain: it is the gate's decision at once.
+
+Called by ThreadRunner.decide under the thread's row lock, so two approvers of one thread are
+serialised and a quorum is never counted twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from checkpoint.audit import record_event_on
+from checkpoint.policy import NotAllowed, Policy, Stage, current_policy
+
+
+@dataclass(frozen=True)
+class StageView:
+    index: int  # 1-based
+    stage: Stage
+    approvers: tuple[str, ...]
+    members: tuple[str, ...]
+
+    @property
+    def done(self) -> bool:
+        return len(self.approvers) >= self.stage.quorum
+
+    def who(self) -> str:
+        if self.members:
+            return f"{self.stage.quorum} of {', '.join(self.members)}"
+        return f"{self.stage.quorum} reviewer{'s' if self.stage.quorum > 1 else ''} (no roles configured)"
+
+
+@dataclass(frozen=True)
+class Chain:
+    stages: tuple[StageView, ...]
+    requester: str | None
+
+    @property
+    def current(self) -> StageView | None:
+        return next((s for s in self.stages if not s.done), None)
+
+    @property
+    def complete(self) -> bool:
+        return self.current is None
+
+    def waiting_for(self) -> str:
+        """`support-lead (1 of alice, bob)`, for listings; '' once complete."""
+        current = self.current
+        if current is None:
+            return ""
+        got = f", {len(current.approvers)} so far" if current.approvers else ""
+        return f"stage {current.index}/{len(self.stages)} {current.stage.name} ({current.who()}{got})"
+
+    def lines(self) -> list[str]:
+        out = []
+        for view in self.stages:
+            state = "approved by " + ", ".join(view.approvers) if view.done else (
+                f"waiting for {view.who()}" + (f"; approved by {', '.join(view.approvers)}" if view.approvers else ""))
+            out.append(f"stage {view.index}/{len(self.stages)} {view.stage.name}: {state}")
+        if self.requester:
+            out.append(f"requested by {self.requester}, who may not approve it")
+        return out
+
+
+def requester_of(pool: ConnectionPool, thread_id: str) -> str | None:
+    """Who started the thread (its thread_started audit row)."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT actor FROM audit_events WHERE thread_id = %s AND kind = 'thread_started' ORDER BY id LIMIT 1", (thread_id,)
+        ).fetchone()
+    return row["actor"] if row else None
+
+
+def chain_of(pool: ConnectionPool, policy: Policy, *, graph: str, gate: str, thread_id: str, checkpoint_id: str,
+             digest: str, amount_cents: int) -> Chain:
+    """The chain for this content at this gate visit, with the approvals it has so far. Each
+    approval counts for the stage that was waiting when it was given."""
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT stage, actor FROM stage_approvals WHERE thread_id = %s AND checkpoint_id = %s AND digest = %s ORDER BY id",
+            (thread_id, checkpoint_id, digest),
+        ).fetchall()
+    stages = policy.chain(graph, gate, amount_cents)
+    views = tuple(StageView(n, stage, tuple(r["actor"] for r in rows if r["stage"] == n), policy.members(stage))
+                  for n, stage in enumerate(stages, start=1))
+    return Chain(views, requester_of(pool, thread_id))
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The outcome of a stage decision that did not (yet) decide the gate."""
+
+    chain: Chain
+    approved_stage: StageView | None
+    again: bool = False  # the same person approving the same content again: nothing new counted
+
+    @property
+    def waiting(self) -> bool:
+        return not self.chain.complete
+
+
+def check_allowed(chain: Chain, actor: str, policy: Policy, verdict: str = "approved") -> StageView:
+    """The stage `actor` decides now; NotAllowed with the reason otherwise. The requester may
+    reject (withdraw) but never approve; only the waiting stage's members decide it."""
+    current = chain.current
+    assert current is not None
+    if verdict == "approved" and chain.requester is not None and actor == chain.requester:
+        raise NotAllowed(f"{actor} started this thread and may not decide its approval: ask a {current.stage.name} member")
+    if policy.roles_configured and current.stage.role and actor not in current.members:
+        raise NotAllowed(f"{actor} is not a member of {current.stage.role} ({', '.join(current.members) or 'no members'}), "
+                         f"which decides stage {current.index} now")
+    for view in chain.stages:
+        if actor in view.approvers:
+            raise NotAllowed(f"{actor} already approved stage {view.index} ({view.stage.name}) of this chain: "
+                             f"another person must decide stage {current.index}")
+    return current
+
+
+def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thread_id: str, checkpoint_id: str, digest: str,
+                 amount_cents: int, verdict: str, actor: str, note: str, now: datetime,
+                 default_deadline_hours: float) -> Progress | None:
+    """Apply one person's decision to the chain. None: the gate's decision is to be recorded
+    now (the chain completed, or it was a rejection); a Progress: recorded as a stage
+    approval, the thread waits for the next one.
+
+    `conn` is the connection holding the thread's row lock (in its transaction): the stage's
+    writes commit with it, and updating the thread's deadline never waits on our own lock."""
+    policy = current_policy(pool)
+    chain = chain_of(pool, policy, graph=graph, gate=gate, thread_id=thread_id, checkpoint_id=checkpoint_id,
+                     digest=digest, amount_cents=amount_cents)
+    if chain.complete:  # an approval whose gate decision never got recorded (the process died)
+        return None
+    if verdict == "approved" and any(actor in v.approvers for v in chain.stages) and (
+            chain.requester is None or actor != chain.requester):
+        return Progress(chain, None, again=True)
+    stage = check_allowed(chain, actor, policy, verdict)
+    if verdict != "approved":
+        return None  # a rejection by a member of the waiting stage ends the chain
+    after = StageView(stage.index, stage.stage, stage.approvers + (actor,), stage.members)
+    updated = Chain(tuple(after if v.index == stage.index else v for v in chain.stages), chain.requester)
+    nxt = updated.current
+    if nxt is None:
+        # The approval that completes the chain is the gate's decision itself (approvals row and
+        # decision_approved audit, written by the caller), so no crash can record one without the other.
+        return None
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (thread_id, gate, checkpoint_id, digest, stage.index, stage.stage.role, actor, note),
+        )
+        record_event_on(conn, thread_id, actor, "stage_approved", {
+            "gate": gate, "stage": stage.index, "of": len(chain.stages), "role": stage.stage.role,
+            "approvals": len(after.approvers), "quorum": stage.stage.quorum, "digest": digest})
+        if nxt.index != stage.index:  # the next stage begins to wait: its own deadline and audit row
+            hours = nxt.stage.deadline_hours or default_deadline_hours
+            conn.execute("UPDATE threads SET deadline = %s, updated_at = now() WHERE thread_id = %s",
+                         (now + timedelta(hours=hours), thread_id))
+            record_event_on(conn, thread_id, "signoff", "stage_waiting", {
+                "gate": gate, "stage": nxt.index, "role": nxt.stage.role, "members": list(nxt.members),
+                "quorum": nxt.stage.quorum, "deadline_hours": hours})
+            _notify(pool, graph, gate, thread_id, f"{checkpoint_id}:stage{nxt.index}", updated.waiting_for(), digest,
+                    now + timedelta(hours=hours), now)
+        _note_waiting(conn, thread_id, updated.waiting_for())
+    return Progress(updated, after)
+
+
+def _notify(pool: ConnectionPool, graph: str, gate: str, thread_id: str, visit: str, waiting: str, digest: str,
+            deadline: datetime, now: datetime) -> None:
+    """The next stage's own notification (the notification outbox, one per stage like one per
+    gate visit); never raises."""
+    from checkpoint.notifications import queue_for_gate
+
+    queue_for_gate(pool, thread_id=thread_id, graph=graph, gate=gate, visit=visit, summary=f"waits for {waiting}",
+                   digest=digest, deadline=deadline, now=now)
+
+
+def _note_waiting(conn: Any, thread_id: str, text: str) -> None:
+    conn.execute(
+        "INSERT INTO approval_waits (thread_id, waiting_for) VALUES (%s, %s) "
+        "ON CONFLICT (thread_id) DO UPDATE SET waiting_for = EXCLUDED.waiting_for, updated_at = now()",
+        (thread_id, text),
+    )
+
+
+def on_wait(pool: ConnectionPool, spec: Any, thread_id: str, gate: str, checkpoint_id: str, digest: str, values: dict[str, Any]) -> None:
+    """A thread began to wait at a gate: note which stage it waits for ('' when no chain), for
+    `pending` (which reads no checkpoint)."""
+    chain = describe(pool, spec, thread_id, checkpoint_id, digest, values, gate)
+    with pool.connection() as conn:
+        if chain is None:
+            conn.execute("DELETE FROM approval_waits WHERE thread_id = %s", (thread_id,))
+        else:
+            _note_waiting(conn, thread_id, chain.waiting_for())
+
+
+def waiting_for(pool: ConnectionPool, thread_ids: list[str]) -> dict[str, str]:
+    """thread -> the stage it waits for (only threads with a chain)."""
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT thread_id, waiting_for FROM approval_waits WHERE thread_id = ANY(%s) AND waiting_for <> ''",
+                            (thread_ids,)).fetchall()
+    return {r["thread_id"]: r["waiting_for"] for r in rows}
+
+
+def describe(pool: ConnectionPool, spec: Any, thread_id: str, checkpoint_id: str, digest: str, values: dict[str, Any], gate: str) -> Chain | None:
+    """The chain of what a thread waits on, or None when its content has no amount."""
+    amount = spec.action_amount(values) if hasattr(spec, "action_amount") else None
+    if amount is None:
+        return None
+    return chain_of(pool, current_policy(pool), graph=spec.name, gate=gate, thread_id=thread_id,
+                    checkpoint_id=checkpoint_id, digest=digest, amount_cents=amount)
+
+
+def ensure_may_approve(pool: ConnectionPool, spec: Any, thread_id: str, gate: str, checkpoint_id: str, digest: str,
+                       values: dict[str, Any], actor: str) -> None:
+    """NotAllowed unless `actor` may approve the stage now waiting (checked before an edit, so
+    nobody edits what they may not approve)."""
+    chain = describe(pool, spec, thread_id, checkpoint_id, digest, values, gate)
+    if chain is not None and not chain.complete:
+        check_allowed(chain, actor, current_policy(pool))

@@ -1,0 +1,161 @@
+"""Edit before approve (`signoff approve THREAD --edit`): the reviewer fixes the reply, and may
+lower the action's amount, in $EDITOR; the edited content is what they then approve.
+
+The edited content gets a new digest (it is new content, and a new gate visit), and the audit
+keeps both digests and the diff (`content_edited`). The amount may only go down: a lower refund
+is covered by every approval a higher one had, so the stages already approved carry over to
+the edited content (by role; a stage the lower amount no longer needs drops out); raising it
+would need approvals nobody gave, so it is refused: reject with feedback instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shlex
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from checkpoint.errors import Conflict, InvalidInput
+from checkpoint.settings import MAX_INPUT_BYTES
+
+HEADER = (
+    "# Edit the reply below, save and close to approve it. Lines starting with '#' are ignored.\n"
+    "# An empty reply approves nothing.\n"
+)
+AMOUNT_NOTE = "# The amount may only go down (raising it needs a new approval: reject with feedback instead).\n"
+SEPARATOR = "--- reply ---"
+
+
+class EditRefused(InvalidInput):
+    pass
+
+
+@dataclass(frozen=True)
+class Edit:
+    draft: str
+    amount_cents: int | None  # None: the thread has no action
+
+
+def editable_text(values: dict[str, Any]) -> str:
+    """The file the editor opens: the action's amount (if any) and the reply."""
+    from nodes.orders import format_amount
+    from nodes.refunds import proposed_action
+
+    case = values.get("refund") or {}
+    head = HEADER
+    if proposed_action(values):
+        head += AMOUNT_NOTE + f"amount: {format_amount(case['amount_cents'])} {case['currency']}\n"
+    return f"{head}{SEPARATOR}\n{values.get('draft', '')}\n"
+
+
+def parse_edit(text: str, values: dict[str, Any]) -> Edit:
+    """What the reviewer saved, checked: a reply (one printable text, within the size limit) and,
+    for an action, an amount that is positive and not above the proposed one."""
+    from nodes.orders import format_amount, parse_amount
+    from nodes.refunds import proposed_action
+
+    if "\x00" in text:
+        raise EditRefused("the edited text contains a NUL character: nothing was approved")
+    head, sep, reply = text.partition(SEPARATOR)
+    if not sep:
+        raise EditRefused(f"the edited file lost its '{SEPARATOR}' line: nothing was approved")
+    reply = "\n".join(line for line in reply.strip("\n").splitlines() if not line.startswith("#")).strip()
+    if not reply:
+        raise EditRefused("the edited reply is empty: nothing was approved")
+    if len(reply.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
+        raise EditRefused(f"the edited reply is over {MAX_INPUT_BYTES} bytes: nothing was approved")
+    case = values.get("refund") or {}
+    if not proposed_action(values):
+        return Edit(reply, None)
+    lines = [line.strip() for line in head.splitlines() if line.strip() and not line.startswith("#")]
+    amounts = [line for line in lines if line.lower().startswith("amount:")]
+    if len(amounts) != 1 or len(lines) != 1:
+        raise EditRefused("keep exactly one 'amount: N CUR' line above the reply: nothing was approved")
+    words = amounts[0].split(":", 1)[1].split()
+    if not words or len(words) > 2 or (len(words) == 2 and words[1] != case["currency"]):
+        raise EditRefused(f"write the amount as 'amount: N {case['currency']}' (the currency cannot change): nothing was approved")
+    try:
+        cents = parse_amount(words[0])
+    except ValueError as exc:
+        raise EditRefused(f"{exc}: nothing was approved") from None
+    if cents > case["amount_cents"]:
+        raise EditRefused(f"the amount may only go down ({format_amount(case['amount_cents'])} -> {format_amount(cents)}): raising it "
+                          "needs a new approval at the stage that covers it; reject with feedback instead")
+    return Edit(reply, cents)
+
+
+def run_editor(text: str) -> str:
+    """`text` after $VISUAL / $EDITOR (default vi) edited it in a private temporary file."""
+    editor = (os.environ.get("VISUAL") or os.environ.get("EDITOR") or "vi").strip()
+    try:
+        command = shlex.split(editor)
+    except ValueError:
+        raise InvalidInput(f"$EDITOR {editor!r} cannot be parsed: set it to a command, e.g. EDITOR=nano") from None
+    with tempfile.TemporaryDirectory(prefix="signoff-edit-") as folder:
+        path = Path(folder) / "reply.txt"
+        path.write_text(text, encoding="utf-8")
+        try:
+            code = subprocess.run([*command, str(path)], check=False).returncode
+        except OSError as exc:
+            raise InvalidInput(f"cannot run the editor {command[0]!r} ({exc.strerror or exc}): set EDITOR to one you have") from None
+        if code != 0:
+            raise Conflict(f"the editor exited with code {code}: nothing was approved")
+        try:
+            return path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise EditRefused("the edited file is not UTF-8 text: nothing was approved") from None
+
+
+def diff(before: str, after: str) -> str:
+    lines = difflib.unified_diff(before.splitlines(), after.splitlines(), "before", "after", lineterm="", n=1)
+    return "\n".join(lines)[:4000]
+
+
+def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_digest: str) -> str:
+    """Write the edited content into the thread (a new gate visit), carry over the stages
+    already approved, audit both digests and the diff; the new digest. Under the thread's row
+    lock, and only if the content is still the one the reviewer edited."""
+    from checkpoint import threads
+    from checkpoint.audit import record_event_on
+    from graphs.runner import DigestMismatch, NotAtGate, config_for
+    from nodes.gates import content_digest
+
+    with threads.locked(runner.pool, thread_id) as conn:
+        snapshot = runner.snapshot(thread_id)
+        gate = runner.gate_of(snapshot)
+        if gate is None or snapshot.values.get("decision"):
+            raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
+        before = runner.spec.review_content(snapshot.values)
+        if content_digest(before) != expect_digest:
+            raise DigestMismatch(f"the content changed while you edited it (digest {content_digest(before)}): nothing was approved; "
+                                 f"run `signoff show {thread_id}` again")
+        update: dict[str, Any] = {"draft": edit.draft}
+        if edit.amount_cents is not None:
+            update["refund"] = {**snapshot.values["refund"], "amount_cents": edit.amount_cents}
+        runner.graph.update_state(config_for(thread_id), update)
+        edited = runner.snapshot(thread_id)
+        after = runner.spec.review_content(edited.values)
+        new_digest = content_digest(after)
+        old_visit, new_visit = runner._checkpoint_id(snapshot), runner._checkpoint_id(edited)
+        carried = _carry_over(conn, thread_id, old_visit, expect_digest, new_visit, new_digest)
+        record_event_on(conn, thread_id, actor, "content_edited", {
+            "gate": gate, "before_digest": expect_digest, "after_digest": new_digest, "diff": diff(before, after),
+            "amount_before": (snapshot.values.get("refund") or {}).get("amount_cents") if edit.amount_cents is not None else None,
+            "amount_after": edit.amount_cents, "approvals_carried_over": carried})
+    runner.settle(thread_id)  # the stored digest and content under review (pending, show)
+    return new_digest
+
+
+def _carry_over(conn: Any, thread_id: str, old_visit: str, old_digest: str, new_visit: str, new_digest: str) -> list[str]:
+    """Stage approvals of the edited content count for the new content (by role)."""
+    rows = conn.execute(
+        "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note) "
+        "SELECT thread_id, gate, %s, %s, stage, role, actor, 'carried over from ' || digest FROM stage_approvals "
+        "WHERE thread_id = %s AND checkpoint_id = %s AND digest = %s RETURNING actor",
+        (new_visit, new_digest, thread_id, old_visit, old_digest),
+    ).fetchall()
+    return [r["actor"] for r in rows]

@@ -1,0 +1,210 @@
+"""Approval chains: stages by amount, roles, N of M, the requester never approves, one person
+counts once, a rejection at any stage ends the chain; the policy file and who the actor is."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from checkpoint.policy import DEFAULT, Policy, PolicyError, Stage, parse_policy
+from cli import app
+from tests.conftest import count_rows, expect
+from tests.fault_server import FaultServer, ok
+
+POLICY = """
+[roles]
+support-lead = ["alice", "bob"]
+finance = ["carol", "dave", "erin"]
+
+[gates."support.review"]
+stages = [
+  { role = "support-lead", above = 100 },
+  { role = "finance", above = 1000, quorum = 2, deadline_hours = 48 },
+]
+"""
+
+
+@pytest.fixture
+def server():
+    with FaultServer() as server:
+        server.rule("Classify the customer message", ok('{"intent": "billing"}'))
+        yield server
+
+
+@pytest.fixture
+def signoff(env, monkeypatch):
+    """`signoff(user, *args)`: the CLI run by that OS user (no SIGNOFF_USER set)."""
+    runner = CliRunner()
+
+    def invoke(user: str, *args: str):
+        monkeypatch.setattr("checkpoint.policy.os_user", lambda: user)
+        # a notification channel, so each stage's own notification is queued (no worker delivers it here)
+        return runner.invoke(app, list(args), env={**env, "SIGNOFF_USER": None, "SIGNOFF_NOTIFY_WEBHOOK": "http://127.0.0.1:9/hook",
+                                                  "SIGNOFF_NOTIFY_WEBHOOK_SECRET": "test-secret"})
+
+    return invoke
+
+
+@pytest.fixture
+def with_roles(signoff, tmp_path, cli):
+    path = tmp_path / "signoff.toml"
+    path.write_text(POLICY, encoding="utf-8")
+    assert cli("orders", "load").exit_code == 0
+    loaded = signoff("root", "policy", "load", str(path))
+    assert loaded.exit_code == 0 and "2 roles, 1 gates" in flat(loaded.output), loaded.output
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def ask(server, signoff, order: str, email: str, tid: str, user: str = "mia"):
+    server.rule("Extract the refund request", ok(f'{{"order_id": "{order}", "amount": null}}'))
+    result = signoff(user, "start", "support", f"Please refund order {order}", "--email", email, "--thread", tid)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def audit(pool, tid):
+    with pool.connection() as conn:
+        return [(r["kind"], r["actor"]) for r in conn.execute(
+            "SELECT kind, actor FROM audit_events WHERE thread_id = %s AND kind LIKE ANY (ARRAY['stage_%%', 'decision_%%', 'saga_%%']) ORDER BY id", (tid,))]
+
+
+# --- the policy --------------------------------------------------------------------------------
+
+
+def test_the_chain_depends_on_the_amount():
+    assert [s.name for s in DEFAULT.chain("support", "review", 99_00)] == ["review"]
+    assert [s.name for s in DEFAULT.chain("support", "review", 100_00)] == ["review"], "above the threshold, not at it"
+    assert [s.name for s in DEFAULT.chain("support", "review", 149_00)] == ["support-lead"]
+    assert [s.name for s in DEFAULT.chain("support", "review", 1499_00)] == ["support-lead", "finance"]
+    policy = parse_policy(POLICY, "t")
+    assert policy.roles["finance"] == ("carol", "dave", "erin")
+    assert policy.chain("support", "review", 1499_00)[1] == Stage("finance", 1000_00, 2, 48.0)
+    assert Policy().chain("revision", "publish", 10**9) == (Stage(None, 0),)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("[roles\n", "not valid TOML"),
+    ("[people]\n", "unknown section"),
+    ('[roles]\n"Support Lead" = ["a"]\n', "lower-case"),
+    ("[roles]\nlead = []\n", "needs a list"),
+    ('[roles]\nlead = ["a\\nb"]\n', "needs a list"),
+    ('[roles]\nlead = ["a"]\n[gates."support.review"]\nstages = [{ role = "finance", above = 1 }]\n', "not defined"),
+    ('[roles]\nlead = ["a"]\n[gates."support.review"]\nstages = [{ role = "lead", above = 1, quorum = 2 }]\n', "more than the 1 members"),
+    ('[roles]\nlead = ["a"]\n[gates."support.review"]\nstages = [{ role = "lead", above = nan }]\n', "above must be"),
+    ('[roles]\nlead = ["a"]\n[gates."support.review"]\nstages = [{ role = "lead", above = 1, deadline_hours = inf }]\n', "deadline_hours"),
+    ('[roles]\nlead = ["a"]\n[gates."support.review"]\nstages = [{ role = "lead" }]\n', "needs role and above"),
+    ('[gates.support]\nstages = []\n', "GRAPH.GATE"),
+])
+def test_a_bad_policy_is_refused_saying_where(text, says):
+    with pytest.raises(PolicyError, match=says):
+        parse_policy(text, "signoff.toml")
+
+
+# --- without roles (zero setup) -------------------------------------------------------------------
+
+
+def test_without_roles_one_stage_by_anyone_but_the_requester(cli, server, pool, database_url):
+    assert cli("orders", "load").exit_code == 0
+    server.rule("Extract the refund request", ok('{"order_id": "1030", "amount": null}'))  # 29.00 USD
+    assert cli("start", "support", "Please refund order 1030", "--email", "emma.novak@example.com", "--thread", "s1").exit_code == 0
+    assert "stage 1/1 review (1 reviewer (no roles configured))" in flat(cli("show", "s1").output)
+    own = cli("approve", "s1", *expect(database_url, "s1"))
+    assert own.exit_code == 4 and "tester started this thread" in own.output
+    done = cli("approve", "s1", "--by", "sam", *expect(database_url, "s1"))
+    assert done.exit_code == 0 and "refunded 29.00 USD" in flat(done.output), done.output
+    assert count_rows(pool, "ledger_entries", kind="refund") == 1
+
+
+# --- with roles -----------------------------------------------------------------------------------
+
+
+def test_above_both_thresholds_support_lead_then_two_of_three_finance(signoff, server, pool, database_url, with_roles):
+    start = ask(server, signoff, "1021", "noah.kim@example.com", "big")
+    assert "approval needed: stage 1/2 support-lead (1 of alice, bob)" in flat(start.output)
+    digest = expect(database_url, "big")
+
+    refused = signoff("carol", "approve", "big", *digest)
+    assert refused.exit_code == 4 and "carol is not a member of support-lead" in refused.output
+    by_flag = signoff("alice", "approve", "big", "--by", "bob", *digest)
+    assert by_flag.exit_code == 2 and "you decide as your OS user 'alice'" in by_flag.output
+
+    first = signoff("alice", "approve", "big", *digest)
+    assert first.exit_code == 0 and "approved stage 1/2 (support-lead)" in flat(first.output), first.output
+    assert "waiting for stage 2/2 finance (2 of carol, dave, erin)" in flat(first.output)
+    listed = signoff("x", "pending")
+    assert "waits for stage 2/2 finance (2 of carol, dave, erin)" in flat(listed.output)
+    assert json.loads(signoff("x", "pending", "--json").output)["threads"][0]["waiting_for"].startswith("stage 2/2 finance")
+
+    again = signoff("alice", "approve", "big", *digest)
+    assert again.exit_code == 0 and "already approved" in again.output
+    bob = signoff("bob", "approve", "big", *digest)
+    assert bob.exit_code == 4 and "bob is not a member of finance" in bob.output
+
+    second = signoff("carol", "approve", "big", *digest)
+    assert second.exit_code == 0 and "1 so far" in flat(second.output)
+    assert count_rows(pool, "payment_operations") == 0, "nothing moves before the last approval"
+    last = signoff("dave", "approve", "big", *digest)
+    assert last.exit_code == 0 and "refunded 1499.00 USD on order 1021" in flat(last.output), last.output
+
+    assert audit(pool, "big") == [
+        ("stage_approved", "alice"), ("stage_waiting", "signoff"), ("stage_approved", "carol"),
+        ("decision_approved", "dave"),  # the approval that completes the chain is the gate's decision
+        ("saga_credit_note", "signoff"), ("saga_refund", "signoff"),
+    ]
+    with pool.connection() as conn:
+        assert [r["actor"] for r in conn.execute("SELECT actor FROM approvals WHERE thread_id = 'big'")] == ["dave"]
+        deadline = conn.execute("SELECT detail FROM audit_events WHERE kind = 'stage_waiting'").fetchone()["detail"]["deadline_hours"]
+        notified = [(r["visit"].rsplit(":", 1)[-1] if ":" in r["visit"] else "gate", r["facts"]["summary"]) for r in conn.execute(
+            "SELECT visit, facts FROM notifications WHERE thread_id = 'big' AND event = 'waiting' ORDER BY id")]
+    assert deadline == 48
+    assert len(notified) == 2 and notified[1][0] == "stage2" and "finance" in notified[1][1], "each stage notifies its own"
+
+
+def test_between_thresholds_needs_support_lead_only(signoff, server, pool, database_url, with_roles):
+    ask(server, signoff, "1042", "maya.lopez@example.com", "mid")
+    done = signoff("bob", "approve", "mid", *expect(database_url, "mid"))
+    assert done.exit_code == 0 and "refunded 149.00 USD" in flat(done.output)
+
+
+def test_the_requester_may_not_approve_even_as_a_member(signoff, server, database_url, with_roles):
+    ask(server, signoff, "1042", "maya.lopez@example.com", "own", user="alice")
+    refused = signoff("alice", "approve", "own", *expect(database_url, "own"))
+    assert refused.exit_code == 4 and "alice started this thread and may not decide its approval" in refused.output
+
+
+def test_a_rejection_at_stage_two_ends_the_chain(signoff, server, pool, database_url, with_roles):
+    server.rule("Rewrite the support reply", ok("We are looking into the refund of order 1021."))
+    ask(server, signoff, "1021", "noah.kim@example.com", "rej")
+    assert signoff("alice", "approve", "rej", *expect(database_url, "rej")).exit_code == 0
+    outsider = signoff("alice", "reject", "rej", "--feedback", "no")
+    assert outsider.exit_code == 4 and "alice is not a member of finance" in outsider.output, "only the waiting stage decides"
+    rejected = signoff("erin", "reject", "rej", "--feedback", "needs the invoice first")
+    assert rejected.exit_code == 0, rejected.output
+    with pool.connection() as conn:
+        assert [(r["decision"], r["actor"]) for r in conn.execute("SELECT decision, actor FROM approvals WHERE thread_id = 'rej'")] == [("rejected", "erin")]
+    assert count_rows(pool, "payment_operations") == 0
+    # The redraft waits at the gate again, and its chain starts over from stage 1.
+    assert "stage 1/2 support-lead (1 of alice, bob)" in flat(signoff("x", "show", "rej").output)
+
+
+def test_the_next_stage_gets_its_own_deadline(signoff, server, pool, database_url, with_roles):
+    ask(server, signoff, "1021", "noah.kim@example.com", "dl")
+    with pool.connection() as conn:
+        before = conn.execute("SELECT deadline FROM threads WHERE thread_id = 'dl'").fetchone()["deadline"]
+    assert signoff("bob", "approve", "dl", *expect(database_url, "dl")).exit_code == 0
+    with pool.connection() as conn:
+        after = conn.execute("SELECT deadline FROM threads WHERE thread_id = 'dl'").fetchone()["deadline"]
+    assert after - before > timedelta(hours=23), "finance waits 48 hours from when its stage began"
+
+
+def test_policy_show(signoff, with_roles):
+    shown = json.loads(signoff("x", "policy", "show", "--json").output)
+    assert shown["roles"]["finance"] == ["carol", "dave", "erin"]
+    assert shown["gates"]["support.review"][1] == {"role": "finance", "above": 1000.0, "quorum": 2, "deadline_hours": 48.0}
+    assert "support.review stage 2: finance above 1000.00, 2 approvals, deadline 48h" in signoff("x", "policy", "show").output
