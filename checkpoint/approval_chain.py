@@ -38,7 +38,7 @@ class StageView:
     def who(self) -> str:
         if self.members:
             return f"{self.stage.quorum} of {', '.join(self.members)}"
-        return f"{self.stage.quorum} reviewer{'s' if self.stage.quorum > 1 else ''} (no roles configured)"
+        return f"{self.stage.quorum} reviewer{'s' if self.stage.quorum > 1 else ''} other than the requester, no roles configured"
 
 
 @dataclass(frozen=True)

@@ -113,7 +113,7 @@ def test_without_roles_one_stage_by_anyone_but_the_requester(cli, server, pool, 
     assert cli("orders", "load").exit_code == 0
     server.rule("Extract the refund request", ok('{"order_id": "1030", "amount": null}'))  # 29.00 USD
     assert cli("start", "support", "Please refund order 1030", "--email", "emma.novak@example.com", "--thread", "s1").exit_code == 0
-    assert "stage 1/1 review (1 reviewer (no roles configured))" in flat(cli("show", "s1").output)
+    assert "stage 1/1 review (1 reviewer other than the requester, no roles configured)" in flat(cli("show", "s1").output)
     own = cli("approve", "s1", *expect(database_url, "s1"))
     assert own.exit_code == 4 and "tester started this thread" in own.output
     done = cli("approve", "s1", "--by", "sam", *expect(database_url, "s1"))
