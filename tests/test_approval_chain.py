@@ -208,3 +208,31 @@ def test_policy_show(signoff, with_roles):
     assert shown["roles"]["finance"] == ["carol", "dave", "erin"]
     assert shown["gates"]["support.review"][1] == {"role": "finance", "above": 1000.0, "quorum": 2, "deadline_hours": 48.0}
     assert "support.review stage 2: finance above 1000.00, 2 approvals, deadline 48h" in signoff("x", "policy", "show").output
+
+
+def test_over_http_the_token_owner_decides_each_stage(signoff, server, pool, database_url, with_roles):
+    """The HTTP API (`signoff serve`): the actor is the token's owner, a stage approval is
+    answered as one (nothing queued for a worker), and only the last approval decides the gate."""
+    from starlette.testclient import TestClient
+
+    from checkpoint import tokens
+    from web.app import WebContext, create_app
+
+    ask(server, signoff, "1021", "noah.kim@example.com", "web")
+    digest = expect(database_url, "web")[1]
+    names = {name: tokens.create(pool, name) for name in ("alice", "bob", "carol", "dave", "mia")}
+    with TestClient(create_app(WebContext(pool=pool, key=b"k" * 40, public_url="http://127.0.0.1:8321")), base_url="http://127.0.0.1") as client:
+        def approve(name: str):
+            return client.post("/api/threads/web/approve", json={"expect": digest}, headers={"Authorization": f"Bearer {names[name]}"})
+
+        assert approve("mia").status_code == 409, "the requester (who started it) may not approve"
+        first = approve("alice")
+        assert first.status_code == 202 and first.json()["decision"] == "stage_approved" and first.json()["job"] is None
+        assert first.json()["waiting_for"].startswith("stage 2/2 finance")
+        assert approve("bob").status_code == 409
+        assert approve("carol").json()["decision"] == "stage_approved"
+        last = approve("dave")
+        assert last.status_code == 202 and last.json()["decision"] == "approved" and last.json()["job"] is not None
+    with pool.connection() as conn:
+        assert [r["actor"] for r in conn.execute("SELECT actor FROM approvals WHERE thread_id = 'web'")] == ["dave"]
+        assert [r["actor"] for r in conn.execute("SELECT actor FROM stage_approvals WHERE thread_id = 'web' ORDER BY id")] == ["alice", "carol"]
