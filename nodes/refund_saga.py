@@ -87,13 +87,48 @@ def _step(step: str, call: Callable[[PaymentsPort, RefundCase, str], str],
     return node
 
 
-place_credit_note = _step(
+_place_credit_note = _step(
     "credit_note",
     lambda port, case, key: port.place_credit_note(key, case["order_id"], case["amount_cents"], case["currency"]),  # type: ignore[arg-type]
     lambda case, row: {"credit_note": row["reference"]},
     lambda case, row: {"status": "failed", "failure": row["error"]},
 )
-place_credit_note.__name__ = "place_credit_note"
+#: First key of the transaction advisory lock that serialises the sagas of one order.
+_ORDER_LOCK_CLASS = 0x52464E44  # "RFND"
+
+
+def committed_elsewhere(conn: Any, order_id: str, thread_id: str) -> int:
+    """What other threads' sagas hold on this order: credit notes not voided (placed, maybe
+    refunded, maybe about to be)."""
+    row = conn.execute(
+        "SELECT coalesce(sum(c.amount_cents), 0) AS cents FROM payment_operations c "
+        "WHERE c.order_id = %s AND c.thread_id <> %s AND c.step = 'credit_note' AND c.status = 'done' "
+        "AND NOT EXISTS (SELECT 1 FROM payment_operations v WHERE v.thread_id = c.thread_id "
+        "AND v.step = 'void_credit_note' AND v.status = 'done')",
+        (order_id, thread_id),
+    ).fetchone()
+    return int(row["cents"])
+
+
+def place_credit_note(state: dict[str, Any], runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+    """The saga's first step, after the order is checked again: two threads may have proposed
+    refunds of one order, each eligible when it was proposed. Sagas of one order take turns
+    (an advisory lock held until this step's outcome is recorded), and one that would refund
+    more than was paid stops here, before anything moved, with a holding reply."""
+    from nodes.orders import get_order
+
+    case: RefundCase = state["refund"]
+    pool, thread_id = runtime.context.pool, current_thread_id()
+    with pool.connection() as conn, conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_ORDER_LOCK_CLASS, case["order_id"]))
+        mine = conn.execute("SELECT 1 FROM payment_operations WHERE idempotency_key = %s",
+                            (idempotency_key(thread_id, "credit_note"),)).fetchone()
+        order = get_order(pool, case["order_id"])  # type: ignore[arg-type]
+        if mine is None and (order is None or committed_elsewhere(conn, case["order_id"], thread_id) + case["amount_cents"] > order.amount_cents):
+            failure = "the order was refunded by another request meanwhile: nothing was done"
+            record_event_on(conn, thread_id, "signoff", "saga_refused", {"order_id": case["order_id"], "reason": failure})
+            return {"refund": {**case, "status": "failed", "failure": failure}}
+        return _place_credit_note(state, runtime)
 
 issue_refund = _step(
     "refund",

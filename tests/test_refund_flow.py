@@ -175,6 +175,11 @@ def test_a_second_thread_cannot_refund_an_order_twice(cli, pool, database_url, o
     assert cli("approve", "a", "--by", "lead", *expect(database_url, "a")).exit_code == 0
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "c").exit_code == 0
     assert "has already been refunded" in flat(cli("show", "c").output)
+    # b was eligible when proposed; its saga checks the order again before anything moves.
+    late = cli("approve", "b", "--by", "lead", *expect(database_url, "b"))
+    assert late.exit_code == 0 and "refund failed (the order was refunded by another request meanwhile" in flat(late.output), late.output
+    assert count_rows(pool, "ledger_entries", kind="refund") == 1 and count_rows(pool, "ledger_entries", kind="credit_note") == 1
+    assert count_rows(pool, "outbox", thread_id="b", kind="holding") == 1 and count_rows(pool, "audit_events", thread_id="b", kind="saga_refused") == 1
 
 
 def test_a_permanent_refusal_compensates_once_in_reverse_order_and_keeps_the_ticket_open(cli, env, pool, database_url, provider, orders, monkeypatch):
