@@ -88,11 +88,14 @@ def chain_of(pool: ConnectionPool, policy: Policy, *, graph: str, gate: str, thr
     approval counts for the stage that was waiting when it was given."""
     with pool.connection() as conn:
         rows = conn.execute(
-            "SELECT stage, actor FROM stage_approvals WHERE thread_id = %s AND checkpoint_id = %s AND digest = %s ORDER BY id",
+            "SELECT stage, role, actor FROM stage_approvals WHERE thread_id = %s AND checkpoint_id = %s AND digest = %s ORDER BY id",
             (thread_id, checkpoint_id, digest),
         ).fetchall()
     stages = policy.chain(graph, gate, amount_cents)
-    views = tuple(StageView(n, stage, tuple(r["actor"] for r in rows if r["stage"] == n), policy.members(stage))
+    # An approval counts for the stage it was given at only while that stage still asks for the
+    # same role: a policy loaded meanwhile that reorders or renames stages voids it, never
+    # turns a support-lead approval into a finance one.
+    views = tuple(StageView(n, stage, tuple(r["actor"] for r in rows if r["stage"] == n and r["role"] == stage.role), policy.members(stage))
                   for n, stage in enumerate(stages, start=1))
     return Chain(views, requester_of(pool, thread_id))
 

@@ -236,3 +236,18 @@ def test_over_http_the_token_owner_decides_each_stage(signoff, server, pool, dat
     with pool.connection() as conn:
         assert [r["actor"] for r in conn.execute("SELECT actor FROM approvals WHERE thread_id = 'web'")] == ["dave"]
         assert [r["actor"] for r in conn.execute("SELECT actor FROM stage_approvals WHERE thread_id = 'web' ORDER BY id")] == ["alice", "carol"]
+
+
+def test_a_policy_that_renames_a_stage_voids_its_approvals(signoff, server, pool, database_url, tmp_path, with_roles):
+    ask(server, signoff, "1021", "noah.kim@example.com", "re")
+    assert signoff("alice", "approve", "re", *expect(database_url, "re")).exit_code == 0
+    swapped = tmp_path / "swapped.toml"
+    swapped.write_text(POLICY.replace('{ role = "support-lead", above = 100 }', '{ role = "finance", above = 100 }')
+                       .replace('{ role = "finance", above = 1000, quorum = 2, deadline_hours = 48 }', '{ role = "support-lead", above = 1000 }'),
+                       encoding="utf-8")
+    assert signoff("root", "policy", "load", str(swapped)).exit_code == 0
+    # alice's approval was for support-lead at stage 1; stage 1 now asks for finance: it waits again.
+    again = signoff("alice", "approve", "re", *expect(database_url, "re"))
+    assert again.exit_code == 4 and "alice is not a member of finance (carol, dave, erin), which decides stage 1 now" in flat(again.output)
+    carol = signoff("carol", "approve", "re", *expect(database_url, "re"))
+    assert carol.exit_code == 0 and "approved stage 1/2 (finance)" in flat(carol.output), carol.output
