@@ -60,7 +60,7 @@ PAIRS: list[tuple[str, str, str, str]] = [
         "trail shows why work went ahead.\n2. **Bind an approval to what was shown**, for example with a "
         "digest of the draft, so nobody approves content that changed after they read it.\n3. **Give "
         "every gate a deadline and a default action**, so work never waits forever.",
-        "# Gates\n\nTODO.",
+        "# Gates\n\nTODO.",  # the deliberately poor draft of this pair: an unfinished stub
         "a stub",
     ),
     (
