@@ -16,10 +16,11 @@ from rich.table import Table
 from graphs.runner import Event, Stop
 
 
-def token_counts(call: dict[str, Any]) -> str:
-    """`in/out`, or `?` where the server reported no usage."""
+def token_counts(call: dict[str, Any]) -> str | None:
+    """`in/out`, or None where the server reported no usage (llama.cpp's server sends none
+    with a streamed answer)."""
     if call.get("input_tokens") is None and call.get("output_tokens") is None:
-        return "?"
+        return None
     return f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
 
 
@@ -36,7 +37,8 @@ def describe_calls(calls: list[dict[str, Any]]) -> str:
             text += " (fallback)"
         if retries:
             text += f" retries={retries}"
-        text += f" tokens={token_counts(call)}"
+        if (tokens := token_counts(call)) is not None:
+            text += f" tokens={tokens}"
         parts.append(text)
     return "  ".join(parts)
 

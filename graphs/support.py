@@ -21,7 +21,7 @@ from nodes.context import SignoffContext
 from nodes.gates import Decision, gate_node
 from nodes.knowledge import ensure_loaded
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
-from nodes.tools import current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
+from nodes.tools import Article, current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
 from graphs.refund_path import add_refund_path, refund_approved, starts_refund
 from nodes.refunds import RefundCase
 
@@ -100,17 +100,37 @@ CLASSIFY_PROMPT = (
 )
 
 
-def classify_prompt(state: SupportState) -> list[Any]:
-    return [SystemMessage(CLASSIFY_PROMPT), HumanMessage(f"Customer message:\n{state['message']}")]
+#: How many knowledge-base matches the classifier is shown as a hint.
+CLASSIFY_HINTS = 3
 
 
-classify = ResilientAgentNode(
-    "classify",
-    classify_prompt,
-    lambda state, result: {"intent": result.parsed.intent},  # type: ignore[union-attr]
-    schema=IntentChoice,
-    on_failure=lambda state, result: {"intent": "general"},
-)
+def classify_prompt(state: SupportState, matches: list[Article] | None = None) -> list[Any]:
+    system = CLASSIFY_PROMPT
+    if matches:
+        system += "\n\nThe help articles that best match the message, with their team:\n" + "\n".join(
+            f"- {a.title} ({a.category})" for a in matches
+        )
+    return [SystemMessage(system), HumanMessage(f"Customer message:\n{state['message']}")]
+
+
+def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+    """Ask the model for the intent, showing it the titles (and teams) of the closest articles.
+
+    Measured with the 0.5B local model (tests/benchmarks/support_quality.py): the titles as a
+    hint raise intent accuracy from 62% to 85% on the labelled set and from 62% to 81% on a
+    held-out set; the model still decides, so a message no article matches is classified too.
+    """
+    pool = runtime.context.pool
+    ensure_loaded(pool)
+    matches = kb_search(pool, state["message"], limit=CLASSIFY_HINTS)
+    agent = ResilientAgentNode(
+        "classify",
+        lambda s: classify_prompt(s, matches),
+        lambda s, result: {"intent": result.parsed.intent},  # type: ignore[union-attr]
+        schema=IntentChoice,
+        on_failure=lambda s, result: {"intent": "general"},
+    )
+    return agent(state, runtime)
 
 
 # --- can the knowledge base answer it? -----------------------------------------------------
@@ -150,13 +170,13 @@ def make_agent(intent: Intent) -> ResilientAgentNode[SupportState]:
 
 # --- the reply (free text, streamed) -------------------------------------------------------
 
+REPLY_SYSTEM = "You are a helpful support agent for a note-taking app. You write short, accurate replies to customers."
 REPLY_RULES = (
-    "- Two to four short sentences of plain text: the facts or steps from the article that answer "
-    "the message. No greeting with placeholders, no signature.\n"
-    "- Use only what the article says. Never promise a refund, an amount, a date, an email "
-    "address, a phone number or a link that the article does not state."
+    'Speak to the customer as "you". Use two to four sentences with only the facts and steps from '
+    "the help article that answer their message. Do not claim anything was checked or done, and do "
+    "not add a refund, an amount, a date, an email address, a phone number or a link that the article "
+    "does not give. No greeting placeholders, no signature."
 )
-REPLY_PROMPT = "Write the reply to the customer for the {intent} team, using only the help article below.\n{rules}\n\nHelp article: {article}"
 
 
 def chosen_passage(state: SupportState) -> str:
@@ -166,8 +186,14 @@ def chosen_passage(state: SupportState) -> str:
 
 
 def reply_prompt(state: SupportState) -> list[Any]:
-    system = REPLY_PROMPT.format(intent=state.get("intent", "general"), rules=REPLY_RULES, article=chosen_passage(state))
-    return [SystemMessage(system), HumanMessage(state["message"])]
+    """Article, message, then the task, all in the user turn: with the 0.5B local model this
+    order gave replies drawn from the article, where the article in the system prompt gave
+    invented confirmations ("the billing team has confirmed you were charged twice")."""
+    task = (
+        f"Help article:\n{chosen_passage(state)}\n\nCustomer message: {state['message']}\n\n"
+        f"Write the reply to the customer for the {state.get('intent', 'general')} team. {REPLY_RULES}"
+    )
+    return [SystemMessage(REPLY_SYSTEM), HumanMessage(task)]
 
 
 # On failure the router escalates: a reviewer gets the ticket's holding text, not nothing.
@@ -176,11 +202,12 @@ draft_reply = ResilientAgentNode("draft_reply", reply_prompt, lambda state, resu
 
 def redraft_prompt(state: SupportState) -> list[Any]:
     feedback = (state.get("last_decision") or {}).get("note", "")
-    system = (
-        "Rewrite the support reply so that it follows the reviewer's feedback. Reply with the new text only.\n"
-        f"{REPLY_RULES}\n\nHelp article: {chosen_passage(state) or '(none)'}"
+    task = (
+        f"Help article:\n{chosen_passage(state) or '(none)'}\n\nCustomer message: {state['message']}\n\n"
+        f"Your earlier reply: {state.get('draft', '')}\n\nReviewer feedback: {feedback}\n\n"
+        f"Rewrite the support reply so that it follows the reviewer's feedback; answer with the new reply only. {REPLY_RULES}"
     )
-    return [SystemMessage(system), HumanMessage(f"Customer: {state['message']}\n\nReply: {state.get('draft', '')}\n\nReviewer feedback: {feedback}")]
+    return [SystemMessage(REPLY_SYSTEM), HumanMessage(task)]
 
 
 def _redrafted(state: SupportState, result: AgentResult) -> dict[str, Any]:

@@ -13,6 +13,11 @@ graph, prompts and retries.  It reports intent accuracy, escalation precision an
 whether the reply drew on the right article, seconds per thread to the gate (after one
 warm-up thread), reply tokens per second and the server's memory, and writes every draft to
 a markdown file for a person to read.  `--model` takes the same values as SIGNOFF_MODEL.
+
+Two labelled sets: `support_cases.json` (47 messages, 11 to escalate), against which the
+prompts were developed, and `support_cases_heldout.json` (26 messages, 12 to escalate),
+written afterwards and never used to tune anything: run both and report both, since a
+figure on the first alone flatters the prompts.
 """
 
 from __future__ import annotations
