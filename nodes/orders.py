@@ -20,6 +20,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from checkpoint.errors import InvalidInput, NotFound
+from nodes.knowledge import read_text_file
 
 HEADER = ("order_id", "email", "amount", "currency", "ordered_at", "status")
 STATUSES = ("paid", "shipped", "delivered", "cancelled", "refunded")
@@ -125,13 +126,8 @@ def read_orders_file(path: Path) -> list[Order]:
         raise OrdersFileNotFound(f"{path}: no such file: pass a CSV with the header {','.join(HEADER)}")
     if path.is_dir():
         raise OrdersFileError(f"{path} is a folder: pass a CSV file")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise OrdersFileError(f"{path}: not UTF-8 text") from None
-    except OSError as exc:
-        raise OrdersFileError(f"{path}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
-    return parse_orders(text, str(path))
+    # A spreadsheet's CSV export often starts with a byte-order mark.
+    return parse_orders(read_text_file(path, OrdersFileError).removeprefix("\ufeff"), str(path))
 
 
 def demo_orders(today: date | None = None) -> list[Order]:

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from nodes.orders import OrdersFileError, demo_orders, get_order, list_orders, load_orders, parse_amount, parse_orders
+from nodes.orders import OrdersFileError, demo_orders, read_orders_file, get_order, list_orders, load_orders, parse_amount, parse_orders
 from tests.conftest import count_rows
 
 HEADER = "order_id,email,amount,currency,ordered_at,status\n"
@@ -35,6 +35,19 @@ def test_amounts_are_exact_cents():
 def test_a_bad_file_is_refused_naming_the_line(text, says):
     with pytest.raises(OrdersFileError, match=says):
         parse_orders(text, "f.csv")
+
+
+def test_a_spreadsheet_export_with_a_byte_order_mark_reads_like_any_csv(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + (HEADER + "1,a@example.com,10,USD,2026-01-01,paid\n").encode())
+    assert [o.order_id for o in read_orders_file(path)] == ["1"]
+
+
+def test_a_file_that_is_not_utf8_text_is_refused_naming_it(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_bytes(HEADER.encode() + b"1,a@example.com,10,USD,2026-01-01,pa\xffid\n")
+    with pytest.raises(OrdersFileError, match="orders.csv: not UTF-8"):
+        read_orders_file(path)
 
 
 def test_loading_is_idempotent_and_updates_changed_rows(pool):
