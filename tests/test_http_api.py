@@ -13,25 +13,10 @@ from checkpoint import jobs, tokens
 from checkpoint.audit import events_of
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows, review_digest
-from tests.fault_server import ok
-from tests.scripted import CANNOT_ANSWER
 from tests.procs import table_counts, wait_until
+from tests.web_fixtures import ctx, server  # noqa: F401 - fixtures
 from tests.worker_procs import workers  # noqa: F401 - fixture
-from web.app import MAX_BODY, WebContext, create_app
-
-KEY = b"k" * 40
-
-
-@pytest.fixture
-def server(server):
-    server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok(CANNOT_ANSWER))
-    return server
-
-
-@pytest.fixture
-def ctx(pool):
-    return WebContext(pool=pool, key=KEY, public_url="http://127.0.0.1:8321")
+from web.app import MAX_BODY, create_app
 
 
 @pytest.fixture

@@ -18,21 +18,13 @@ from checkpoint.notifications import NotifyConfig, deliver_due
 from checkpoint.signing import read_link, secret_key
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows, expect
-from tests.fault_server import ok
-from tests.scripted import CANNOT_ANSWER
 from tests.http_receiver import HttpReceiver, SmtpReceiver
 from tests.procs import wait_until
+from tests.web_fixtures import server  # noqa: F401 - fixtures
 from tests.worker_procs import workers  # noqa: F401 - fixture
 
 KEY = "k" * 40
 WEBHOOK_SECRET = "shared-with-the-receiver"
-
-
-@pytest.fixture
-def server(server):
-    server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok(CANNOT_ANSWER))
-    return server
 
 
 @pytest.fixture

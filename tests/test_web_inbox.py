@@ -20,22 +20,14 @@ from checkpoint import notifications, tokens
 from checkpoint.audit import events_of
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
-from tests.fault_server import ok
-from tests.scripted import CANNOT_ANSWER
 from tests.http_receiver import HttpReceiver
 from tests.procs import ROOT, CliProcess, process_env, wait_until
+from tests.web_fixtures import server  # noqa: F401 - fixtures
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-@pytest.fixture
-def server(server):
-    server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok(CANNOT_ANSWER))
-    return server
 
 
 def free_port() -> int:

@@ -17,24 +17,9 @@ from checkpoint.notifications import NotifyConfig, render
 from checkpoint.signing import Link, sign_link
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
-from tests.fault_server import ok
-from tests.scripted import CANNOT_ANSWER
 from tests.procs import table_counts
-from web.app import WebContext, create_app
-
-KEY = b"k" * 40
-
-
-@pytest.fixture
-def server(server):
-    server.rule("Classify the customer message", ok('{"intent": "technical"}'))
-    server.rule("technical support agent", ok(CANNOT_ANSWER))
-    return server
-
-
-@pytest.fixture
-def ctx(pool):
-    return WebContext(pool=pool, key=KEY, public_url="http://127.0.0.1:8321")
+from tests.web_fixtures import KEY, ctx, server  # noqa: F401 - fixtures
+from web.app import create_app
 
 
 def browser(ctx) -> TestClient:
