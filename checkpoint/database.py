@@ -68,11 +68,14 @@ def _input_waiting(conn: psycopg.Connection) -> bool:
         return True
 
 
-def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0) -> ConnectionPool:
+def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, application_name: str | None = None) -> ConnectionPool:
     """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
     prepared statements) and are health-checked on checkout when they sat idle or heard from
     the server (`_check_when_needed`), so a connection that went stale (server restarted,
-    idle timeout) is replaced by the pool instead of surfacing as an error."""
+    idle timeout) is replaced by the pool instead of surfacing as an error.
+
+    `application_name`: a worker's fence tag (checkpoint/workers.py `fence_tag`), which makes
+    every session of the pool, reconnected ones included, subject to migration 008's fence."""
     try:
         # One direct connection first: it fails in seconds with the real reason, where the
         # pool would retry quietly until its timeout.
@@ -88,7 +91,8 @@ def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0) -> 
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, "connect_timeout": 5},
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, "connect_timeout": 5,
+                **({"application_name": application_name} if application_name else {})},
         check=_check_when_needed,
         configure=_returned,
         reset=_returned,

@@ -34,6 +34,11 @@ class StoredEvent:
 
 def for_storage(event: dict[str, Any]) -> dict[str, Any]:
     """The event as a watcher needs it: JSON only, no state update beyond its warnings."""
+    return json.loads(stored_json(event))
+
+
+def stored_json(event: dict[str, Any]) -> str:
+    """`for_storage`, as the JSON text written (serialised once: a worker writes every token)."""
     slim = {k: v for k, v in event.items() if k != "update"}
     update = event.get("update")
     if isinstance(update, dict) and update.get("warnings"):
@@ -42,22 +47,29 @@ def for_storage(event: dict[str, Any]) -> dict[str, Any]:
         slim["text"] = slim["text"][:_MAX_TEXT]
     if slim.get("error") is not None:
         slim["error"] = str(slim["error"])[:500]
-    return json.loads(json.dumps(slim, default=str))
+    return json.dumps(slim, default=str)
 
 
-def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]]) -> None:
-    """Insert events (thread id, event) in one statement and notify each thread's watchers."""
+#: One statement, so one round trip: the events, the notifications to each thread's watchers,
+#: and whether the commit waits for its WAL flush (set_config(..., true) lasts the transaction,
+#: which autocommit ends with this statement).
+_WRITE = (
+    "WITH sync AS (SELECT set_config('synchronous_commit', %s, true) AS v), "
+    "ins AS (INSERT INTO progress_events (thread_id, event) SELECT t, e::jsonb FROM unnest(%s::text[], %s::text[]) AS x(t, e) "
+    "  RETURNING thread_id) "
+    "SELECT pg_notify(%s, t.thread_id) FROM (SELECT DISTINCT thread_id FROM ins) t, sync"
+)
+
+
+def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]], *, durable: bool = False) -> None:
+    """Insert events (thread id, event) and notify each thread's watchers, in one statement.
+
+    Progress is not the durable record (the checkpoint is): no WAL flush is waited for,
+    unless `durable` (a run's stop, which must outlive the command that printed it)."""
     if not items:
         return
-    with pool.connection() as conn, conn.transaction():
-        # Progress is not the durable record (the checkpoint is): no WAL flush to wait for.
-        conn.execute("SET LOCAL synchronous_commit = off")
-        conn.execute(
-            "INSERT INTO progress_events (thread_id, event) SELECT t, e::jsonb FROM unnest(%s::text[], %s::text[]) AS x(t, e)",
-            ([t for t, _ in items], [json.dumps(for_storage(e)) for _, e in items]),
-        )
-        for thread_id in dict.fromkeys(t for t, _ in items):
-            conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, thread_id))
+    with pool.connection() as conn:
+        conn.execute(_WRITE, ("on" if durable else "off", [t for t, _ in items], [stored_json(e) for _, e in items], PROGRESS_CHANNEL))
 
 
 class EventWriter:
@@ -76,11 +88,11 @@ class EventWriter:
     def append(self, thread_id: str, event: dict[str, Any]) -> None:
         self._queue.put((thread_id, event))
 
-    def flush(self) -> None:
-        """Write everything appended so far (by any run) now."""
-        self._drain()
+    def flush(self, *, durable: bool = False) -> None:
+        """Write everything appended so far (by any run) now; `durable`: wait for the WAL flush."""
+        self._drain(durable=durable)
 
-    def _drain(self) -> None:
+    def _drain(self, *, durable: bool = False) -> None:
         with self._lock:
             items: list[tuple[str, dict[str, Any]]] = []
             while True:
@@ -91,7 +103,7 @@ class EventWriter:
                 if item is not None:
                     items.append(item)
             try:
-                write_now(self.pool, items)
+                write_now(self.pool, items, durable=durable)
             except psycopg.Error:
                 pass  # progress is best effort: the checkpoint, not this table, is the record
 
@@ -101,9 +113,10 @@ class EventWriter:
             self._drain()
 
     def close(self) -> None:
+        """Stop the writer; what is left (an inline run's stop) is written durably."""
         self._stopped = True
         self._thread.join(5)
-        self._drain()
+        self._drain(durable=True)
 
 
 def read_since(pool: ConnectionPool, thread_id: str, after_id: int = 0) -> list[StoredEvent]:

@@ -33,8 +33,9 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psycopg
 from langgraph.runtime import RunControl
@@ -82,6 +83,13 @@ class WorkerRunner(ThreadRunner):
 
     def _claim(self, thread_id: str) -> Any:
         return self.session.claimed(thread_id)
+
+    @contextmanager
+    def _writing_through(self, claim: Any) -> Iterator[None]:
+        """Through the worker's pool, whose sessions are fenced by the claim session's tag
+        (migration 008): one claim session serves every run of the worker, so it cannot also
+        carry their writes without serialising them all."""
+        yield
 
 
 class GraphsPerThread:
@@ -144,12 +152,18 @@ class Worker:
         from checkpoint.migrations import migrate
 
         opts = self.options
-        pool = self.pool = open_pool(self.url, max_size=opts.connections())
-        session = listener = writer = executor = None
+        # The claim session first: the pool's sessions carry its tag, so PostgreSQL refuses
+        # their writes once it is gone (migration 008: fencing a worker taken over).
+        session = LockSession(self.url)
+        try:
+            pool = self.pool = open_pool(self.url, max_size=opts.connections(), application_name=session.fence_tag)
+        except BaseException:
+            session.close()
+            raise
+        listener = writer = executor = None
         try:
             migrate(pool)
             context = self.make_context(pool)
-            session = LockSession(self.url)
             self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
             writer = progress.EventWriter(pool)
             graphs = GraphsPerThread(pool)
@@ -171,8 +185,7 @@ class Worker:
                     registry.unregister(pool, self.worker_id)
                 except psycopg.Error:
                     pass  # the database is gone; the next worker reaps this one
-            if session is not None:
-                session.close()
+            session.close()
             pool.close()
             self.ready.set()
 
@@ -289,18 +302,18 @@ class Worker:
             sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason, "job": job.id})
             writer.flush()
             if is_connection_error(exc):
-                self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0))
+                self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0, worker_id=self.worker_id))
             else:
-                self._close(lambda: jobs.finish(pool, job.id, reason, failed=True))
+                self._close(lambda: jobs.finish(pool, job.id, reason, failed=True, worker_id=self.worker_id))
             self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}")
             return
         if stop is not None:
             sink({**stop_event(stop), "job": job.id})
         writer.flush()  # the stop is written before the job closes: a watcher never misses it
         if stop is not None and stop.status == "interrupted":
-            self._close(lambda: jobs.release(pool, job.id, "drained"))
+            self._close(lambda: jobs.release(pool, job.id, "drained", worker_id=self.worker_id))
         else:
-            self._close(lambda: jobs.finish(pool, job.id, result))
+            self._close(lambda: jobs.finish(pool, job.id, result, worker_id=self.worker_id))
         self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
 
     def _close(self, write: Callable[[], None]) -> None:
