@@ -68,17 +68,9 @@ def _input_waiting(conn: psycopg.Connection) -> bool:
         return True
 
 
-def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, application_name: str | None = None) -> ConnectionPool:
-    """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
-    prepared statements) and are health-checked on checkout when they sat idle or heard from
-    the server (`_check_when_needed`), so a connection that went stale (server restarted,
-    idle timeout) is replaced by the pool instead of surfacing as an error.
-
-    `application_name`: a worker's fence tag (checkpoint/workers.py `fence_tag`), which makes
-    every session of the pool, reconnected ones included, subject to migration 008's fence."""
+def ensure_reachable(url: str) -> None:
+    """Connect once and hang up; DatabaseUnavailable saying why (secrets scrubbed) if that fails."""
     try:
-        # One direct connection first: it fails in seconds with the real reason, where the
-        # pool would retry quietly until its timeout.
         psycopg.connect(url, connect_timeout=5).close()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
@@ -87,6 +79,19 @@ def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, app
             f"cannot reach PostgreSQL at {redact_url(url)} ({reason}): check DATABASE_URL "
             "(or unset it to use the embedded server)"
         ) from None
+
+
+def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, application_name: str | None = None) -> ConnectionPool:
+    """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
+    prepared statements) and are health-checked on checkout when they sat idle or heard from
+    the server (`_check_when_needed`), so a connection that went stale (server restarted,
+    idle timeout) is replaced by the pool instead of surfacing as an error.
+
+    `application_name`: a worker's fence tag (checkpoint/workers.py `fence_tag`), which makes
+    every session of the pool, reconnected ones included, subject to migration 008's fence."""
+    # One direct connection first: it fails in seconds with the real reason, where the pool
+    # would retry quietly until its timeout.
+    ensure_reachable(url)
     pool = ConnectionPool(
         url,
         min_size=1,

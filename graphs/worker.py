@@ -44,7 +44,7 @@ from psycopg_pool import ConnectionPool
 from checkpoint import events as progress
 from checkpoint import jobs
 from checkpoint import workers as registry
-from checkpoint.database import is_connection_error, make_saver, open_pool
+from checkpoint.database import ensure_reachable, is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession
 from graphs.registry import GRAPHS, GraphSpec
@@ -66,6 +66,11 @@ class WorkerOptions:
     sweep: float = 1.0
     #: database connections for the runs (besides the claim session and the listener)
     pool_size: int = 0
+    #: prune threads finished this many days ago as the worker goes (SIGNOFF_PRUNE_AFTER_DAYS);
+    #: None: never. At most `prune_limit` threads every `prune_every` seconds, in a side thread.
+    prune_after_days: float | None = None
+    prune_every: float = 60.0
+    prune_limit: int = 100
 
     def connections(self) -> int:
         return self.pool_size or min(self.concurrency, 16) + 4
@@ -120,8 +125,9 @@ class Worker:
         self.url, self.make_context, self.options, self.log = url, make_context, options, log
         self.worker_id: int | None = None
         self.done = 0
-        #: completed sweeps (tests wait on it instead of sleeping)
+        #: completed sweeps and prunes (tests wait on them instead of sleeping)
         self.sweeps = 0
+        self.prunes = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._running: dict[Future[None], tuple[jobs.Job, RunControl]] = {}
@@ -154,6 +160,7 @@ class Worker:
         opts = self.options
         # The claim session first: the pool's sessions carry its tag, so PostgreSQL refuses
         # their writes once it is gone (migration 008: fencing a worker taken over).
+        ensure_reachable(self.url)  # a friendly error, not the claim session's raw one
         session = LockSession(self.url)
         try:
             pool = self.pool = open_pool(self.url, max_size=opts.connections(), application_name=session.fence_tag)
@@ -171,6 +178,8 @@ class Worker:
             listener = threading.Thread(target=self._listen, name="signoff-listen", daemon=True)
             listener.start()
             self._start_notifier(pool, context)
+            if opts.prune_after_days is not None:
+                threading.Thread(target=self._prune, args=(pool,), name="signoff-prune", daemon=True).start()
             self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}")
             self.ready.set()
             return self._serve(pool, context, session, writer, graphs, executor)
@@ -188,6 +197,27 @@ class Worker:
             session.close()
             pool.close()
             self.ready.set()
+
+    def _prune(self, pool: ConnectionPool) -> None:
+        """Automatic retention (issue 11): what `signoff db prune --finished-older-than DAYS`
+        does, a bounded batch at a time, so storage stays bounded with nobody running it.
+        Safe beside runs (finished threads only); several workers pruning at once skip what
+        another is pruning."""
+        from datetime import timedelta
+
+        from checkpoint.retention import prune_finished
+
+        opts = self.options
+        assert opts.prune_after_days is not None
+        while not self._stopping.wait(opts.prune_every):
+            try:
+                report = prune_finished(pool, older_than=timedelta(days=opts.prune_after_days), limit=opts.prune_limit)
+            except psycopg.Error as exc:
+                self.log(f"prune skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")
+                continue
+            self.prunes += 1
+            if report.threads:
+                self.log(f"pruned {report.threads} finished threads: {report.bytes / 1e6:.2f} MB of row data")
 
     def _start_notifier(self, pool: ConnectionPool, context: SignoffContext) -> None:
         """Deliver the notification outbox in a side thread until the worker stops (issue 13)."""
@@ -364,7 +394,8 @@ def serve(concurrency: int, *, log: Log) -> int:
     from checkpoint.settings import Settings
 
     settings = Settings.from_env()
-    worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency), WorkerOptions(concurrency=concurrency), log=log)
+    worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency),
+                    WorkerOptions(concurrency=concurrency, prune_after_days=settings.prune_after_days), log=log)
 
     received: list[int] = []
 
