@@ -132,10 +132,45 @@ def connect(settings: Settings, *, migrate: bool = True, checkpoints: bool = Tru
 
 
 def make_saver(pool: ConnectionPool) -> "PostgresSaver":
-    """LangGraph's PostgresSaver on the shared pool (its tables come from `migrate`)."""
-    from langgraph.checkpoint.postgres import PostgresSaver
+    """LangGraph's PostgresSaver on the shared pool (its tables come from `migrate`), without
+    its instance lock while it works on the pool (`_pooled_saver_class`)."""
+    return _pooled_saver_class()(pool)  # type: ignore[arg-type]
 
-    return PostgresSaver(pool)  # type: ignore[arg-type]
+
+_POOLED_SAVER: type | None = None
+
+
+def _pooled_saver_class() -> type:
+    """PostgresSaver that takes its instance lock only when it works on one connection.
+
+    PostgresSaver holds one threading.Lock around every read and write (`_cursor`), which a
+    single connection needs, but which on a pool serialises every run sharing the saver
+    (issue 10: a worker's 100 runs): each cursor gets its own pooled connection anyway. With
+    the lock gone on a pool, one compiled graph serves all of a worker's runs, instead of a
+    graph compiled per run thread. On a single connection (an inline run writing through
+    its claim session, ThreadRunner._writing_through) the library's own path, lock included."""
+    global _POOLED_SAVER
+    if _POOLED_SAVER is None:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        class PooledPostgresSaver(PostgresSaver):
+            @contextmanager
+            def _cursor(self, *, pipeline: bool = False) -> Iterator[psycopg.Cursor]:  # type: ignore[override]
+                pool = self.conn
+                if not isinstance(pool, ConnectionPool) or self.pipe is not None or not self.supports_pipeline:
+                    with super()._cursor(pipeline=pipeline) as cur:
+                        yield cur
+                    return
+                with pool.connection() as conn:
+                    if pipeline:  # as the library does: one pipeline, one implicit transaction
+                        with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                            yield cur
+                    else:
+                        with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                            yield cur
+
+        _POOLED_SAVER = PooledPostgresSaver
+    return _POOLED_SAVER
 
 
 def is_connection_error(exc: BaseException) -> bool:

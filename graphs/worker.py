@@ -97,25 +97,27 @@ class WorkerRunner(ThreadRunner):
         yield
 
 
-class GraphsPerThread:
-    """Each run thread's own compiled graphs, each with its own PostgresSaver on the shared pool.
+class CompiledGraphs:
+    """Each graph compiled once per worker, shared by all its runs (a compiled graph is safe to
+    stream from many threads at once).
 
-    Why not one compiled graph for all: PostgresSaver (and AsyncPostgresSaver alike) holds
-    one lock around every checkpoint read and write of an instance (`_cursor`: `with
-    self.lock`), which serialises all the runs of a process on one saver, whatever the pool
-    size. Measured on 500 threads at --concurrency 100 that lock was the worker's bottleneck.
-    Compiled lazily, once per thread and graph (a few milliseconds each)."""
+    Why one for all, when it used to be one per run thread: PostgresSaver holds one lock
+    around every checkpoint read and write of an instance, which serialised every run of the
+    worker on one saver (measured: the bottleneck at --concurrency 100), so each run thread
+    compiled its own graphs, and compiling them cost the worker about 7% of its CPU over 500
+    threads. `make_saver`'s saver takes no lock on a pool, so a single graph does."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-        self._local = threading.local()
+        self._compiled: dict[str, Any] = {}
+        self._mutex = threading.Lock()
 
     def get(self, name: str) -> Any:
-        compiled: dict[str, Any] = self._local.__dict__.setdefault("graphs", {})
-        if name not in compiled:
-            spec = GRAPHS[name]
-            compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
-        return compiled[name]
+        with self._mutex:
+            if name not in self._compiled:
+                spec = GRAPHS[name]
+                self._compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
+            return self._compiled[name]
 
 
 class Worker:
@@ -173,7 +175,7 @@ class Worker:
             context = self.make_context(pool)
             self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
             writer = progress.EventWriter(pool)
-            graphs = GraphsPerThread(pool)
+            graphs = CompiledGraphs(pool)
             executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
             listener = threading.Thread(target=self._listen, name="signoff-listen", daemon=True)
             listener.start()
@@ -230,7 +232,7 @@ class Worker:
             self.log(f"notifications off: {exc}")
 
     def _serve(self, pool: ConnectionPool, context: SignoffContext, session: LockSession, writer: progress.EventWriter,
-               graphs: "GraphsPerThread", executor: ThreadPoolExecutor) -> int:
+               graphs: "CompiledGraphs", executor: ThreadPoolExecutor) -> int:
         opts = self.options
         assert self.worker_id is not None
         next_beat = next_sweep = 0.0
@@ -276,10 +278,10 @@ class Worker:
         self.sweeps += 1
 
     def _start(self, job: jobs.Job, pool: ConnectionPool, context: SignoffContext, session: LockSession,
-               writer: progress.EventWriter, graphs: "GraphsPerThread", executor: ThreadPoolExecutor) -> None:
+               writer: progress.EventWriter, graphs: "CompiledGraphs", executor: ThreadPoolExecutor) -> None:
         control = RunControl()
 
-        def execute() -> None:  # in the run thread, with that thread's compiled graph
+        def execute() -> None:  # in a run thread, on the graph compiled once for the worker
             runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer)
             self._execute(job, runner, control, writer)
 
@@ -379,6 +381,9 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
         # Now, not on first use: a worker calls models anyway, a bad model configuration
         # should stop it at start, and its run threads must not race to start the local server.
         models.resolve()
+        from nodes.models import warm_up
+
+        warm_up(models.resolve())  # the OpenAI client's lazy first-call set-up, once, not in 100 threads at once
         return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),  # type: ignore[arg-type]
                               model_limiter=ModelLimiter(model_concurrency))
 
