@@ -1172,9 +1172,18 @@ def worker(
     concurrency: int = typer.Option(10, "--concurrency", "-c", min=1, max=1000, help="Threads run at once in this process."),
 ) -> None:
     """Run threads from the queue until stopped (Ctrl-C/SIGTERM drains; again exits at once)."""
+    from graphs.display import visible
     from graphs.worker import serve
 
-    code = serve(concurrency, log=lambda line: out.print(safe_line(line), soft_wrap=True))
+    pipe = PipeSafeStdout()
+
+    def log(line: str) -> None:
+        # Plain text, not rich: a worker logs a line per job, and rich's rendering cost a busy
+        # worker measurable CPU (issue 10). Untrusted parts are made visible, never raw.
+        pipe.write(visible(line, one_line=True) + "\n")
+        pipe.flush()
+
+    code = serve(concurrency, log=log)
     raise typer.Exit(code)
 
 

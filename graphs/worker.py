@@ -120,6 +120,41 @@ class CompiledGraphs:
             return self._compiled[name]
 
 
+def share_step_executor(max_workers: int) -> None:
+    """Let every graph run in this process use one thread pool for its background work.
+
+    LangGraph runs a step's checkpoint and write saves (and parallel nodes) on a thread pool
+    it makes per `stream()` call (langchain's `get_executor_for_config`), so every run starts
+    and joins threads of its own. Python's ThreadPoolExecutor starts them while holding a
+    lock global to the process (`_global_shutdown_lock`), so a worker's 100 concurrent runs
+    queued behind each other's thread starts: measured 13% of the worker's CPU over 500
+    threads (issue 10). One pool shared by all runs keeps its threads. Each run still waits
+    for exactly its own tasks (LangGraph's BackgroundExecutor tracks them), and a run that
+    sets `max_concurrency` keeps a pool of its own. The pool's bound is generous because a
+    run's task may start a subgraph whose tasks need threads of the same pool. Installed by
+    the worker only; if LangGraph moves that hook, runs simply keep their own pools."""
+    try:
+        import langgraph.pregel._executor as step_executor
+        from langchain_core.runnables.config import ContextThreadPoolExecutor
+    except ImportError:
+        return
+    own = getattr(step_executor, "get_executor_for_config", None)
+    if own is None or getattr(own, "_signoff_shared", False):
+        return
+    shared = ContextThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="signoff-step")
+
+    @contextmanager
+    def executor_for(config: Any) -> Iterator[Any]:
+        if (config or {}).get("max_concurrency") is not None:
+            with own(config) as executor:
+                yield executor
+        else:
+            yield shared
+
+    executor_for._signoff_shared = True  # type: ignore[attr-defined]
+    step_executor.get_executor_for_config = executor_for
+
+
 class Worker:
     """One worker process's loop. `run()` blocks until `request_stop()` (drain) is done."""
 
@@ -177,6 +212,7 @@ class Worker:
             writer = progress.EventWriter(pool)
             graphs = CompiledGraphs(pool)
             executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
+            share_step_executor(max(64, 8 * opts.concurrency))
             listener = threading.Thread(target=self._listen, name="signoff-listen", daemon=True)
             listener.start()
             self._start_notifier(pool, context)
