@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 # The pool logs each stale connection it discards as a warning; replacing them is its job, not
 # news for the person at the terminal (with no logging configured it would reach stderr).
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+# Likewise psycopg's "error ignored terminating <Pipeline>" when the server goes away mid-save
+# (an inline run saves through its claim session, in pipeline mode): the save's own error
+# already says so, in one line.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 class DatabaseUnavailable(Unavailable):

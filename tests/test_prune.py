@@ -61,6 +61,7 @@ def test_prune_keeps_the_last_checkpoint_of_finished_threads_and_never_touches_a
     try:
         wait_until(lambda: server.matching("Classify the customer message") > seen, what="the running thread's model call")
         assert len(checkpoint_rows(pool, "running-1")["checkpoints"]) >= 2, "the running thread has history prune could take"
+        wait_until(lambda: event_ids(pool, "running-1"), what="the running thread's first progress events")
         untouched = {tid: checkpoint_rows(pool, tid) for tid in ("waiting-1", "running-1")}
         events_seen = {tid: event_ids(pool, tid) for tid in ("waiting-1", "running-1")}
         assert all(events_seen.values()), "the waiting and the running thread have progress events prune could take"
