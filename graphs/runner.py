@@ -121,7 +121,12 @@ class ThreadRunner:
         hours = float(options.get("deadline_hours") or self.spec.deadline_hours)
         threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours)
         record_event(self.pool, thread_id, options.get("actor", "cli"), "thread_started", {"graph": self.spec.name})
-        return self._run(thread_id, graph_input, sink, control)
+        # register wrote it 'running': no second write (a commit) for it, for this run only
+        was, self.marked_running = self.marked_running, True
+        try:
+            return self._run(thread_id, graph_input, sink, control)
+        finally:
+            self.marked_running = was
 
     def resume(self, thread_id: str, sink: EventSink, control: RunControl | None = None) -> Stop:
         """Continue from the last checkpoint: after a decision, a crash, or an interrupt."""
