@@ -921,7 +921,8 @@ def db_prune(
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
 ) -> None:
-    """Delete the checkpoints of finished threads except the last one per thread.
+    """Delete the checkpoints of finished threads except the last one per thread, and their
+    closed jobs and progress events (but the last stop).
 
     Keeps the threads, decisions, audit and side-effect rows; never touches a thread that is
     running, queued, failed or waiting, so it is safe to run while threads run."""
@@ -944,8 +945,9 @@ def db_prune(
         rows = report.rows
         out.print(f"{'would prune' if dry_run else 'pruned'} {report.threads} finished thread{'s' if report.threads != 1 else ''}: "
                   f"{rows['checkpoints']} checkpoints, {rows['checkpoint_writes']} writes, {rows['checkpoint_blobs']} blobs, "
+                  f"{rows['jobs']} jobs, {rows['progress_events']} progress events, "
                   f"{report.bytes / 1e6:.2f} MB of row data{' (nothing deleted)' if dry_run else ' freed'}; the last checkpoint "
-                  "of each, and its threads, decisions, audit and side-effect rows, are kept. PostgreSQL reuses the space "
+                  "and last stop event of each, and its threads, decisions, audit and side-effect rows, are kept. PostgreSQL reuses the space "
                   "(VACUUM FULL returns it to the operating system)", soft_wrap=True)
     if report.skipped:
         out.print(f"{len(report.skipped)} thread(s) changed meanwhile and were skipped: run `signoff db prune` again")
@@ -1170,9 +1172,18 @@ def worker(
     concurrency: int = typer.Option(10, "--concurrency", "-c", min=1, max=1000, help="Threads run at once in this process."),
 ) -> None:
     """Run threads from the queue until stopped (Ctrl-C/SIGTERM drains; again exits at once)."""
+    from graphs.display import visible
     from graphs.worker import serve
 
-    code = serve(concurrency, log=lambda line: out.print(safe_line(line), soft_wrap=True))
+    pipe = PipeSafeStdout()
+
+    def log(line: str) -> None:
+        # Plain text, not rich: a worker logs a line per job, and rich's rendering cost a busy
+        # worker measurable CPU (issue 10). Untrusted parts are made visible, never raw.
+        pipe.write(visible(line, one_line=True) + "\n")
+        pipe.flush()
+
+    code = serve(concurrency, log=log)
     raise typer.Exit(code)
 
 

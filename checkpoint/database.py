@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 # The pool logs each stale connection it discards as a warning; replacing them is its job, not
 # news for the person at the terminal (with no logging configured it would reach stderr).
 logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+# Likewise psycopg's "error ignored terminating <Pipeline>" when the server goes away mid-save
+# (an inline run saves through its claim session, in pipeline mode): the save's own error
+# already says so, in one line.
+logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 class DatabaseUnavailable(Unavailable):
@@ -68,14 +72,9 @@ def _input_waiting(conn: psycopg.Connection) -> bool:
         return True
 
 
-def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0) -> ConnectionPool:
-    """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
-    prepared statements) and are health-checked on checkout when they sat idle or heard from
-    the server (`_check_when_needed`), so a connection that went stale (server restarted,
-    idle timeout) is replaced by the pool instead of surfacing as an error."""
+def ensure_reachable(url: str) -> None:
+    """Connect once and hang up; DatabaseUnavailable saying why (secrets scrubbed) if that fails."""
     try:
-        # One direct connection first: it fails in seconds with the real reason, where the
-        # pool would retry quietly until its timeout.
         psycopg.connect(url, connect_timeout=5).close()
     except psycopg.Error as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
@@ -84,11 +83,25 @@ def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0) -> 
             f"cannot reach PostgreSQL at {redact_url(url)} ({reason}): check DATABASE_URL "
             "(or unset it to use the embedded server)"
         ) from None
+
+
+def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, application_name: str | None = None) -> ConnectionPool:
+    """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
+    prepared statements) and are health-checked on checkout when they sat idle or heard from
+    the server (`_check_when_needed`), so a connection that went stale (server restarted,
+    idle timeout) is replaced by the pool instead of surfacing as an error.
+
+    `application_name`: a worker's fence tag (checkpoint/workers.py `fence_tag`), which makes
+    every session of the pool, reconnected ones included, subject to migration 008's fence."""
+    # One direct connection first: it fails in seconds with the real reason, where the pool
+    # would retry quietly until its timeout.
+    ensure_reachable(url)
     pool = ConnectionPool(
         url,
         min_size=1,
         max_size=max_size,
-        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, "connect_timeout": 5},
+        kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row, "connect_timeout": 5,
+                **({"application_name": application_name} if application_name else {})},
         check=_check_when_needed,
         configure=_returned,
         reset=_returned,
@@ -123,10 +136,45 @@ def connect(settings: Settings, *, migrate: bool = True, checkpoints: bool = Tru
 
 
 def make_saver(pool: ConnectionPool) -> "PostgresSaver":
-    """LangGraph's PostgresSaver on the shared pool (its tables come from `migrate`)."""
-    from langgraph.checkpoint.postgres import PostgresSaver
+    """LangGraph's PostgresSaver on the shared pool (its tables come from `migrate`), without
+    its instance lock while it works on the pool (`_pooled_saver_class`)."""
+    return _pooled_saver_class()(pool)  # type: ignore[arg-type]
 
-    return PostgresSaver(pool)  # type: ignore[arg-type]
+
+_POOLED_SAVER: type | None = None
+
+
+def _pooled_saver_class() -> type:
+    """PostgresSaver that takes its instance lock only when it works on one connection.
+
+    PostgresSaver holds one threading.Lock around every read and write (`_cursor`), which a
+    single connection needs, but which on a pool serialises every run sharing the saver
+    (issue 10: a worker's 100 runs): each cursor gets its own pooled connection anyway. With
+    the lock gone on a pool, one compiled graph serves all of a worker's runs, instead of a
+    graph compiled per run thread. On a single connection (an inline run writing through
+    its claim session, ThreadRunner._writing_through) the library's own path, lock included."""
+    global _POOLED_SAVER
+    if _POOLED_SAVER is None:
+        from langgraph.checkpoint.postgres import PostgresSaver
+
+        class PooledPostgresSaver(PostgresSaver):
+            @contextmanager
+            def _cursor(self, *, pipeline: bool = False) -> Iterator[psycopg.Cursor]:  # type: ignore[override]
+                pool = self.conn
+                if not isinstance(pool, ConnectionPool) or self.pipe is not None or not self.supports_pipeline:
+                    with super()._cursor(pipeline=pipeline) as cur:
+                        yield cur
+                    return
+                with pool.connection() as conn:
+                    if pipeline:  # as the library does: one pipeline, one implicit transaction
+                        with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
+                            yield cur
+                    else:
+                        with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                            yield cur
+
+        _POOLED_SAVER = PooledPostgresSaver
+    return _POOLED_SAVER
 
 
 def is_connection_error(exc: BaseException) -> bool:

@@ -34,6 +34,11 @@ class StoredEvent:
 
 def for_storage(event: dict[str, Any]) -> dict[str, Any]:
     """The event as a watcher needs it: JSON only, no state update beyond its warnings."""
+    return json.loads(stored_json(event))
+
+
+def stored_json(event: dict[str, Any]) -> str:
+    """`for_storage`, as the JSON text written (serialised once: a worker writes every token)."""
     slim = {k: v for k, v in event.items() if k != "update"}
     update = event.get("update")
     if isinstance(update, dict) and update.get("warnings"):
@@ -42,22 +47,43 @@ def for_storage(event: dict[str, Any]) -> dict[str, Any]:
         slim["text"] = slim["text"][:_MAX_TEXT]
     if slim.get("error") is not None:
         slim["error"] = str(slim["error"])[:500]
-    return json.loads(json.dumps(slim, default=str))
+    return _dumps(slim)
 
 
-def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]]) -> None:
-    """Insert events (thread id, event) in one statement and notify each thread's watchers."""
+def _dumps(value: dict[str, Any]) -> str:
+    """JSON text of an event: orjson where installed (LangSmith, under LangChain, brings it),
+    several times faster than json on the path every node and token of every run takes
+    (issues 10, 11), and it writes NaN as null where json writes a token jsonb refuses."""
+    try:
+        import orjson
+    except ImportError:
+        return json.dumps(value, default=str)
+    try:
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except (TypeError, orjson.JSONEncodeError):  # an integer past 64 bits, a cycle: json says it its way
+        return json.dumps(value, default=str)
+
+
+#: One statement, so one round trip: the events, the notifications to each thread's watchers,
+#: and whether the commit waits for its WAL flush (set_config(..., true) lasts the transaction,
+#: which autocommit ends with this statement).
+_WRITE = (
+    "WITH sync AS (SELECT set_config('synchronous_commit', %s, true) AS v), "
+    "ins AS (INSERT INTO progress_events (thread_id, event) SELECT t, e::jsonb FROM unnest(%s::text[], %s::text[]) AS x(t, e) "
+    "  RETURNING thread_id) "
+    "SELECT pg_notify(%s, t.thread_id) FROM (SELECT DISTINCT thread_id FROM ins) t, sync"
+)
+
+
+def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]], *, durable: bool = False) -> None:
+    """Insert events (thread id, event) and notify each thread's watchers, in one statement.
+
+    Progress is not the durable record (the checkpoint is): no WAL flush is waited for,
+    unless `durable` (a run's stop, which must outlive the command that printed it)."""
     if not items:
         return
-    with pool.connection() as conn, conn.transaction():
-        # Progress is not the durable record (the checkpoint is): no WAL flush to wait for.
-        conn.execute("SET LOCAL synchronous_commit = off")
-        conn.execute(
-            "INSERT INTO progress_events (thread_id, event) SELECT t, e::jsonb FROM unnest(%s::text[], %s::text[]) AS x(t, e)",
-            ([t for t, _ in items], [json.dumps(for_storage(e)) for _, e in items]),
-        )
-        for thread_id in dict.fromkeys(t for t, _ in items):
-            conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, thread_id))
+    with pool.connection() as conn:
+        conn.execute(_WRITE, ("on" if durable else "off", [t for t, _ in items], [stored_json(e) for _, e in items], PROGRESS_CHANNEL))
 
 
 class EventWriter:
@@ -70,17 +96,17 @@ class EventWriter:
         self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="signoff-events", daemon=True)
-        self._stopped = False
+        self._stopped = threading.Event()
         self._thread.start()
 
     def append(self, thread_id: str, event: dict[str, Any]) -> None:
         self._queue.put((thread_id, event))
 
-    def flush(self) -> None:
-        """Write everything appended so far (by any run) now."""
-        self._drain()
+    def flush(self, *, durable: bool = False) -> None:
+        """Write everything appended so far (by any run) now; `durable`: wait for the WAL flush."""
+        self._drain(durable=durable)
 
-    def _drain(self) -> None:
+    def _drain(self, *, durable: bool = False) -> None:
         with self._lock:
             items: list[tuple[str, dict[str, Any]]] = []
             while True:
@@ -91,19 +117,20 @@ class EventWriter:
                 if item is not None:
                     items.append(item)
             try:
-                write_now(self.pool, items)
+                write_now(self.pool, items, durable=durable)
             except psycopg.Error:
                 pass  # progress is best effort: the checkpoint, not this table, is the record
 
     def _loop(self) -> None:
-        while not self._stopped:
-            time.sleep(self.interval)
+        while not self._stopped.wait(self.interval):
             self._drain()
 
     def close(self) -> None:
-        self._stopped = True
+        """Stop the writer; what is left (an inline run's stop) is written durably. Wakes the
+        writer at once (not after its interval: a command's run would end up to 50 ms later)."""
+        self._stopped.set()
         self._thread.join(5)
-        self._drain()
+        self._drain(durable=True)
 
 
 def read_since(pool: ConnectionPool, thread_id: str, after_id: int = 0) -> list[StoredEvent]:

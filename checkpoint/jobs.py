@@ -119,27 +119,34 @@ def claim(pool: ConnectionPool, worker_id: int, limit: int) -> list[Job]:
             for r in sorted(rows, key=lambda r: r["id"])]
 
 
-def finish(pool: ConnectionPool, job_id: int, result: str, *, failed: bool = False) -> None:
+def finish(pool: ConnectionPool, job_id: int, result: str, *, failed: bool = False, worker_id: int | None = None) -> None:
+    """Close a running job. With `worker_id`, only while that worker still holds it: a worker
+    that was taken over (its job handed back to the queue, perhaps running again elsewhere
+    under the same id) closes nothing."""
     with pool.connection() as conn:
         conn.execute(
-            "UPDATE jobs SET status = %s, result = %s, finished_at = now() WHERE id = %s AND status = 'doing'",
-            ("failed" if failed else "done", result[:500], job_id),
+            "UPDATE jobs SET status = %s, result = %s, finished_at = now() WHERE id = %s AND status = 'doing' "
+            "AND (%s::bigint IS NULL OR worker_id = %s::bigint)",
+            ("failed" if failed else "done", result[:500], job_id, worker_id, worker_id),
         )
 
 
-def release(pool: ConnectionPool, job_id: int, result: str, *, delay_seconds: float = 0.0) -> None:
+def release(pool: ConnectionPool, job_id: int, result: str, *, delay_seconds: float = 0.0, worker_id: int | None = None) -> None:
     """Put a job back to wait (drained, or the database blinked): another worker, or this
     one after `delay_seconds`, takes it. If a newer job already waits for the thread, that
-    one will do the work and this one is closed instead."""
+    one will do the work and this one is closed instead. With `worker_id`, only while that
+    worker still holds the job (see `finish`)."""
+    mine = "AND (%s::bigint IS NULL OR worker_id = %s::bigint)"
     with pool.connection() as conn, conn.transaction():
         moved = conn.execute(
             "UPDATE jobs SET status = 'todo', worker_id = NULL, result = %s, "
-            "run_after = now() + make_interval(secs => %s) WHERE id = %s AND status = 'doing' "
+            f"run_after = now() + make_interval(secs => %s) WHERE id = %s AND status = 'doing' {mine} "
             "AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.thread_id = jobs.thread_id AND o.status = 'todo') RETURNING id",
-            (result[:500], delay_seconds, job_id),
+            (result[:500], delay_seconds, job_id, worker_id, worker_id),
         ).fetchone()
         if moved is None:
-            conn.execute("UPDATE jobs SET status = 'done', result = %s, finished_at = now() WHERE id = %s AND status = 'doing'", (result[:500], job_id))
+            conn.execute(f"UPDATE jobs SET status = 'done', result = %s, finished_at = now() WHERE id = %s AND status = 'doing' {mine}",
+                         (result[:500], job_id, worker_id, worker_id))
         conn.execute("SELECT pg_notify(%s, '')", (JOBS_CHANNEL,))
 
 

@@ -1,9 +1,12 @@
-"""Bounded storage: prune the checkpoints of finished threads (issue 11, `signoff db prune`).
+"""Bounded storage: prune the checkpoints of finished threads (issue 11, `signoff db prune`),
+and the worker's own rows of them (issue 10: closed jobs, progress events but the last stop).
 
 Every step of a run saves a checkpoint (`durability="sync"`), and a finished thread keeps all
 of them, so storage grows with every step ever run. A finished thread only needs its last
-checkpoint (what `show` reads); the history before it is deleted here. Threads, decisions,
-audit events and side-effect rows (tickets, outbox, documents) are never touched.
+checkpoint (what `show` reads); the history before it is deleted here, with its closed jobs
+and its progress events except the last stop (what `watch` replays for a finished thread).
+Threads, decisions, audit events and side-effect rows (tickets, outbox, documents) are never
+touched, nor anything of a thread that is not finished.
 
 The deleting is LangGraph's own `PostgresSaver.prune(strategy="keep_latest")` (keeps the
 latest checkpoint of each namespace with its pending writes and the blobs it references,
@@ -31,6 +34,19 @@ PAGE = 200
 
 #: The checkpoint tables LangGraph's PostgresSaver writes, and what `keep_latest` deletes there.
 CHECKPOINT_TABLES = ("checkpoints", "checkpoint_writes", "checkpoint_blobs")
+#: The worker's own rows of a finished thread (issue 10): its closed jobs, and its progress
+#: events but the last stop (what `watch` then replays: how the thread ended).
+WORKER_TABLES = ("jobs", "progress_events")
+
+#: The rows of WORKER_TABLES a prune deletes for the threads %(ids)s, each with its size, and
+#: only while the thread is still finished (checked in the same statement).
+_WORKER_ROWS = {
+    "jobs": "SELECT j.id, pg_column_size(j.*) AS b FROM jobs j JOIN threads t USING (thread_id) "
+            "WHERE j.thread_id = ANY(%(ids)s) AND t.status = 'finished' AND j.status IN ('done', 'failed')",
+    "progress_events": "SELECT e.id, pg_column_size(e.*) AS b FROM progress_events e JOIN threads t USING (thread_id) "
+                       "WHERE e.thread_id = ANY(%(ids)s) AND t.status = 'finished' AND e.id <> coalesce((SELECT max(s.id) "
+                       "FROM progress_events s WHERE s.thread_id = e.thread_id AND s.event->>'event' = 'stop'), -1)",
+}
 
 
 @dataclass
@@ -40,7 +56,7 @@ class PruneReport:
 
     dry_run: bool
     threads: int = 0
-    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECKPOINT_TABLES, 0))
+    rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CHECKPOINT_TABLES + WORKER_TABLES, 0))
     bytes: int = 0
     #: threads left alone because another transaction changed them meanwhile (retry later)
     skipped: list[str] = field(default_factory=list)
@@ -53,8 +69,9 @@ class PruneReport:
 def prune_finished(pool: ConnectionPool, *, older_than: timedelta = timedelta(0), dry_run: bool = False,
                    limit: int | None = None, on_page: Callable[[PruneReport], None] | None = None) -> PruneReport:
     """Delete every checkpoint but the last of each thread that finished at least `older_than`
-    ago (by the database's clock); at most `limit` threads when given. `dry_run` measures what
-    would go and deletes nothing. `on_page` is told the running totals after each page."""
+    ago (by the database's clock), and its closed jobs and progress events but the last stop;
+    at most `limit` threads when given. `dry_run` measures what would go and deletes nothing.
+    `on_page` is told the running totals after each page."""
     from langgraph.checkpoint.postgres import PostgresSaver
 
     saver = PostgresSaver(pool)  # type: ignore[arg-type]
@@ -67,12 +84,14 @@ def prune_finished(pool: ConnectionPool, *, older_than: timedelta = timedelta(0)
             break
         if dry_run:
             _add(report, _usage(pool, page, unkept_only=True), len(page))
+            _add(report, _worker_rows(pool, page, delete=False), 0)
         else:
             before = _usage(pool, page)
             done = sum(_prune_one(pool, saver, thread_id, report) for thread_id in page)
             after_prune = _usage(pool, page)
             # Measured over the page before and after: threads left alone count as nothing.
             _add(report, {t: (before[t][0] - after_prune[t][0], before[t][1] - after_prune[t][1]) for t in before}, done)
+            _add(report, _worker_rows(pool, page, delete=True), 0)
         if on_page is not None:
             on_page(report)
     return report
@@ -86,7 +105,10 @@ def _prunable_page(pool: ConnectionPool, older_than: timedelta, after: tuple[obj
         rows = conn.execute(
             "SELECT t.thread_id, t.updated_at FROM threads t WHERE t.status = 'finished' AND t.updated_at <= now() - %s "
             "AND (%s::timestamptz IS NULL OR (t.updated_at, t.thread_id) > (%s::timestamptz, %s::text)) "
-            "AND EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = t.thread_id OFFSET 1) "
+            "AND (EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = t.thread_id OFFSET 1) "
+            "  OR EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('done', 'failed')) "
+            "  OR EXISTS (SELECT 1 FROM progress_events e WHERE e.thread_id = t.thread_id AND e.id <> coalesce((SELECT max(s.id) "
+            "     FROM progress_events s WHERE s.thread_id = t.thread_id AND s.event->>'event' = 'stop'), -1))) "
             "ORDER BY t.updated_at, t.thread_id LIMIT %s",
             (older_than, after[0] if after else None, after[0] if after else None, after[1] if after else None, size),
             prepare=False,
@@ -97,11 +119,15 @@ def _prunable_page(pool: ConnectionPool, older_than: timedelta, after: tuple[obj
 
 
 def _prune_one(pool: ConnectionPool, saver: object, thread_id: str, report: PruneReport) -> bool:
-    """Prune one thread if it is still finished; False if it was left alone."""
+    """Prune one thread's checkpoints if it is still finished; False if it was left alone."""
     with pool.connection() as conn:
-        row = conn.execute("SELECT status FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
+        row = conn.execute(
+            "SELECT status, EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = t.thread_id OFFSET 1) AS history "
+            "FROM threads t WHERE thread_id = %s", (thread_id,)).fetchone()
     if row is None or row["status"] != "finished":
         return False
+    if not row["history"]:
+        return True  # only its worker rows to prune
     try:
         saver.prune([thread_id], strategy="keep_latest")  # type: ignore[attr-defined]
     except (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected, NotImplementedError):
@@ -109,6 +135,22 @@ def _prune_one(pool: ConnectionPool, saver: object, thread_id: str, report: Prun
         report.skipped.append(thread_id)
         return False
     return True
+
+
+def _worker_rows(pool: ConnectionPool, thread_ids: list[str], *, delete: bool) -> dict[str, tuple[int, int]]:
+    """(rows, bytes) of the worker tables a prune takes from these threads; deleted if `delete`.
+    One statement per table, which checks again that each thread is finished."""
+    usage = {}
+    with pool.connection() as conn:
+        for table, rows in _WORKER_ROWS.items():
+            if delete:
+                sql = (f"WITH gone AS (DELETE FROM {table} x USING ({rows}) r WHERE x.id = r.id RETURNING r.b) "
+                       "SELECT count(*) AS n, coalesce(sum(b), 0) AS b FROM gone")
+            else:
+                sql = f"SELECT count(*) AS n, coalesce(sum(b), 0) AS b FROM ({rows}) r"
+            r = conn.execute(sql, {"ids": thread_ids}, prepare=False).fetchone()
+            usage[table] = (int(r["n"]), int(r["b"]))
+    return usage
 
 
 def _usage(pool: ConnectionPool, thread_ids: list[str], *, unkept_only: bool = False) -> dict[str, tuple[int, int]]:

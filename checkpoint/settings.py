@@ -25,6 +25,7 @@ MAX_DEADLINE_HOURS = 24 * 366 * 10
 MAX_CALL_TIMEOUT = 3600.0
 MAX_ATTEMPTS = 20
 MAX_MODEL_CONCURRENCY = 1000
+MAX_PRUNE_AFTER_DAYS = 3660.0
 
 
 def bounded_number(raw: str | float, name: str, *, upper: float, whole: bool = False) -> float:
@@ -63,6 +64,8 @@ class Settings:
     gate_deadline_hours: float
     #: model calls in flight per model in one worker; None: nodes.resilient.ModelLimiter's defaults
     model_concurrency: int | None = None
+    #: a worker prunes threads finished this many days ago as it goes (`db prune`); None: off
+    prune_after_days: float | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -79,6 +82,7 @@ class Settings:
             max_attempts=int(_positive(env, "SIGNOFF_MAX_ATTEMPTS", 3, upper=MAX_ATTEMPTS, whole=True)),
             gate_deadline_hours=_positive(env, "SIGNOFF_GATE_DEADLINE_HOURS", 24.0, upper=MAX_DEADLINE_HOURS),
             model_concurrency=int(_positive(env, "SIGNOFF_MODEL_CONCURRENCY", 0, upper=MAX_MODEL_CONCURRENCY, whole=True)) or None,
+            prune_after_days=_positive(env, "SIGNOFF_PRUNE_AFTER_DAYS", 0, upper=MAX_PRUNE_AFTER_DAYS) or None,
         )
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -94,6 +98,7 @@ class Settings:
             ("SIGNOFF_MAX_ATTEMPTS", str(self.max_attempts), "per model, before fallback"),
             ("SIGNOFF_GATE_DEADLINE_HOURS", f"{self.gate_deadline_hours:g}h", "default gate deadline"),
             ("SIGNOFF_MODEL_CONCURRENCY", str(self.model_concurrency) if self.model_concurrency else "(2 local, 16 remote)", "model calls in flight per model, per worker"),
+            ("SIGNOFF_PRUNE_AFTER_DAYS", f"{self.prune_after_days:g} days" if self.prune_after_days else "(off)", "workers prune threads finished this long ago"),
         ]
 
 

@@ -130,7 +130,7 @@ class ClaimLost(psycopg.OperationalError):
 
 
 class Claim:
-    """A held claim; `check()` between steps proves it is still held."""
+    """A held claim on `conn`, the session a run writes its checkpoints through; `check()` proves it still holds."""
 
     def __init__(self, conn: psycopg.Connection, thread_id: str) -> None:
         self.conn, self.thread_id = conn, thread_id
@@ -151,7 +151,8 @@ def claimed(pool: ConnectionPool, thread_id: str) -> Iterator[Claim]:
     SIGKILL, PostgreSQL ends the session and frees the claim, so `recover` can tell a dead run
     (claim free) from one still running elsewhere (claim held) without heartbeats. A database
     restart ends the session too; the pool would quietly reconnect everything else, so the run
-    checks its claim between steps (Claim.check) and stops.
+    writes its checkpoints through this very connection (ThreadRunner._writing_through): its
+    next step's save fails and the run stops, with no check between steps.
     """
     with pool.connection() as conn:
         got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]

@@ -64,11 +64,15 @@ class LockSession:
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3,
         )
         row = self.conn.execute(
-            "SELECT pg_backend_pid() AS pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            "SELECT pg_backend_pid() AS pid, backend_start, (extract(epoch FROM backend_start) * 1000000)::bigint AS micros "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
         ).fetchone()
         assert row is not None
         self.backend_pid: int = row["pid"]
         self.backend_start: datetime = row["backend_start"]
+        #: application_name of the worker's pool sessions: migration 008's trigger refuses
+        #: their writes once this session is gone, and `reap` ends them by it.
+        self.fence_tag = fence_tag(row["pid"], row["micros"])
         self._held: set[str] = set()
         self._mutex = threading.Lock()
 
@@ -103,8 +107,16 @@ class LockSession:
         self.conn.close()
 
 
+def fence_tag(lock_pid: int, lock_micros: int) -> str:
+    """The application_name that ties a pool session to its worker's lock session."""
+    return f"signoff-worker:{lock_pid}:{lock_micros}"
+
+
 class SessionClaim:
-    """A held claim; `check()` between steps proves the session (and so the lock) lives."""
+    """A held claim. A run does not check it step by step: its writes go through sessions
+    tagged with the lock session (migration 008), which PostgreSQL refuses once that session
+    is gone, so a run that lost its claim cannot save its next step. `check()` remains for
+    callers that want to know before doing something outside the database."""
 
     def __init__(self, session: LockSession, thread_id: str) -> None:
         self.session, self.thread_id = session, thread_id
@@ -150,7 +162,8 @@ def unregister(pool: ConnectionPool, worker_id: int) -> None:
 
 
 _DEAD = (
-    "SELECT w.id, w.lock_pid, s.pid IS NOT NULL AS session_alive FROM workers w "
+    "SELECT w.id, w.lock_pid, (extract(epoch FROM w.lock_started) * 1000000)::bigint AS lock_micros, "
+    "s.pid IS NOT NULL AS session_alive FROM workers w "
     "LEFT JOIN pg_stat_activity s ON s.pid = w.lock_pid AND s.backend_start = w.lock_started "
     "WHERE w.id <> %(me)s AND (s.pid IS NULL OR w.heartbeat_at < now() - make_interval(secs => %(stale)s)) "
     "FOR UPDATE OF w SKIP LOCKED"
@@ -165,10 +178,19 @@ def reap(pool: ConnectionPool, me: int, *, stale_after: float = STALE_AFTER_SECO
     with pool.connection() as conn, conn.transaction():
         dead = conn.execute(_DEAD, {"me": me, "stale": stale_after}).fetchall()
         for worker in dead:
+            # Fencing, before its jobs are handed on (a frozen worker may wake at any moment):
+            # end its lock session (its claims go, and migration 008's trigger refuses every
+            # later write of its pool sessions), then every pool session it has, which ends
+            # a write that passed that check before the lock session went. Both wait for the
+            # sessions to exit (5 s at most), so when this commits, nothing of the dead worker
+            # can still commit.
             if worker["session_alive"]:
-                # Stale heartbeat, session still open: a machine gone or a process frozen.
-                # End its session so its claims go; a frozen run then fails its claim check.
-                conn.execute("SELECT pg_terminate_backend(%s)", (worker["lock_pid"],))
+                conn.execute("SELECT pg_terminate_backend(%s, 5000)", (worker["lock_pid"],))
+            conn.execute(
+                "SELECT pg_terminate_backend(a.pid, 5000) FROM pg_stat_activity a WHERE a.application_name = %s "
+                "AND a.pid <> pg_backend_pid()",
+                (fence_tag(worker["lock_pid"], worker["lock_micros"]),),
+            )
             moved += conn.execute(
                 "UPDATE jobs SET status = CASE WHEN recoveries + 1 >= %(max)s THEN 'failed' ELSE 'todo' END, "
                 "recoveries = recoveries + 1, worker_id = NULL, "

@@ -7,9 +7,10 @@ from the checkpoint afterwards, never inferred from the stream.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
@@ -120,7 +121,12 @@ class ThreadRunner:
         hours = float(options.get("deadline_hours") or self.spec.deadline_hours)
         threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours)
         record_event(self.pool, thread_id, options.get("actor", "cli"), "thread_started", {"graph": self.spec.name})
-        return self._run(thread_id, graph_input, sink, control)
+        # register wrote it 'running': no second write (a commit) for it, for this run only
+        was, self.marked_running = self.marked_running, True
+        try:
+            return self._run(thread_id, graph_input, sink, control)
+        finally:
+            self.marked_running = was
 
     def resume(self, thread_id: str, sink: EventSink, control: RunControl | None = None) -> Stop:
         """Continue from the last checkpoint: after a decision, a crash, or an interrupt."""
@@ -159,6 +165,28 @@ class ThreadRunner:
         """The claim a run holds (a worker takes it on its shared session instead)."""
         return threads.claimed(self.pool, thread_id)
 
+    @contextmanager
+    def _writing_through(self, claim: Any) -> Iterator[None]:
+        """Save the run's checkpoints through the session that holds its claim.
+
+        Fencing by construction, and one round trip less per step: a run whose claim session
+        ended (the database restarted) cannot save another step, because that session is the
+        only one its checkpointer writes through; no check between steps is needed (durability
+        "sync": a step's checkpoint is saved before the next step starts, so a failed save
+        stops the run there). A worker's runs share one claim session, so theirs are fenced by
+        the tag on their pool sessions instead (migration 008, WorkerRunner)."""
+        saver = self.graph.checkpointer
+        conn = getattr(claim, "conn", None)
+        if conn is None or not hasattr(saver, "conn"):
+            yield
+            return
+        pooled = saver.conn
+        saver.conn = conn
+        try:
+            yield
+        finally:
+            saver.conn = pooled
+
     def _run(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         """Run under the thread's claim; every event is shown (`sink`) and persisted for
         watchers in any shell, and an inline run records its own stop as the last one."""
@@ -187,7 +215,7 @@ class ThreadRunner:
     def _run_claimed(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
-        with self._claim(thread_id) as claim:
+        with self._claim(thread_id) as claim, self._writing_through(claim):
             if not self.marked_running:
                 threads.set_status(self.pool, thread_id, "running")
             try:
@@ -201,8 +229,6 @@ class ThreadRunner:
                         if event["event"] in ("retry", "fallback"):
                             record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
                         sink(event)
-                        if event["event"] == "node_end":
-                            claim.check()  # before the next step: never run on without the claim
                 return self.settle(thread_id)
             except GraphDrained as drained:
                 threads.set_status(self.pool, thread_id, "interrupted")

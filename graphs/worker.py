@@ -33,8 +33,9 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psycopg
 from langgraph.runtime import RunControl
@@ -43,7 +44,7 @@ from psycopg_pool import ConnectionPool
 from checkpoint import events as progress
 from checkpoint import jobs
 from checkpoint import workers as registry
-from checkpoint.database import is_connection_error, make_saver, open_pool
+from checkpoint.database import ensure_reachable, is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession
 from graphs.registry import GRAPHS, GraphSpec
@@ -65,6 +66,11 @@ class WorkerOptions:
     sweep: float = 1.0
     #: database connections for the runs (besides the claim session and the listener)
     pool_size: int = 0
+    #: prune threads finished this many days ago as the worker goes (SIGNOFF_PRUNE_AFTER_DAYS);
+    #: None: never. At most `prune_limit` threads every `prune_every` seconds, in a side thread.
+    prune_after_days: float | None = None
+    prune_every: float = 60.0
+    prune_limit: int = 100
 
     def connections(self) -> int:
         return self.pool_size or min(self.concurrency, 16) + 4
@@ -83,26 +89,70 @@ class WorkerRunner(ThreadRunner):
     def _claim(self, thread_id: str) -> Any:
         return self.session.claimed(thread_id)
 
+    @contextmanager
+    def _writing_through(self, claim: Any) -> Iterator[None]:
+        """Through the worker's pool, whose sessions are fenced by the claim session's tag
+        (migration 008): one claim session serves every run of the worker, so it cannot also
+        carry their writes without serialising them all."""
+        yield
 
-class GraphsPerThread:
-    """Each run thread's own compiled graphs, each with its own PostgresSaver on the shared pool.
 
-    Why not one compiled graph for all: PostgresSaver (and AsyncPostgresSaver alike) holds
-    one lock around every checkpoint read and write of an instance (`_cursor`: `with
-    self.lock`), which serialises all the runs of a process on one saver, whatever the pool
-    size. Measured on 500 threads at --concurrency 100 that lock was the worker's bottleneck.
-    Compiled lazily, once per thread and graph (a few milliseconds each)."""
+class CompiledGraphs:
+    """Each graph compiled once per worker, shared by all its runs (a compiled graph is safe to
+    stream from many threads at once).
+
+    Why one for all, when it used to be one per run thread: PostgresSaver holds one lock
+    around every checkpoint read and write of an instance, which serialised every run of the
+    worker on one saver (measured: the bottleneck at --concurrency 100), so each run thread
+    compiled its own graphs, and compiling them cost the worker about 7% of its CPU over 500
+    threads. `make_saver`'s saver takes no lock on a pool, so a single graph does."""
 
     def __init__(self, pool: ConnectionPool) -> None:
         self.pool = pool
-        self._local = threading.local()
+        self._compiled: dict[str, Any] = {}
+        self._mutex = threading.Lock()
 
     def get(self, name: str) -> Any:
-        compiled: dict[str, Any] = self._local.__dict__.setdefault("graphs", {})
-        if name not in compiled:
-            spec = GRAPHS[name]
-            compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
-        return compiled[name]
+        with self._mutex:
+            if name not in self._compiled:
+                spec = GRAPHS[name]
+                self._compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
+            return self._compiled[name]
+
+
+def share_step_executor(max_workers: int) -> None:
+    """Let every graph run in this process use one thread pool for its background work.
+
+    LangGraph runs a step's checkpoint and write saves (and parallel nodes) on a thread pool
+    it makes per `stream()` call (langchain's `get_executor_for_config`), so every run starts
+    and joins threads of its own. Python's ThreadPoolExecutor starts them while holding a
+    lock global to the process (`_global_shutdown_lock`), so a worker's 100 concurrent runs
+    queued behind each other's thread starts: measured 13% of the worker's CPU over 500
+    threads (issue 10). One pool shared by all runs keeps its threads. Each run still waits
+    for exactly its own tasks (LangGraph's BackgroundExecutor tracks them), and a run that
+    sets `max_concurrency` keeps a pool of its own. The pool's bound is generous because a
+    run's task may start a subgraph whose tasks need threads of the same pool. Installed by
+    the worker only; if LangGraph moves that hook, runs simply keep their own pools."""
+    try:
+        import langgraph.pregel._executor as step_executor
+        from langchain_core.runnables.config import ContextThreadPoolExecutor
+    except ImportError:
+        return
+    own = getattr(step_executor, "get_executor_for_config", None)
+    if own is None or getattr(own, "_signoff_shared", False):
+        return
+    shared = ContextThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="signoff-step")
+
+    @contextmanager
+    def executor_for(config: Any) -> Iterator[Any]:
+        if (config or {}).get("max_concurrency") is not None:
+            with own(config) as executor:
+                yield executor
+        else:
+            yield shared
+
+    executor_for._signoff_shared = True  # type: ignore[attr-defined]
+    step_executor.get_executor_for_config = executor_for
 
 
 class Worker:
@@ -112,8 +162,9 @@ class Worker:
         self.url, self.make_context, self.options, self.log = url, make_context, options, log
         self.worker_id: int | None = None
         self.done = 0
-        #: completed sweeps (tests wait on it instead of sleeping)
+        #: completed sweeps and prunes (tests wait on them instead of sleeping)
         self.sweeps = 0
+        self.prunes = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._running: dict[Future[None], tuple[jobs.Job, RunControl]] = {}
@@ -144,19 +195,29 @@ class Worker:
         from checkpoint.migrations import migrate
 
         opts = self.options
-        pool = self.pool = open_pool(self.url, max_size=opts.connections())
-        session = listener = writer = executor = None
+        # The claim session first: the pool's sessions carry its tag, so PostgreSQL refuses
+        # their writes once it is gone (migration 008: fencing a worker taken over).
+        ensure_reachable(self.url)  # a friendly error, not the claim session's raw one
+        session = LockSession(self.url)
+        try:
+            pool = self.pool = open_pool(self.url, max_size=opts.connections(), application_name=session.fence_tag)
+        except BaseException:
+            session.close()
+            raise
+        listener = writer = executor = None
         try:
             migrate(pool)
             context = self.make_context(pool)
-            session = LockSession(self.url)
             self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
             writer = progress.EventWriter(pool)
-            graphs = GraphsPerThread(pool)
+            graphs = CompiledGraphs(pool)
             executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
+            share_step_executor(max(64, 8 * opts.concurrency))
             listener = threading.Thread(target=self._listen, name="signoff-listen", daemon=True)
             listener.start()
             self._start_notifier(pool, context)
+            if opts.prune_after_days is not None:
+                threading.Thread(target=self._prune, args=(pool,), name="signoff-prune", daemon=True).start()
             self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}")
             self.ready.set()
             return self._serve(pool, context, session, writer, graphs, executor)
@@ -171,10 +232,30 @@ class Worker:
                     registry.unregister(pool, self.worker_id)
                 except psycopg.Error:
                     pass  # the database is gone; the next worker reaps this one
-            if session is not None:
-                session.close()
+            session.close()
             pool.close()
             self.ready.set()
+
+    def _prune(self, pool: ConnectionPool) -> None:
+        """Automatic retention (issue 11): what `signoff db prune --finished-older-than DAYS`
+        does, a bounded batch at a time, so storage stays bounded with nobody running it.
+        Safe beside runs (finished threads only); several workers pruning at once skip what
+        another is pruning."""
+        from datetime import timedelta
+
+        from checkpoint.retention import prune_finished
+
+        opts = self.options
+        assert opts.prune_after_days is not None
+        while not self._stopping.wait(opts.prune_every):
+            try:
+                report = prune_finished(pool, older_than=timedelta(days=opts.prune_after_days), limit=opts.prune_limit)
+            except psycopg.Error as exc:
+                self.log(f"prune skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")
+                continue
+            self.prunes += 1
+            if report.threads:
+                self.log(f"pruned {report.threads} finished threads: {report.bytes / 1e6:.2f} MB of row data")
 
     def _start_notifier(self, pool: ConnectionPool, context: SignoffContext) -> None:
         """Deliver the notification outbox in a side thread until the worker stops (issue 13)."""
@@ -187,7 +268,7 @@ class Worker:
             self.log(f"notifications off: {exc}")
 
     def _serve(self, pool: ConnectionPool, context: SignoffContext, session: LockSession, writer: progress.EventWriter,
-               graphs: "GraphsPerThread", executor: ThreadPoolExecutor) -> int:
+               graphs: "CompiledGraphs", executor: ThreadPoolExecutor) -> int:
         opts = self.options
         assert self.worker_id is not None
         next_beat = next_sweep = 0.0
@@ -233,10 +314,10 @@ class Worker:
         self.sweeps += 1
 
     def _start(self, job: jobs.Job, pool: ConnectionPool, context: SignoffContext, session: LockSession,
-               writer: progress.EventWriter, graphs: "GraphsPerThread", executor: ThreadPoolExecutor) -> None:
+               writer: progress.EventWriter, graphs: "CompiledGraphs", executor: ThreadPoolExecutor) -> None:
         control = RunControl()
 
-        def execute() -> None:  # in the run thread, with that thread's compiled graph
+        def execute() -> None:  # in a run thread, on the graph compiled once for the worker
             runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer)
             self._execute(job, runner, control, writer)
 
@@ -289,18 +370,18 @@ class Worker:
             sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason, "job": job.id})
             writer.flush()
             if is_connection_error(exc):
-                self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0))
+                self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0, worker_id=self.worker_id))
             else:
-                self._close(lambda: jobs.finish(pool, job.id, reason, failed=True))
+                self._close(lambda: jobs.finish(pool, job.id, reason, failed=True, worker_id=self.worker_id))
             self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}")
             return
         if stop is not None:
             sink({**stop_event(stop), "job": job.id})
         writer.flush()  # the stop is written before the job closes: a watcher never misses it
         if stop is not None and stop.status == "interrupted":
-            self._close(lambda: jobs.release(pool, job.id, "drained"))
+            self._close(lambda: jobs.release(pool, job.id, "drained", worker_id=self.worker_id))
         else:
-            self._close(lambda: jobs.finish(pool, job.id, result))
+            self._close(lambda: jobs.finish(pool, job.id, result, worker_id=self.worker_id))
         self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
 
     def _close(self, write: Callable[[], None]) -> None:
@@ -336,6 +417,9 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
         # Now, not on first use: a worker calls models anyway, a bad model configuration
         # should stop it at start, and its run threads must not race to start the local server.
         models.resolve()
+        from nodes.models import warm_up
+
+        warm_up(models.resolve())  # the OpenAI client's lazy first-call set-up, once, not in 100 threads at once
         return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),  # type: ignore[arg-type]
                               model_limiter=ModelLimiter(model_concurrency))
 
@@ -351,7 +435,8 @@ def serve(concurrency: int, *, log: Log) -> int:
     from checkpoint.settings import Settings
 
     settings = Settings.from_env()
-    worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency), WorkerOptions(concurrency=concurrency), log=log)
+    worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency),
+                    WorkerOptions(concurrency=concurrency, prune_after_days=settings.prune_after_days), log=log)
 
     received: list[int] = []
 

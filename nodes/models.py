@@ -7,6 +7,7 @@ how they accept a JSON schema, is settled here and nowhere else (see `Structured
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
@@ -42,18 +43,30 @@ class ModelHandle:
     chat: BaseChatModel
     structured_mode: StructuredMode = "json_schema"
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: `chat` with streaming off, made on first use (see `bound`)
+    _whole: Any = field(default=None, compare=False, repr=False)
 
-    def bound(self, schema: type[BaseModel] | None) -> Any:
-        """The runnable to invoke: the chat model, constrained to `schema` when given."""
+    def bound(self, schema: type[BaseModel] | None, *, stream: bool = True) -> Any:
+        """The runnable to invoke: the chat model, constrained to `schema` when given.
+
+        `stream=False` for a call whose tokens nobody shows (a JSON answer): LangChain streams
+        whenever a streaming callback is attached (LangGraph's `messages` mode attaches one to
+        every run), and parsing a stream chunk by chunk cost a worker several milliseconds of
+        CPU per call in the OpenAI client (issue 10); one whole response is parsed once."""
+        chat = self.chat
+        if not stream:
+            if self._whole is None:
+                object.__setattr__(self, "_whole", chat.model_copy(update={"disable_streaming": True}))
+            chat = self._whole
         kwargs = dict(self.call_kwargs)
         if schema is not None and self.structured_mode == "json_schema":
             kwargs["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": schema.__name__, "schema": schema.model_json_schema()},
+                "json_schema": {"name": schema.__name__, "schema": json_schema(schema)},
             }
         elif schema is not None and self.structured_mode == "json_object_schema":
-            kwargs["response_format"] = {"type": "json_object", "schema": schema.model_json_schema()}
-        return self.chat.bind(**kwargs) if kwargs else self.chat
+            kwargs["response_format"] = {"type": "json_object", "schema": json_schema(schema)}
+        return chat.bind(**kwargs) if kwargs else chat
 
 
 @dataclass(frozen=True)
@@ -108,7 +121,19 @@ def parse_structured(message: AIMessage, schema: type[BaseModel]) -> BaseModel:
 
 def schema_hint(schema: type[BaseModel]) -> str:
     """One line telling a model the JSON shape to answer with (harmless when it is enforced)."""
-    return "Answer only with JSON matching this schema: " + json.dumps(schema.model_json_schema(), separators=(",", ":"))
+    return "Answer only with JSON matching this schema: " + _schema_text(schema)
+
+
+def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
+    """`schema.model_json_schema()`, generated once per class (a fresh copy each call, so a
+    caller may change it): pydantic generates it anew on every call, which cost a worker
+    running 100 threads about 6% of its CPU (issue 10)."""
+    return json.loads(_schema_text(schema))
+
+
+@functools.lru_cache(maxsize=None)
+def _schema_text(schema: type[BaseModel]) -> str:
+    return json.dumps(schema.model_json_schema(), separators=(",", ":"))
 
 
 def _openai_handle(spec: str, settings: Settings, role: str) -> ModelHandle:
@@ -194,3 +219,49 @@ def registry_from_settings(settings: Settings) -> ModelRegistry:
     if settings.fallback_model and settings.fallback_model != settings.model:
         fallback = handle_from_spec(settings.fallback_model, settings, role="SIGNOFF_FALLBACK_MODEL")
     return ModelRegistry(primary=primary, fallback=fallback)
+
+
+def warm_up(models: ModelRegistry) -> None:
+    """Do before a worker serves what the OpenAI client does lazily on its first structured
+    streaming call: import `openai.resources.beta` and build the pydantic schemas of its
+    parsed-completion types, about 0.35 s of CPU. A worker's 100 run threads otherwise all
+    make their first call at once and each builds them (pydantic does not lock the build):
+    measured as 13% of the worker's CPU over 500 threads (issue 10).
+
+    Each OpenAI-compatible model is called, streaming and not, with and without a JSON
+    schema, on a copy whose HTTP client never leaves the process (httpx.MockTransport). A
+    failure here only means no warm-up."""
+    import httpx
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+        if not json.loads(request.content).get("stream"):
+            return httpx.Response(200, json={"id": "w", "object": "chat.completion", "created": 0, "model": "w", "usage": usage,
+                                             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "{}"}}]})
+        chunk = {"id": "w", "object": "chat.completion.chunk", "created": 0, "model": "w"}
+        chunks = [{**chunk, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "{}"}, "finish_reason": None}]},
+                  {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}, {**chunk, "choices": [], "usage": usage}]
+        body = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body.encode())
+
+    class Empty(BaseModel):
+        pass
+
+    try:
+        from langchain_openai import ChatOpenAI
+    except ImportError:
+        return
+    for handle in models.chain():
+        if not isinstance(handle.chat, ChatOpenAI):
+            continue
+        try:
+            client = httpx.Client(transport=httpx.MockTransport(answer))
+            chat = ChatOpenAI(model="warm-up", api_key="warm-up", base_url="http://warm-up.invalid/v1",  # type: ignore[arg-type]
+                              max_retries=0, stream_usage=True, http_client=client)
+            twin = ModelHandle(name=handle.name, chat=chat, structured_mode=handle.structured_mode)
+            for runnable in (twin.bound(Empty), twin.bound(None), twin.bound(Empty, stream=False)):
+                list(runnable.stream("warm-up"))
+                runnable.invoke("warm-up")
+            client.close()
+        except Exception:  # noqa: BLE001 - a warm-up that fails costs the first calls their lazy set-up, nothing else
+            pass

@@ -234,7 +234,7 @@ def call_model(
                 with attempt:
                     attempts += 1
                     with slot(handle.name):
-                        message = handle.bound(schema).invoke(list(messages), config={"tags": tags, "metadata": {"signoff_model": handle.name}})
+                        message = handle.bound(schema, stream=not tags).invoke(list(messages), config={"tags": tags, "metadata": {"signoff_model": handle.name}})
                     parsed = parse_structured(message, schema) if schema is not None else None
         except Exception as exc:  # every model failure becomes state, by design
             last_error = exc

@@ -162,6 +162,8 @@ ROWS: list[Row] = [
     row("worker", says="SIGNOFF_MODEL_CONCURRENCY must be a whole number", SIGNOFF_MODEL_CONCURRENCY="lots"),
     row("worker", says="SIGNOFF_MODEL_CONCURRENCY must be a positive number", SIGNOFF_MODEL_CONCURRENCY="-3"),
     row("worker", says="SIGNOFF_MODEL_CONCURRENCY must be a whole number", SIGNOFF_MODEL_CONCURRENCY="2.5"),
+    row("worker", says="SIGNOFF_PRUNE_AFTER_DAYS must be a positive number", SIGNOFF_PRUNE_AFTER_DAYS="0"),
+    row("worker", says="SIGNOFF_PRUNE_AFTER_DAYS must be a number", SIGNOFF_PRUNE_AFTER_DAYS="weekly"),
     row("worker", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
     row("workers", "--nope", says="No such option: --nope"),
     row("workers", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),

@@ -34,6 +34,13 @@ def checkpoint_rows(pool, thread_id: str) -> dict[str, list[tuple]]:
         }
 
 
+def event_ids(pool, thread_id: str) -> set[tuple[int, str]]:
+    """A thread's progress events (id, kind): the running thread adds some as it goes."""
+    with pool.connection() as conn:
+        return {(r["id"], r["kind"]) for r in conn.execute(
+            "SELECT id, event->>'event' AS kind FROM progress_events WHERE thread_id = %s", (thread_id,))}
+
+
 def finish(cli, database_url: str, thread_id: str) -> None:
     assert cli("start", "support", "The app crashes on start", "--thread", thread_id).exit_code == 0
     result = cli("approve", thread_id, *expect(database_url, thread_id))
@@ -54,7 +61,10 @@ def test_prune_keeps_the_last_checkpoint_of_finished_threads_and_never_touches_a
     try:
         wait_until(lambda: server.matching("Classify the customer message") > seen, what="the running thread's model call")
         assert len(checkpoint_rows(pool, "running-1")["checkpoints"]) >= 2, "the running thread has history prune could take"
+        wait_until(lambda: event_ids(pool, "running-1"), what="the running thread's first progress events")
         untouched = {tid: checkpoint_rows(pool, tid) for tid in ("waiting-1", "running-1")}
+        events_seen = {tid: event_ids(pool, tid) for tid in ("waiting-1", "running-1")}
+        assert all(events_seen.values()), "the waiting and the running thread have progress events prune could take"
         kept = {table: count_rows(pool, table) for table in KEPT_TABLES}
         finished_before = {tid: checkpoint_rows(pool, tid) for tid in ("done-1", "done-2")}
         assert all(len(rows["checkpoints"]) > 2 for rows in finished_before.values())
@@ -65,6 +75,9 @@ def test_prune_keeps_the_last_checkpoint_of_finished_threads_and_never_touches_a
 
         for tid, rows in untouched.items():
             assert checkpoint_rows(pool, tid) == rows, f"{tid} was touched"
+            assert events_seen[tid] <= event_ids(pool, tid), f"{tid}'s progress events were touched"
+        for tid in ("done-1", "done-2"):
+            assert [kind for _, kind in sorted(event_ids(pool, tid))] == ["stop"], "a finished thread keeps its last stop only"
         assert {table: count_rows(pool, table) for table in KEPT_TABLES} == kept
         for tid, before in finished_before.items():
             after = checkpoint_rows(pool, tid)

@@ -66,9 +66,30 @@ def test_two_workers_share_200_threads_and_each_runs_once(pool, database_url, se
         assert server.matching(f"({tid})") == 2, f"{tid}: classify and the agent asked once each"
 
 
+def fingerprint(pool, tid: str) -> dict:
+    """Everything a run of the thread writes: checkpoints (with their writes and blobs), the
+    threads row, progress events, audit events, side effects."""
+    with pool.connection() as conn:
+        return conn.execute(
+            "SELECT (SELECT count(*) FROM checkpoints WHERE thread_id = %(t)s) AS checkpoints, "
+            "(SELECT count(*) FROM checkpoint_writes WHERE thread_id = %(t)s) AS writes, "
+            "(SELECT count(*) FROM checkpoint_blobs WHERE thread_id = %(t)s) AS blobs, "
+            "(SELECT row_to_json(t)::text FROM threads t WHERE thread_id = %(t)s) AS thread, "
+            "(SELECT count(*) FROM progress_events WHERE thread_id = %(t)s) AS events, "
+            "(SELECT count(*) FROM audit_events WHERE thread_id = %(t)s) AS audit, "
+            "(SELECT count(*) FROM tickets WHERE thread_id = %(t)s) AS tickets, "
+            "(SELECT count(*) FROM outbox WHERE thread_id = %(t)s) AS outbox, "
+            "(SELECT row_to_json(j)::text FROM jobs j WHERE thread_id = %(t)s ORDER BY id DESC LIMIT 1) AS job",
+            {"t": tid},
+        ).fetchone()
+
+
 def test_a_frozen_worker_is_fenced_off_and_its_thread_taken_over(pool, server, workers):
-    """SIGSTOP stands in for a machine gone: the process holds its database session but says
-    nothing. After the stale bound the other worker ends that session and runs the thread."""
+    """SIGSTOP stands in for a machine gone or a process frozen past its lease: it holds its
+    database sessions but says nothing. After the stale bound the other worker ends those
+    sessions and runs the thread. Then the frozen worker wakes up (SIGCONT) in the middle of
+    its node, its model call answered: it writes nothing (no checkpoint, status, event, audit
+    or side effect), its job stays as the other worker closed it, and it stops (exit 5)."""
     release = threading.Event()
     server.once(CLASSIFY, held(release))
     frozen = workers()
@@ -83,12 +104,22 @@ def test_a_frozen_worker_is_fenced_off_and_its_thread_taken_over(pool, server, w
                        timeout=15, what="the frozen worker's job to be handed over")
         handed_over = time.monotonic() - stopped_at
         wait_until(lambda: jobs.active_job(pool, "f1") is None, timeout=30, what="f1 to settle")
+        before = fingerprint(pool, "f1")
+        release.set()  # its classify call answers as soon as it runs again
+        frozen.send(signal.SIGCONT)
+        deadline = time.monotonic() + 30
+        while frozen.popen.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        woke_exit = frozen.popen.poll()
+        time.sleep(0.5)  # anything it might still have had in flight
+        after = fingerprint(pool, "f1")
     finally:
-        frozen.kill()  # a machine gone never comes back (SIGKILL ends a stopped process too)
+        if frozen.popen.poll() is None:
+            frozen.kill()
         release.set()
     assert 5.0 <= handed_over <= 10.0, f"handed over after {handed_over:.1f}s (stale after 6s, swept every 1s)"
-    with pool.connection() as conn:
-        row = conn.execute("SELECT status FROM threads WHERE thread_id = 'f1'").fetchone()
-        tickets = conn.execute("SELECT count(*) AS n FROM tickets WHERE thread_id = 'f1'").fetchone()["n"]
-    assert row["status"] == "waiting" and tickets == 1
+    assert before["tickets"] == 1 and '"status":"waiting"' in before["thread"]
+    assert after == before, f"the fenced worker wrote after the takeover:\nbefore {before}\nafter  {after}"
+    assert woke_exit == 5, f"the woken worker should stop with 5 (its claims are gone), got {woke_exit}:\n{frozen.output}"
     assert "died" in other.output
+    assert server.matching(CLASSIFY) == 2, "the frozen worker's call and the other worker's"

@@ -7,14 +7,18 @@ with `durability="sync"` (every step's checkpoint committed before the next star
 on one scratch database, interleaved, each repeated:
 
 - signoff: the product's run path, `ThreadRunner.start` on Signoff's pool (`open_pool`): the
-  thread row, the run claim (advisory lock) with its check after every step, progress events
-  persisted for `watch`, the stream modes the CLI uses, the stop mirrored into `threads`;
+  thread row, the run claim (advisory lock; the run's checkpoints are written through the
+  session that holds it), progress events persisted for `watch`, the stream modes the CLI
+  uses, the stop mirrored into `threads`;
 - signoff, old pool check: the same with psycopg_pool's stock `check_connection` on every
   checkout (what Signoff did before issue 11), for the before/after figure;
 - stock: `PostgresSaver.from_conn_string` (one connection), same graph and stream modes;
 - stock on a pool: `PostgresSaver(pool)` on a plain psycopg_pool pool (no check callback),
   which shows what the library does on a pool, apart from anything Signoff adds;
 - bare: `INSERT` of a row the size of a checkpoint, then commit, N times on one connection.
+
+`--count-only` prints the deterministic part: statements and round trips per step, Signoff
+against stock (tests/benchmarks/statement_count.py wraps psycopg to count them).
 
 Per-step time is a whole run's time over its N steps, so for Signoff it includes what a run
 costs once (thread row, claim, settle, the last progress write) spread over N steps, a bias
@@ -93,6 +97,22 @@ def bare_run(conn: Any, steps: int, payload: bytes) -> float:
     return time.perf_counter() - begun
 
 
+def count_statements(signoff: Callable[[int], float], stock: Callable[[int], float]) -> None:
+    """Statements and round trips per step, Signoff vs stock: the difference between runs of
+    100 and 50 steps over 50, so what a run does once (thread row, claim, stop) drops out."""
+    from statement_count import counting
+
+    print("per step (difference of a 100- and a 50-step run; client-side counts, every thread of the process):")
+    for label, run in (("signoff", signoff), ("stock PostgresSaver", stock)):
+        per: dict[int, dict[str, int]] = {}
+        for n in (50, 100):
+            with counting() as counts:
+                run(n)
+            per[n] = counts
+        print(f"  {label:<26} " + ", ".join(f"{(per[100][k] - per[50][k]) / 50:.2f} {k.replace('_', ' ')}" for k in ("statements", "round_trips"))
+              + f"  (per run of 50 steps: {per[50]['statements']} statements, {per[50]['round_trips']} round trips)")
+
+
 def per_step(run: Callable[[int], float], steps: int) -> float:
     """Seconds per step of one N-step run."""
     return run(steps) / steps
@@ -102,6 +122,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--count-only", action="store_true", help="Only count statements and round trips per step (deterministic).")
     args = parser.parse_args()
 
     import psycopg
@@ -130,6 +151,11 @@ def main() -> None:
         with PostgresSaver.from_conn_string(url) as stock_saver, psycopg.connect(url, autocommit=True) as bare_conn:
             stock_graph = build_graph().compile(checkpointer=stock_saver)
             stock_run(stock_graph, 5)
+            count_statements(lambda n: signoff_run(pool, n), lambda n: stock_run(stock_graph, n))
+            if args.count_only:
+                pool.close()
+                old_pool.close()
+                return
             plain_pool = ConnectionPool(url, min_size=1, max_size=8, open=True,
                                         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row})
             pooled_graph = build_graph().compile(checkpointer=PostgresSaver(plain_pool))  # type: ignore[arg-type]

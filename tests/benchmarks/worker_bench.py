@@ -105,6 +105,28 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process (all its threads) has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def profiled(pid: int, py_spy: str | None, out: str) -> Iterator[None]:
+    """Sample the worker with py-spy (all threads, GIL holders only) while the block runs."""
+    if not py_spy:
+        yield
+        return
+    spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--gil", "--format", "raw", "--output", out, "--rate", "200", "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+        print(f"  py-spy samples (collapsed stacks) in {out}")
+
+
 def submit_all(pool, prefix: str, n: int) -> list[str]:
     tids = [f"{prefix}-{i}" for i in range(n)]
     graph_input = SUPPORT.make_input(MESSAGE, {})
@@ -126,7 +148,8 @@ def wait_waiting(pool, n: int, timeout: float = 1800) -> None:
     raise SystemExit("timed out")
 
 
-def makespan_and_pickup(server_url: str, home: Path, n: int, concurrency: int, latency: float, approvals: int) -> dict[str, float]:
+def makespan_and_pickup(server_url: str, home: Path, n: int, concurrency: int, latency: float, approvals: int,
+                        py_spy: str | None = None) -> dict[str, float]:
     from graphs.runner import ThreadRunner
 
     server = scripted_server(latency)
@@ -138,10 +161,13 @@ def makespan_and_pickup(server_url: str, home: Path, n: int, concurrency: int, l
         ensure_loaded(pool)
         proc = start_worker(worker_env(url, server, home, concurrency), concurrency)
         try:
-            started = time.monotonic()
-            tids = submit_all(pool, "m", n)
-            wait_waiting(pool, n)
-            makespan = time.monotonic() - started
+            cpu = cpu_seconds(proc.pid)
+            with profiled(proc.pid, py_spy, str(ROOT / f"worker-profile-{latency:g}s.txt")):
+                started = time.monotonic()
+                tids = submit_all(pool, "m", n)
+                wait_waiting(pool, n)
+                makespan = time.monotonic() - started
+            cpu = cpu_seconds(proc.pid) - cpu
             rss = peak_rss_mb(proc.pid)
 
             runner = ThreadRunner(pool, SUPPORT)
@@ -165,7 +191,7 @@ def makespan_and_pickup(server_url: str, home: Path, n: int, concurrency: int, l
             server.stop()
     waits.sort()
     ideal = n * 2 * latency / concurrency
-    return {"makespan": makespan, "ideal": ideal, "rss_mb": rss, "p50": statistics.median(waits), "p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))]}
+    return {"makespan": makespan, "ideal": ideal, "rss_mb": rss, "cpu_per_thread": cpu / n, "p50": statistics.median(waits), "p99": waits[min(len(waits) - 1, int(len(waits) * 0.99))]}
 
 
 def throughput(server_url: str, home: Path, n: int, concurrency: int, processes: int) -> float:
@@ -250,6 +276,7 @@ def main() -> None:
     parser.add_argument("--approvals", type=int, default=100)
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--only", default="1234")
+    parser.add_argument("--py-spy", metavar="PATH", help="py-spy binary: sample the worker during measurement 1 (pip install py-spy)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="sgb-", dir="/tmp"))
@@ -261,9 +288,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}; PostgreSQL {'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}")
     try:
         if "1" in args.only:
-            r = makespan_and_pickup(server_url, home, args.threads, args.concurrency, args.latency, args.approvals)
+            r = makespan_and_pickup(server_url, home, args.threads, args.concurrency, args.latency, args.approvals, args.py_spy)
             print(f"1. {args.threads} threads, --concurrency {args.concurrency}, {args.latency}s per model call: makespan {r['makespan']:.1f}s, "
-                  f"ideal {r['ideal']:.1f}s, ratio {r['makespan'] / r['ideal']:.2f}x; worker peak RSS {r['rss_mb']:.0f} MB")
+                  f"ideal {r['ideal']:.1f}s, ratio {r['makespan'] / r['ideal']:.2f}x; worker peak RSS {r['rss_mb']:.0f} MB; "
+                  f"worker CPU (user+sys) {r['cpu_per_thread'] * 1000:.1f} ms per thread; load average {os.getloadavg()[0]:.1f}")
             print(f"2. pickup, approve hand-over returned -> gate node started in the worker ({args.approvals} approvals): "
                   f"p50 {r['p50'] * 1000:.0f} ms, p99 {r['p99'] * 1000:.0f} ms")
         if "3" in args.only:
