@@ -226,20 +226,22 @@ def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thre
             record_event_on(conn, thread_id, "signoff", "stage_waiting", {
                 "gate": gate, "stage": nxt.index, "role": nxt.stage.role, "members": list(nxt.members),
                 "quorum": nxt.stage.quorum, "deadline_hours": hours})
-            _notify(pool, graph, gate, thread_id, f"{checkpoint_id}:stage{nxt.index}", updated.waiting_for(), digest,
+            _notify(conn, graph, gate, thread_id, f"{checkpoint_id}:stage{nxt.index}", updated.waiting_for(), digest,
                     now + timedelta(hours=hours), now)
         _note_waiting(conn, thread_id, updated.waiting_for())
     return Progress(updated, after)
 
 
-def _notify(pool: ConnectionPool, graph: str, gate: str, thread_id: str, visit: str, waiting: str, digest: str,
+def _notify(conn: Any, graph: str, gate: str, thread_id: str, visit: str, waiting: str, digest: str,
             deadline: datetime, now: datetime) -> None:
     """The next stage's own notification (the notification outbox, one per stage like one per
-    gate visit); never raises."""
-    from checkpoint.notifications import queue_for_gate
+    gate visit, keyed by visit and stage), queued in the stage approval's own transaction: a
+    crash before that commits leaves neither, so nobody is told of a stage that never began,
+    and the approval given again queues it once. Never raises."""
+    from checkpoint.notifications import queue_for_gate_on
 
-    queue_for_gate(pool, thread_id=thread_id, graph=graph, gate=gate, visit=visit, summary=f"waits for {waiting}",
-                   digest=digest, deadline=deadline, now=now)
+    queue_for_gate_on(conn, thread_id=thread_id, graph=graph, gate=gate, visit=visit, summary=f"waits for {waiting}",
+                      digest=digest, deadline=deadline, now=now)
 
 
 def _note_waiting(conn: Any, thread_id: str, text: str) -> None:

@@ -365,3 +365,25 @@ def test_the_policy_currency_in_the_chain():
     assert [s.name for s in parse_policy('currency = "EUR"\n' + POLICY, "t").chain("support", "review", 8_00, "EUR")] == ["review"]
     with pytest.raises(PolicyError, match="three-letter code"):
         parse_policy('currency = "dollars"\n' + POLICY, "t")
+
+
+def test_a_stage_approval_that_fails_to_commit_notifies_nobody(signoff, server, pool, database_url, with_roles, monkeypatch):
+    """The next stage's notification commits with the stage approval or not at all: a process
+    that dies (here: fails) before the approval commits leaves no notification of a stage that
+    never began, and the approval given again queues it once."""
+    ask(server, signoff, "1021", "noah.kim@example.com", "nt")
+
+    def stage_notes():
+        with pool.connection() as conn:
+            return conn.execute("SELECT count(*) AS n FROM notifications WHERE thread_id = 'nt' AND visit LIKE '%%:stage2'").fetchone()["n"]
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr("checkpoint.approval_chain._note_waiting", dies)
+    assert signoff("alice", "approve", "nt", *expect(database_url, "nt")).exit_code != 0
+    assert count_rows(pool, "stage_approvals") == 0 and stage_notes() == 0
+    monkeypatch.undo()
+    assert signoff("alice", "approve", "nt", *expect(database_url, "nt")).exit_code == 0
+    assert signoff("alice", "approve", "nt", *expect(database_url, "nt")).exit_code == 0  # again: nothing new
+    assert stage_notes() == 3, "waiting, reminder and expired, for the one webhook channel, once"
