@@ -248,3 +248,15 @@ def test_a_raise_after_stage_one_voids_it(pool, database_url, tmp_path, server, 
     assert as_user("dave", "approve", "r4", *expect(database_url, "r4")).exit_code == 0
     done = as_user("erin", "approve", "r4", *expect(database_url, "r4"))
     assert done.exit_code == 0 and "refunded 1200.00 USD on order 1021" in flat(done.output), done.output
+
+
+def test_an_edit_approval_hands_the_run_to_a_worker_as_plain_approve_does(env, pool, database_url, tmp_path, waiting):
+    """--detach (or a live worker: the same branch, `run_on`): the approval is recorded and the
+    thread queued for a worker; this terminal moves no money itself."""
+    from checkpoint import jobs
+
+    lower = editor(tmp_path, "sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/' \"$1\"")
+    result = run(env, "approve", "e1", "--by", "lead", "--edit", "--detach", EDITOR=lower)
+    assert result.exit_code == 0 and "approved e1 by lead; handed to a worker" in flat(result.output), result.output
+    assert jobs.active_job(pool, "e1") is not None
+    assert count_rows(pool, "approvals") == 1 and count_rows(pool, "payment_operations") == 0
