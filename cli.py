@@ -450,9 +450,11 @@ def pending(
             known_graph(pool, graph)
         page = listing.waiting(pool, limit=page_size, graph=graph, older_than=wait)
         rows = page.rows
-        from checkpoint.approval_chain import waiting_for
+        from checkpoint.approval_chain import waiting
 
-        stages = waiting_for(pool, [row.thread_id for row in rows])  # issue 12: which stage waits for whom
+        # issue 12: which stage waits for whom, worked out with the policy a decision would apply
+        chains = waiting(pool, [row.thread_id for row in rows])
+        stages = {tid: w.text for tid, w in chains.items()}
         # Threads that began waiting before migration 005 stored no digest: read theirs from
         # the checkpoint, as before (only those, so it costs nothing once they are decided).
         digests = {row.thread_id: row.digest for row in rows if row.digest is not None}
@@ -465,7 +467,7 @@ def pending(
             "thread_id": row.thread_id, "graph": row.graph, "gate": row.gate, "waiting_since": row.updated_at,
             "age_seconds": max(0, int((now - row.updated_at).total_seconds())), "deadline": row.deadline,
             "overdue": bool(row.deadline and row.deadline <= now), "digest": digests[row.thread_id], "summary": row.summary,
-            "waiting_for": stages.get(row.thread_id),
+            "waiting_for": stages.get(row.thread_id), "stage": stage_json(chains.get(row.thread_id), row.deadline),
         } for row in rows]})
         return
     if not rows:
@@ -560,9 +562,9 @@ def show(
                 digest = content_digest(content)
         with pool.connection() as conn:
             decisions = conn.execute("SELECT gate, decision, actor, note, decided_at FROM approvals WHERE thread_id = %s ORDER BY id", (thread_id,)).fetchall()
-        from checkpoint.approval_chain import waiting_for
+        from checkpoint.approval_chain import waiting
 
-        stage = waiting_for(pool, [thread_id]).get(thread_id)  # issue 12
+        stage = waiting(pool, [thread_id]).get(thread_id) if gate else None  # issue 12: under the policy in force now
     calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
     if as_json:
         emit({
@@ -572,7 +574,7 @@ def show(
             "steps": [{"node": call.get("node"), "model": call.get("model"), "attempts": call.get("attempts"),
                        "latency_ms": call.get("latency_ms"), "input_tokens": call.get("input_tokens"),
                        "output_tokens": call.get("output_tokens"), "error": call.get("error")} for call in calls],
-            "decisions": [dict(d) for d in decisions],
+            "decisions": [dict(d) for d in decisions], "stage": stage_json(stage, row.deadline),
         })
         return
     out.print(f"[bold]{thread_id}[/bold]  graph={row.graph}  status={row.status}" + (f"  gate={gate}" if gate else ""))
@@ -581,7 +583,7 @@ def show(
         out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
         print_review(content or "", digest or "")
         if stage:
-            out.print(f"approval needed: {safe_line(stage)}", soft_wrap=True)
+            print_stage(stage, row.deadline)
     if values.get("error"):
         out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
@@ -617,27 +619,47 @@ def print_stage_progress(thread_id: str, name: str, progress: Any) -> None:
 
 def print_waiting_stage(pool: Any, thread_id: str) -> None:
     """Which stage of an approval chain a waiting thread needs (issue 12)."""
-    from checkpoint.approval_chain import waiting_for
+    from checkpoint import threads
+    from checkpoint.approval_chain import waiting
 
-    waits = waiting_for(pool, [thread_id]).get(thread_id)
+    waits = waiting(pool, [thread_id]).get(thread_id)
     if waits:
-        out.print(f"approval needed: {safe_line(waits)}", soft_wrap=True)
+        row = threads.get(pool, thread_id)
+        print_stage(waits, row.deadline if row else None)
 
 
-def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optional[str]) -> None:
-    """`approve --edit` (issue 12): the reviewer edits the reply (and may lower the amount) in
-    $EDITOR, then approves exactly what they saved: a new digest, both audited with the diff.
+def print_stage(waits: Any, deadline: Any) -> None:
+    """`approval needed: stage 2/2 finance (2 of carol, dave, erin), until ...` and who may not approve."""
+    until = f", until {deadline:%Y-%m-%d %H:%M %Z} (then the gate's default action)" if deadline else ""
+    out.print(f"approval needed: {safe_line(waits.text)}{until}", soft_wrap=True)
+    for line in (waits.chain.lines()[len(waits.chain.stages):] if waits.chain else []):
+        out.print(f"  {safe_line(line)}", soft_wrap=True)
+
+
+def stage_json(waits: Any, deadline: Any) -> Any:
+    """The waiting stage for --json (README: the JSON table), or None."""
+    return waits.chain.as_json(deadline) if waits is not None and waits.chain is not None else None
+
+
+def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optional[str], *, detach: bool = False) -> None:
+    """`approve --edit` (issue 12): the reviewer edits the reply (and the amount) in $EDITOR.
+    The same or a lower amount: they approve exactly what they saved (a new digest, both
+    audited with the diff). A higher one is a proposal: nothing is approved, the chain starts
+    over at the first stage the new amount needs, and the editor may not approve it.
     The file in the editor is what they reviewed, so no --expect is needed (given, it must
     match the content before the edit)."""
     from checkpoint.approval_chain import ensure_may_approve
     from checkpoint.policy import current_policy, decider
-    from graphs.editing import apply_edit, editable_text, parse_edit, run_editor
-    from graphs.runner import DigestMismatch
-    from nodes.gates import content_digest
+    from graphs.editing import apply_edit, check_raise, editable_text, parse_edit, run_editor
+    from graphs.runner import DigestMismatch, expire_if_due
+    from nodes.gates import AlreadyDecided, content_digest
 
     name = actor(by)
     with existing_thread(thread_id) as runner:
         name = decider(current_policy(runner.pool), by) or name
+        if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
+            latest = runner.latest_decision(thread_id)  # the deadline decided first: nothing to edit
+            raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
         snapshot = runner.snapshot(thread_id)
         gate = runner.gate_of(snapshot)
         if gate is None or snapshot.values.get("decision"):
@@ -649,17 +671,41 @@ def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optio
             raise UsageError(f"--edit edits support replies; thread {thread_id} runs {runner.spec.name}: approve or reject it as it is")
         ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name)
         edit = parse_edit(run_editor(editable_text(snapshot.values)), snapshot.values)
+        check_raise(runner.pool, thread_id, snapshot.values, edit)
         digest = before
         unchanged = edit.draft == snapshot.values.get("draft") and edit.amount_cents in (None, (snapshot.values.get("refund") or {}).get("amount_cents"))
         if not unchanged:
             digest = apply_edit(runner, thread_id, edit, actor=name, expect_digest=before)
             out.print(f"edited [bold]{thread_id}[/bold]: digest {before} -> {digest}")
+        if edit.raised:
+            out.print(f"the amount went up, so this is a proposal, not an approval: no earlier approval counts for it, and "
+                      f"{safe_line(name)}, who raised it, may not approve it", soft_wrap=True)
+            print_waiting_stage(runner.pool, thread_id)
+            return
         progress = runner.decide(thread_id, "approved", actor=name, note=note, expect_digest=digest)
         if progress is not None:
             print_stage_progress(thread_id, name, progress)
             return
-        out.print(f"approved [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
-        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
+        run_on(runner, thread_id, "approved", name, detach=detach)
+
+
+def run_on(runner: Any, thread_id: str, verdict: str, name: str, *, detach: bool) -> None:
+    """After the gate's decision: a live worker (or --detach) runs the thread on, this terminal
+    following it; else it runs here."""
+    from checkpoint import jobs
+    from graphs.handoff import last_event_id, worker_available
+
+    if detach or worker_available(runner.pool):
+        after = last_event_id(runner.pool, thread_id)
+        jobs.enqueue(runner.pool, thread_id, "decision")
+        out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; handed to a worker")
+        if detach:
+            out.print(f"follow it with: signoff watch {thread_id}")
+            return
+        follow_and_report(runner.pool, thread_id, after)
+        return
+    out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
+    run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
 
 
 def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
@@ -668,8 +714,6 @@ def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str
     An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
     the content printed right here before the question (--yes skips the question, not the
     printing). Without a terminal and without --expect nothing was shown, so it is refused."""
-    from checkpoint import jobs
-    from graphs.handoff import last_event_id, worker_available
     from graphs.runner import expire_if_due
     from nodes.gates import AlreadyDecided, content_digest
 
@@ -698,18 +742,7 @@ def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str
         if progress is not None:  # issue 12: one stage of an approval chain; the thread waits for the next
             print_stage_progress(thread_id, name, progress)
             return
-        if detach or worker_available(runner.pool):
-            # A worker runs it on; this terminal follows from here (or returns with --detach).
-            after = last_event_id(runner.pool, thread_id)
-            jobs.enqueue(runner.pool, thread_id, "decision")
-            out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; handed to a worker")
-            if detach:
-                out.print(f"follow it with: signoff watch {thread_id}")
-                return
-            follow_and_report(runner.pool, thread_id, after)
-            return
-        out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
-        run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
+        run_on(runner, thread_id, verdict, name, detach=detach)  # a worker runs it on, or this terminal does
 
 
 @app.command()
@@ -721,13 +754,13 @@ def approve(
     expect: Optional[str] = typer.Option(None, "--expect", help="The digest of the content you reviewed (see `show`); required without a terminal."),
     yes: bool = typer.Option(False, "--yes", "-y", help="At a terminal: show the content and approve it without asking."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
-    edit: bool = typer.Option(False, "--edit", help="Edit the reply (and lower the amount) in $EDITOR first, then approve the edited content."),
+    edit: bool = typer.Option(False, "--edit", help="Edit the reply and amount in $EDITOR first, then approve the edited content (a raised amount is only proposed)."),
 ) -> None:
     """Approve what a thread waits on, then resume it to its next stop."""
     if note:
         valid_text(note, "note")
     if edit:
-        edit_and_approve(thread_id, by, note, expect)
+        edit_and_approve(thread_id, by, note, expect, detach=detach)
         return
     decide_and_resume(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
 
@@ -1055,11 +1088,12 @@ def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON doc
         policy = current_policy(pool)
     gates = dict(policy.gates) or {"support.review": DEFAULT_STAGES}
     if as_json:
-        emit({"source": policy.source, "roles": {r: list(m) for r, m in policy.roles.items()},
+        emit({"source": policy.source, "currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
               "gates": {k: [{"role": st.role, "above": st.above_cents / 100, "quorum": st.quorum, "deadline_hours": st.deadline_hours}
                             for st in v] for k, v in gates.items()}})
         return
     out.print(f"policy: {safe_line(policy.source)}" + ("" if policy.roles_configured else " (no roles configured: any reviewer but the requester decides, --by allowed)"))
+    out.print(f"thresholds in {policy.currency}: an amount in another currency needs every stage of its gate")
     for role, members in policy.roles.items():
         out.print(f"role {safe_line(role)}: {safe_line(', '.join(members))}", soft_wrap=True)
     for key, stages in gates.items():

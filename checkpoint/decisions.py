@@ -45,9 +45,11 @@ def record_decision(
     actor: str,
     note: str,
     digest: str,
+    detail: dict[str, Any] | None = None,
 ) -> RecordedDecision:
     """Insert the one decision for this gate visit, and its audit event in the same transaction
-    (a decision is never recorded unaudited); AlreadyDecided if another got there first."""
+    (a decision is never recorded unaudited); AlreadyDecided if another got there first.
+    `detail`: more for the audit row (the approval-chain stage an expiry ended)."""
     try:
         with pool.connection() as conn, conn.transaction():
             row = conn.execute(
@@ -55,7 +57,7 @@ def record_decision(
                 "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, decided_at",
                 (thread_id, gate, checkpoint_id, verdict, actor, note, digest),
             ).fetchone()
-            record_event_on(conn, thread_id, actor, f"decision_{verdict}", {"gate": gate, "digest": digest, "note": note[:200]})
+            record_event_on(conn, thread_id, actor, f"decision_{verdict}", {"gate": gate, "digest": digest, "note": note[:200], **(detail or {})})
     except psycopg.errors.UniqueViolation:
         existing = decision_for(pool, thread_id, checkpoint_id)
         assert existing is not None  # the unique key just told us it exists

@@ -81,6 +81,17 @@ class NotifyConfig:
 def on_gate(pool: ConnectionPool, config: NotifyConfig, *, thread_id: str, graph: str, gate: str, visit: str,
             summary: str, digest: str, deadline: datetime, now: datetime) -> int:
     """Queue the notifications of one gate visit; how many rows were new (0 on a re-run)."""
+    if not config.channels():
+        return 0
+    with pool.connection() as conn, conn.transaction():
+        return on_gate_on(conn, config, thread_id=thread_id, graph=graph, gate=gate, visit=visit, summary=summary,
+                          digest=digest, deadline=deadline, now=now)
+
+
+def on_gate_on(conn: Any, config: NotifyConfig, *, thread_id: str, graph: str, gate: str, visit: str,
+               summary: str, digest: str, deadline: datetime, now: datetime) -> int:
+    """`on_gate` on a given connection, inside the caller's transaction: queued only if what
+    it announces commits with it (an approval-chain stage, issue 12)."""
     channels = config.channels()
     if not channels:
         return 0
@@ -88,15 +99,14 @@ def on_gate(pool: ConnectionPool, config: NotifyConfig, *, thread_id: str, graph
     remind = now + (deadline - now) * config.remind_at
     events = [("waiting", now), ("expired", deadline)] + ([("reminder", remind)] if 0 < config.remind_at < 1 and remind < deadline else [])
     new = 0
-    with pool.connection() as conn, conn.transaction():
-        for event, due in events:
-            for channel in channels:
-                row = conn.execute(
-                    "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                    "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING RETURNING id",
-                    (thread_id, visit, gate, event, channel, Jsonb(facts), due),
-                ).fetchone()
-                new += row is not None
+    for event, due in events:
+        for channel in channels:
+            row = conn.execute(
+                "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING RETURNING id",
+                (thread_id, visit, gate, event, channel, Jsonb(facts), due),
+            ).fetchone()
+            new += row is not None
     return new
 
 
@@ -273,4 +283,21 @@ def queue_for_gate(pool: ConnectionPool, **visit: Any) -> None:
                 record_event_on(conn, visit["thread_id"], "signoff", "notification_failed",
                                 {"error": f"{exc.__class__.__name__}: {str(exc).strip()[:200]}"})
         except Exception:  # noqa: BLE001 - the database is gone; the run reports that itself
+            pass
+
+
+def queue_for_gate_on(conn: Any, **visit: Any) -> None:
+    """`queue_for_gate` inside the caller's transaction (a savepoint: a failure here is audited
+    and leaves the caller's writes standing); never raises."""
+    import os
+
+    try:
+        with conn.transaction():
+            on_gate_on(conn, NotifyConfig.from_env(os.environ), **visit)
+    except Exception as exc:  # noqa: BLE001 - see queue_for_gate
+        try:
+            with conn.transaction():
+                record_event_on(conn, visit["thread_id"], "signoff", "notification_failed",
+                                {"error": f"{exc.__class__.__name__}: {str(exc).strip()[:200]}"})
+        except Exception:  # noqa: BLE001 - the connection is gone; the caller's commit reports that
             pass

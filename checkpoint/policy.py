@@ -7,6 +7,8 @@ would need a mini-language for; and stored in the database, not read from each m
 so every CLI, worker and server applies the same policy, and an approver cannot bring their
 own by pointing an environment variable at another file.
 
+    currency = "USD"            # the currency of every `above` (optional, default USD)
+
     [roles]
     support-lead = ["alice", "bob"]
     finance = ["carol", "dave", "erin"]
@@ -22,8 +24,12 @@ none (A at or under every threshold): one stage that any reviewer may decide. Wi
 loaded the defaults apply (support-lead above 100, finance above 1000, one approval each) and
 no roles are configured: anyone may decide a stage under a name of their choosing (--by), as
 for every other gate. Whoever started a thread never approves a stage of its chain, and one
-person counts once per chain (separation of duties). Thresholds compare the amount in major
-units of its own currency (no exchange rates).
+person counts once per chain (separation of duties).
+
+Thresholds are amounts in one currency, the policy's `currency`. An action in another currency
+is never compared with them (no exchange rates, and 100 JPY is not 100 USD): it needs every
+stage of its gate's chain, whatever its amount (fail safe: an unknown value is treated as a
+large one, never as a small one).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from checkpoint.errors import Conflict, InvalidInput
 
 MAX_POLICY_BYTES = 64 * 1024
 ROLE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
+CURRENCY = re.compile(r"[A-Z]{3}")
+DEFAULT_CURRENCY = "USD"
 MAX_MEMBERS = 100
 
 
@@ -69,15 +77,25 @@ class Policy:
     roles: dict[str, tuple[str, ...]] = field(default_factory=dict)
     gates: dict[str, tuple[Stage, ...]] = field(default_factory=dict)
     source: str = "defaults"
+    currency: str = DEFAULT_CURRENCY  # the currency of every threshold
 
     @property
     def roles_configured(self) -> bool:
         return bool(self.roles)
 
-    def chain(self, graph: str, gate: str, amount_cents: int) -> tuple[Stage, ...]:
-        stages = self.gates.get(f"{graph}.{gate}", DEFAULT_STAGES if f"{graph}.{gate}" == "support.review" else ())
-        needed = tuple(s for s in sorted(stages, key=lambda s: s.above_cents) if amount_cents > s.above_cents)
+    def chain(self, graph: str, gate: str, amount_cents: int, currency: str | None = None) -> tuple[Stage, ...]:
+        """The stages an action of this amount needs, in order. An amount in a currency other
+        than the policy's cannot be compared with its thresholds: every stage (fail safe)."""
+        stages = sorted(self.gates.get(f"{graph}.{gate}", DEFAULT_STAGES if f"{graph}.{gate}" == "support.review" else ()),
+                        key=lambda s: s.above_cents)
+        if self.foreign(currency):
+            return tuple(stages) or (Stage(None, 0),)
+        needed = tuple(s for s in stages if amount_cents > s.above_cents)
         return needed or (Stage(None, 0),)
+
+    def foreign(self, currency: str | None) -> bool:
+        """An amount in this currency is not compared with the thresholds (see the module doc)."""
+        return currency is not None and currency != self.currency
 
     def members(self, stage: Stage) -> tuple[str, ...]:
         return self.roles.get(stage.role, ()) if stage.role else ()
@@ -104,9 +122,12 @@ def parse_policy(text: str, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"roles", "gates"}
+    unknown = set(data) - {"roles", "gates", "currency"}
     if unknown:
-        raise PolicyError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}: only [roles] and [gates.\"GRAPH.GATE\"]")
+        raise PolicyError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}: only currency, [roles] and [gates.\"GRAPH.GATE\"]")
+    currency = data.get("currency", DEFAULT_CURRENCY)
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
+        raise PolicyError(f"{source}: currency must be a three-letter code such as \"USD\" (the currency of every `above`), not {str(currency)[:20]!r}")
     roles: dict[str, tuple[str, ...]] = {}
     for role, members in (data.get("roles") or {}).items():
         if not ROLE_NAME.fullmatch(role):
@@ -142,11 +163,11 @@ def parse_policy(text: str, source: str) -> Policy:
     if roles and "support.review" not in gates and not {s.role for s in DEFAULT_STAGES} <= set(roles):
         raise PolicyError(f"{source}: with [roles], either define [gates.\"support.review\"] stages or the roles of its "
                           f"default stages ({', '.join(str(s.role) for s in DEFAULT_STAGES)}), so refunds have someone to approve them")
-    return Policy(roles, gates, source)
+    return Policy(roles, gates, source, currency)
 
 
 def _as_document(policy: Policy) -> dict[str, Any]:
-    return {"roles": {r: list(m) for r, m in policy.roles.items()},
+    return {"currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
             "gates": {k: [{"role": s.role, "above_cents": s.above_cents, "quorum": s.quorum, "deadline_hours": s.deadline_hours} for s in v]
                       for k, v in policy.gates.items()}}
 
@@ -154,7 +175,7 @@ def _as_document(policy: Policy) -> dict[str, Any]:
 def _from_document(document: dict[str, Any], source: str) -> Policy:
     return Policy({r: tuple(m) for r, m in document["roles"].items()},
                   {k: tuple(Stage(s["role"], s["above_cents"], s["quorum"], s["deadline_hours"]) for s in v) for k, v in document["gates"].items()},
-                  source)
+                  source, document.get("currency", DEFAULT_CURRENCY))  # stored before the currency key: the default
 
 
 def store_policy(pool: ConnectionPool, policy: Policy, actor: str) -> None:

@@ -1,11 +1,17 @@
 """Edit before approve (`signoff approve THREAD --edit`): the reviewer fixes the reply, and may
-lower the action's amount, in $EDITOR; the edited content is what they then approve.
+change the action's amount, in $EDITOR.
 
 The edited content gets a new digest (it is new content, and a new gate visit), and the audit
-keeps both digests and the diff (`content_edited`). The amount may only go down: a lower refund
-is covered by every approval a higher one had, so the stages already approved carry over to
-the edited content (by role; a stage the lower amount no longer needs drops out); raising it
-would need approvals nobody gave, so it is refused: reject with feedback instead.
+keeps both digests and the diff (`content_edited`).
+
+- Same or lower amount: what the editor saved is what they approve. A lower refund is covered
+  by every approval a higher one had, so the stages already approved carry over to the edited
+  content (by role; a stage the lower amount no longer needs drops out).
+- Higher amount: a proposal, not an approval. Nobody approved the new amount, so no earlier
+  stage approval counts for it; the chain starts over at the first stage the new amount
+  needs (with that stage's own deadline from now), and the editor, who proposed it, may not
+  approve it (nor a later lowering of it): like the requester, a proposer never signs off
+  their own proposal. The amount may not exceed what is left to refund on the order.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ HEADER = (
     "# Edit the reply below, save and close to approve it. Lines starting with '#' are ignored.\n"
     "# An empty reply approves nothing.\n"
 )
-AMOUNT_NOTE = "# The amount may only go down (raising it needs a new approval: reject with feedback instead).\n"
+AMOUNT_NOTE = ("# The amount: lowering it approves the lower amount; raising it only proposes it (every stage the\n"
+               "# new amount needs must then approve it, and you may not).\n")
 SEPARATOR = "--- reply ---"
 
 
@@ -38,6 +45,7 @@ class EditRefused(InvalidInput):
 class Edit:
     draft: str
     amount_cents: int | None  # None: the thread has no action
+    raised: bool = False  # the amount went up: a proposal, not an approval
 
 
 def editable_text(values: dict[str, Any]) -> str:
@@ -54,7 +62,7 @@ def editable_text(values: dict[str, Any]) -> str:
 
 def parse_edit(text: str, values: dict[str, Any]) -> Edit:
     """What the reviewer saved, checked: a reply (one printable text, within the size limit) and,
-    for an action, an amount that is positive and not above the proposed one."""
+    for an action, a positive amount in the same currency (check_raise bounds a higher one)."""
     from nodes.orders import format_amount, parse_amount
     from nodes.refunds import proposed_action
 
@@ -82,10 +90,23 @@ def parse_edit(text: str, values: dict[str, Any]) -> Edit:
         cents = parse_amount(words[0])
     except ValueError as exc:
         raise EditRefused(f"{exc}: nothing was approved") from None
-    if cents > case["amount_cents"]:
-        raise EditRefused(f"the amount may only go down ({format_amount(case['amount_cents'])} -> {format_amount(cents)}): raising it "
-                          "needs a new approval at the stage that covers it; reject with feedback instead")
-    return Edit(reply, cents)
+    return Edit(reply, cents, raised=cents > case["amount_cents"])
+
+
+def check_raise(pool: Any, thread_id: str, values: dict[str, Any], edit: Edit) -> None:
+    """A raised amount stays within what is left to refund on the order (paid, less what other
+    threads refunded): the eligibility check the proposal passed, applied to the new amount."""
+    from nodes.orders import format_amount, get_order
+    from nodes.refunds import refunded_cents
+
+    if not edit.raised or edit.amount_cents is None:
+        return
+    case = values["refund"]
+    order = get_order(pool, case["order_id"])
+    left = (order.amount_cents - refunded_cents(pool, order.order_id, thread_id)) if order else 0
+    if edit.amount_cents > left:
+        raise EditRefused(f"{format_amount(edit.amount_cents)} {case['currency']} is more than the {format_amount(max(left, 0))} "
+                          f"{case['currency']} left to refund on order {case['order_id']}: nothing was changed")
 
 
 def run_editor(text: str) -> str:
@@ -117,9 +138,13 @@ def diff(before: str, after: str) -> str:
 
 def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_digest: str) -> str:
     """Write the edited content into the thread (a new gate visit), carry over the stages
-    already approved, audit both digests and the diff; the new digest. Under the thread's row
-    lock, and only if the content is still the one the reviewer edited."""
+    already approved (not for a raised amount, which starts its chain over), audit both digests
+    and the diff; the new digest. Under the thread's row lock, and only if the content is still
+    the one the reviewer edited."""
+    from datetime import datetime, timedelta, timezone
+
     from checkpoint import threads
+    from checkpoint.approval_chain import describe
     from checkpoint.audit import record_event_on
     from graphs.runner import DigestMismatch, NotAtGate, config_for
     from nodes.gates import content_digest
@@ -133,6 +158,8 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
         if content_digest(before) != expect_digest:
             raise DigestMismatch(f"the content changed while you edited it (digest {content_digest(before)}): nothing was approved; "
                                  f"run `signoff show {thread_id}` again")
+        old_visit = runner._checkpoint_id(snapshot)
+        old_chain = describe(runner.pool, runner.spec, thread_id, old_visit, expect_digest, dict(snapshot.values), gate)
         update: dict[str, Any] = {"draft": edit.draft}
         if edit.amount_cents is not None:
             update["refund"] = {**snapshot.values["refund"], "amount_cents": edit.amount_cents}
@@ -140,13 +167,28 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
         edited = runner.snapshot(thread_id)
         after = runner.spec.review_content(edited.values)
         new_digest = content_digest(after)
-        old_visit, new_visit = runner._checkpoint_id(snapshot), runner._checkpoint_id(edited)
-        carried = _carry_over(conn, thread_id, old_visit, expect_digest, new_visit, new_digest)
+        new_visit = runner._checkpoint_id(edited)
+        barred = list(old_chain.barred) if old_chain else []  # a proposer stays one through later edits
+        given = [a for v in old_chain.stages for a in v.approvers] if old_chain else []
+        if edit.raised:
+            carried: list[str] = []
+            barred = list(dict.fromkeys([*barred, actor]))
+            chain = describe(runner.pool, runner.spec, thread_id, new_visit, new_digest, dict(edited.values), gate)
+            # The chain starts over: its first stage begins to wait now, with its own deadline.
+            first = chain.current.stage.deadline_hours if chain and chain.current else None
+            row = threads.get(runner.pool, thread_id)
+            hours = first or (row.deadline_hours if row else runner.spec.deadline_hours)
+            now = runner.context.clock() if runner.context else datetime.now(timezone.utc)
+            conn.execute("UPDATE threads SET deadline = %s, updated_at = now() WHERE thread_id = %s",
+                         (now + timedelta(hours=hours), thread_id))
+        else:
+            carried = _carry_over(conn, thread_id, old_visit, expect_digest, new_visit, new_digest)
         record_event_on(conn, thread_id, actor, "content_edited", {
-            "gate": gate, "before_digest": expect_digest, "after_digest": new_digest, "diff": diff(before, after),
+            "gate": gate, "before_digest": expect_digest, "after_digest": new_digest, "visit": new_visit, "diff": diff(before, after),
             "amount_before": (snapshot.values.get("refund") or {}).get("amount_cents") if edit.amount_cents is not None else None,
-            "amount_after": edit.amount_cents, "approvals_carried_over": carried})
-    runner.settle(thread_id)  # the stored digest and content under review (pending, show)
+            "amount_after": edit.amount_cents, "raised": edit.raised, "approvals_carried_over": carried,
+            "approvals_voided": [a for a in given if a not in carried], "may_not_approve": barred})
+    runner.settle(thread_id)  # the stored digest and content under review, the chain it waits for (pending, show)
     return new_digest
 
 

@@ -30,6 +30,8 @@ class GraphSpec:
     deadline_hours: float = 24.0
     #: the amount (minor units) of the action under review, if any: it gets an approval chain
     action_amount: Callable[[dict[str, Any]], int | None] = lambda values: None
+    #: its currency (the policy's thresholds are in one currency; another needs every stage)
+    action_currency: Callable[[dict[str, Any]], str | None] = lambda values: None
 
 
 def _support_outcome(values: dict[str, Any]) -> str:
@@ -46,6 +48,7 @@ SUPPORT = GraphSpec(
     summarize=lambda v: f"[{v.get('intent', '?')}{' ticket #' + str(v['ticket_id']) if v.get('ticket_id') else ''}{refunds.action_tag(v)}] {v.get('message', '')}",
     outcome=_support_outcome,
     action_amount=refunds.action_amount,
+    action_currency=refunds.action_currency,
 )
 
 

@@ -249,16 +249,19 @@ class ThreadRunner:
         gate = self.gate_of(snapshot)
         summary = self.spec.summarize(values)
         if gate is not None:
-            row = threads.get(self.pool, thread_id)
-            deadline = row.deadline if row and row.status == "waiting" and row.gate == gate else None
-            if deadline is None:
-                now = self.context.clock() if self.context else datetime.now(timezone.utc)
-                deadline = now + timedelta(hours=row.deadline_hours if row else self.spec.deadline_hours)
             review = self.spec.review_content(values)
             digest = content_digest(review)
             from checkpoint.approval_chain import on_wait  # issue 12: which stage of an approval chain it waits for
 
-            on_wait(self.pool, self.spec, thread_id, gate, self._checkpoint_id(snapshot), digest, values)
+            chain = on_wait(self.pool, self.spec, thread_id, gate, self._checkpoint_id(snapshot), digest, values)
+            row = threads.get(self.pool, thread_id)
+            deadline = row.deadline if row and row.status == "waiting" and row.gate == gate else None
+            if deadline is None:
+                now = self.context.clock() if self.context else datetime.now(timezone.utc)
+                hours = row.deadline_hours if row else self.spec.deadline_hours
+                if chain is not None and chain.current is not None and chain.current.stage.deadline_hours:
+                    hours = chain.current.stage.deadline_hours  # the waiting stage's own deadline (issue 12), stage 1 too
+                deadline = now + timedelta(hours=hours)
             # What a listing shows (digest, content under review) is stored with the stop, so
             # `pending` and `show` need no checkpoint load or graph import (issue 11).
             threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline, digest=digest, review=review)
@@ -297,8 +300,19 @@ class ThreadRunner:
             digest = content_digest(self.spec.review_content(snapshot.values))
             if expect_digest is not None and expect_digest != digest:
                 raise DigestMismatch(f"the content changed since you reviewed it (digest {digest}, you expected {expect_digest}): run `signoff show {thread_id}` again")
-            amount = self.spec.action_amount(snapshot.values) if verdict != "expired" else None
-            if amount is not None:  # an action with money behind it: its approval chain first (issue 12)
+            amount = self.spec.action_amount(snapshot.values)
+            detail = None
+            if amount is not None and verdict == "expired":
+                # The waiting stage's deadline passed: that ends the chain like a rejection, and
+                # the decision's audit row says which stage let it pass (issue 12).
+                from checkpoint.approval_chain import describe
+
+                chain = describe(self.pool, self.spec, thread_id, str(current_id), digest, dict(snapshot.values), gate)
+                stage = chain.current if chain is not None else None
+                if stage is not None:
+                    detail = {"stage": stage.index, "of": len(chain.stages), "role": stage.stage.role,  # type: ignore[union-attr]
+                              "approved_by": list(stage.approvers)}
+            elif amount is not None:  # an action with money behind it: its approval chain first (issue 12)
                 from checkpoint.approval_chain import decide_stage
 
                 row = threads.get(self.pool, thread_id)
@@ -306,12 +320,13 @@ class ThreadRunner:
                     self.pool, locked, graph=self.spec.name, gate=gate, thread_id=thread_id, checkpoint_id=str(current_id), digest=digest,
                     amount_cents=amount, verdict=verdict, actor=actor, note=note,
                     now=self.context.clock() if self.context else datetime.now(timezone.utc),
-                    default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours)
+                    default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours,
+                    currency=self.spec.action_currency(snapshot.values))
                 if progress is not None:
                     return progress  # a stage approved; the thread waits for the next one
             recorded = record_decision(
                 self.pool, thread_id=thread_id, gate=gate, checkpoint_id=str(current_id),
-                verdict=verdict, actor=actor, note=note, digest=digest,
+                verdict=verdict, actor=actor, note=note, digest=digest, detail=detail,
             )
             self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
 

@@ -125,10 +125,18 @@ def place_credit_note(state: dict[str, Any], runtime: Runtime[SignoffContext]) -
                             (idempotency_key(thread_id, "credit_note"),)).fetchone()
         order = get_order(pool, case["order_id"])  # type: ignore[arg-type]
         if mine is None and (order is None or committed_elsewhere(conn, case["order_id"], thread_id) + case["amount_cents"] > order.amount_cents):
+            # The refusal is this step's recorded outcome, under its key (a failed credit note that
+            # never reached the provider), with its audit row in the same transaction: a run that
+            # dies before its checkpoint and reruns this node finds it and audits nothing again.
             failure = "the order was refunded by another request meanwhile: nothing was done"
-            record_event_on(conn, thread_id, "signoff", "saga_refused", {"order_id": case["order_id"], "reason": failure})
+            key = idempotency_key(thread_id, "credit_note")
+            conn.execute(
+                "INSERT INTO payment_operations (idempotency_key, thread_id, step, order_id, amount_cents, currency, status, error) "
+                "VALUES (%s, %s, 'credit_note', %s, %s, %s, 'failed', %s)",
+                (key, thread_id, case["order_id"], case["amount_cents"], case["currency"], failure))
+            record_event_on(conn, thread_id, "signoff", "saga_refused", {"order_id": case["order_id"], "reason": failure, "key": key})
             return {"refund": {**case, "status": "failed", "failure": failure}}
-        return _place_credit_note(state, runtime)
+        return _place_credit_note(state, runtime)  # recorded before (also a refusal): returns that, calls nothing
 
 issue_refund = _step(
     "refund",

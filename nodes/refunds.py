@@ -278,3 +278,8 @@ def saga_outcome(values: dict[str, Any]) -> str:
 def action_amount(values: dict[str, Any]) -> int | None:
     """The amount of the refund under review (its approval chain depends on it), else None."""
     return (values.get("refund") or {}).get("amount_cents") if proposed_action(values) else None
+
+
+def action_currency(values: dict[str, Any]) -> str | None:
+    """The currency of that amount (the policy's thresholds are in one currency)."""
+    return (values.get("refund") or {}).get("currency") if proposed_action(values) else None

@@ -251,3 +251,139 @@ def test_a_policy_that_renames_a_stage_voids_its_approvals(signoff, server, pool
     assert again.exit_code == 4 and "alice is not a member of finance (carol, dave, erin), which decides stage 1 now" in flat(again.output)
     carol = signoff("carol", "approve", "re", *expect(database_url, "re"))
     assert carol.exit_code == 0 and "approved stage 1/2 (finance)" in flat(carol.output), carol.output
+
+
+# --- each stage's own deadline, stage 1 included --------------------------------------------------
+
+
+def test_stage_one_waits_its_own_deadline_and_its_expiry_ends_the_chain(signoff, server, pool, database_url, tmp_path, with_roles, make_context):
+    from datetime import datetime, timezone
+
+    from graphs.runner import expire_due
+    from tests.scripted import scripted_registry
+
+    path = tmp_path / "quick.toml"
+    path.write_text(POLICY.replace('{ role = "support-lead", above = 100 }', '{ role = "support-lead", above = 100, deadline_hours = 2 }'), encoding="utf-8")
+    assert signoff("root", "policy", "load", str(path)).exit_code == 0
+    started = datetime.now(timezone.utc)
+    ask(server, signoff, "1021", "noah.kim@example.com", "q1")
+    with pool.connection() as conn:
+        deadline = conn.execute("SELECT deadline FROM threads WHERE thread_id = 'q1'").fetchone()["deadline"]
+    assert timedelta(hours=2) <= deadline - started < timedelta(hours=2, minutes=5), "stage 1's deadline_hours, not the thread's 24"
+    shown = signoff("x", "show", "q1")
+    assert f"until {deadline:%Y-%m-%d %H:%M}" in flat(shown.output)
+    stage = json.loads(signoff("x", "pending", "--json").output)["threads"][0]["stage"]
+    assert (stage["number"], stage["deadline_hours"]) == (1, 2.0) and stage["deadline"] == deadline.isoformat()
+
+    def expire_at(moment):
+        return expire_due(pool, make_context(scripted_registry([]), clock=lambda: moment), lambda event: None)
+
+    assert expire_at(deadline - timedelta(seconds=1)) == [] and count_rows(pool, "approvals") == 0
+    assert [stop.thread_id for stop in expire_at(deadline + timedelta(seconds=1))] == ["q1"]
+    with pool.connection() as conn:
+        decided = conn.execute("SELECT actor, detail FROM audit_events WHERE thread_id = 'q1' AND kind = 'decision_expired'").fetchone()
+    assert decided["actor"] == "signoff (deadline)"
+    assert (decided["detail"]["stage"], decided["detail"]["of"], decided["detail"]["role"]) == (1, 2, "support-lead")
+    assert count_rows(pool, "payment_operations") == 0, "an expired stage ends the chain like a rejection: nothing moves"
+    late = signoff("alice", "approve", "q1", "--expect", stage["deadline"][:12])
+    assert late.exit_code == 4 and "not waiting at a gate" in late.output, late.output
+
+
+def test_a_later_stage_expiry_names_its_stage(signoff, server, pool, database_url, with_roles, make_context):
+    from graphs.runner import expire_due
+    from tests.scripted import scripted_registry
+
+    ask(server, signoff, "1021", "noah.kim@example.com", "q2")
+    assert signoff("alice", "approve", "q2", *expect(database_url, "q2")).exit_code == 0
+    with pool.connection() as conn:
+        deadline = conn.execute("SELECT deadline FROM threads WHERE thread_id = 'q2'").fetchone()["deadline"]
+    assert json.loads(signoff("x", "show", "q2", "--json").output)["stage"]["deadline"] == deadline.isoformat()
+    expire_due(pool, make_context(scripted_registry([]), clock=lambda: deadline + timedelta(seconds=1)), lambda event: None)
+    with pool.connection() as conn:
+        detail = conn.execute("SELECT detail FROM audit_events WHERE thread_id = 'q2' AND kind = 'decision_expired'").fetchone()["detail"]
+    assert (detail["stage"], detail["role"], detail["approved_by"]) == (2, "finance", [])
+
+
+# --- what pending/show say comes from the policy a decision applies ------------------------------------
+
+
+def test_pending_and_show_follow_a_newly_loaded_policy(signoff, server, pool, database_url, tmp_path, with_roles):
+    ask(server, signoff, "1042", "maya.lopez@example.com", "pb")  # 149 USD: support-lead under POLICY
+    assert "waits for stage 1/1 support-lead (1 of alice, bob)" in flat(signoff("x", "pending").output)
+    other = tmp_path / "b.toml"
+    other.write_text(POLICY.replace('{ role = "support-lead", above = 100 }', '{ role = "finance", above = 100 }')
+                     .replace('{ role = "finance", above = 1000, quorum = 2, deadline_hours = 48 }', '{ role = "support-lead", above = 1000 }'),
+                     encoding="utf-8")
+    assert signoff("root", "policy", "load", str(other)).exit_code == 0
+    listed = flat(signoff("x", "pending").output)
+    assert "waits for stage 1/1 finance (1 of carol, dave, erin)" in listed and "support-lead" not in listed
+    assert "approval needed: stage 1/1 finance (1 of carol, dave, erin)" in flat(signoff("x", "show", "pb").output)
+    assert json.loads(signoff("x", "pending", "--json").output)["threads"][0]["stage"]["role"] == "finance"
+    # ... which is what a decision applies
+    refused = signoff("alice", "approve", "pb", *expect(database_url, "pb"))
+    assert refused.exit_code == 4 and "alice is not a member of finance" in refused.output
+
+
+# --- the stage in --json ----------------------------------------------------------------------------
+
+
+def test_show_and_pending_json_carry_the_waiting_stage(signoff, server, pool, database_url, with_roles):
+    ask(server, signoff, "1021", "noah.kim@example.com", "js")
+    assert signoff("alice", "approve", "js", *expect(database_url, "js")).exit_code == 0
+    assert signoff("carol", "approve", "js", *expect(database_url, "js")).exit_code == 0
+    with pool.connection() as conn:
+        deadline = conn.execute("SELECT deadline FROM threads WHERE thread_id = 'js'").fetchone()["deadline"]
+    wanted = {"number": 2, "of": 2, "name": "finance", "role": "finance", "needed": 2, "members": ["carol", "dave", "erin"],
+              "approved_by": ["carol"], "deadline": deadline.isoformat(), "deadline_hours": 48.0}
+    assert json.loads(signoff("x", "show", "js", "--json").output)["stage"] == wanted
+    assert json.loads(signoff("x", "pending", "--json").output)["threads"][0]["stage"] == wanted
+
+
+# --- currency: the thresholds are in one ------------------------------------------------------------
+
+
+def test_an_amount_in_another_currency_needs_every_stage(signoff, server, pool, database_url, tmp_path, with_roles):
+    ask(server, signoff, "1003", "zoe.ivanova@example.com", "gbp")  # 49.00 GBP; the policy's thresholds are USD
+    shown = flat(signoff("x", "show", "gbp").output)
+    assert "refund(1003, 49.00, GBP)" in shown and "approval needed: stage 1/2 support-lead" in shown, shown
+    assert "every stage: the amount is in GBP, the policy's thresholds in USD" in shown
+    assert signoff("alice", "approve", "gbp", *expect(database_url, "gbp")).exit_code == 0
+    assert "waits for stage 2/2 finance" in flat(signoff("x", "pending").output), "49 GBP is not under 100 of another currency"
+    # a policy whose thresholds are in GBP compares them
+    gbp = tmp_path / "gbp.toml"
+    gbp.write_text('currency = "GBP"\n' + POLICY, encoding="utf-8")
+    assert signoff("root", "policy", "load", str(gbp)).exit_code == 0
+    assert "stage 1/1 review" in flat(signoff("x", "show", "gbp").output)
+    assert json.loads(signoff("x", "policy", "show", "--json").output)["currency"] == "GBP"
+
+
+def test_the_policy_currency_in_the_chain():
+    usd = parse_policy(POLICY, "t")
+    assert [s.name for s in usd.chain("support", "review", 8_00, "USD")] == ["review"]
+    assert [s.name for s in usd.chain("support", "review", 8_00, "EUR")] == ["support-lead", "finance"]
+    assert [s.name for s in DEFAULT.chain("support", "review", 1, "JPY")] == ["support-lead", "finance"]
+    assert [s.name for s in parse_policy('currency = "EUR"\n' + POLICY, "t").chain("support", "review", 8_00, "EUR")] == ["review"]
+    with pytest.raises(PolicyError, match="three-letter code"):
+        parse_policy('currency = "dollars"\n' + POLICY, "t")
+
+
+def test_a_stage_approval_that_fails_to_commit_notifies_nobody(signoff, server, pool, database_url, with_roles, monkeypatch):
+    """The next stage's notification commits with the stage approval or not at all: a process
+    that dies (here: fails) before the approval commits leaves no notification of a stage that
+    never began, and the approval given again queues it once."""
+    ask(server, signoff, "1021", "noah.kim@example.com", "nt")
+
+    def stage_notes():
+        with pool.connection() as conn:
+            return conn.execute("SELECT count(*) AS n FROM notifications WHERE thread_id = 'nt' AND visit LIKE '%%:stage2'").fetchone()["n"]
+
+    def dies(*args, **kwargs):
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr("checkpoint.approval_chain._note_waiting", dies)
+    assert signoff("alice", "approve", "nt", *expect(database_url, "nt")).exit_code != 0
+    assert count_rows(pool, "stage_approvals") == 0 and stage_notes() == 0
+    monkeypatch.undo()
+    assert signoff("alice", "approve", "nt", *expect(database_url, "nt")).exit_code == 0
+    assert signoff("alice", "approve", "nt", *expect(database_url, "nt")).exit_code == 0  # again: nothing new
+    assert stage_notes() == 3, "waiting, reminder and expired, for the one webhook channel, once"

@@ -22,7 +22,7 @@ HOSTILE = "Refund me \x1b[2J\x1b]8;;http://evil\x07now\u202e\nfake-1  support  r
 FIELDS = {
     ("pending",): {"total", "limit", "threads"},
     ("show", "w1"): {"thread_id", "graph", "status", "gate", "summary", "deadline", "digest", "review", "error",
-                     "created_at", "updated_at", "steps", "decisions"},
+                     "created_at", "updated_at", "steps", "decisions", "stage"},
     ("audit", "w1"): {"thread_id", "events"},
     ("config",): {"settings"},
     ("db", "status"): {"migrations"},
@@ -31,7 +31,7 @@ FIELDS = {
     ("corpus", "list"): {"documents"},
 }
 PENDING_THREAD = {"thread_id", "graph", "gate", "waiting_since", "age_seconds", "deadline", "overdue", "digest", "summary",
-                  "waiting_for"}  # issue 12: the approval stage it waits for, or null
+                  "waiting_for", "stage"}  # issue 12: the approval stage it waits for (words, fields), or null
 
 
 @pytest.fixture

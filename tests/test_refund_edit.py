@@ -1,8 +1,11 @@
-"""`approve --edit`: the reviewer edits the reply and lowers the amount in $EDITOR (here a script),
-and approves exactly what they saved; the audit keeps both digests and the diff."""
+"""`approve --edit`: the reviewer edits the reply and the amount in $EDITOR (here a script). The
+same or a lower amount: they approve exactly what they saved; a higher one is only proposed (no
+earlier approval counts for it, the chain starts over at the first stage it needs, and the
+editor may not approve it). The audit keeps both digests and the diff."""
 
 from __future__ import annotations
 
+import json
 import stat
 from pathlib import Path
 
@@ -72,7 +75,7 @@ def test_an_edited_down_amount_is_approved_and_refunded_with_both_digests_audite
 
 
 @pytest.mark.parametrize("script, says, code", [
-    ("sed -i 's/^amount: 149.00 USD/amount: 150.00 USD/' \"$1\"", "the amount may only go down (149.00 -> 150.00)", 2),
+    ("sed -i 's/^amount: 149.00 USD/amount: 150.00 USD/' \"$1\"", "150.00 USD is more than the 149.00 USD left to refund on order 1042", 2),
     ("sed -i 's/^amount: 149.00 USD/amount: 100.00 EUR/' \"$1\"", "the currency cannot change", 2),
     ("sed -i 's/^amount: 149.00 USD/amount: nan USD/' \"$1\"", "must be a positive number", 2),
     ("sed -i '/^amount:/d' \"$1\"", "keep exactly one 'amount", 2),
@@ -136,3 +139,124 @@ def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool
         detail = conn.execute("SELECT detail FROM audit_events WHERE kind = 'content_edited'").fetchone()["detail"]
         assert detail["approvals_carried_over"] == ["alice"]
         assert conn.execute("SELECT actor FROM approvals WHERE thread_id = 'c1'").fetchone()["actor"] == "carol"
+
+
+# --- raising the amount: a proposal, not an approval -------------------------------------------------
+
+
+@pytest.fixture
+def as_user(env, tmp_path, monkeypatch, server, orders_loaded):
+    """`as_user(user, *args, EDITOR=...)`: the CLI run by that OS user, with POLICY loaded."""
+
+    def invoke(user: str, *args: str, **extra: str):
+        monkeypatch.setattr("checkpoint.policy.os_user", lambda: user)
+        return run(env, *args, SIGNOFF_USER=None, **extra)  # type: ignore[arg-type]
+
+    path = tmp_path / "signoff.toml"
+    path.write_text(POLICY, encoding="utf-8")
+    assert invoke("root", "policy", "load", str(path)).exit_code == 0
+    return invoke
+
+
+def ask_for(server, as_user, order: str, amount: int, email: str, tid: str) -> None:
+    server.once("Extract the refund request", ok(f'{{"order_id": "{order}", "amount": {amount}}}'))
+    started = as_user("mia", "start", "support", f"Please refund {amount} dollars of order {order}", "--email", email, "--thread", tid)
+    assert started.exit_code == 0, started.output
+
+
+def set_amount(tmp_path: Path, old: str, new: str) -> str:
+    return editor(tmp_path, f"sed -i 's/^amount: {old} USD/amount: {new} USD/; s/refunded {old} USD/refunded {new} USD/' \"$1\"")
+
+
+def edit_row(pool, tid: str) -> dict:
+    with pool.connection() as conn:
+        return conn.execute("SELECT actor, detail FROM audit_events WHERE thread_id = %s AND kind = 'content_edited' ORDER BY id DESC LIMIT 1",
+                            (tid,)).fetchone()
+
+
+def test_raising_into_a_higher_stage_is_a_proposal_that_support_lead_must_approve(pool, database_url, tmp_path, server, as_user):
+    ask_for(server, as_user, "1042", 80, OWNER, "r1")  # 80 USD: one stage, any reviewer but the requester
+    old = expect(database_url, "r1")
+    raised = as_user("sam", "approve", "r1", "--edit", EDITOR=set_amount(tmp_path, "80.00", "140.00"))
+    assert raised.exit_code == 0, raised.output
+    said = flat(raised.output)
+    assert "this is a proposal, not an approval" in said and "approval needed: stage 1/1 support-lead (1 of alice, bob)" in said
+    assert "amount raised by sam, who may not approve it" in said
+    assert count_rows(pool, "approvals") == 0 and count_rows(pool, "stage_approvals") == 0, "the edit approved nothing"
+    edited = edit_row(pool, "r1")
+    assert edited["actor"] == "sam" and edited["detail"]["raised"] is True and edited["detail"]["may_not_approve"] == ["sam"]
+    assert (edited["detail"]["amount_before"], edited["detail"]["amount_after"]) == (8000, 14000)
+    assert edited["detail"]["before_digest"] == old[1] and edited["detail"]["after_digest"] == expect(database_url, "r1")[1] != old[1]
+    assert "+action: refund(1042, 140.00, USD)" in edited["detail"]["diff"]
+    assert "waits for stage 1/1 support-lead" in flat(as_user("x", "pending").output)
+
+    stale = as_user("alice", "approve", "r1", *old)
+    assert stale.exit_code == 4 and "the content changed since you reviewed it" in stale.output, "the old digest approves nothing"
+    # sam passes as a reviewer of the old single stage, but proposed the new amount; and is no support-lead
+    assert as_user("sam", "approve", "r1", *expect(database_url, "r1")).exit_code == 4
+    own = as_user("mia", "approve", "r1", *expect(database_url, "r1"))
+    assert own.exit_code == 4 and "mia started this thread" in own.output
+    done = as_user("alice", "approve", "r1", *expect(database_url, "r1"))
+    assert done.exit_code == 0 and "refunded 140.00 USD on order 1042" in flat(done.output), done.output
+    with pool.connection() as conn:
+        assert [(r["kind"], r["amount_cents"]) for r in conn.execute("SELECT kind, amount_cents FROM ledger_entries ORDER BY id")] == [
+            ("credit_note", 14000), ("refund", 14000)]
+        assert conn.execute("SELECT actor FROM approvals").fetchone()["actor"] == "alice"
+
+
+def test_raising_within_the_same_stage_needs_a_fresh_approval_and_not_the_editors(pool, database_url, tmp_path, server, as_user):
+    ask_for(server, as_user, "1042", 120, OWNER, "r2")  # 120 USD: support-lead
+    raised = as_user("bob", "approve", "r2", "--edit", EDITOR=set_amount(tmp_path, "120.00", "140.00"))
+    assert raised.exit_code == 0 and "this is a proposal" in flat(raised.output), raised.output
+    assert count_rows(pool, "approvals") == 0 and count_rows(pool, "payment_operations") == 0
+    bob = as_user("bob", "approve", "r2", *expect(database_url, "r2"))
+    assert bob.exit_code == 4 and "bob raised the amount of this refund" in flat(bob.output)
+    # the raiser may not slip the proposal through by lowering it a little either (a lowering approves)
+    lower = as_user("bob", "approve", "r2", "--edit", EDITOR=set_amount(tmp_path, "140.00", "139.00"))
+    assert lower.exit_code == 4 and "bob raised the amount" in flat(lower.output) and count_rows(pool, "approvals") == 0
+    done = as_user("alice", "approve", "r2", *expect(database_url, "r2"))
+    assert done.exit_code == 0 and "refunded 140.00 USD" in flat(done.output), done.output
+
+
+def test_raising_150_to_1499_needs_support_lead_then_finance(pool, database_url, tmp_path, server, as_user):
+    ask_for(server, as_user, "1021", 150, "noah.kim@example.com", "r3")  # 150 USD: support-lead only
+    raised = as_user("alice", "approve", "r3", "--edit", EDITOR=set_amount(tmp_path, "150.00", "1499.00"))
+    assert raised.exit_code == 0 and "approval needed: stage 1/2 support-lead" in flat(raised.output), raised.output
+    assert as_user("alice", "approve", "r3", *expect(database_url, "r3")).exit_code == 4, "alice proposed 1499"
+    assert as_user("bob", "approve", "r3", *expect(database_url, "r3")).exit_code == 0  # stage 1
+    assert "waits for stage 2/2 finance (2 of carol, dave, erin)" in flat(as_user("x", "pending").output)
+    # finance edits the reply only: that approves (stage 2), and bob's stage-1 approval carries over
+    reworded = as_user("carol", "approve", "r3", "--edit", EDITOR=editor(tmp_path, "sed -i 's/original payment method/card/' \"$1\""))
+    assert reworded.exit_code == 0 and "approved stage 2/2 (finance)" in flat(reworded.output), reworded.output
+    assert edit_row(pool, "r3")["detail"]["approvals_carried_over"] == ["bob"]
+    done = as_user("dave", "approve", "r3", *expect(database_url, "r3"))
+    assert done.exit_code == 0 and "refunded 1499.00 USD on order 1021" in flat(done.output), done.output
+
+
+def test_a_raise_after_stage_one_voids_it(pool, database_url, tmp_path, server, as_user):
+    ask_for(server, as_user, "1021", 1100, "noah.kim@example.com", "r4")  # support-lead, then finance
+    assert as_user("alice", "approve", "r4", *expect(database_url, "r4")).exit_code == 0
+    raised = as_user("carol", "approve", "r4", "--edit", EDITOR=set_amount(tmp_path, "1100.00", "1200.00"))
+    assert raised.exit_code == 0 and "approval needed: stage 1/2 support-lead (1 of alice, bob)" in flat(raised.output), raised.output
+    detail = edit_row(pool, "r4")["detail"]
+    assert detail["approvals_voided"] == ["alice"] and detail["approvals_carried_over"] == []
+    shown = json.loads(as_user("x", "show", "r4", "--json").output)["stage"]
+    assert (shown["number"], shown["role"], shown["approved_by"]) == (1, "support-lead", [])
+    assert as_user("alice", "approve", "r4", *expect(database_url, "r4")).exit_code == 0, "alice approves the new amount afresh"
+    carol = as_user("carol", "approve", "r4", *expect(database_url, "r4"))
+    assert carol.exit_code == 4 and "carol raised the amount" in flat(carol.output)
+    assert as_user("dave", "approve", "r4", *expect(database_url, "r4")).exit_code == 0
+    done = as_user("erin", "approve", "r4", *expect(database_url, "r4"))
+    assert done.exit_code == 0 and "refunded 1200.00 USD on order 1021" in flat(done.output), done.output
+
+
+def test_an_edit_approval_hands_the_run_to_a_worker_as_plain_approve_does(env, pool, database_url, tmp_path, waiting):
+    """--detach (or a live worker: the same branch, `run_on`): the approval is recorded and the
+    thread queued for a worker; this terminal moves no money itself."""
+    from checkpoint import jobs
+
+    lower = editor(tmp_path, "sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/' \"$1\"")
+    result = run(env, "approve", "e1", "--by", "lead", "--edit", "--detach", EDITOR=lower)
+    assert result.exit_code == 0 and "approved e1 by lead; handed to a worker" in flat(result.output), result.output
+    assert jobs.active_job(pool, "e1") is not None
+    assert count_rows(pool, "approvals") == 1 and count_rows(pool, "payment_operations") == 0

@@ -218,3 +218,25 @@ def test_a_provider_that_stays_down_fails_the_thread_resumably_and_refunds_once_
     assert resumed.exit_code == 0, resumed.output
     assert provider.count("credit_note") == 1 and provider.count("refund") == 1
     assert ops(pool, "d1") == [("credit_note", "done"), ("refund", "done")]
+
+
+def test_a_refusal_rerun_after_a_crash_is_recorded_and_audited_once(cli, pool, database_url, orders, monkeypatch):
+    """The window between the refusal's commit and the node's checkpoint: a run killed there
+    runs place_credit_note again on resume. Here it is run again directly, as resume would."""
+    from types import SimpleNamespace
+
+    from graphs.runner import ThreadRunner
+    from nodes import refund_saga
+
+    assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "a").exit_code == 0
+    assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "b").exit_code == 0
+    assert cli("approve", "a", "--by", "lead", *expect(database_url, "a")).exit_code == 0
+    assert cli("approve", "b", "--by", "lead", *expect(database_url, "b")).exit_code == 0
+    assert count_rows(pool, "audit_events", thread_id="b", kind="saga_refused") == 1
+    case = ThreadRunner.for_thread(pool, "b").snapshot("b").values["refund"]
+    state = {"refund": {k: v for k, v in case.items() if k not in ("status", "failure")}}  # as the node first saw it
+    monkeypatch.setattr(refund_saga, "current_thread_id", lambda: "b")
+    again = refund_saga.place_credit_note(state, SimpleNamespace(context=SimpleNamespace(pool=pool, payments=None)))
+    assert again["refund"]["status"] == "failed" and "refunded by another request" in again["refund"]["failure"]
+    assert count_rows(pool, "audit_events", thread_id="b", kind="saga_refused") == 1, "the rerun audits nothing again"
+    assert ops(pool, "b") == [("credit_note", "failed")] and count_rows(pool, "ledger_entries") == 2
