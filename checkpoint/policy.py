@@ -7,17 +7,7 @@ would need a mini-language for; and stored in the database, not read from each m
 so every CLI, worker and server applies the same policy, and an approver cannot bring their
 own by pointing an environment variable at another file.
 
-    currency = "USD"            # the currency of every `above` (optional, default USD)
-
-    [roles]
-    support-lead = ["alice", "bob"]
-    finance = ["carol", "dave", "erin"]
-
-    [gates."support.review"]
-    stages = [
-      { role = "support-lead", above = 100 },
-      { role = "finance", above = 1000, quorum = 2, deadline_hours = 48 },
-    ]
+The shipped example, `examples/signoff.toml` (the tests load it), shows every field.
 
 A gate's chain for an action of amount A is every stage with `above` < A, in order of `above`;
 none (A at or under every threshold): one stage that any reviewer may decide. With no policy

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -14,17 +15,14 @@ from cli import app
 from tests.conftest import count_rows, expect
 from tests.fault_server import FaultServer, ok
 
-POLICY = """
-[roles]
-support-lead = ["alice", "bob"]
-finance = ["carol", "dave", "erin"]
+#: The shipped example policy: support-lead (alice, bob) above 100 USD, then finance (2 of carol,
+#: dave, erin) above 1,000 with a 48-hour deadline.
+POLICY = (Path(__file__).resolve().parents[1] / "examples" / "signoff.toml").read_text(encoding="utf-8")
 
-[gates."support.review"]
-stages = [
-  { role = "support-lead", above = 100 },
-  { role = "finance", above = 1000, quorum = 2, deadline_hours = 48 },
-]
-"""
+
+def in_currency(code: str) -> str:
+    """The example policy with its thresholds in another currency."""
+    return POLICY.replace('currency = "USD"', f'currency = "{code}"', 1)
 
 
 @pytest.fixture
@@ -351,7 +349,7 @@ def test_an_amount_in_another_currency_needs_every_stage(signoff, server, pool, 
     assert "waits for stage 2/2 finance" in flat(signoff("x", "pending").output), "49 GBP is not under 100 of another currency"
     # a policy whose thresholds are in GBP compares them
     gbp = tmp_path / "gbp.toml"
-    gbp.write_text('currency = "GBP"\n' + POLICY, encoding="utf-8")
+    gbp.write_text(in_currency("GBP"), encoding="utf-8")
     assert signoff("root", "policy", "load", str(gbp)).exit_code == 0
     assert "stage 1/1 review" in flat(signoff("x", "show", "gbp").output)
     assert json.loads(signoff("x", "policy", "show", "--json").output)["currency"] == "GBP"
@@ -362,9 +360,9 @@ def test_the_policy_currency_in_the_chain():
     assert [s.name for s in usd.chain("support", "review", 8_00, "USD")] == ["review"]
     assert [s.name for s in usd.chain("support", "review", 8_00, "EUR")] == ["support-lead", "finance"]
     assert [s.name for s in DEFAULT.chain("support", "review", 1, "JPY")] == ["support-lead", "finance"]
-    assert [s.name for s in parse_policy('currency = "EUR"\n' + POLICY, "t").chain("support", "review", 8_00, "EUR")] == ["review"]
+    assert [s.name for s in parse_policy(in_currency("EUR"), "t").chain("support", "review", 8_00, "EUR")] == ["review"]
     with pytest.raises(PolicyError, match="three-letter code"):
-        parse_policy('currency = "dollars"\n' + POLICY, "t")
+        parse_policy(in_currency("dollars"), "t")
 
 
 def test_a_stage_approval_that_fails_to_commit_notifies_nobody(signoff, server, pool, database_url, with_roles, monkeypatch):
