@@ -565,6 +565,9 @@ def show(
         from checkpoint.approval_chain import waiting
 
         stage = waiting(pool, [thread_id]).get(thread_id) if gate else None  # issue 12: under the policy in force now
+        from checkpoint.notifications import failed_for
+
+        failed_notifications = [] if as_json else failed_for(pool, thread_id)
     calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
     if as_json:
         emit({
@@ -588,21 +591,17 @@ def show(
         out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
     for call in calls:
-        tokens = "?" if call.get("input_tokens") is None and call.get("output_tokens") is None else f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
+        tokens = "-" if call.get("input_tokens") is None and call.get("output_tokens") is None else f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
         steps.add_row(safe_line(call.get("node") or "?"), safe_line(call.get("model") or "-"), safe_line(call.get("attempts")),
                       f"{safe_line(call.get('latency_ms'))}ms", tokens, safe_line(call.get("error") or ""))
     out.print(steps)
     for d in decisions:
         out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
-    show_failed_notifications(thread_id)
+    show_failed_notifications(failed_notifications)
 
 
-def show_failed_notifications(thread_id: str) -> None:
+def show_failed_notifications(failed: list[dict[str, Any]]) -> None:
     """Notifications that gave up (issue 13), so nobody assumes a reviewer was told."""
-    from checkpoint.notifications import failed_for
-
-    with open_db(settings(), checkpoints=False) as pool:
-        failed = failed_for(pool, thread_id)
     for n in failed:
         out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
 
