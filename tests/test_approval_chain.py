@@ -14,6 +14,7 @@ from checkpoint.policy import DEFAULT, Policy, PolicyError, Stage, parse_policy
 from cli import app
 from tests.conftest import count_rows, expect
 from tests.fault_server import FaultServer, ok
+from tests.refund_fixtures import flat
 
 #: The shipped example policy: support-lead (alice, bob) above 100 USD, then finance (2 of carol,
 #: dave, erin) above 1,000 with a 48-hour deadline.
@@ -53,10 +54,6 @@ def with_roles(signoff, tmp_path, cli):
     assert cli("orders", "load").exit_code == 0
     loaded = signoff("root", "policy", "load", str(path))
     assert loaded.exit_code == 0 and "2 roles, 1 gates" in flat(loaded.output), loaded.output
-
-
-def flat(text: str) -> str:
-    return " ".join(text.split())
 
 
 def ask(server, signoff, order: str, email: str, tid: str, user: str = "mia"):

@@ -14,20 +14,9 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.conftest import count_rows, expect
-from tests.fault_server import FaultServer, ok
+from tests.fault_server import ok
+from tests.refund_fixtures import OWNER, REFUND_MESSAGE, flat, orders, server  # noqa: F401 - fixtures
 from tests.test_approval_chain import POLICY
-
-MESSAGE = "Please refund order 1042, it arrived broken"
-OWNER = "maya.lopez@example.com"
-
-
-@pytest.fixture
-def server():
-    with FaultServer() as server:
-        server.rule("Classify the customer message", ok('{"intent": "billing"}'))
-        server.rule("Extract the refund request", ok('{"order_id": "1042", "amount": null}'))
-        yield server
-
 
 def editor(tmp_path: Path, script: str) -> str:
     """An $EDITOR: a shell script that edits the file it is given."""
@@ -41,18 +30,9 @@ def run(env, *args, **extra):
     return CliRunner().invoke(app, list(args), env={**env, **extra})
 
 
-def flat(text: str) -> str:
-    return " ".join(text.split())
-
-
 @pytest.fixture
-def waiting(cli, orders_loaded):
-    assert cli("start", "support", MESSAGE, "--email", OWNER, "--thread", "e1").exit_code == 0
-
-
-@pytest.fixture
-def orders_loaded(cli):
-    assert cli("orders", "load").exit_code == 0
+def waiting(cli, orders):
+    assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "e1").exit_code == 0
 
 
 def test_an_edited_down_amount_is_approved_and_refunded_with_both_digests_audited(env, pool, database_url, tmp_path, waiting):
@@ -109,7 +89,7 @@ def test_an_unchanged_edit_approves_the_same_digest(env, pool, database_url, tmp
     assert count_rows(pool, "audit_events", kind="content_edited") == 0
 
 
-def test_editing_a_reply_without_an_action(env, pool, database_url, tmp_path, cli, orders_loaded):
+def test_editing_a_reply_without_an_action(env, pool, database_url, tmp_path, cli, orders):
     assert cli("start", "support", "Please refund order 1007", "--email", "liam.chen@example.com", "--thread", "x1").exit_code == 0
     reword = editor(tmp_path, "sed -i 's/^Order 1007 was placed/Sorry: order 1007 was placed/' \"$1\"")
     result = run(env, "approve", "x1", "--edit", EDITOR=reword)
@@ -118,7 +98,7 @@ def test_editing_a_reply_without_an_action(env, pool, database_url, tmp_path, cl
         assert conn.execute("SELECT body FROM outbox WHERE thread_id = 'x1'").fetchone()["body"].startswith("Sorry: order 1007")
 
 
-def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool, database_url, tmp_path, server, monkeypatch, orders_loaded):
+def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool, database_url, tmp_path, server, monkeypatch, orders):
     path = tmp_path / "signoff.toml"
     path.write_text(POLICY, encoding="utf-8")
 
@@ -145,7 +125,7 @@ def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool
 
 
 @pytest.fixture
-def as_user(env, tmp_path, monkeypatch, server, orders_loaded):
+def as_user(env, tmp_path, monkeypatch, server, orders):
     """`as_user(user, *args, EDITOR=...)`: the CLI run by that OS user, with POLICY loaded."""
 
     def invoke(user: str, *args: str, **extra: str):

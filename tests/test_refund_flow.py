@@ -12,35 +12,14 @@ from checkpoint import threads
 from nodes.orders import Order
 from nodes.refunds import RefundCase, assess, read_amount, read_order_id
 from tests.conftest import count_rows, expect
-from tests.fault_server import FaultServer, ok
+from tests.fault_server import ok
 from tests.payment_provider import PaymentProvider
-
-REFUND_MESSAGE = "Please refund order 1042, it arrived broken"
-OWNER = "maya.lopez@example.com"
-
-
-@pytest.fixture
-def server():
-    with FaultServer() as server:
-        server.rule("Classify the customer message", ok('{"intent": "billing"}'))
-        server.rule("Extract the refund request", ok('{"order_id": "1042", "amount": null}'))
-        yield server
-
+from tests.refund_fixtures import OWNER, REFUND_MESSAGE, flat, orders, server  # noqa: F401 - fixtures
 
 @pytest.fixture
 def provider():
     with PaymentProvider(hang=1.0) as provider:
         yield provider
-
-
-@pytest.fixture
-def orders(cli):
-    assert cli("orders", "load").exit_code == 0
-
-
-def flat(text: str) -> str:
-    """Output with its line wrapping undone (rich wraps long lines to the terminal's width)."""
-    return " ".join(text.split())
 
 
 def ops(pool, tid: str) -> list[tuple[str, str]]:
