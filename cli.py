@@ -254,13 +254,16 @@ def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
     """The run context; `eager` builds the models now, so a bad model configuration fails
     before anything is written."""
     from nodes.context import SignoffContext
-    from nodes.models import LazyRegistry, registry_from_settings
+    from nodes.models import LazyRegistry, lazy_review_registry, registry_from_settings
     from nodes.resilient import ResiliencePolicy
 
     models = LazyRegistry(lambda: registry_from_settings(config))
     if eager:
         models.resolve()
-    return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts))  # type: ignore[arg-type]
+    # Checked now, built on the first review: a support thread never starts the reviewer's server.
+    review_models = lazy_review_registry(config)
+    return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts),  # type: ignore[arg-type]
+                          review_models=review_models)  # type: ignore[arg-type]
 
 
 @contextmanager

@@ -66,6 +66,8 @@ class Settings:
     model_concurrency: int | None = None
     #: a worker prunes threads finished this many days ago as it goes (`db prune`); None: off
     prune_after_days: float | None = None
+    #: the writing graphs' reviewer (SIGNOFF_REVIEW_MODEL); None: the writer's models review too
+    review_model: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -83,6 +85,7 @@ class Settings:
             gate_deadline_hours=_positive(env, "SIGNOFF_GATE_DEADLINE_HOURS", 24.0, upper=MAX_DEADLINE_HOURS),
             model_concurrency=int(_positive(env, "SIGNOFF_MODEL_CONCURRENCY", 0, upper=MAX_MODEL_CONCURRENCY, whole=True)) or None,
             prune_after_days=_positive(env, "SIGNOFF_PRUNE_AFTER_DAYS", 0, upper=MAX_PRUNE_AFTER_DAYS) or None,
+            review_model=(env.get("SIGNOFF_REVIEW_MODEL") or "").strip() or None,
         )
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -92,6 +95,7 @@ class Settings:
             ("DATABASE_URL", redact_url(self.database_url) if self.database_url else f"(embedded under {self.home / 'pgdata'})", "unset: embedded PostgreSQL"),
             ("SIGNOFF_MODEL", self.model, "unset: local"),
             ("SIGNOFF_FALLBACK_MODEL", self.fallback_model or "(none)", "unset: see README"),
+            ("SIGNOFF_REVIEW_MODEL", self.review_model or "(SIGNOFF_MODEL)", "the writing graphs' reviewer; unset: SIGNOFF_MODEL"),
             ("OPENAI_API_KEY", "set (hidden)" if self.openai_api_key else "(unset)", "needed for openai:* models"),
             ("OPENAI_BASE_URL", self.openai_base_url or "(OpenAI default)", "any OpenAI-compatible server"),
             ("SIGNOFF_CALL_TIMEOUT", f"{self.call_timeout:g}s", "per model call"),

@@ -410,7 +410,7 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
     """How a worker builds its run context from the environment (models built on first use)."""
 
     def make(pool: ConnectionPool) -> SignoffContext:
-        from nodes.models import LazyRegistry, registry_from_settings
+        from nodes.models import LazyRegistry, lazy_review_registry, registry_from_settings
         from nodes.resilient import ModelLimiter, ResiliencePolicy
 
         models = LazyRegistry(lambda: registry_from_settings(settings))
@@ -420,8 +420,11 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
         from nodes.models import warm_up
 
         warm_up(models.resolve())  # the OpenAI client's lazy first-call set-up, once, not in 100 threads at once
+        # The reviewer's models (SIGNOFF_REVIEW_MODEL): checked now, built on the first review
+        # (LazyRegistry locks, so concurrent run threads start its local server once).
+        review_models = lazy_review_registry(settings)
         return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),  # type: ignore[arg-type]
-                              model_limiter=ModelLimiter(model_concurrency))
+                              model_limiter=ModelLimiter(model_concurrency), review_models=review_models)  # type: ignore[arg-type]
 
     return make
 

@@ -34,3 +34,10 @@ class SignoffContext:
     #: Calls in flight per model across the threads of this process (nodes.resilient.ModelLimiter);
     #: None: unlimited (one inline run makes one call at a time anyway).
     model_limiter: Any = None
+    #: The writing graphs' reviewer (SIGNOFF_REVIEW_MODEL), when it is not the writer's model;
+    #: None: `models` reviews too. See `reviewer`.
+    review_models: ModelRegistry | None = None
+
+    def reviewer(self) -> ModelRegistry:
+        """The models a `review` node calls."""
+        return self.review_models if self.review_models is not None else self.models

@@ -1,4 +1,5 @@
-"""Chat models from configuration: `SIGNOFF_MODEL` / `SIGNOFF_FALLBACK_MODEL`.
+"""Chat models from configuration: `SIGNOFF_MODEL` / `SIGNOFF_FALLBACK_MODEL`, and the
+writing graphs' optional reviewer, `SIGNOFF_REVIEW_MODEL`.
 
 Every model, local or remote, is reached through langchain-openai's ChatOpenAI, so graphs
 run the same code path on a laptop and in production. The one difference between servers,
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
@@ -87,10 +89,15 @@ class LazyRegistry:
     def __init__(self, build: "Callable[[], ModelRegistry]") -> None:
         self._build = build
         self._registry: ModelRegistry | None = None
+        # A worker's run threads may reach a lazily built registry (the reviewer's) at once:
+        # one of them builds it (starting the local server), the others wait for it.
+        self._lock = threading.Lock()
 
     def resolve(self) -> ModelRegistry:
         if self._registry is None:
-            self._registry = self._build()
+            with self._lock:
+                if self._registry is None:
+                    self._registry = self._build()
         return self._registry
 
     @property
@@ -140,15 +147,7 @@ def _openai_handle(spec: str, settings: Settings, role: str) -> ModelHandle:
     from langchain_openai import ChatOpenAI
 
     model_name = spec.split(":", 1)[1].strip()
-    if not model_name:
-        raise ModelConfigError(f"{role} is 'openai:' without a model name: set e.g. {role}=openai:gpt-4o-mini")
-    api_key = settings.openai_api_key
-    if api_key is None:
-        if settings.openai_base_url is None:
-            raise ModelConfigError(
-                f"{role}={spec} needs OPENAI_API_KEY: export it, or unset {role} to use the local model"
-            )
-        api_key = "not-needed"  # many OpenAI-compatible servers accept any key
+    api_key = settings.openai_api_key or "not-needed"  # many OpenAI-compatible servers accept any key
     chat = ChatOpenAI(
         model=model_name,
         api_key=api_key,  # type: ignore[arg-type]
@@ -201,24 +200,75 @@ LOCAL_SEED = 7
 LOCAL_MAX_TOKENS = 320
 
 
+def check_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> None:
+    """Refuse an unusable configuration string (ModelConfigError naming `role`) without
+    building anything: a lazily built model (the reviewer's) is checked before a run starts,
+    so its bad value fails the command before anything is written, as SIGNOFF_MODEL's does."""
+    spec = spec.strip()
+    if spec == "local" or spec.startswith("local:"):
+        from nodes.local_model import LocalModelError, local_model
+
+        try:
+            local_model(spec.partition(":")[2])
+        except LocalModelError as exc:
+            raise ModelConfigError(f"{role}: {exc}") from exc
+        return
+    if spec.startswith("openai:"):
+        if not spec.split(":", 1)[1].strip():
+            raise ModelConfigError(f"{role} is 'openai:' without a model name: set e.g. {role}=openai:gpt-4o-mini")
+        if settings.openai_api_key is None and settings.openai_base_url is None:
+            raise ModelConfigError(f"{role}={spec} needs OPENAI_API_KEY: export it, or unset {role} to use the local model")
+        return
+    raise ModelConfigError(f"{role} must be 'local', 'local:1.5b' or 'openai:<model-name>', got {spec!r}")
+
+
 def handle_from_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> ModelHandle:
     """Build one model from its configuration string: ``local``, ``local:<size>`` (see
     ``nodes.local_model.LOCAL_MODELS``) or ``openai:<model-name>``."""
+    check_spec(spec, settings, role)
     spec = spec.strip()
-    if spec == "local" or spec.startswith("local:"):
-        return _local_handle(settings, spec.partition(":")[2], role)
     if spec.startswith("openai:"):
         return _openai_handle(spec, settings, role)
-    raise ModelConfigError(f"{role} must be 'local', 'local:1.5b' or 'openai:<model-name>', got {spec!r}")
+    return _local_handle(settings, spec.partition(":")[2], role)
+
+
+def _with_fallback(primary: ModelHandle, spec: str, settings: Settings) -> ModelRegistry:
+    fallback = None
+    if settings.fallback_model and settings.fallback_model.strip() != spec.strip():
+        fallback = handle_from_spec(settings.fallback_model, settings, role="SIGNOFF_FALLBACK_MODEL")
+    return ModelRegistry(primary=primary, fallback=fallback)
 
 
 def registry_from_settings(settings: Settings) -> ModelRegistry:
     """The configured primary and fallback models (no fallback unless one is configured)."""
-    primary = handle_from_spec(settings.model, settings)
-    fallback = None
-    if settings.fallback_model and settings.fallback_model != settings.model:
-        fallback = handle_from_spec(settings.fallback_model, settings, role="SIGNOFF_FALLBACK_MODEL")
-    return ModelRegistry(primary=primary, fallback=fallback)
+    return _with_fallback(handle_from_spec(settings.model, settings), settings.model, settings)
+
+
+def has_review_model(settings: Settings) -> bool:
+    """True when the writing graphs' reviewer has its own model (SIGNOFF_REVIEW_MODEL set to
+    something other than SIGNOFF_MODEL); otherwise the writer's registry reviews too."""
+    return settings.review_model is not None and settings.review_model.strip() != settings.model.strip()
+
+
+def review_registry_from_settings(settings: Settings) -> ModelRegistry:
+    """The reviewer's models: SIGNOFF_REVIEW_MODEL, then SIGNOFF_FALLBACK_MODEL if configured.
+
+    The fallback is the deployment's declared backup, not the writer's model: the reviewer
+    has its own model because the writer's scores were judged meaningless (the 0.5B local
+    model scores nearly every draft 0.8), so quietly scoring with it would hide the failure.
+    With no fallback, a failed review leaves the draft unscored and says so in a warning
+    (nodes/writing.py), and the person at the `publish` gate sees it."""
+    assert settings.review_model is not None, "only called when has_review_model(settings)"
+    return _with_fallback(handle_from_spec(settings.review_model, settings, role="SIGNOFF_REVIEW_MODEL"), settings.review_model, settings)
+
+
+def lazy_review_registry(settings: Settings) -> "LazyRegistry | None":
+    """The reviewer's registry, built on its first review (so a second local server starts
+    only when a review actually runs), its configuration checked now; None when unset."""
+    if not has_review_model(settings):
+        return None
+    check_spec(settings.review_model or "", settings, role="SIGNOFF_REVIEW_MODEL")
+    return LazyRegistry(lambda: review_registry_from_settings(settings))
 
 
 def warm_up(models: ModelRegistry) -> None:

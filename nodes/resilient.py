@@ -271,6 +271,9 @@ class ResilientAgentNode(Generic[StateT]):
     `prompt(state)` returns the messages; `on_success(state, result)` returns the update.
     On failure the update is `{"needs_human": True, "error": ...}` plus `on_failure(state, result)`.
     Either way the call record is appended to `calls`.
+
+    `models(context)` picks the registry to call: the context's `models` unless given (the
+    writing graphs' reviewer passes `SignoffContext.reviewer`, so it can run on its own model).
     """
 
     def __init__(
@@ -282,8 +285,10 @@ class ResilientAgentNode(Generic[StateT]):
         schema: type[BaseModel] | None = None,
         on_failure: Callable[[StateT, AgentResult], dict[str, Any]] | None = None,
         stream_tokens: bool = True,
+        models: Callable[[Any], ModelRegistry] | None = None,
     ) -> None:
         self.name = name
+        self.models = models
         self.prompt = prompt
         self.on_success = on_success
         self.on_failure = on_failure
@@ -296,7 +301,7 @@ class ResilientAgentNode(Generic[StateT]):
         result = call_model(
             self.name,
             self.prompt(state),
-            context.models,
+            self.models(context) if self.models is not None else context.models,
             context.policy,
             schema=self.schema,
             stream_tokens=self.stream_tokens,

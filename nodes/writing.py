@@ -240,7 +240,8 @@ def _review_failed(state: WritingState, result: AgentResult) -> dict[str, Any]:
     return {"drafts": [_record(state, None, "")], "warnings": [f"reviewer failed ({result.record['error']}): the last draft was not scored"]}
 
 
-review = ResilientAgentNode("review", reviewer_prompt, _reviewed, schema=Review, on_failure=_review_failed)
+#: Calls SIGNOFF_REVIEW_MODEL when one is configured (SignoffContext.reviewer), else the writer's models.
+review = ResilientAgentNode("review", reviewer_prompt, _reviewed, schema=Review, on_failure=_review_failed, models=SignoffContext.reviewer)
 
 
 # --- choosing, discarding -------------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Run from the project root:
 
-    .venv/bin/python tests/benchmarks/review_quality.py [--model local|local:1.5b|openai:NAME]
+    .venv/bin/python tests/benchmarks/review_quality.py [--model local|local:1.5b|openai:NAME] [--review-model SPEC]
+
+`--review-model` (default: SIGNOFF_REVIEW_MODEL, if set) measures a separate reviewer, as the
+graphs use it: the reviews go to that model only (the writer's model is never started).
 
 The writing loop only works if its reviewer can tell a good draft from a bad one: the score
 decides whether a draft is revised, and which draft reaches the `publish` gate.  For each pair
@@ -78,20 +81,24 @@ PAIRS: list[tuple[str, str, str, str]] = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local", help="as SIGNOFF_MODEL: local, local:1.5b, openai:NAME")
+    parser.add_argument("--review-model", default=os.environ.get("SIGNOFF_REVIEW_MODEL"),
+                        help="as SIGNOFF_REVIEW_MODEL (default: that variable; unset: --model reviews)")
     args = parser.parse_args()
 
     from checkpoint.settings import Settings
     from nodes.local_model import stop_server
-    from nodes.models import registry_from_settings
+    from nodes.models import has_review_model, registry_from_settings, review_registry_from_settings
     from nodes.resilient import ResiliencePolicy, call_model
     from nodes.writing import Review, reviewer_prompt
 
     rows, lower, seconds = [], 0, []
     with tempfile.TemporaryDirectory(prefix="sgr-", dir="/tmp") as tmp:
         env = {k: v for k, v in os.environ.items() if k != "SIGNOFF_FALLBACK_MODEL"}
-        settings = Settings.from_env({**env, "SIGNOFF_HOME": tmp, "SIGNOFF_MODEL": args.model})
+        env = {**env, "SIGNOFF_HOME": tmp, "SIGNOFF_MODEL": args.model, "SIGNOFF_REVIEW_MODEL": args.review_model or ""}
+        settings = Settings.from_env(env)
         try:
-            models = registry_from_settings(settings)
+            # The registry the graphs' review node calls (SignoffContext.reviewer).
+            models = review_registry_from_settings(settings) if has_review_model(settings) else registry_from_settings(settings)
             policy = ResiliencePolicy(max_attempts=settings.max_attempts)
             for brief, good, poor, flaw in PAIRS:
                 scores = []
@@ -107,7 +114,7 @@ def main() -> None:
         finally:
             stop_server(Path(tmp))
 
-    print(f"model: {models.primary.name}; {len(PAIRS)} pairs; median {sorted(seconds)[len(seconds) // 2]:.1f} s per review call\n")
+    print(f"reviewer model: {models.primary.name}; {len(PAIRS)} pairs; median {sorted(seconds)[len(seconds) // 2]:.1f} s per review call\n")
     print("| poor draft is | good score | poor score | poor lower |\n|---|---|---|---|")
     for flaw, good_score, poor_score, ok in rows:
         fmt = lambda s: "failed" if s is None else f"{s:.2f}"  # noqa: E731

@@ -1,0 +1,136 @@
+"""SIGNOFF_REVIEW_MODEL: the writing graphs' `review` node on a model of its own.
+
+Real PostgreSQL, real OpenAI-compatible HTTP servers (tests/fault_server.py) and the
+contexts the CLI builds from the environment (cli.make_context), so the variable is tested
+from where it is read to where a request lands.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from checkpoint.settings import Settings
+from graphs.registry import REVISION
+from graphs.runner import ThreadRunner
+from tests.fault_server import FaultServer, ok, status
+
+WRITER = "You write short, clear markdown documents"
+REVIEWER = "Score the draft"
+BRIEF = "Explain why retries need idempotency keys."
+DRAFT = "# Idempotency keys\n\nThey make retries safe."
+
+
+def review(score: float) -> str:
+    return f'{{"score": {score}, "feedback": "Good."}}'
+
+
+def environment(database_url: str, home: Path, server: FaultServer, **extra: str) -> dict[str, str]:
+    return {"DATABASE_URL": database_url, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:test-model",
+            "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", **extra}
+
+
+def cli_runner(pool, env: dict[str, str]) -> ThreadRunner:
+    """A revision runner on the context `signoff start` builds from `env`."""
+    from cli import make_context
+
+    return ThreadRunner(pool, REVISION, make_context(Settings.from_env(env), pool))
+
+
+def models_asked(server: FaultServer) -> list[tuple[str, str]]:
+    """(model name, writer|reviewer) of every request the server received, in order."""
+    return [(body["model"], "reviewer" if REVIEWER in str(body["messages"]) else "writer") for body in server.requests]
+
+
+def test_the_review_prompt_goes_to_the_review_server_and_the_writer_prompts_to_the_first(pool, tmp_path):
+    from nodes.models import registry_from_settings, review_registry_from_settings
+
+    with FaultServer() as first, FaultServer() as second:
+        first.rule(WRITER, ok(DRAFT)).rule(REVIEWER, ok(review(0.1)))  # would loop to a rewrite if it reviewed
+        second.rule(REVIEWER, ok(review(0.9))).rule(WRITER, ok("# Wrong server"))
+        settings = Settings.from_env(environment("unused", tmp_path, first, SIGNOFF_REVIEW_MODEL="openai:review-model"))
+        from cli import make_context
+
+        context = make_context(settings, pool)
+        # The same registry the CLI builds, pointed at the second server (OPENAI_BASE_URL is one
+        # per process, so two servers need two settings).
+        context = dataclasses.replace(context, review_models=review_registry_from_settings(dataclasses.replace(settings, openai_base_url=second.base_url)))
+        stop = ThreadRunner(pool, REVISION, context).start("rm1", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+        assert models_asked(first) == [("test-model", "writer")]
+        assert models_asked(second) == [("review-model", "reviewer")]
+    assert (stop.status, stop.gate) == ("waiting", "publish")
+    assert stop.values["score"] == 0.9 and stop.values["gate_warning"] is None
+    assert [(c["node"], c["model"]) for c in stop.values["calls"]] == [("write", "openai:test-model"), ("review", "openai:review-model")]
+    assert registry_from_settings(settings).primary.name == "openai:test-model"
+
+
+@pytest.mark.parametrize("review_model, reviewer", [(None, "test-model"), ("openai:test-model", "test-model"), ("openai:review-model", "review-model")])
+def test_signoff_review_model_from_the_environment_picks_the_reviewer(pool, database_url, tmp_path, review_model, reviewer):
+    """Unset (or the writer's own model): everything goes to SIGNOFF_MODEL, today's behaviour."""
+    with FaultServer() as server:
+        server.rule(WRITER, ok(DRAFT)).rule(REVIEWER, ok(review(0.9)))
+        extra = {"SIGNOFF_REVIEW_MODEL": review_model} if review_model else {}
+        runner = cli_runner(pool, environment(database_url, tmp_path, server, **extra))
+        assert (runner.context.review_models is None) == (reviewer == "test-model")
+        stop = runner.start("rm2", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+        assert models_asked(server) == [("test-model", "writer"), (reviewer, "reviewer")]
+    assert (stop.status, stop.values["score"]) == ("waiting", 0.9)
+
+
+def test_a_failing_review_model_falls_back_to_signoff_fallback_model(pool, database_url, tmp_path):
+    with FaultServer() as server:
+        server.rule(WRITER, ok(DRAFT)).once(REVIEWER, status(400)).rule(REVIEWER, ok(review(0.9)))
+        env = environment(database_url, tmp_path, server, SIGNOFF_REVIEW_MODEL="openai:review-model", SIGNOFF_FALLBACK_MODEL="openai:backup-model")
+        stop = cli_runner(pool, env).start("rm3", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+        assert models_asked(server) == [("test-model", "writer"), ("review-model", "reviewer"), ("backup-model", "reviewer")]
+    [call] = [c for c in stop.values["calls"] if c["node"] == "review"]
+    assert (call["model"], call["fallback_used"]) == ("openai:backup-model", True)
+    assert stop.values["score"] == 0.9 and stop.values["gate_warning"] is None
+
+
+def test_a_failing_review_model_without_a_fallback_leaves_the_draft_unscored_not_scored_by_the_writer(pool, database_url, tmp_path):
+    with FaultServer() as server:
+        server.rule(WRITER, ok(DRAFT)).once(REVIEWER, status(400)).rule(REVIEWER, ok(review(0.9)))
+        env = environment(database_url, tmp_path, server, SIGNOFF_REVIEW_MODEL="openai:review-model")
+        stop = cli_runner(pool, env).start("rm4", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+        assert models_asked(server) == [("test-model", "writer"), ("review-model", "reviewer")]
+    assert (stop.status, stop.gate) == ("waiting", "publish")
+    assert stop.values["score"] is None and stop.values["document"] == DRAFT
+    assert any("reviewer failed (HTTP 400" in w for w in stop.values["warnings"])
+    assert "the last draft, unreviewed" in stop.values["gate_warning"]
+
+
+def test_a_local_review_model_starts_no_server_for_a_thread_that_never_reviews(database_url, tmp_path, escalating_server):
+    """Lazy: a support thread with SIGNOFF_REVIEW_MODEL=local:1.5b never starts the 1.5B server."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from nodes.local_model import server_status, stop_server
+
+    home = tmp_path / "home"
+    env = {**environment(database_url, home, escalating_server, SIGNOFF_REVIEW_MODEL="local:1.5b"), "SIGNOFF_USER": "tester"}
+    try:
+        started = CliRunner().invoke(app, ["start", "support", "My export fails with error 7."], env=env)
+        assert started.exit_code == 0, started.output
+        assert "waiting at gate" in started.output
+        assert server_status(home) is None
+    finally:
+        stop_server(home)  # only does anything if the test failed by starting one
+
+
+def test_signoff_config_shows_the_review_model(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    base = {"SIGNOFF_HOME": str(tmp_path), "SIGNOFF_REVIEW_MODEL": ""}
+    unset = CliRunner().invoke(app, ["config", "--json"], env=base)
+    shown = CliRunner().invoke(app, ["config", "--json"], env={**base, "SIGNOFF_REVIEW_MODEL": "local:1.5b"})
+    table = CliRunner().invoke(app, ["config"], env={**base, "SIGNOFF_REVIEW_MODEL": "local:1.5b"})
+    value = lambda result: {s["variable"]: s["value"] for s in json.loads(result.output)["settings"]}["SIGNOFF_REVIEW_MODEL"]  # noqa: E731
+    assert (value(unset), value(shown)) == ("(SIGNOFF_MODEL)", "local:1.5b")
+    assert any(line.split()[:2] == ["SIGNOFF_REVIEW_MODEL", "local:1.5b"] for line in table.output.splitlines())
