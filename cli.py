@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, EXIT_USAGE, Conflict, InvalidInput, NotFound, SignoffError
+from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, InvalidInput, NotFound, SignoffError
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
-from graphs.display import safe, safe_line
+from graphs.display import safe, safe_line, token_counts
 
 TyperGroup = typer.core.TyperGroup
 _click: Any = getattr(typer.core, "_click", None) or getattr(typer.core, "click")  # typer vendors click since 0.20
@@ -594,7 +594,7 @@ def show(
         out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
     steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
     for call in calls:
-        tokens = "-" if call.get("input_tokens") is None and call.get("output_tokens") is None else f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
+        tokens = token_counts(call) or "-"
         steps.add_row(safe_line(call.get("node") or "?"), safe_line(call.get("model") or "-"), safe_line(call.get("attempts")),
                       f"{safe_line(call.get('latency_ms'))}ms", tokens, safe_line(call.get("error") or ""))
     out.print(steps)
@@ -1068,13 +1068,10 @@ app.add_typer(policy_app, name="policy")
 def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (README: Refunds).")) -> None:
     """Load the approval policy into the database, for every process; replaces the one in force."""
     from checkpoint.policy import PolicyError, os_user, parse_policy, store_policy
-    from nodes.knowledge import PathNotFound, read_text_file
+    from nodes.knowledge import PathNotFound, read_file_argument
 
-    if not path.exists():
-        raise PathNotFound(f"{path}: no such file: pass a signoff.toml")
-    if path.is_dir():
-        raise PolicyError(f"{path} is a folder: pass a signoff.toml file")
-    policy = parse_policy(read_text_file(path, PolicyError), str(path))  # checked before any write
+    text = read_file_argument(path, PolicyError, PathNotFound, expected="a signoff.toml", as_file="a signoff.toml file")
+    policy = parse_policy(text, str(path))  # checked before any write
     with open_db(settings()) as pool:
         store_policy(pool, policy, os_user())
     out.print(f"policy loaded from {safe_line(path)}: {len(policy.roles)} roles, {len(policy.gates)} gates")

@@ -55,3 +55,11 @@ def safe_line(text: object, limit: int | None = None) -> str:
     if limit is not None and len(line) > limit:
         line = line[: max(limit - 1, 0)] + "…"
     return escape(line)
+
+
+def token_counts(call: dict[str, object]) -> str | None:
+    """`in/out`, or None where the server reported no usage (llama.cpp's server sends none
+    with a streamed answer)."""
+    if call.get("input_tokens") is None and call.get("output_tokens") is None:
+        return None
+    return f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"

@@ -10,18 +10,10 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from graphs.display import safe, safe_line
+from graphs.display import safe, safe_line, token_counts
 from rich.table import Table
 
 from graphs.runner import Event, Stop
-
-
-def token_counts(call: dict[str, Any]) -> str | None:
-    """`in/out`, or None where the server reported no usage (llama.cpp's server sends none
-    with a streamed answer)."""
-    if call.get("input_tokens") is None and call.get("output_tokens") is None:
-        return None
-    return f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
 
 
 def describe_calls(calls: list[dict[str, Any]]) -> str:

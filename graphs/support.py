@@ -21,7 +21,7 @@ from nodes.context import SignoffContext
 from nodes.gates import Decision, gate_node
 from nodes.knowledge import ensure_loaded
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
-from nodes.tools import Article, current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
+from nodes.tools import current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
 from graphs.refund_path import add_refund_path, refund_approved, starts_refund
 from nodes.refunds import RefundCase
 
@@ -49,6 +49,8 @@ class SupportOutput(TypedDict, total=False):
 
 class SupportState(SupportInput, total=False):
     intent: Intent
+    #: what `classify` shows its model (titles and teams of the closest articles); never stored
+    kb_hints: list[str]
     #: the best full-text matches in the knowledge base: slugs and "title\nbody"
     sources: list[str]
     passages: list[str]
@@ -104,13 +106,20 @@ CLASSIFY_PROMPT = (
 CLASSIFY_HINTS = 3
 
 
-def classify_prompt(state: SupportState, matches: list[Article] | None = None) -> list[Any]:
+def classify_prompt(state: SupportState) -> list[Any]:
     system = CLASSIFY_PROMPT
-    if matches:
-        system += "\n\nThe help articles that best match the message, with their team:\n" + "\n".join(
-            f"- {a.title} ({a.category})" for a in matches
-        )
+    if hints := state.get("kb_hints"):
+        system += "\n\nThe help articles that best match the message, with their team:\n" + "\n".join(f"- {h}" for h in hints)
     return [SystemMessage(system), HumanMessage(f"Customer message:\n{state['message']}")]
+
+
+classify_by_model = ResilientAgentNode(
+    "classify",
+    classify_prompt,
+    lambda state, result: {"intent": result.parsed.intent},  # type: ignore[union-attr]
+    schema=IntentChoice,
+    on_failure=lambda state, result: {"intent": "general"},
+)
 
 
 def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
@@ -122,15 +131,8 @@ def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str,
     """
     pool = runtime.context.pool
     ensure_loaded(pool)
-    matches = kb_search(pool, state["message"], limit=CLASSIFY_HINTS)
-    agent = ResilientAgentNode(
-        "classify",
-        lambda s: classify_prompt(s, matches),
-        lambda s, result: {"intent": result.parsed.intent},  # type: ignore[union-attr]
-        schema=IntentChoice,
-        on_failure=lambda s, result: {"intent": "general"},
-    )
-    return agent(state, runtime)
+    hints = [f"{a.title} ({a.category})" for a in kb_search(pool, state["message"], limit=CLASSIFY_HINTS)]
+    return classify_by_model({**state, "kb_hints": hints}, runtime)
 
 
 # --- can the knowledge base answer it? -----------------------------------------------------

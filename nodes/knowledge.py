@@ -36,6 +36,16 @@ def read_text_file(path: Path, error: type[InvalidInput]) -> str:
     return text
 
 
+def read_file_argument(path: Path, error: type[InvalidInput], missing: type[NotFound], *, expected: str, as_file: str) -> str:
+    """The text of a file named on the command line: a missing path is `missing` (not found),
+    a folder or a file that is not UTF-8 text is `error`, each naming what to pass instead."""
+    if not path.exists():
+        raise missing(f"{path}: no such file: pass {expected}")
+    if path.is_dir():
+        raise error(f"{path} is a folder: pass {as_file}")
+    return read_text_file(path, error)
+
+
 @dataclass(frozen=True)
 class ArticleFile:
     slug: str

@@ -20,7 +20,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from checkpoint.errors import InvalidInput, NotFound
-from nodes.knowledge import read_text_file
+from nodes.knowledge import read_file_argument
 
 HEADER = ("order_id", "email", "amount", "currency", "ordered_at", "status")
 STATUSES = ("paid", "shipped", "delivered", "cancelled", "refunded")
@@ -122,12 +122,10 @@ def parse_orders(text: str, source: str) -> list[Order]:
 
 
 def read_orders_file(path: Path) -> list[Order]:
-    if not path.exists():
-        raise OrdersFileNotFound(f"{path}: no such file: pass a CSV with the header {','.join(HEADER)}")
-    if path.is_dir():
-        raise OrdersFileError(f"{path} is a folder: pass a CSV file")
+    text = read_file_argument(path, OrdersFileError, OrdersFileNotFound,
+                              expected=f"a CSV with the header {','.join(HEADER)}", as_file="a CSV file")
     # A spreadsheet's CSV export often starts with a byte-order mark.
-    return parse_orders(read_text_file(path, OrdersFileError).removeprefix("\ufeff"), str(path))
+    return parse_orders(text.removeprefix("\ufeff"), str(path))
 
 
 def demo_orders(today: date | None = None) -> list[Order]:

@@ -50,6 +50,7 @@ from tests.fault_server import FaultServer, held, ok, prompt_text
 from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY
 from tests.payment_provider import PaymentProvider
 from tests.procs import StatementBlock, WarmCli, sessions_named, spawn_cli, wait_until
+from tests.refund_fixtures import OWNER, REFUND_MESSAGE
 
 USER = "tester"
 VICTIM = "signoff-victim"
@@ -219,16 +220,18 @@ def _load_demo_orders(pool: ConnectionPool) -> None:
     load_orders(pool, demo_orders())
 
 
-REFUND_MESSAGE = "Please refund order 1042, it arrived broken"
 REFUND_RULES = (("Classify the customer message", '{"intent": "billing"}'), ("Extract the refund request", '{"order_id": "1042", "amount": null}'))
-REFUND_START = Phase(("start", "support", REFUND_MESSAGE, "--thread", "{tid}", "--email", "maya.lopez@example.com"),
+REFUND_START = Phase(("start", "support", REFUND_MESSAGE, "--thread", "{tid}", "--email", OWNER),
                      ("classify", "extract_refund", "check_refund", "propose_refund"))
+#: What both refund scenarios share: the request up to its gate, then one approval.
+REFUND_SCENARIO = dict(
+    graph="support", rules=REFUND_RULES, setup=_load_demo_orders, all_points=True,
+    model_nodes={"classify": "Classify the customer message", "extract_refund": "Extract the refund request"},
+)
 SCENARIOS += [
     Scenario(
         name="support-refund",
-        graph="support",
-        rules=REFUND_RULES,
-        model_nodes={"classify": "Classify the customer message", "extract_refund": "Extract the refund request"},
+        **REFUND_SCENARIO,
         phases=(
             REFUND_START,
             Phase(("approve", "{tid}", "--by", "lead", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "send_approved_reply"),
@@ -238,18 +241,14 @@ SCENARIOS += [
         audit={"decision_approved": 1, "saga_credit_note": 1, "saga_refund": 1, "reply_sent": 1, "saga_compensated_void": 0},
         outcome="refunded 149.00 USD on order 1042",
         step_node=("extract_refund", "Extract the refund request"),
-        setup=_load_demo_orders,
         # the nasty one, in every run: the provider commits, then the answer never arrives
         provider_faults=(("credit_note", "timeout_after_commit"), ("refund", "timeout_after_commit")),
         pay_nodes=(("place_credit_note", "credit_note"), ("issue_refund", "refund")),
         provider_effects=(("credit_note", 1), ("credit_note:void", 0), ("refund", 1), ("void", 0)),
-        all_points=True,
     ),
     Scenario(
         name="support-refund-refused",
-        graph="support",
-        rules=REFUND_RULES,
-        model_nodes={"classify": "Classify the customer message", "extract_refund": "Extract the refund request"},
+        **REFUND_SCENARIO,
         phases=(
             REFUND_START,
             Phase(("approve", "{tid}", "--by", "lead", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "void_credit_note", "send_holding_reply"),
@@ -259,12 +258,10 @@ SCENARIOS += [
         audit={"decision_approved": 1, "saga_credit_note": 1, "saga_refund_failed": 1, "saga_compensated_void": 1,
                "ticket_opened": 1, "reply_sent": 1, "saga_refund": 0},
         outcome="refund failed (HTTP 402: the card was closed), credit note voided",
-        setup=_load_demo_orders,
         provider_faults=(("credit_note", "timeout_after_commit"), ("void", "timeout_after_commit")),
         provider_always=(("refund", "decline"),),
         pay_nodes=(("place_credit_note", "credit_note"), ("issue_refund", "refund"), ("void_credit_note", "void")),
         provider_effects=(("credit_note", 1), ("credit_note:void", 1), ("refund", 0), ("void", 1)),
-        all_points=True,
         check=_ticket_status("open"),
     ),
 ]
