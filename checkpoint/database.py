@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import select
 import time
@@ -141,9 +142,7 @@ def make_saver(pool: ConnectionPool) -> "PostgresSaver":
     return _pooled_saver_class()(pool)  # type: ignore[arg-type]
 
 
-_POOLED_SAVER: type | None = None
-
-
+@functools.cache
 def _pooled_saver_class() -> type:
     """PostgresSaver that takes its instance lock only when it works on one connection.
 
@@ -153,28 +152,25 @@ def _pooled_saver_class() -> type:
     the lock gone on a pool, one compiled graph serves all of a worker's runs, instead of a
     graph compiled per run thread. On a single connection (an inline run writing through
     its claim session, ThreadRunner._writing_through) the library's own path, lock included."""
-    global _POOLED_SAVER
-    if _POOLED_SAVER is None:
-        from langgraph.checkpoint.postgres import PostgresSaver
+    from langgraph.checkpoint.postgres import PostgresSaver
 
-        class PooledPostgresSaver(PostgresSaver):
-            @contextmanager
-            def _cursor(self, *, pipeline: bool = False) -> Iterator[psycopg.Cursor]:  # type: ignore[override]
-                pool = self.conn
-                if not isinstance(pool, ConnectionPool) or self.pipe is not None or not self.supports_pipeline:
-                    with super()._cursor(pipeline=pipeline) as cur:
+    class PooledPostgresSaver(PostgresSaver):
+        @contextmanager
+        def _cursor(self, *, pipeline: bool = False) -> Iterator[psycopg.Cursor]:  # type: ignore[override]
+            pool = self.conn
+            if not isinstance(pool, ConnectionPool) or self.pipe is not None or not self.supports_pipeline:
+                with super()._cursor(pipeline=pipeline) as cur:
+                    yield cur
+                return
+            with pool.connection() as conn:
+                if pipeline:  # as the library does: one pipeline, one implicit transaction
+                    with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
                         yield cur
-                    return
-                with pool.connection() as conn:
-                    if pipeline:  # as the library does: one pipeline, one implicit transaction
-                        with conn.pipeline(), conn.cursor(binary=True, row_factory=dict_row) as cur:
-                            yield cur
-                    else:
-                        with conn.cursor(binary=True, row_factory=dict_row) as cur:
-                            yield cur
+                else:
+                    with conn.cursor(binary=True, row_factory=dict_row) as cur:
+                        yield cur
 
-        _POOLED_SAVER = PooledPostgresSaver
-    return _POOLED_SAVER
+    return PooledPostgresSaver
 
 
 def is_connection_error(exc: BaseException) -> bool:
