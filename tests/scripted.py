@@ -20,9 +20,9 @@ CLASSIFY = "Classify the customer message"
 REPLY = "Write the reply to the customer"
 REDRAFT = "Rewrite the support reply"
 #: The agent's decision: the first knowledge-base article found answers the message ...
-ANSWERED = '{"article": 1}'
+ANSWERED = '{"option": 1}'
 #: ... or none does, and the thread escalates with a ticket.
-CANNOT_ANSWER = '{"article": 0}'
+CANNOT_ANSWER = '{"option": 0}'
 
 
 def agent(intent: str) -> str:

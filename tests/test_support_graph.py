@@ -6,7 +6,7 @@ import pytest
 
 from graphs.registry import SUPPORT
 from graphs.runner import AwaitingDecision, ThreadRunner
-from graphs.support import HOLDING_REPLY
+from graphs.support import HANDOVER_TOPICS, HOLDING_REPLY
 from nodes.gates import GateError
 from tests.conftest import count_rows
 from tests.scripted import REDRAFT, REPLY, scripted_registry, support_rules
@@ -94,16 +94,36 @@ def test_rejected_past_the_bound_sends_a_holding_reply_and_keeps_the_ticket_open
     assert count_rows(pool, "approvals", thread_id="t4", decision="rejected") == 3
 
 
-def test_an_article_number_out_of_range_escalates(run, pool):
-    runner, events = run([support_rules("billing")[0], ("billing support agent", '{"article": 9}')])
+def test_an_option_number_out_of_range_escalates(run, pool):
+    runner, events = run([support_rules("billing")[0], ("billing support agent", '{"option": 99}')])
     stop = runner.start("t8", "I was charged twice this month", {}, events.append)
     assert (stop.status, stop.gate) == ("waiting", "review")
     assert stop.values["article"] is None
     assert count_rows(pool, "tickets", thread_id="t8") == 1
 
 
+def test_a_hand_over_topic_chosen_by_the_agent_escalates_and_is_recorded(run, pool):
+    # Nothing in the knowledge base matches, so the options are the hand-over topics alone: 2 is the second.
+    runner, events = run([support_rules("general")[0], ("general support agent", '{"option": 2}')])
+    stop = runner.start("t10", "Qwxyzzy plonkfrob", {}, events.append)
+    assert stop.values["sources"] == []
+    assert stop.values["handover"] == list(HANDOVER_TOPICS)[1]
+    assert stop.values["article"] is None and stop.values["ticket_id"] is not None
+    agent_prompt = next(p for p in runner.context.models.primary.chat.prompts if "general support agent" in p)
+    assert "Option 2: Hand over to a specialist. Legal, police or press" in agent_prompt
+
+
+def test_the_agent_decides_on_the_review_model_when_one_is_configured(run, pool):
+    deciding = scripted_registry([("billing support agent", '{"option": 1}')])
+    runner, events = run([support_rules("billing")[0], (REPLY, "From the article.")], review_models=deciding)
+    stop = runner.start("t11", "I was charged twice this month", {}, events.append)
+    assert stop.values["article"] == stop.values["sources"][0] and stop.values["draft"] == "From the article."
+    assert any("billing support agent" in p for p in deciding.primary.chat.prompts)
+    assert not any("billing support agent" in p for p in runner.context.models.primary.chat.prompts)
+
+
 def test_a_failed_reply_escalates_instead_of_leaving_an_empty_draft(run, pool):
-    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"article": 1}'), (REPLY, RuntimeError("reply model down"))])
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, RuntimeError("reply model down"))])
     stop = runner.start("t9", "I was charged twice this month", {}, events.append)
     assert (stop.status, stop.gate) == ("waiting", "review")
     assert "reply model down" in stop.values["error"]

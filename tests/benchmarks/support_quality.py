@@ -3,7 +3,7 @@
 Run from the project root:
 
     .venv/bin/python tests/benchmarks/support_quality.py [--model local|local:1.5b|openai:NAME]
-        [--cases tests/benchmarks/support_cases.json] [--out DRAFTS.md] [--limit N]
+        [--review-model local:1.5b] [--cases tests/benchmarks/support_cases.json] [--out DRAFTS.md] [--limit N]
 
 Everything runs in a throwaway SIGNOFF_HOME under /tmp: a fresh embedded PostgreSQL (the
 knowledge base is loaded by the graph itself, as on a first run) and, for local models, the
@@ -170,13 +170,16 @@ def write_drafts(path: Path, cases: list[dict[str, Any]], results: list[dict[str
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local", help="as SIGNOFF_MODEL: local, local:1.5b, openai:NAME")
+    parser.add_argument("--review-model", default=None,
+                        help="as SIGNOFF_REVIEW_MODEL: the model of the agents' answer-or-hand-over decision (default: --model)")
     parser.add_argument("--cases", type=Path, default=Path(__file__).with_name("support_cases.json"))
     parser.add_argument("--out", type=Path, default=None, help="drafts file (default: /tmp/signoff-support-drafts-MODEL.md)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases (for a quick look)")
     parser.add_argument("--minutes", type=float, default=0, help="start no new case after this long; report what ran")
     args = parser.parse_args()
     cases = load_cases(args.cases)[: args.limit or None]
-    out = args.out or Path(tempfile.gettempdir()) / f"signoff-support-drafts-{args.model.replace(':', '-')}.md"
+    label = args.model + (f"+{args.review_model}" if args.review_model else "")
+    out = args.out or Path(tempfile.gettempdir()) / f"signoff-support-drafts-{label.replace(':', '-')}.md"
 
     from checkpoint.database import open_pool
     from checkpoint.embedded import embedded_url, stop_embedded
@@ -186,21 +189,24 @@ def main() -> None:
     from graphs.runner import ThreadRunner
     from nodes.context import SignoffContext
     from nodes.local_model import stop_server
-    from nodes.models import registry_from_settings
+    from nodes.models import has_review_model, registry_from_settings, review_registry_from_settings
     from nodes.resilient import ResiliencePolicy
 
     # A short path: PostgreSQL's unix socket path is limited to ~100 bytes.
     with tempfile.TemporaryDirectory(prefix="sgq-", dir="/tmp") as tmp:
         home = Path(tmp)
         env = {k: v for k, v in os.environ.items() if k not in ("SIGNOFF_FALLBACK_MODEL", "DATABASE_URL")}
+        env = {k: v for k, v in env.items() if k != "SIGNOFF_REVIEW_MODEL"} | ({"SIGNOFF_REVIEW_MODEL": args.review_model} if args.review_model else {})
         settings = Settings.from_env({**env, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": args.model})
         try:
             pool = open_pool(embedded_url(home))
             migrate(pool)
             start = time.perf_counter()
             models = registry_from_settings(settings)
+            deciders = review_registry_from_settings(settings) if has_review_model(settings) else None
             ready = time.perf_counter() - start
-            context = SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts))
+            context = SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),
+                                     review_models=deciders)
             runner = ThreadRunner(pool, SUPPORT, context)
             run_case(runner, "warm-up", WARM_UP)  # loads the knowledge base, warms the server
             # Other processes competing for the cores skew every time below: measure their share.
@@ -231,7 +237,7 @@ def main() -> None:
     if not results:
         print("no case finished")
         return
-    rows = report(cases, results, models.primary.name)
+    rows = report(cases, results, models.primary.name + (f", deciding: {deciders.primary.name}" if deciders else ""))
     rows.insert(1, ("model ready (assembly from chunks + server start, or client setup)", f"{ready:.1f} s"))
     rows += [("server memory", "; ".join(memory))] if memory else []
     rows.append(("other processes' share of all CPUs during the run (contention)", f"{others:.0%}"))
