@@ -39,13 +39,20 @@ def _support_outcome(values: dict[str, Any]) -> str:
     return f"{values.get('outcome', 'finished')}{refunds.saga_outcome(values)}{ticket}"
 
 
+def _ticket_tag(values: dict[str, Any]) -> str:
+    """` ticket #3 (legal, police or press)`: the escalation and the hand-over topic the agent named."""
+    if not values.get("ticket_id"):
+        return ""
+    return f" ticket #{values['ticket_id']}" + (f" ({values['handover']})" if values.get("handover") else "")
+
+
 SUPPORT = GraphSpec(
     name="support",
     build=support.build_graph,
     gates=(support.GATE,),
     make_input=lambda text, opts: {"message": text, "email": opts.get("email")},
     review_content=refunds.review_content,
-    summarize=lambda v: f"[{v.get('intent', '?')}{' ticket #' + str(v['ticket_id']) if v.get('ticket_id') else ''}{refunds.action_tag(v)}] {v.get('message', '')}",
+    summarize=lambda v: f"[{v.get('intent', '?')}{_ticket_tag(v)}{refunds.action_tag(v)}] {v.get('message', '')}",
     outcome=_support_outcome,
     action_amount=refunds.action_amount,
     action_currency=refunds.action_currency,

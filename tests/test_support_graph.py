@@ -111,6 +111,7 @@ def test_a_hand_over_topic_chosen_by_the_agent_escalates_and_is_recorded(run, po
     assert stop.values["article"] is None and stop.values["ticket_id"] is not None
     agent_prompt = next(p for p in runner.context.models.primary.chat.prompts if "general support agent" in p)
     assert "Option 2: Hand over to a specialist. Legal, police or press" in agent_prompt
+    assert f"ticket #{stop.values['ticket_id']} (legal, police or press)" in SUPPORT.summarize(stop.values), "pending shows why"
 
 
 def test_the_agent_decides_on_the_review_model_when_one_is_configured(run, pool):
