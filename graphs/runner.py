@@ -229,7 +229,7 @@ class ThreadRunner:
                 threads.set_status(self.pool, thread_id, "running")
             try:
                 for mode, payload in self.graph.stream(
-                    graph_input, **self._stream_options(thread_id, handle, started),
+                    graph_input, **self._stream_options(thread_id, handle),
                     durability="sync",  # every step is saved before the next starts
                     control=control,
                 ):
@@ -248,18 +248,18 @@ class ThreadRunner:
                     record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
                 raise
 
-    def _stream_options(self, thread_id: str, handle: EventSink, started: dict[str, float]) -> dict[str, Any]:
+    def _stream_options(self, thread_id: str, handle: EventSink) -> dict[str, Any]:
         """How the run streams its events: LangGraph's `tasks`, `messages` and `custom` modes.
 
         With `direct_events` (a worker's runs), only `tasks` is streamed: the nodes' own events
-        reach `handle` through the run's context (SignoffContext.emit) and tokens through
-        LangGraph's own messages handler attached as a callback, in the node's thread. Same
+        reach `handle` through the run's context (SignoffContext.emit) and tokens through a
+        callback on the run (`_token_handler`), in the node's thread. Same
         events, but a step with one task then runs in the run's own thread: with `messages` or
         `custom` streamed, LangGraph runs every task on a pool thread and keeps a second
         waiting for stream events, two thread hand-offs per step and more per event, which cost
         a worker running 100 threads a tenth of its CPU (issue 10, measured)."""
         if self.direct_events:
-            tokens = _token_handler(lambda payload: [handle(event) for event in _events("messages", payload, started)])
+            tokens = _token_handler(handle)
             if tokens is not None:
                 config = {**config_for(thread_id), "callbacks": [tokens]}
                 return {"config": config, "context": replace(self.context, emit=handle), "stream_mode": ["tasks"]}
@@ -363,23 +363,53 @@ class ThreadRunner:
         return threads.get(self.pool, thread_id)
 
 
-def _token_handler(put: Callable[[Any], None]) -> Any:
-    """LangGraph's handler behind `stream_mode="messages"`, as a callback of the run: it hands
-    `put` the same (message chunk, metadata) payloads the stream would, for this graph's own
-    nodes (a subgraph's are left out, as the stream leaves them out). None if LangGraph moved it."""
+def _token_handler(emit: EventSink) -> Any:
+    """A callback that turns the tokens of a streamed model call into `token` events, as
+    `stream_mode="messages"` does for a graph whose state holds no messages (Signoff's hold
+    none): tokens of calls tagged nostream, and of nested graphs, are left out, as the stream
+    leaves them out. It listens to chat models only (`ignore_chain`...): LangGraph's own
+    handler also inspects every node's input and output for messages, a cost each of a
+    worker's runs paid for nothing. None if LangChain moved what it is built on."""
     try:
-        from langgraph.pregel._messages import StreamMessagesHandler
+        from langchain_core.callbacks import BaseCallbackHandler
+        from langchain_core.outputs import ChatGenerationChunk
+        from langchain_core.tracers._streaming import _StreamingCallbackHandler
+        from langgraph.constants import TAG_NOSTREAM
     except ImportError:
         return None
 
-    def own(chunk: Any) -> None:
-        namespace, _, payload = chunk
-        if not namespace:
-            put(payload)
+    class Tokens(BaseCallbackHandler, _StreamingCallbackHandler):  # the mixin makes LangChain stream the call
+        run_inline = True
+        ignore_chain = ignore_agent = ignore_retriever = ignore_retry = ignore_custom_event = True
 
-    # subgraphs=True: LangGraph drops a root run's handlers that stream only their own graph
-    # (they would mistake a nested graph's events for theirs); `own` filters those instead.
-    return StreamMessagesHandler(own, True)
+        def __init__(self) -> None:
+            self.nodes: dict[Any, str] = {}
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, tags: list[str] | None = None,
+                                metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if metadata and TAG_NOSTREAM not in (tags or ()) and "|" not in str(metadata.get("langgraph_checkpoint_ns", "")):
+                self.nodes[run_id] = metadata.get("langgraph_node", "?")
+
+        def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: Any, **kwargs: Any) -> None:
+            node = self.nodes.get(run_id)
+            if node is not None and isinstance(chunk, ChatGenerationChunk):
+                content = chunk.message.content
+                if isinstance(content, str) and content:
+                    emit({"event": "token", "node": node, "text": content})
+
+        def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+            self.nodes.pop(run_id, None)
+
+        def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+            self.nodes.pop(run_id, None)
+
+        def tap_output_iter(self, run_id: Any, output: Any) -> Any:
+            return output
+
+        def tap_output_aiter(self, run_id: Any, output: Any) -> Any:
+            return output
+
+    return Tokens()
 
 
 def _deliver(sink: EventSink, event: Event) -> None:
