@@ -23,7 +23,7 @@ from typing_extensions import TypedDict
 
 from nodes.context import SignoffContext
 from nodes.corpus import ensure_corpus, list_documents, search
-from nodes.resilient import AgentResult, ResilientAgentNode, call_model
+from nodes.resilient import AgentResult, ResilientAgentNode, call_model, emitter
 from nodes.writing import DEFAULT_MAX_REJECTIONS, GATE, PublishedOutput, WritingState, add_writing_loop, loop_limits, rejections, route_after_publish_gate
 
 __all__ = ["GATE", "ResearchInput", "ResearchOutput", "ResearchState", "build_graph"]
@@ -132,7 +132,8 @@ def _task_id() -> str:
 def research(task: ResearcherInput, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
     """Retrieve passages for one subtask and summarise them; a failure is recorded, not raised."""
     context = runtime.context
-    runtime.stream_writer({"event": "researcher_started", "id": _task_id(), "index": task["index"], "subtask": task["subtask"]})
+    emit = emitter(runtime)
+    emit({"event": "researcher_started", "id": _task_id(), "index": task["index"], "subtask": task["subtask"]})
 
     def failed(error: str) -> list[Failure]:
         return [Failure(round=task["round"], index=task["index"], subtask=task["subtask"], error=error)]
@@ -140,7 +141,7 @@ def research(task: ResearcherInput, runtime: Runtime[SignoffContext]) -> dict[st
     passages = search(context.pool, f"{task['subtask']} {task['topic']}", limit=PASSAGES_PER_SUBTASK)
     if not passages:
         return {"failures": failed("no passage in the corpus matches")}
-    result = call_model("research", researcher_prompt(task, passages), context.models, context.policy, stream_tokens=False, emit=runtime.stream_writer)
+    result = call_model("research", researcher_prompt(task, passages), context.models, context.policy, stream_tokens=False, emit=emit)
     update: dict[str, Any] = {"calls": [result.record]}
     summary = result.text.strip()[:MAX_SUMMARY_CHARS]
     if not result.ok or not summary:

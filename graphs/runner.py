@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Literal
 
@@ -76,6 +76,9 @@ class ThreadRunner:
     #: Where runs persist their progress events for `signoff watch`: a worker shares one
     #: writer among its runs (and writes each stop with its job); None: each run has its own.
     progress: EventWriter | None = None
+    #: Events reach the run by direct calls rather than LangGraph's messages/custom stream
+    #: modes (`_stream_options`); a worker's runs, whose events only go to the database.
+    direct_events: bool = False
     #: The thread is already marked running (a worker's claim of a queued thread did it).
     marked_running: bool = False
     #: The thread's row as `for_thread` read it: an operation reads it once, then keeps what
@@ -215,20 +218,23 @@ class ThreadRunner:
     def _run_claimed(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
+
+        def handle(event: Event) -> None:
+            if event["event"] in ("retry", "fallback"):
+                record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
+            sink(event)
+
         with self._claim(thread_id) as claim, self._writing_through(claim):
             if not self.marked_running:
                 threads.set_status(self.pool, thread_id, "running")
             try:
                 for mode, payload in self.graph.stream(
-                    graph_input, config_for(thread_id), context=self.context,
-                    stream_mode=["tasks", "messages", "custom"],
+                    graph_input, **self._stream_options(thread_id, handle),
                     durability="sync",  # every step is saved before the next starts
                     control=control,
                 ):
                     for event in _events(mode, payload, started):
-                        if event["event"] in ("retry", "fallback"):
-                            record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
-                        sink(event)
+                        handle(event)
                 return self.settle(thread_id)
             except GraphDrained as drained:
                 threads.set_status(self.pool, thread_id, "interrupted")
@@ -241,6 +247,23 @@ class ThreadRunner:
                     threads.set_status(self.pool, thread_id, "failed")
                     record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
                 raise
+
+    def _stream_options(self, thread_id: str, handle: EventSink) -> dict[str, Any]:
+        """How the run streams its events: LangGraph's `tasks`, `messages` and `custom` modes.
+
+        With `direct_events` (a worker's runs), only `tasks` is streamed: the nodes' own events
+        reach `handle` through the run's context (SignoffContext.emit) and tokens through a
+        callback on the run (`_token_handler`), in the node's thread. Same
+        events, but a step with one task then runs in the run's own thread: with `messages` or
+        `custom` streamed, LangGraph runs every task on a pool thread and keeps a second
+        waiting for stream events, two thread hand-offs per step and more per event, which cost
+        a worker running 100 threads a tenth of its CPU (issue 10, measured)."""
+        if self.direct_events:
+            tokens = _token_handler(handle)
+            if tokens is not None:
+                config = {**config_for(thread_id), "callbacks": [tokens]}
+                return {"config": config, "context": replace(self.context, emit=handle), "stream_mode": ["tasks"]}
+        return {"config": config_for(thread_id), "context": self.context, "stream_mode": ["tasks", "messages", "custom"]}
 
     def settle(self, thread_id: str) -> Stop:
         """Read where the thread stands and mirror it into the threads table."""
@@ -338,6 +361,55 @@ class ThreadRunner:
         if self.row is not None and self.row.thread_id == thread_id:
             return self.row
         return threads.get(self.pool, thread_id)
+
+
+def _token_handler(emit: EventSink) -> Any:
+    """A callback that turns the tokens of a streamed model call into `token` events, as
+    `stream_mode="messages"` does for a graph whose state holds no messages (Signoff's hold
+    none): tokens of calls tagged nostream, and of nested graphs, are left out, as the stream
+    leaves them out. It listens to chat models only (`ignore_chain`...): LangGraph's own
+    handler also inspects every node's input and output for messages, a cost each of a
+    worker's runs paid for nothing. None if LangChain moved what it is built on."""
+    try:
+        from langchain_core.callbacks import BaseCallbackHandler
+        from langchain_core.outputs import ChatGenerationChunk
+        from langchain_core.tracers._streaming import _StreamingCallbackHandler
+        from langgraph.constants import TAG_NOSTREAM
+    except ImportError:
+        return None
+
+    class Tokens(BaseCallbackHandler, _StreamingCallbackHandler):  # the mixin makes LangChain stream the call
+        run_inline = True
+        ignore_chain = ignore_agent = ignore_retriever = ignore_retry = ignore_custom_event = True
+
+        def __init__(self) -> None:
+            self.nodes: dict[Any, str] = {}
+
+        def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, tags: list[str] | None = None,
+                                metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+            if metadata and TAG_NOSTREAM not in (tags or ()) and "|" not in str(metadata.get("langgraph_checkpoint_ns", "")):
+                self.nodes[run_id] = metadata.get("langgraph_node", "?")
+
+        def on_llm_new_token(self, token: str, *, chunk: Any = None, run_id: Any, **kwargs: Any) -> None:
+            node = self.nodes.get(run_id)
+            if node is not None and isinstance(chunk, ChatGenerationChunk):
+                content = chunk.message.content
+                if isinstance(content, str) and content:
+                    emit({"event": "token", "node": node, "text": content})
+
+        def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
+            self.nodes.pop(run_id, None)
+
+        def on_llm_error(self, error: BaseException, *, run_id: Any, **kwargs: Any) -> None:
+            self.nodes.pop(run_id, None)
+
+        def tap_output_iter(self, run_id: Any, output: Any) -> Any:
+            return output
+
+        def tap_output_aiter(self, run_id: Any, output: Any) -> Any:
+            return output
+
+    return Tokens()
 
 
 def _deliver(sink: EventSink, event: Event) -> None:

@@ -73,12 +73,19 @@ class WorkerOptions:
     prune_limit: int = 100
 
     def connections(self) -> int:
-        return self.pool_size or min(self.concurrency, 16) + 4
+        """Up to 36: runs hold a connection only while a statement runs, yet 100 runs queued
+        on 20 connections spent a tenth of the worker's CPU waking each other in the pool's
+        queue (issue 10, measured; 40 and 64 cost the same CPU, 20 about 8% more), and two
+        workers at 38 connections each stay within PostgreSQL's default 100."""
+        return self.pool_size or min(self.concurrency, 32) + 4
 
 
 class WorkerRunner(ThreadRunner):
     """ThreadRunner whose runs claim their thread on the worker's shared lock session and
-    share the worker's compiled graph (compiled once per graph, not per job)."""
+    share the worker's compiled graph (compiled once per graph, not per job), with their
+    events handed over directly rather than streamed (ThreadRunner._stream_options)."""
+
+    direct_events = True
 
     def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext, graph: Any, session: LockSession,
                  progress: progress.EventWriter) -> None:
@@ -141,7 +148,7 @@ def share_step_executor(max_workers: int) -> None:
     own = getattr(step_executor, "get_executor_for_config", None)
     if own is None or getattr(own, "_signoff_shared", False):
         return
-    shared = ContextThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="signoff-step")
+    shared = StepExecutor(ContextThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="signoff-step"))
 
     @contextmanager
     def executor_for(config: Any) -> Iterator[Any]:
@@ -153,6 +160,48 @@ def share_step_executor(max_workers: int) -> None:
 
     executor_for._signoff_shared = True  # type: ignore[attr-defined]
     step_executor.get_executor_for_config = executor_for
+
+
+class StepExecutor:
+    """The worker's one pool for LangGraph's background work, except checkpoint saves, which
+    run right away in the thread that asks for them.
+
+    With durability="sync" a run waits for each step's checkpoint anyway (and LangGraph waits
+    for a task's writes before the step's checkpoint), so handing the save to a pool thread
+    only adds two thread hand-offs per save: the pool thread wakes, the run wakes again, each
+    time fighting 100 runs for the GIL. Measured (issue 10): about a tenth of the worker's CPU.
+    Saved in the asking thread, a step's writes and its checkpoint are in PostgreSQL before
+    LangGraph goes on, in the order LangGraph asks for them, as before; an error is kept in
+    the returned future and raised where LangGraph reads it, as before. Everything else (a
+    step's parallel tasks, stream waiters, cache writes) goes to the shared pool."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future[Any]:
+        # LangGraph's BackgroundExecutor submits `context.run, target, *args`.
+        target = args[0] if args and getattr(fn, "__name__", "") == "run" else None
+        if target is None or not _is_checkpoint_save(target):
+            return self.pool.submit(fn, *args, **kwargs)
+        future: Future[Any] = Future()
+        future.set_running_or_notify_cancel()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # noqa: BLE001 - handed to LangGraph through the future, as a pool would
+            future.set_exception(exc)
+        return future
+
+
+def _is_checkpoint_save(target: Any) -> bool:
+    """A checkpointer's `put_writes`, or LangGraph's `_checkpointer_put_after_previous` (which
+    waits for the previous save, already done when every save runs inline, then calls `put`)."""
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+
+    owner = getattr(target, "__self__", None)
+    name = getattr(target, "__name__", "")
+    if isinstance(owner, BaseCheckpointSaver):
+        return name in ("put_writes", "put")
+    return name == "_checkpointer_put_after_previous" and isinstance(getattr(owner, "checkpointer", None), BaseCheckpointSaver)
 
 
 class Worker:

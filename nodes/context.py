@@ -37,6 +37,12 @@ class SignoffContext:
     #: The writing graphs' reviewer (SIGNOFF_REVIEW_MODEL), when it is not the writer's model;
     #: None: `models` reviews too. See `reviewer`.
     review_models: ModelRegistry | None = None
+    #: Where a node's own events (retry, fallback, researcher_started) go. None: LangGraph's
+    #: `custom` stream (`runtime.stream_writer`), as an inline run streams them (nodes.resilient.emitter). A worker's run
+    #: sets it per run instead (graphs/runner.py `_run_claimed`): the `custom` stream mode makes
+    #: LangGraph run every node on a pool thread and wake the run for each event, which cost a
+    #: worker running 100 threads about a tenth of its CPU (issue 10).
+    emit: Callable[[dict[str, Any]], None] | None = None
 
     def reviewer(self) -> ModelRegistry:
         """The models a `review` node calls."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -128,8 +129,18 @@ def load_articles(pool: ConnectionPool, articles: list[ArticleFile]) -> tuple[in
 
 
 def ensure_loaded(pool: ConnectionPool) -> None:
-    """Load the shipped articles the first time a support thread needs them."""
+    """Load the shipped articles the first time a support thread needs them.
+
+    Asked once per pool: articles are never deleted, so once a pool has seen some it skips
+    the round trip (two per support thread, which a worker running 500 of them felt)."""
+    if pool in _loaded:
+        return
     with pool.connection() as conn:
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM kb_articles) AS any").fetchone()["any"]:
-            return
-    load_articles(pool, collect([shipped_articles_dir()]))
+        loaded = conn.execute("SELECT EXISTS (SELECT 1 FROM kb_articles) AS any").fetchone()["any"]
+    if not loaded:
+        load_articles(pool, collect([shipped_articles_dir()]))
+    _loaded.add(pool)
+
+
+#: Pools whose database has articles (weak: a closed pool's entry goes with it).
+_loaded: "weakref.WeakSet[ConnectionPool]" = weakref.WeakSet()

@@ -264,6 +264,13 @@ def call_model(
     )
 
 
+def emitter(runtime: Runtime[Any]) -> Callable[[dict[str, Any]], None]:
+    """Where a node sends its own progress events: the run's `emit` (SignoffContext.emit) if
+    it set one, else LangGraph's custom stream."""
+    emit = getattr(runtime.context, "emit", None)
+    return emit if emit is not None else runtime.stream_writer
+
+
 class ResilientAgentNode(Generic[StateT]):
     """A graph node that builds a prompt from state, calls the models resiliently, and turns
     the answer (or the failure) into a state update.
@@ -305,7 +312,7 @@ class ResilientAgentNode(Generic[StateT]):
             context.policy,
             schema=self.schema,
             stream_tokens=self.stream_tokens,
-            emit=runtime.stream_writer,
+            emit=emitter(runtime),
             limiter=getattr(context, "model_limiter", None),
         )
         if result.ok:

@@ -9,7 +9,7 @@ from graphs.runner import AwaitingDecision, ThreadRunner
 from graphs.support import HANDOVER_TOPICS, HOLDING_REPLY
 from nodes.gates import GateError
 from tests.conftest import count_rows
-from tests.scripted import REDRAFT, REPLY, scripted_registry, support_rules
+from tests.scripted import ANSWERED, CLASSIFY, REDRAFT, REPLY, agent, scripted_registry, support_rules
 
 BILLING = [
     *support_rules("billing", "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."),
@@ -164,3 +164,28 @@ def test_progress_events_name_each_node_with_its_model_and_tokens(run):
     tokens = "".join(e["text"] for e in events if e["event"] == "token")
     assert "pending authorization" in tokens
     assert '"intent"' not in tokens, "structured answers are not streamed as prose"
+
+
+def test_a_workers_run_reports_the_same_progress_as_an_inline_run(pool, make_context):
+    """A worker's runs (`direct_events`) get the nodes' own events and the tokens handed over
+    directly instead of through LangGraph's custom and messages stream modes (issue 10: those
+    modes cost the worker a tenth of its CPU): the same events, in the same order, and the
+    retry audited, for a reply that fails once and is then streamed token by token."""
+    reply = "Your payment is pending authorization and will clear in two days."
+
+    def progress(thread_id: str, direct: bool) -> list[tuple]:
+        rules = [(CLASSIFY, '{"intent": "billing"}'), (agent("billing"), ANSWERED), (REPLY, [TimeoutError("slow"), reply])]
+        runner = ThreadRunner(pool, SUPPORT, make_context(scripted_registry(rules)))
+        runner.direct_events = direct
+        events: list[dict] = []
+        stop = runner.start(thread_id, "I was charged twice this month", {}, events.append)
+        assert stop.status == "waiting"
+        return [(e["event"], e.get("node"), e.get("text"), e.get("attempt")) for e in events]
+
+    inline, direct = progress("inline", False), progress("direct", True)
+    assert direct == inline
+    kinds = [e[0] for e in direct]
+    assert kinds.count("retry") == 1 and kinds.index("retry") < kinds.index("token")
+    assert "".join(e[2] for e in direct if e[0] == "token") == reply
+    assert [e[1] for e in direct if e[0] == "token"] == ["draft_reply"] * len(reply.split(" "))
+    assert count_rows(pool, "audit_events", thread_id="direct", kind="retry") == 1 == count_rows(pool, "audit_events", thread_id="inline", kind="retry")
