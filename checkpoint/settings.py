@@ -95,7 +95,7 @@ class Settings:
             ("DATABASE_URL", redact_url(self.database_url) if self.database_url else f"(embedded under {self.home / 'pgdata'})", "unset: embedded PostgreSQL"),
             ("SIGNOFF_MODEL", self.model, "unset: local"),
             ("SIGNOFF_FALLBACK_MODEL", self.fallback_model or "(none)", "unset: see README"),
-            ("SIGNOFF_REVIEW_MODEL", self.review_model or "(SIGNOFF_MODEL)", "the writing graphs' reviewer; unset: SIGNOFF_MODEL"),
+            ("SIGNOFF_REVIEW_MODEL", self.review_model or "(SIGNOFF_MODEL)", "judgement calls: review scores, support hand-over; unset: SIGNOFF_MODEL"),
             ("OPENAI_API_KEY", "set (hidden)" if self.openai_api_key else "(unset)", "needed for openai:* models"),
             ("OPENAI_BASE_URL", self.openai_base_url or "(OpenAI default)", "any OpenAI-compatible server"),
             ("SIGNOFF_CALL_TIMEOUT", f"{self.call_timeout:g}s", "per model call"),

@@ -276,8 +276,9 @@ def review_registry_from_settings(settings: Settings) -> ModelRegistry:
 
 
 def lazy_review_registry(settings: Settings) -> "LazyRegistry | None":
-    """The reviewer's registry, built on its first review (so a second local server starts
-    only when a review actually runs), its configuration checked now; None when unset."""
+    """The judging registry (review scores, the support agents' hand-over decision), built on
+    its first call (so a second local server starts only when such a call runs), its
+    configuration checked now; None when unset."""
     if not has_review_model(settings):
         return None
     check_spec(settings.review_model or "", settings, role="SIGNOFF_REVIEW_MODEL")

@@ -1,4 +1,5 @@
-"""SIGNOFF_REVIEW_MODEL: the writing graphs' `review` node on a model of its own.
+"""SIGNOFF_REVIEW_MODEL: the judgement calls (the writing graphs' `review` node, the support
+agents' hand-over decision) on a model of their own.
 
 Real PostgreSQL, real OpenAI-compatible HTTP servers (tests/fault_server.py) and the
 contexts the CLI builds from the environment (cli.make_context), so the variable is tested
@@ -102,22 +103,43 @@ def test_a_failing_review_model_without_a_fallback_leaves_the_draft_unscored_not
     assert "the last draft, unreviewed" in stop.values["gate_warning"]
 
 
-def test_a_local_review_model_starts_no_server_for_a_thread_that_never_reviews(database_url, tmp_path, escalating_server):
-    """Lazy: a support thread with SIGNOFF_REVIEW_MODEL=local:1.5b never starts the 1.5B server."""
+def test_the_support_agents_hand_over_decision_goes_to_the_review_model(database_url, tmp_path):
+    """The agent's answer-or-hand-over choice is a judgement like a review score: it runs on
+    SIGNOFF_REVIEW_MODEL; classify and the reply stay on SIGNOFF_MODEL."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.scripted import ANSWERED, CLASSIFY, REPLY
+
+    with FaultServer() as server:
+        server.rule(CLASSIFY, ok('{"intent": "billing"}')).rule("billing support agent", ok(ANSWERED)).rule(REPLY, ok("From the article."))
+        env = {**environment(database_url, tmp_path / "home", server, SIGNOFF_REVIEW_MODEL="openai:review-model"), "SIGNOFF_USER": "tester"}
+        started = CliRunner().invoke(app, ["start", "support", "I was charged twice this month"], env=env)
+        asked = [(body["model"], next(n for n in (CLASSIFY, "billing support agent", REPLY) if n in str(body["messages"]))) for body in server.requests]
+    assert started.exit_code == 0, started.output
+    assert asked == [("test-model", CLASSIFY), ("review-model", "billing support agent"), ("test-model", REPLY)]
+
+
+def test_a_local_review_model_starts_no_server_for_a_thread_that_makes_no_judgement(database_url, tmp_path):
+    """Lazy: a support thread that escalates before its agent decides (classify failed) never
+    starts the 1.5B server that SIGNOFF_REVIEW_MODEL=local:1.5b names."""
     from typer.testing import CliRunner
 
     from cli import app
     from nodes.local_model import server_status, stop_server
+    from tests.scripted import CLASSIFY
 
     home = tmp_path / "home"
-    env = {**environment(database_url, home, escalating_server, SIGNOFF_REVIEW_MODEL="local:1.5b"), "SIGNOFF_USER": "tester"}
-    try:
-        started = CliRunner().invoke(app, ["start", "support", "My export fails with error 7."], env=env)
-        assert started.exit_code == 0, started.output
-        assert "waiting at gate" in started.output
-        assert server_status(home) is None
-    finally:
-        stop_server(home)  # only does anything if the test failed by starting one
+    with FaultServer() as server:
+        server.rule(CLASSIFY, status(400))
+        env = {**environment(database_url, home, server, SIGNOFF_REVIEW_MODEL="local:1.5b"), "SIGNOFF_USER": "tester"}
+        try:
+            started = CliRunner().invoke(app, ["start", "support", "My export fails with error 7."], env=env)
+            assert started.exit_code == 0, started.output
+            assert "waiting at gate" in started.output
+            assert server_status(home) is None
+        finally:
+            stop_server(home)  # only does anything if the test failed by starting one
 
 
 def test_signoff_config_shows_the_review_model(tmp_path):
