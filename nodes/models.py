@@ -1,5 +1,5 @@
 """Chat models from configuration: `SIGNOFF_MODEL` / `SIGNOFF_FALLBACK_MODEL`, and the
-writing graphs' optional reviewer, `SIGNOFF_REVIEW_MODEL`.
+optional judging model (review scores, the support hand-over decision), `SIGNOFF_REVIEW_MODEL`.
 
 Every model, local or remote, is reached through langchain-openai's ChatOpenAI, so graphs
 run the same code path on a laptop and in production. The one difference between servers,
