@@ -2,103 +2,25 @@
 
 from __future__ import annotations
 
-import functools
 import getpass
-import io
 import os
 import re
 import signal
 import sys
 import uuid
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Optional
 
 import typer
-import typer.core
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, InvalidInput, NotFound, SignoffError
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
 from graphs.display import safe, safe_line, token_counts
-
-TyperGroup = typer.core.TyperGroup
-_click: Any = getattr(typer.core, "_click", None) or getattr(typer.core, "click")  # typer vendors click since 0.20
-
-
-class PipeSafeStdout(io.TextIOBase):
-    """stdout that survives its reader going away (`signoff approve T | head -1`): once the
-    pipe is closed, output is dropped and the command finishes its work, instead of dying
-    half-way with a decision recorded and the thread not run on. Resolves sys.stdout on every
-    call, so test runners that swap it still capture the output."""
-
-    broken = False
-
-    def write(self, text: str) -> int:
-        if not PipeSafeStdout.broken:
-            try:
-                sys.stdout.write(text)
-            except BrokenPipeError:
-                self._broke()
-        return len(text)
-
-    def flush(self) -> None:
-        if not PipeSafeStdout.broken:
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self._broke()
-
-    def isatty(self) -> bool:
-        return not PipeSafeStdout.broken and sys.stdout.isatty()
-
-    def fileno(self) -> int:
-        return sys.stdout.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(sys.stdout, "encoding", None) or "utf-8"
-
-    @staticmethod
-    def _broke() -> None:
-        PipeSafeStdout.broken = True
-        try:  # so the interpreter's own last flush of stdout finds somewhere to write
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            pass
-
-
-class OneLineUsageErrors(TyperGroup):
-    """Usage errors (unknown option, missing argument, malformed value) as one line on stderr,
-    exit code 2, like every other error here, instead of click's multi-line usage block."""
-
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
-        try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
-        except _click.exceptions.ClickException as exc:
-            ctx = getattr(exc, "ctx", None)
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `signoff`, `signoff db`: the help, as before
-                exc.show()
-            elif wants_json:  # a script asked for JSON: its usage error is JSON too
-                from graphs.json_output import error_document
-
-                sys.stderr.write(error_document(exc.format_message(), exc.exit_code) + "\n")
-            else:
-                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                err.print(f"error: {safe_line(exc.format_message())}{escape(hint)}", soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except (typer.Abort, KeyboardInterrupt):
-            err.print("error: interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-        sys.exit(code if isinstance(code, int) else 0)
+from graphs.session import existing_thread, make_context, open_db, settings
+from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, emit, err, fail, first_line, friendly, log_unexpected, out
 
 
 app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False, cls=OneLineUsageErrors)
@@ -117,80 +39,7 @@ THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED_ACTOR = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
 MAX_ACTOR_CHARS = 100
 
-out = Console(file=PipeSafeStdout(), highlight=False)
-err = Console(stderr=True, highlight=False)
-
 UsageError = InvalidInput  # bad input from the command line: exit 2
-
-
-class _JsonMode:
-    """Whether the running command was given --json (set by `friendly` for each command)."""
-
-    on = False
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> None:
-    if _JsonMode.on:  # `{"error": ...}` on stderr, same exit code
-        from graphs.json_output import error_document
-
-        sys.stderr.write(error_document(message, code) + "\n")
-    else:
-        err.print(f"error: {safe_line(message)}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def emit(document: Any) -> None:
-    """A --json command's one document, on stdout (pipe-safe, never rewrapped by rich)."""
-    from graphs.json_output import dumps
-
-    out.file.write(dumps(document) + "\n")
-    out.file.flush()
-
-
-def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn every error into one line on stderr and the exit code of its kind (the README's
-    table); an unexpected one is logged with its traceback, which never reaches the terminal."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _JsonMode.on = bool(kwargs.get("as_json"))
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
-            raise
-        except SignoffError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-            from checkpoint.database import is_connection_error
-
-            if is_connection_error(exc):
-                fail(f"lost the database ({first_line(exc)}): check it is running, then retry; saved work is kept", EXIT_UNAVAILABLE)
-            fail(f"unexpected error: {exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)}); saved work is kept", EXIT_FAILED)
-
-    return wrapper
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
-
-
-def log_unexpected(exc: BaseException) -> str:
-    """Append the traceback to SIGNOFF_HOME/logs/errors.log; the path, for the one line."""
-    import traceback
-
-    try:
-        home = Path(os.environ.get("SIGNOFF_HOME") or "~/.signoff").expanduser()
-        path = home / "logs" / "errors.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as log:
-            log.write(f"--- {datetime.now(timezone.utc).isoformat()} {' '.join(sys.argv[:3])}\n")
-            log.write("".join(traceback.format_exception(exc)))
-        return str(path)
-    except OSError:
-        return "no log: SIGNOFF_HOME is not writable"
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -236,49 +85,6 @@ def interactive() -> bool:
 
 
 # --- plumbing ------------------------------------------------------------------------------
-
-
-def settings() -> Settings:
-    return Settings.from_env()
-
-
-def open_db(config: Settings, *, checkpoints: bool = True) -> Any:
-    """The command's pool, migrated; `checkpoints=False` for a command that never reads
-    checkpoints (skips importing LangGraph to check its migrations: see checkpoint/migrations.py)."""
-    from checkpoint.database import connect
-
-    return connect(config, checkpoints=checkpoints)
-
-
-def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
-    """The run context; `eager` builds the models now, so a bad model configuration fails
-    before anything is written."""
-    from nodes.context import SignoffContext
-    from nodes.models import LazyRegistry, lazy_review_registry, registry_from_settings
-    from nodes.resilient import ResiliencePolicy
-
-    models = LazyRegistry(lambda: registry_from_settings(config))
-    if eager:
-        models.resolve()
-    # Checked now, built on the first review: a support thread never starts the reviewer's server.
-    review_models = lazy_review_registry(config)
-    return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts),  # type: ignore[arg-type]
-                          review_models=review_models)  # type: ignore[arg-type]
-
-
-@contextmanager
-def existing_thread(thread_id: str, *, runnable: bool = True) -> Iterator[Any]:
-    """The runner of a thread that must exist, on an open pool; `runnable` also builds the
-    models (before anything is written, so a bad model configuration changes nothing)."""
-    from graphs.runner import ThreadRunner
-
-    valid_thread_id(thread_id)
-    config = settings()
-    with open_db(config) as pool:
-        runner = ThreadRunner.for_thread(pool, thread_id)
-        if runnable:
-            runner.context = make_context(config, pool)
-        yield runner
 
 
 def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
@@ -657,6 +463,7 @@ def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optio
     from nodes.gates import AlreadyDecided, content_digest
 
     name = actor(by)
+    valid_thread_id(thread_id)
     with existing_thread(thread_id) as runner:
         name = decider(current_policy(runner.pool), by) or name
         if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
@@ -723,6 +530,7 @@ def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str
     if verdict == "approved" and expect is None and not interactive():
         raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
+    valid_thread_id(thread_id)
     with existing_thread(thread_id) as runner:
         from checkpoint.policy import current_policy, decider
 
@@ -784,6 +592,7 @@ def reject(
 @friendly
 def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, was interrupted, or failed.")) -> None:
     """Continue a thread from its last saved step (after a crash, Ctrl-C or a database outage)."""
+    valid_thread_id(thread_id)
     with existing_thread(thread_id) as runner:
 
         def run(sink: Callable[[Any], None], control: Any) -> Any:
