@@ -5,20 +5,20 @@ from __future__ import annotations
 import getpass
 import os
 import re
-import signal
 import sys
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, InvalidInput, NotFound, SignoffError
+from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidInput, NotFound, SignoffError
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
-from graphs.display import safe, safe_line, token_counts
+from graphs.display import safe_line, token_counts
+from graphs.review_display import print_review, print_stage, stage_json
 from graphs.session import existing_thread, make_context, open_db, settings
 from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, emit, err, fail, first_line, friendly, log_unexpected, out
 
@@ -87,41 +87,6 @@ def interactive() -> bool:
 # --- plumbing ------------------------------------------------------------------------------
 
 
-def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
-    """Run with progress; first Ctrl-C/SIGTERM/SIGHUP drains at the next step boundary, a
-    second exits at once (the last saved step stands, so the thread stays resumable)."""
-    from langgraph.runtime import RunControl
-
-    from checkpoint.database import is_connection_error
-    from graphs.progress import ProgressPrinter
-
-    printer = ProgressPrinter(out)
-    control = RunControl()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if control.drain_requested:
-            os._exit(EXIT_INTERRUPTED)
-        control.request_drain(signal.Signals(signum).name)
-        err.print(f"stopping at the next step boundary (again to exit now); resume with: signoff resume {thread_id}")
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stop = run(printer, control)
-    except Exception as exc:
-        if not is_connection_error(exc):
-            raise
-        fail(f"lost the database mid-run ({first_line(exc)}); the thread is saved up to its last step: "
-             f"run `signoff resume {thread_id}`", EXIT_UNAVAILABLE)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    printer.finish(stop)
-    if stop.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
-    if stop.status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
-
-
 def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> float:
     """--deadline, else SIGNOFF_<GRAPH>_DEADLINE_HOURS, else SIGNOFF_GATE_DEADLINE_HOURS; a
     finite number of hours in (0, MAX_DEADLINE_HOURS], checked before anything is written."""
@@ -138,41 +103,14 @@ def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> f
 
 
 def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any], deadline: Optional[float] = None, *, detach: bool = False) -> None:
-    """Run the thread here, or, with a live worker (or --detach), queue it for the workers
-    and follow it (or return at once)."""
-    from checkpoint import jobs, threads
-    from checkpoint.threads import ThreadExists
-    from graphs.handoff import worker_available
-    from graphs.registry import get_spec
-    from graphs.runner import ThreadRunner
+    """Check the text, the thread id and the deadline before anything is written, then run the
+    thread here or hand it to a worker (graphs/running.py)."""
+    from graphs.running import start_thread as run_new_thread
 
     text = valid_text(text, "message" if graph == "support" else "text")
     thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
     config = settings()
-    options = {**options, "deadline_hours": deadline_hours(graph, deadline, config)}
-    with open_db(config) as pool:
-        from checkpoint.policy import current_policy, decider
-
-        options["actor"] = decider(current_policy(pool), None) or options.get("actor", "cli")  # issue 12: the requester
-        worker = worker_available(pool)
-        if detach or worker:
-            spec = get_spec(graph)
-            jobs.submit(pool, thread_id, graph, text, graph_input=spec.make_input(text, options),
-                        deadline_hours=options["deadline_hours"], actor=options.get("actor", "cli"))  # ThreadExists if taken
-            out.print(f"thread [bold]{thread_id}[/bold]")
-            if detach:
-                out.print(f"queued for a worker{'' if worker else '; no worker is running: start one with `signoff worker`'}; "
-                          f"follow it with: signoff watch {thread_id}")
-                return
-            follow_and_report(pool, thread_id, 0)
-            return
-        context = make_context(config, pool)  # before anything is written: a bad model config changes nothing
-        runner = ThreadRunner(pool, get_spec(graph), context)
-        if threads.get(pool, thread_id) is not None:  # one error line, not a thread line and then one
-            raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
-        out.print(f"thread [bold]{thread_id}[/bold]")
-        run_and_report(thread_id, lambda sink, control: runner.start(thread_id, text, options, sink, control))
-        print_waiting_stage(pool, thread_id)
+    run_new_thread(config, graph, text, thread_id, {**options, "deadline_hours": deadline_hours(graph, deadline, config)}, detach=detach)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -335,11 +273,6 @@ def age(delta: Any) -> str:
     return f"{seconds}s"
 
 
-def print_review(content: str, digest: str) -> None:
-    """The content a reviewer signs off, exactly as approve binds it, rendered safely."""
-    out.print(f"\n[bold]awaiting sign-off[/bold] (digest {digest}):\n{safe(content)}\n")
-
-
 @app.command()
 @friendly
 def show(
@@ -415,146 +348,6 @@ def show_failed_notifications(failed: list[dict[str, Any]]) -> None:
         out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
 
 
-def print_stage_progress(thread_id: str, name: str, progress: Any) -> None:
-    stage = progress.approved_stage
-    if progress.again:
-        out.print(f"{safe_line(name)} already approved this content of [bold]{thread_id}[/bold]; nothing new recorded")
-    elif stage is not None:
-        out.print(f"approved stage {stage.index}/{len(progress.chain.stages)} ({safe_line(stage.stage.name)}) of "
-                  f"[bold]{thread_id}[/bold] by {safe_line(name)}")
-    out.print(f"waiting for {safe_line(progress.chain.waiting_for())}", soft_wrap=True)
-
-
-def print_waiting_stage(pool: Any, thread_id: str) -> None:
-    """Which stage of an approval chain a waiting thread needs (issue 12)."""
-    from checkpoint import threads
-    from checkpoint.approval_chain import waiting
-
-    waits = waiting(pool, [thread_id]).get(thread_id)
-    if waits:
-        row = threads.get(pool, thread_id)
-        print_stage(waits, row.deadline if row else None)
-
-
-def print_stage(waits: Any, deadline: Any) -> None:
-    """`approval needed: stage 2/2 finance (2 of carol, dave, erin), until ...` and who may not approve."""
-    until = f", until {deadline:%Y-%m-%d %H:%M %Z} (then the gate's default action)" if deadline else ""
-    out.print(f"approval needed: {safe_line(waits.text)}{until}", soft_wrap=True)
-    for line in (waits.chain.lines()[len(waits.chain.stages):] if waits.chain else []):
-        out.print(f"  {safe_line(line)}", soft_wrap=True)
-
-
-def stage_json(waits: Any, deadline: Any) -> Any:
-    """The waiting stage for --json (README: the JSON table), or None."""
-    return waits.chain.as_json(deadline) if waits is not None and waits.chain is not None else None
-
-
-def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optional[str], *, detach: bool = False) -> None:
-    """`approve --edit` (issue 12): the reviewer edits the reply (and the amount) in $EDITOR.
-    The same or a lower amount: they approve exactly what they saved (a new digest, both
-    audited with the diff). A higher one is a proposal: nothing is approved, the chain starts
-    over at the first stage the new amount needs, and the editor may not approve it.
-    The file in the editor is what they reviewed, so no --expect is needed (given, it must
-    match the content before the edit)."""
-    from checkpoint.approval_chain import ensure_may_approve
-    from checkpoint.policy import current_policy, decider
-    from graphs.editing import apply_edit, check_raise, editable_text, parse_edit, run_editor
-    from graphs.runner import DigestMismatch, expire_if_due
-    from nodes.gates import AlreadyDecided, content_digest
-
-    name = actor(by)
-    valid_thread_id(thread_id)
-    with existing_thread(thread_id) as runner:
-        name = decider(current_policy(runner.pool), by) or name
-        if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
-            latest = runner.latest_decision(thread_id)  # the deadline decided first: nothing to edit
-            raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
-        snapshot = runner.snapshot(thread_id)
-        gate = runner.gate_of(snapshot)
-        if gate is None or snapshot.values.get("decision"):
-            runner.decide(thread_id, "approved", actor=name, note=note)  # raises the one-line reason
-        before = content_digest(runner.spec.review_content(snapshot.values))
-        if expect is not None and expect != before:
-            raise DigestMismatch(f"the content changed since you reviewed it (digest {before}, you expected {expect}): run `signoff show {thread_id}` again")
-        if "draft" not in snapshot.values:
-            raise UsageError(f"--edit edits support replies; thread {thread_id} runs {runner.spec.name}: approve or reject it as it is")
-        ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name)
-        edit = parse_edit(run_editor(editable_text(snapshot.values)), snapshot.values)
-        check_raise(runner.pool, thread_id, snapshot.values, edit)
-        digest = before
-        unchanged = edit.draft == snapshot.values.get("draft") and edit.amount_cents in (None, (snapshot.values.get("refund") or {}).get("amount_cents"))
-        if not unchanged:
-            digest = apply_edit(runner, thread_id, edit, actor=name, expect_digest=before)
-            out.print(f"edited [bold]{thread_id}[/bold]: digest {before} -> {digest}")
-        if edit.raised:
-            out.print(f"the amount went up, so this is a proposal, not an approval: no earlier approval counts for it, and "
-                      f"{safe_line(name)}, who raised it, may not approve it", soft_wrap=True)
-            print_waiting_stage(runner.pool, thread_id)
-            return
-        progress = runner.decide(thread_id, "approved", actor=name, note=note, expect_digest=digest)
-        if progress is not None:
-            print_stage_progress(thread_id, name, progress)
-            return
-        run_on(runner, thread_id, "approved", name, detach=detach)
-
-
-def run_on(runner: Any, thread_id: str, verdict: str, name: str, *, detach: bool) -> None:
-    """After the gate's decision: a live worker (or --detach) runs the thread on, this terminal
-    following it; else it runs here."""
-    from checkpoint import jobs
-    from graphs.handoff import last_event_id, worker_available
-
-    if detach or worker_available(runner.pool):
-        after = last_event_id(runner.pool, thread_id)
-        jobs.enqueue(runner.pool, thread_id, "decision")
-        out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; handed to a worker")
-        if detach:
-            out.print(f"follow it with: signoff watch {thread_id}")
-            return
-        follow_and_report(runner.pool, thread_id, after)
-        return
-    out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
-    run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
-
-
-def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
-    """Record a decision bound to the content the person saw, then run the thread on.
-
-    An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
-    the content printed right here before the question (--yes skips the question, not the
-    printing). Without a terminal and without --expect nothing was shown, so it is refused."""
-    from graphs.runner import expire_if_due
-    from nodes.gates import AlreadyDecided, content_digest
-
-    name = actor(by)
-    if verdict == "approved" and expect is None and not interactive():
-        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
-                         f"reviewed: see the digest with `signoff show {thread_id}`")
-    valid_thread_id(thread_id)
-    with existing_thread(thread_id) as runner:
-        from checkpoint.policy import current_policy, decider
-
-        name = decider(current_policy(runner.pool), by) or name  # issue 12: roles configured -> the OS user
-        if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
-            # The deadline decided before this person did: the same one line as any earlier decider.
-            latest = runner.latest_decision(thread_id)
-            raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
-        if verdict == "approved" and expect is None:
-            snapshot = runner.snapshot(thread_id)
-            if runner.gate_of(snapshot) is None:
-                runner.decide(thread_id, verdict, actor=name, note=note)  # raises the one-line reason
-            content = runner.spec.review_content(snapshot.values)
-            expect = content_digest(content)
-            print_review(content, expect)
-            if not yes and not typer.confirm(f"approve this as {name}?", default=False):
-                fail("not approved: nothing was recorded", EXIT_FAILED)
-        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect)  # type: ignore[arg-type]
-        if progress is not None:  # issue 12: one stage of an approval chain; the thread waits for the next
-            print_stage_progress(thread_id, name, progress)
-            return
-        run_on(runner, thread_id, verdict, name, detach=detach)  # a worker runs it on, or this terminal does
-
-
 @app.command()
 @friendly
 def approve(
@@ -570,9 +363,25 @@ def approve(
     if note:
         valid_text(note, "note")
     if edit:
-        edit_and_approve(thread_id, by, note, expect, detach=detach)
+        from graphs.deciding import edit_and_approve
+
+        name = actor(by)
+        edit_and_approve(valid_thread_id(thread_id), name, by, note, expect, detach=detach)
         return
-    decide_and_resume(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
+    decide(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
+
+
+def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
+    """Check who decides, and that an approval binds to content the person saw: the digest
+    given with --expect, or the content shown at a terminal (graphs/deciding.py). Without a
+    terminal and without --expect nothing was shown, so it is refused."""
+    from graphs.deciding import decide_and_resume
+
+    name = actor(by)
+    if verdict == "approved" and expect is None and not interactive():
+        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
+                         f"reviewed: see the digest with `signoff show {thread_id}`")
+    decide_and_resume(valid_thread_id(thread_id), verdict, name, by, note, expect, yes=yes, detach=detach)
 
 
 @app.command()
@@ -585,28 +394,18 @@ def reject(
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
 ) -> None:
     """Reject with feedback, then resume the thread (redraft, or its bounded default)."""
-    decide_and_resume(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect, detach=detach)
+    decide(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect, detach=detach)
 
 
 @app.command()
 @friendly
 def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, was interrupted, or failed.")) -> None:
     """Continue a thread from its last saved step (after a crash, Ctrl-C or a database outage)."""
+    from graphs.running import resume_here
+
     valid_thread_id(thread_id)
     with existing_thread(thread_id) as runner:
-
-        def run(sink: Callable[[Any], None], control: Any) -> Any:
-            first = [True]
-
-            def announce_then(event: Any) -> None:  # said once it runs, so a refusal stays one line
-                if first:
-                    first.clear()
-                    out.print(f"resuming [bold]{thread_id}[/bold]")
-                sink(event)
-
-            return runner.resume(thread_id, announce_then, control)
-
-        run_and_report(thread_id, run)
+        resume_here(runner, thread_id)
 
 
 @app.command()
@@ -619,6 +418,7 @@ def recover() -> None:
     from checkpoint.database import is_connection_error
     from checkpoint.threads import ThreadBusy
     from graphs.runner import ThreadRunner, abandoned_threads
+    from graphs.running import run_and_report
 
     config = settings()
     failures: list[str] = []
@@ -979,35 +779,6 @@ def model_stop() -> None:
 # --- workers (issue 10) ------------------------------------------------------------------------
 
 
-def follow_and_report(pool: Any, thread_id: str, after_id: int, *, through_gates: bool = False, quiet_end: Optional[str] = None) -> None:
-    """Show a thread a worker runs, as `run_and_report` shows an inline run. Ctrl-C stops
-    the watching only: the worker runs on."""
-    from graphs.handoff import follow
-    from graphs.progress import ProgressPrinter
-
-    printer = ProgressPrinter(out)
-    try:
-        stop = follow(pool.conninfo, pool, thread_id, printer, after_id=after_id, through_gates=through_gates, on_stop=printer.finish)
-    except KeyboardInterrupt:
-        printer.close()
-        out.print(f"\nstopped watching; {thread_id} runs on in the worker: signoff watch {thread_id}")
-        raise typer.Exit(0) from None
-    if stop is None and quiet_end is not None:  # `watch` of a thread that recorded no stop: say where it stands
-        printer.close()
-        out.print(quiet_end)
-        return
-    if stop is None:
-        printer.close()
-        out.print(f"\nthe run of {thread_id} ended without a stop (its worker died?); a live worker takes it over, "
-                  f"or run `signoff recover`: watch with `signoff watch {thread_id}`")
-        raise typer.Exit(EXIT_FAILED)
-    printer.finish(stop)
-    if stop.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
-    if stop.status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
-
-
 @app.command()
 @friendly
 def worker(
@@ -1126,6 +897,7 @@ def watch(
     """Follow a thread live wherever it runs, replaying what already happened."""
     from checkpoint import threads
     from graphs.runner import ThreadNotFound
+    from graphs.running import follow_and_report
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
