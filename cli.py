@@ -13,12 +13,10 @@ from typing import Any, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
-from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidInput, NotFound, SignoffError
+from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidInput, SignoffError
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
-from graphs.display import safe_line, token_counts
-from graphs.review_display import print_review, print_stage, stage_json
+from graphs.display import age, safe_line
 from graphs.session import existing_thread, make_context, open_db, settings
 from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, emit, err, fail, first_line, friendly, log_unexpected, out
 
@@ -192,85 +190,26 @@ def pending(
     wait = listing.parse_duration(older_than, "--older-than") if older_than is not None else None
     if graph is not None and not GRAPH_NAME.fullmatch(graph):
         raise UsageError(f"--graph {graph!r} is not a graph name: use support, revision or research")
+    from graphs.pending_display import print_pending, waiting_threads
+
     with open_db(settings(), checkpoints=False) as pool:
         if graph is not None:
             known_graph(pool, graph)
-        page = listing.waiting(pool, limit=page_size, graph=graph, older_than=wait)
-        rows = page.rows
-        from checkpoint.approval_chain import waiting
-
-        # issue 12: which stage waits for whom, worked out with the policy a decision would apply
-        chains = waiting(pool, [row.thread_id for row in rows])
-        stages = {tid: w.text for tid, w in chains.items()}
-        # Threads that began waiting before migration 005 stored no digest: read theirs from
-        # the checkpoint, as before (only those, so it costs nothing once they are decided).
-        digests = {row.thread_id: row.digest for row in rows if row.digest is not None}
-        legacy = [row for row in rows if row.digest is None]
-        if legacy:
-            digests.update(review_digests(pool, legacy))
-    now = datetime.now(timezone.utc)
-    if as_json:
-        emit({"total": page.total, "limit": page_size, "threads": [{
-            "thread_id": row.thread_id, "graph": row.graph, "gate": row.gate, "waiting_since": row.updated_at,
-            "age_seconds": max(0, int((now - row.updated_at).total_seconds())), "deadline": row.deadline,
-            "overdue": bool(row.deadline and row.deadline <= now), "digest": digests[row.thread_id], "summary": row.summary,
-            "waiting_for": stages.get(row.thread_id), "stage": stage_json(chains.get(row.thread_id), row.deadline),
-        } for row in rows]})
-        return
-    if not rows:
-        out.print("nothing is waiting for sign-off" + (" that matches" if graph or wait else ""))
-        return
-    # One line per thread, never wrapped or cut to the terminal's width: the id and the digest
-    # are what a reviewer copies into `approve THREAD --expect DIGEST`. Every field that can
-    # come from content is one safe line, so a message cannot forge a row.
-    lines = [("thread", "graph", "gate", "age", "deadline", "digest", "summary")] + [
-        (row.thread_id, row.graph, row.gate or "", age(now - row.updated_at),
-         (f"{row.deadline:%Y-%m-%d %H:%M}" + (" overdue" if row.deadline <= now else "")) if row.deadline else "-",
-         digests[row.thread_id], safe_line(row.summary, 70) + (f"  waits for {safe_line(stages[row.thread_id])}" if row.thread_id in stages else ""))
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(6)]
-    for line in lines:
-        out.print("  ".join(escape(cell.ljust(width)) for cell, width in zip(line, widths)) + "  " + line[6], soft_wrap=True)
-    if page.total > len(rows):
-        out.print(f"showing the oldest {len(rows)} of {page.total}: see more with --limit, or narrow with --graph / --older-than")
-    if any(row.deadline and row.deadline <= now for row in rows):
-        out.print("overdue gates get their default action from `signoff expire` (or a running worker)")
+        found = waiting_threads(pool, limit=page_size, graph=graph, older_than=wait)
+    print_pending(found, limit=page_size, filtered=bool(graph or wait), as_json=as_json)
 
 
 def known_graph(pool: Any, graph: str) -> None:
     """Refuse a --graph this version does not ship; the registry (a heavy import) is asked only
     when no thread in the database runs that graph."""
-    with pool.connection() as conn:
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM threads WHERE graph = %s) AS seen", (graph,)).fetchone()["seen"]:
-            return
+    from checkpoint.listing import graph_seen
+
+    if graph_seen(pool, graph):
+        return
     from graphs.registry import GRAPHS
 
     if graph not in GRAPHS:
         raise UsageError(f"there is no graph {graph!r}: use one of {', '.join(GRAPHS)}")
-
-
-def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
-    """The digest of what each waiting thread asks a reviewer to sign off (as `show` prints
-    it, and as `approve --expect` checks it)."""
-    from graphs.registry import get_spec
-    from graphs.runner import ThreadRunner
-    from nodes.gates import content_digest
-
-    runners: dict[str, Any] = {}
-    digests = {}
-    for row in rows:
-        runner = runners.get(row.graph) or runners.setdefault(row.graph, ThreadRunner(pool, get_spec(row.graph)))
-        digests[row.thread_id] = content_digest(runner.spec.review_content(runner.snapshot(row.thread_id).values))
-    return digests
-
-
-def age(delta: Any) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
 
 
 @app.command()
@@ -284,68 +223,12 @@ def show(
     Reads the threads row (where the thread stands, and what waits for sign-off with its
     digest, stored when it reached the gate) and the latest checkpoint's values through the
     checkpointer, without compiling a graph, so it answers at once (issue 11)."""
-    from checkpoint import threads
-    from checkpoint.database import make_saver
+    from graphs.thread_display import print_thread, read_thread
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
-        row = threads.get(pool, thread_id)
-        if row is None:
-            raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        saved = make_saver(pool).get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
-        values = dict(saved.checkpoint.get("channel_values") or {}) if saved else {}
-        gate = row.gate if row.status == "waiting" else None
-        content, digest = row.review, row.digest
-        if gate and digest is None:  # waiting since before migration 005: read it as before
-            with existing_thread(thread_id, runnable=False) as runner:
-                from nodes.gates import content_digest
-
-                content = runner.spec.review_content(runner.snapshot(thread_id).values)
-                digest = content_digest(content)
-        with pool.connection() as conn:
-            decisions = conn.execute("SELECT gate, decision, actor, note, decided_at FROM approvals WHERE thread_id = %s ORDER BY id", (thread_id,)).fetchall()
-        from checkpoint.approval_chain import waiting
-
-        stage = waiting(pool, [thread_id]).get(thread_id) if gate else None  # issue 12: under the policy in force now
-        from checkpoint.notifications import failed_for
-
-        failed_notifications = [] if as_json else failed_for(pool, thread_id)
-    calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
-    if as_json:
-        emit({
-            "thread_id": thread_id, "graph": row.graph, "status": row.status, "gate": gate, "summary": row.summary,
-            "deadline": row.deadline if gate else None, "digest": digest if gate else None, "review": content if gate else None,
-            "error": values.get("error") or None, "created_at": row.created_at, "updated_at": row.updated_at,
-            "steps": [{"node": call.get("node"), "model": call.get("model"), "attempts": call.get("attempts"),
-                       "latency_ms": call.get("latency_ms"), "input_tokens": call.get("input_tokens"),
-                       "output_tokens": call.get("output_tokens"), "error": call.get("error")} for call in calls],
-            "decisions": [dict(d) for d in decisions], "stage": stage_json(stage, row.deadline),
-        })
-        return
-    out.print(f"[bold]{thread_id}[/bold]  graph={row.graph}  status={row.status}" + (f"  gate={gate}" if gate else ""))
-    out.print(f"summary: {safe_line(row.summary)}")
-    if gate:
-        out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
-        print_review(content or "", digest or "")
-        if stage:
-            print_stage(stage, row.deadline)
-    if values.get("error"):
-        out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
-    steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
-    for call in calls:
-        tokens = token_counts(call) or "-"
-        steps.add_row(safe_line(call.get("node") or "?"), safe_line(call.get("model") or "-"), safe_line(call.get("attempts")),
-                      f"{safe_line(call.get('latency_ms'))}ms", tokens, safe_line(call.get("error") or ""))
-    out.print(steps)
-    for d in decisions:
-        out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
-    show_failed_notifications(failed_notifications)
-
-
-def show_failed_notifications(failed: list[dict[str, Any]]) -> None:
-    """Notifications that gave up (issue 13), so nobody assumes a reviewer was told."""
-    for n in failed:
-        out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
+        view = read_thread(pool, thread_id, notifications=not as_json)
+    print_thread(thread_id, view, as_json=as_json)
 
 
 @app.command()
@@ -492,27 +375,15 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
 ) -> None:
     """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
-    import json
-
     from checkpoint import threads
+    from checkpoint.audit import events_of
+    from graphs.thread_display import print_audit
 
     valid_thread_id(thread_id)
     with open_db(settings(), checkpoints=False) as pool:
-        if threads.get(pool, thread_id) is None:
-            raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        with pool.connection() as conn:
-            rows = conn.execute("SELECT at, actor, kind, detail FROM audit_events WHERE thread_id = %s ORDER BY at, id", (thread_id,)).fetchall()
-    if as_json:
-        emit({"thread_id": thread_id, "events": [{"at": r["at"], "actor": r["actor"], "kind": r["kind"], "detail": r["detail"]} for r in rows]})
-        return
-    # One line per event, never wrapped into a table's columns, so it greps and pipes cleanly;
-    # the actor is one safe line and the detail JSON with every non-ASCII character escaped.
-    actors = [safe_line(r["actor"]) for r in rows]
-    width = max([len(a) for a in actors] + [5])
-    out.print(f"{'time':<19}  {'actor':<{width}}  {'event':<18}  detail", soft_wrap=True)
-    for row, who in zip(rows, actors):
-        detail = escape(json.dumps(row["detail"], default=str, ensure_ascii=True))
-        out.print(f"{row['at']:%Y-%m-%d %H:%M:%S}  {who:<{width}}  {safe_line(row['kind']):<18}  {detail}", soft_wrap=True)
+        threads.get_existing(pool, thread_id)
+        events = events_of(pool, thread_id)
+    print_audit(thread_id, events, as_json=as_json)
 
 
 @app.command("config")
@@ -896,14 +767,11 @@ def watch(
 ) -> None:
     """Follow a thread live wherever it runs, replaying what already happened."""
     from checkpoint import threads
-    from graphs.runner import ThreadNotFound
     from graphs.running import follow_and_report
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
-        row = threads.get(pool, thread_id)
-        if row is None:
-            raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+        row = threads.get_existing(pool, thread_id)
         follow_and_report(pool, thread_id, 0, through_gates=to_end,
                           quiet_end=f"{thread_id} is {row.status}{' at gate ' + row.gate if row.gate else ''}; no progress was recorded for it")
 
