@@ -14,11 +14,11 @@ from typing import Any, Optional
 import typer
 from rich.markup import escape
 
-from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, InvalidInput, SignoffError
+from checkpoint.errors import InvalidInput
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
 from graphs.display import age, safe_line
-from graphs.session import existing_thread, make_context, open_db, settings
-from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, emit, err, fail, first_line, friendly, log_unexpected, out
+from graphs.session import existing_thread, make_context, open_db, settings  # noqa: F401 - make_context: tests build contexts as commands do
+from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, emit, err, friendly, out
 
 
 app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False, cls=OneLineUsageErrors)
@@ -298,74 +298,18 @@ def recover() -> None:
 
     Each thread is recovered on its own: one that fails is reported and the rest go on; the
     exit code is 0 only if every thread was recovered."""
-    from checkpoint.database import is_connection_error
-    from checkpoint.threads import ThreadBusy
-    from graphs.runner import ThreadRunner, abandoned_threads
-    from graphs.running import run_and_report
+    from graphs.sweeps import recover_abandoned
 
-    config = settings()
-    failures: list[str] = []
-    with open_db(config) as pool:
-        found = abandoned_threads(pool)
-        if not found:
-            out.print("no abandoned threads")
-            return
-        from graphs.handoff import worker_available
-
-        if worker_available(pool):
-            from checkpoint import jobs
-
-            for thread_id in found:
-                jobs.enqueue(pool, thread_id, "recover")
-                out.print(f"handed [bold]{thread_id}[/bold] to a worker: signoff watch {thread_id}")
-            return
-        context = make_context(config, pool)
-        for thread_id in found:
-            out.print(f"recovering [bold]{thread_id}[/bold]")
-            try:
-                runner = ThreadRunner.for_thread(pool, thread_id, context)
-                run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
-            except ThreadBusy:
-                out.print(f"  {thread_id} was picked up by another process; skipped")
-            except typer.Exit as exc:
-                if exc.exit_code == EXIT_INTERRUPTED:
-                    raise
-                if exc.exit_code:
-                    failures.append(thread_id)
-            except Exception as exc:  # noqa: BLE001 - one broken thread must not stop the others
-                if is_connection_error(exc):
-                    raise
-                failures.append(thread_id)
-                reason = str(exc) if isinstance(exc, SignoffError) else f"{exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)})"
-                err.print(f"error: {thread_id} could not be recovered: {safe_line(reason)}", soft_wrap=True)
-    if failures:
-        fail(f"{len(failures)} of {len(found)} threads not recovered ({', '.join(failures)}): see `signoff show THREAD`", EXIT_FAILED)
-    out.print(f"recovered {len(found)} thread{'s' if len(found) != 1 else ''}")
+    recover_abandoned(settings())
 
 
 @app.command()
 @friendly
 def expire() -> None:
     """Apply the default action of every gate whose deadline has passed (audited as expired)."""
-    from graphs.runner import expire_due
-    from graphs.progress import ProgressPrinter
+    from graphs.sweeps import expire_overdue
 
-    config = settings()
-    failures: list[str] = []
-
-    def report(thread_id: str, exc: Exception) -> None:
-        failures.append(thread_id)
-        reason = str(exc) if isinstance(exc, SignoffError) else f"{exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)})"
-        err.print(f"error: {thread_id} could not be expired: {safe_line(reason)}", soft_wrap=True)
-
-    with open_db(config) as pool:
-        stops = expire_due(pool, make_context(config, pool, eager=False), ProgressPrinter(out), on_error=report)
-    for stop in stops:
-        out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {safe_line(stop.outcome)}")
-    if failures:
-        fail(f"{len(failures)} overdue threads not expired ({', '.join(failures)}): see `signoff show THREAD`", EXIT_FAILED)
-    if not stops:
-        out.print("no gate is past its deadline")
+    expire_overdue(settings())
 
 
 @app.command()
