@@ -1,4 +1,9 @@
-"""The `signoff` command: thin; parses, calls into graphs/ and checkpoint/, renders."""
+"""The `signoff` command, thin: the typer declarations (options, help text), the checks of the
+command line that give the one-line usage errors, and calls into graphs/ and checkpoint/,
+where what a command does and how it is shown live (graphs/running.py, deciding.py, sweeps.py,
+the *_display modules; graphs/terminal.py for output and errors).
+
+Imports nothing heavy at start-up: each command imports what it needs when it runs."""
 
 from __future__ import annotations
 
@@ -7,18 +12,16 @@ import os
 import re
 import sys
 import uuid
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.markup import escape
 
 from checkpoint.errors import InvalidInput
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
-from graphs.display import age, safe_line
+from graphs.display import safe_line
 from graphs.session import existing_thread, make_context, open_db, settings  # noqa: F401 - make_context: tests build contexts as commands do
-from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, emit, err, friendly, out
+from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, err, friendly, out
 
 
 app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False, cls=OneLineUsageErrors)
@@ -82,7 +85,7 @@ def interactive() -> bool:
         return False
 
 
-# --- plumbing ------------------------------------------------------------------------------
+# --- starting a thread ---------------------------------------------------------------------
 
 
 def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> float:
@@ -334,14 +337,9 @@ def audit(
 @friendly
 def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The configuration in force (secrets hidden)."""
-    described = settings().describe()
-    if as_json:
-        emit({"settings": [{"variable": name, "value": value, "note": note} for name, value, note in described]})
-        return
-    rows = [("variable", "value", "note")] + [tuple(safe_line(cell) for cell in row) for row in described]
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    for name, value, note in rows:  # whole values, never cut to the terminal's width
-        out.print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {note}", soft_wrap=True)
+    from graphs.admin_display import print_config
+
+    print_config(settings().describe(), as_json=as_json)
 
 
 @db_app.command("migrate")
@@ -362,15 +360,11 @@ def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON docum
     """Applied and pending migrations."""
     from checkpoint.database import connect
     from checkpoint.migrations import status
+    from graphs.admin_display import print_migrations
 
     with connect(settings(), migrate=False) as pool:
         rows = status(pool)
-    if as_json:
-        emit({"migrations": [{"version": row.version, "name": row.name, "applied_at": row.applied_at} for row in rows]})
-        return
-    for row in rows:
-        when = f"applied {row.applied_at:%Y-%m-%d %H:%M:%S}" if row.applied_at else "pending"
-        out.print(f"{row.version:03d}_{row.name}  {when}")
+    print_migrations(rows, as_json=as_json)
 
 
 @db_app.command("prune")
@@ -389,27 +383,14 @@ def db_prune(
 
     from checkpoint.listing import MAX_DURATION
     from checkpoint.retention import prune_finished
+    from graphs.admin_display import print_prune
 
     days = MAX_DURATION.days
     if not (finished_older_than == finished_older_than and 0 <= finished_older_than <= days):  # NaN fails the first test
         raise UsageError(f"--finished-older-than must be a number of days from 0 to {days}, not {finished_older_than!r}")
     with open_db(settings()) as pool:
         report = prune_finished(pool, older_than=timedelta(days=finished_older_than), dry_run=dry_run)
-    if as_json:
-        emit({**report.as_dict(), "finished_older_than_days": finished_older_than})
-        return
-    if not report.threads:
-        out.print(f"nothing to prune: no thread finished {finished_older_than:g}+ days ago has more than its last checkpoint")
-    else:
-        rows = report.rows
-        out.print(f"{'would prune' if dry_run else 'pruned'} {report.threads} finished thread{'s' if report.threads != 1 else ''}: "
-                  f"{rows['checkpoints']} checkpoints, {rows['checkpoint_writes']} writes, {rows['checkpoint_blobs']} blobs, "
-                  f"{rows['jobs']} jobs, {rows['progress_events']} progress events, "
-                  f"{report.bytes / 1e6:.2f} MB of row data{' (nothing deleted)' if dry_run else ' freed'}; the last checkpoint "
-                  "and last stop event of each, and its threads, decisions, audit and side-effect rows, are kept. PostgreSQL reuses the space "
-                  "(VACUUM FULL returns it to the operating system)", soft_wrap=True)
-    if report.skipped:
-        out.print(f"{len(report.skipped)} thread(s) changed meanwhile and were skipped: run `signoff db prune` again")
+    print_prune(report, finished_older_than, dry_run=dry_run, as_json=as_json)
 
 
 @kb_app.command("load")
@@ -431,6 +412,7 @@ def kb_search_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
 ) -> None:
     """Full-text search over the knowledge base."""
+    from graphs.admin_display import print_kb_hits
     from nodes.knowledge import ensure_loaded
     from nodes.tools import kb_search
 
@@ -438,13 +420,7 @@ def kb_search_cmd(
     with open_db(settings(), checkpoints=False) as pool:
         ensure_loaded(pool)
         hits = kb_search(pool, query, limit=5)
-    if as_json:
-        emit({"query": query, "hits": [{"rank": round(float(hit.rank), 6), "slug": hit.slug, "title": hit.title, "category": hit.category} for hit in hits]})
-        return
-    if not hits:
-        out.print("no matching articles")
-    for hit in hits:
-        out.print(f"{hit.rank:.3f}  {escape('[' + hit.category + ']')} {safe_line(hit.slug)}: {safe_line(hit.title)}", soft_wrap=True)
+    print_kb_hits(query, hits, as_json=as_json)
 
 
 corpus_app = typer.Typer(help="The research corpus (markdown and text files, full-text searched).", no_args_is_help=True)
@@ -467,20 +443,12 @@ def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown
 @friendly
 def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The documents in the corpus."""
+    from graphs.admin_display import print_corpus
     from nodes.corpus import list_documents
 
     with open_db(settings(), checkpoints=False) as pool:
         entries = list_documents(pool)
-    if as_json:
-        emit({"documents": [{"source": e.source, "title": e.title, "chunks": e.chunk_count, "loaded_at": e.loaded_at} for e in entries]})
-        return
-    if not entries:
-        out.print("the corpus is empty: add files with `signoff corpus add PATH...` (no path: the sample corpus)")
-        return
-    sources = [safe_line(entry.source) for entry in entries]
-    width = max(len(source) for source in sources)
-    for entry, source in zip(entries, sources):
-        out.print(f"{source:<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {safe_line(entry.title)}", soft_wrap=True)
+    print_corpus(entries, as_json=as_json)
 
 
 policy_app = typer.Typer(help="Who must approve actions with money behind them (signoff.toml).", no_args_is_help=True)
@@ -505,24 +473,12 @@ def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [role
 @friendly
 def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """The approval policy in force (the defaults when none was loaded)."""
-    from checkpoint.policy import DEFAULT_STAGES, current_policy
+    from checkpoint.policy import current_policy
+    from graphs.admin_display import print_policy
 
     with open_db(settings()) as pool:
         policy = current_policy(pool)
-    gates = dict(policy.gates) or {"support.review": DEFAULT_STAGES}
-    if as_json:
-        emit({"source": policy.source, "currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
-              "gates": {k: [{"role": st.role, "above": st.above_cents / 100, "quorum": st.quorum, "deadline_hours": st.deadline_hours}
-                            for st in v] for k, v in gates.items()}})
-        return
-    out.print(f"policy: {safe_line(policy.source)}" + ("" if policy.roles_configured else " (no roles configured: any reviewer but the requester decides, --by allowed)"))
-    out.print(f"thresholds in {policy.currency}: an amount in another currency needs every stage of its gate")
-    for role, members in policy.roles.items():
-        out.print(f"role {safe_line(role)}: {safe_line(', '.join(members))}", soft_wrap=True)
-    for key, stages in gates.items():
-        for n, st in enumerate(stages, start=1):
-            out.print(f"{safe_line(key)} stage {n}: {safe_line(st.role or 'review')} above {st.above_cents / 100:.2f}, "
-                      f"{st.quorum} approval{'s' if st.quorum > 1 else ''}" + (f", deadline {st.deadline_hours:g}h" if st.deadline_hours else ""), soft_wrap=True)
+    print_policy(policy, as_json=as_json)
 
 
 orders_app = typer.Typer(help="Orders that refunds are checked against (issue 12).", no_args_is_help=True)
@@ -545,41 +501,22 @@ def orders_load(path: Optional[Path] = typer.Argument(None, help="A CSV with the
 @friendly
 def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts.")) -> None:
     """The orders, newest first."""
-    import json
-
-    from nodes.orders import format_amount, list_orders
+    from graphs.admin_display import print_orders
+    from nodes.orders import list_orders
 
     with open_db(settings()) as pool:
         orders = list_orders(pool)
-    if as_json:
-        out.print(escape(json.dumps([o.as_json() for o in orders], ensure_ascii=True)), soft_wrap=True)
-        return
-    if not orders:
-        out.print("no orders: load the demo orders with `signoff orders load` (or pass a CSV)")
-        return
-    for o in orders:
-        out.print(f"{safe_line(o.order_id):<10}  {o.ordered_at:%Y-%m-%d}  {format_amount(o.amount_cents):>10} {o.currency}  "
-                  f"{o.status:<9}  {safe_line(o.email)}", soft_wrap=True)
+    print_orders(orders, as_json=as_json)
 
 
 @model_app.command("status")
 @friendly
 def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """Whether the local model server runs, where, and since when."""
+    from graphs.admin_display import print_model_server
     from nodes.local_model import server_status
 
-    info = server_status(settings().home)
-    if as_json:
-        emit({"running": info is not None, "pid": info.pid if info else None, "base_url": info.base_url if info else None,
-              "model": info.model_alias if info else None, "weights": str(info.model_path) if info else None,
-              "started_at": datetime.fromtimestamp(info.started_at, timezone.utc) if info else None})
-        return
-    if info is None:
-        out.print("local model server: not running (it starts on first use)")
-        return
-    started = datetime.fromtimestamp(info.started_at, timezone.utc)
-    out.print(f"local model server: running, pid {info.pid}, {info.base_url}, model {info.model_alias}, "
-              f"up {age(datetime.now(timezone.utc) - started)}\nweights: {info.model_path}")
+    print_model_server(server_status(settings().home), as_json=as_json)
 
 
 @model_app.command("stop")
@@ -653,15 +590,11 @@ def token_revoke(name: str = typer.Argument(..., help="The reviewer whose live t
 def token_list() -> None:
     """Reviewer tokens: name, created, last used, revoked (never the tokens themselves)."""
     from checkpoint import tokens
+    from graphs.admin_display import print_tokens
 
     with open_db(settings(), checkpoints=False) as pool:
         rows = tokens.list_tokens(pool)
-    if not rows:
-        out.print("no reviewer tokens: create one with `signoff token create NAME`")
-    for t in rows:
-        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
-        out.print(f"{safe_line(t.name)}  created {t.created_at:%Y-%m-%d %H:%M}  last used {used}  {state}", soft_wrap=True)
+    print_tokens(rows)
 
 
 @app.command()
@@ -686,21 +619,11 @@ def serve(
 def list_workers() -> None:
     """The live workers: host, pid, since when, last heartbeat, threads running."""
     from checkpoint import workers as registry
+    from graphs.admin_display import print_workers
 
     with open_db(settings()) as pool:
         rows = registry.live(pool)
-    if not rows:
-        out.print("no worker is running: start one with `signoff worker`")
-        return
-    now = datetime.now(timezone.utc)
-    lines = [("id", "host", "pid", "started", "heartbeat", "running", "concurrency", "done", "state")] + [
-        (str(w.id), w.host, str(w.pid), f"{w.started_at:%Y-%m-%d %H:%M:%S} ({age(now - w.started_at)} ago)",
-         f"{w.heartbeat_age:.1f}s ago", str(w.running), str(w.concurrency), str(w.done), "draining" if w.draining else "serving")
-        for w in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        out.print("  ".join(safe_line(cell).ljust(width) for cell, width in zip(line, widths)), soft_wrap=True)
+    print_workers(rows)
 
 
 @app.command()
