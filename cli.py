@@ -1,104 +1,27 @@
-"""The `signoff` command: thin; parses, calls into graphs/ and checkpoint/, renders."""
+"""The `signoff` command, thin: the typer declarations (options, help text), the checks of the
+command line that give the one-line usage errors, and calls into graphs/ and checkpoint/,
+where what a command does and how it is shown live (graphs/running.py, deciding.py, sweeps.py,
+the *_display modules; graphs/terminal.py for output and errors).
+
+Imports nothing heavy at start-up: each command imports what it needs when it runs."""
 
 from __future__ import annotations
 
-import functools
 import getpass
-import io
 import os
 import re
-import signal
 import sys
 import uuid
-from contextlib import contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import typer
-import typer.core
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
-from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, InvalidInput, NotFound, SignoffError
+from checkpoint.errors import InvalidInput
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
-from graphs.display import safe, safe_line, token_counts
-
-TyperGroup = typer.core.TyperGroup
-_click: Any = getattr(typer.core, "_click", None) or getattr(typer.core, "click")  # typer vendors click since 0.20
-
-
-class PipeSafeStdout(io.TextIOBase):
-    """stdout that survives its reader going away (`signoff approve T | head -1`): once the
-    pipe is closed, output is dropped and the command finishes its work, instead of dying
-    half-way with a decision recorded and the thread not run on. Resolves sys.stdout on every
-    call, so test runners that swap it still capture the output."""
-
-    broken = False
-
-    def write(self, text: str) -> int:
-        if not PipeSafeStdout.broken:
-            try:
-                sys.stdout.write(text)
-            except BrokenPipeError:
-                self._broke()
-        return len(text)
-
-    def flush(self) -> None:
-        if not PipeSafeStdout.broken:
-            try:
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self._broke()
-
-    def isatty(self) -> bool:
-        return not PipeSafeStdout.broken and sys.stdout.isatty()
-
-    def fileno(self) -> int:
-        return sys.stdout.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(sys.stdout, "encoding", None) or "utf-8"
-
-    @staticmethod
-    def _broke() -> None:
-        PipeSafeStdout.broken = True
-        try:  # so the interpreter's own last flush of stdout finds somewhere to write
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            pass
-
-
-class OneLineUsageErrors(TyperGroup):
-    """Usage errors (unknown option, missing argument, malformed value) as one line on stderr,
-    exit code 2, like every other error here, instead of click's multi-line usage block."""
-
-    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any) -> Any:
-        if not standalone_mode:
-            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
-        wants_json = "--json" in (sys.argv[1:] if args is None else list(args))
-        try:
-            code = super().main(args, prog_name, complete_var, False, **extra)
-        except _click.exceptions.ClickException as exc:
-            ctx = getattr(exc, "ctx", None)
-            if type(exc).__name__ == "NoArgsIsHelpError":  # `signoff`, `signoff db`: the help, as before
-                exc.show()
-            elif wants_json:  # a script asked for JSON: its usage error is JSON too
-                from graphs.json_output import error_document
-
-                sys.stderr.write(error_document(exc.format_message(), exc.exit_code) + "\n")
-            else:
-                hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-                err.print(f"error: {safe_line(exc.format_message())}{escape(hint)}", soft_wrap=True)
-            sys.exit(exc.exit_code)
-        except (typer.Abort, KeyboardInterrupt):
-            err.print("error: interrupted")
-            sys.exit(EXIT_INTERRUPTED)
-        sys.exit(code if isinstance(code, int) else 0)
+from graphs.display import safe_line
+from graphs.session import existing_thread, make_context, open_db, settings  # noqa: F401 - make_context: tests build contexts as commands do
+from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, err, friendly, out
 
 
 app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False, cls=OneLineUsageErrors)
@@ -117,80 +40,7 @@ THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 RESERVED_ACTOR = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
 MAX_ACTOR_CHARS = 100
 
-out = Console(file=PipeSafeStdout(), highlight=False)
-err = Console(stderr=True, highlight=False)
-
 UsageError = InvalidInput  # bad input from the command line: exit 2
-
-
-class _JsonMode:
-    """Whether the running command was given --json (set by `friendly` for each command)."""
-
-    on = False
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> None:
-    if _JsonMode.on:  # `{"error": ...}` on stderr, same exit code
-        from graphs.json_output import error_document
-
-        sys.stderr.write(error_document(message, code) + "\n")
-    else:
-        err.print(f"error: {safe_line(message)}", soft_wrap=True)
-    raise typer.Exit(code)
-
-
-def emit(document: Any) -> None:
-    """A --json command's one document, on stdout (pipe-safe, never rewrapped by rich)."""
-    from graphs.json_output import dumps
-
-    out.file.write(dumps(document) + "\n")
-    out.file.flush()
-
-
-def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn every error into one line on stderr and the exit code of its kind (the README's
-    table); an unexpected one is logged with its traceback, which never reaches the terminal."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _JsonMode.on = bool(kwargs.get("as_json"))
-        try:
-            return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, _click.exceptions.ClickException):
-            raise
-        except SignoffError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
-            from checkpoint.database import is_connection_error
-
-            if is_connection_error(exc):
-                fail(f"lost the database ({first_line(exc)}): check it is running, then retry; saved work is kept", EXIT_UNAVAILABLE)
-            fail(f"unexpected error: {exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)}); saved work is kept", EXIT_FAILED)
-
-    return wrapper
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else exc.__class__.__name__
-
-
-def log_unexpected(exc: BaseException) -> str:
-    """Append the traceback to SIGNOFF_HOME/logs/errors.log; the path, for the one line."""
-    import traceback
-
-    try:
-        home = Path(os.environ.get("SIGNOFF_HOME") or "~/.signoff").expanduser()
-        path = home / "logs" / "errors.log"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as log:
-            log.write(f"--- {datetime.now(timezone.utc).isoformat()} {' '.join(sys.argv[:3])}\n")
-            log.write("".join(traceback.format_exception(exc)))
-        return str(path)
-    except OSError:
-        return "no log: SIGNOFF_HOME is not writable"
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -235,85 +85,7 @@ def interactive() -> bool:
         return False
 
 
-# --- plumbing ------------------------------------------------------------------------------
-
-
-def settings() -> Settings:
-    return Settings.from_env()
-
-
-def open_db(config: Settings, *, checkpoints: bool = True) -> Any:
-    """The command's pool, migrated; `checkpoints=False` for a command that never reads
-    checkpoints (skips importing LangGraph to check its migrations: see checkpoint/migrations.py)."""
-    from checkpoint.database import connect
-
-    return connect(config, checkpoints=checkpoints)
-
-
-def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
-    """The run context; `eager` builds the models now, so a bad model configuration fails
-    before anything is written."""
-    from nodes.context import SignoffContext
-    from nodes.models import LazyRegistry, lazy_review_registry, registry_from_settings
-    from nodes.resilient import ResiliencePolicy
-
-    models = LazyRegistry(lambda: registry_from_settings(config))
-    if eager:
-        models.resolve()
-    # Checked now, built on the first review: a support thread never starts the reviewer's server.
-    review_models = lazy_review_registry(config)
-    return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts),  # type: ignore[arg-type]
-                          review_models=review_models)  # type: ignore[arg-type]
-
-
-@contextmanager
-def existing_thread(thread_id: str, *, runnable: bool = True) -> Iterator[Any]:
-    """The runner of a thread that must exist, on an open pool; `runnable` also builds the
-    models (before anything is written, so a bad model configuration changes nothing)."""
-    from graphs.runner import ThreadRunner
-
-    valid_thread_id(thread_id)
-    config = settings()
-    with open_db(config) as pool:
-        runner = ThreadRunner.for_thread(pool, thread_id)
-        if runnable:
-            runner.context = make_context(config, pool)
-        yield runner
-
-
-def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
-    """Run with progress; first Ctrl-C/SIGTERM/SIGHUP drains at the next step boundary, a
-    second exits at once (the last saved step stands, so the thread stays resumable)."""
-    from langgraph.runtime import RunControl
-
-    from checkpoint.database import is_connection_error
-    from graphs.progress import ProgressPrinter
-
-    printer = ProgressPrinter(out)
-    control = RunControl()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if control.drain_requested:
-            os._exit(EXIT_INTERRUPTED)
-        control.request_drain(signal.Signals(signum).name)
-        err.print(f"stopping at the next step boundary (again to exit now); resume with: signoff resume {thread_id}")
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
-    try:
-        stop = run(printer, control)
-    except Exception as exc:
-        if not is_connection_error(exc):
-            raise
-        fail(f"lost the database mid-run ({first_line(exc)}); the thread is saved up to its last step: "
-             f"run `signoff resume {thread_id}`", EXIT_UNAVAILABLE)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    printer.finish(stop)
-    if stop.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
-    if stop.status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
+# --- starting a thread ---------------------------------------------------------------------
 
 
 def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> float:
@@ -332,41 +104,14 @@ def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> f
 
 
 def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any], deadline: Optional[float] = None, *, detach: bool = False) -> None:
-    """Run the thread here, or, with a live worker (or --detach), queue it for the workers
-    and follow it (or return at once)."""
-    from checkpoint import jobs, threads
-    from checkpoint.threads import ThreadExists
-    from graphs.handoff import worker_available
-    from graphs.registry import get_spec
-    from graphs.runner import ThreadRunner
+    """Check the text, the thread id and the deadline before anything is written, then run the
+    thread here or hand it to a worker (graphs/running.py)."""
+    from graphs.running import start_thread as run_new_thread
 
     text = valid_text(text, "message" if graph == "support" else "text")
     thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
     config = settings()
-    options = {**options, "deadline_hours": deadline_hours(graph, deadline, config)}
-    with open_db(config) as pool:
-        from checkpoint.policy import current_policy, decider
-
-        options["actor"] = decider(current_policy(pool), None) or options.get("actor", "cli")  # issue 12: the requester
-        worker = worker_available(pool)
-        if detach or worker:
-            spec = get_spec(graph)
-            jobs.submit(pool, thread_id, graph, text, graph_input=spec.make_input(text, options),
-                        deadline_hours=options["deadline_hours"], actor=options.get("actor", "cli"))  # ThreadExists if taken
-            out.print(f"thread [bold]{thread_id}[/bold]")
-            if detach:
-                out.print(f"queued for a worker{'' if worker else '; no worker is running: start one with `signoff worker`'}; "
-                          f"follow it with: signoff watch {thread_id}")
-                return
-            follow_and_report(pool, thread_id, 0)
-            return
-        context = make_context(config, pool)  # before anything is written: a bad model config changes nothing
-        runner = ThreadRunner(pool, get_spec(graph), context)
-        if threads.get(pool, thread_id) is not None:  # one error line, not a thread line and then one
-            raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
-        out.print(f"thread [bold]{thread_id}[/bold]")
-        run_and_report(thread_id, lambda sink, control: runner.start(thread_id, text, options, sink, control))
-        print_waiting_stage(pool, thread_id)
+    run_new_thread(config, graph, text, thread_id, {**options, "deadline_hours": deadline_hours(graph, deadline, config)}, detach=detach)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -448,90 +193,26 @@ def pending(
     wait = listing.parse_duration(older_than, "--older-than") if older_than is not None else None
     if graph is not None and not GRAPH_NAME.fullmatch(graph):
         raise UsageError(f"--graph {graph!r} is not a graph name: use support, revision or research")
+    from graphs.pending_display import print_pending, waiting_threads
+
     with open_db(settings(), checkpoints=False) as pool:
         if graph is not None:
             known_graph(pool, graph)
-        page = listing.waiting(pool, limit=page_size, graph=graph, older_than=wait)
-        rows = page.rows
-        from checkpoint.approval_chain import waiting
-
-        # issue 12: which stage waits for whom, worked out with the policy a decision would apply
-        chains = waiting(pool, [row.thread_id for row in rows])
-        stages = {tid: w.text for tid, w in chains.items()}
-        # Threads that began waiting before migration 005 stored no digest: read theirs from
-        # the checkpoint, as before (only those, so it costs nothing once they are decided).
-        digests = {row.thread_id: row.digest for row in rows if row.digest is not None}
-        legacy = [row for row in rows if row.digest is None]
-        if legacy:
-            digests.update(review_digests(pool, legacy))
-    now = datetime.now(timezone.utc)
-    if as_json:
-        emit({"total": page.total, "limit": page_size, "threads": [{
-            "thread_id": row.thread_id, "graph": row.graph, "gate": row.gate, "waiting_since": row.updated_at,
-            "age_seconds": max(0, int((now - row.updated_at).total_seconds())), "deadline": row.deadline,
-            "overdue": bool(row.deadline and row.deadline <= now), "digest": digests[row.thread_id], "summary": row.summary,
-            "waiting_for": stages.get(row.thread_id), "stage": stage_json(chains.get(row.thread_id), row.deadline),
-        } for row in rows]})
-        return
-    if not rows:
-        out.print("nothing is waiting for sign-off" + (" that matches" if graph or wait else ""))
-        return
-    # One line per thread, never wrapped or cut to the terminal's width: the id and the digest
-    # are what a reviewer copies into `approve THREAD --expect DIGEST`. Every field that can
-    # come from content is one safe line, so a message cannot forge a row.
-    lines = [("thread", "graph", "gate", "age", "deadline", "digest", "summary")] + [
-        (row.thread_id, row.graph, row.gate or "", age(now - row.updated_at),
-         (f"{row.deadline:%Y-%m-%d %H:%M}" + (" overdue" if row.deadline <= now else "")) if row.deadline else "-",
-         digests[row.thread_id], safe_line(row.summary, 70) + (f"  waits for {safe_line(stages[row.thread_id])}" if row.thread_id in stages else ""))
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(6)]
-    for line in lines:
-        out.print("  ".join(escape(cell.ljust(width)) for cell, width in zip(line, widths)) + "  " + line[6], soft_wrap=True)
-    if page.total > len(rows):
-        out.print(f"showing the oldest {len(rows)} of {page.total}: see more with --limit, or narrow with --graph / --older-than")
-    if any(row.deadline and row.deadline <= now for row in rows):
-        out.print("overdue gates get their default action from `signoff expire` (or a running worker)")
+        found = waiting_threads(pool, limit=page_size, graph=graph, older_than=wait)
+    print_pending(found, limit=page_size, filtered=bool(graph or wait), as_json=as_json)
 
 
 def known_graph(pool: Any, graph: str) -> None:
     """Refuse a --graph this version does not ship; the registry (a heavy import) is asked only
     when no thread in the database runs that graph."""
-    with pool.connection() as conn:
-        if conn.execute("SELECT EXISTS (SELECT 1 FROM threads WHERE graph = %s) AS seen", (graph,)).fetchone()["seen"]:
-            return
+    from checkpoint.listing import graph_seen
+
+    if graph_seen(pool, graph):
+        return
     from graphs.registry import GRAPHS
 
     if graph not in GRAPHS:
         raise UsageError(f"there is no graph {graph!r}: use one of {', '.join(GRAPHS)}")
-
-
-def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
-    """The digest of what each waiting thread asks a reviewer to sign off (as `show` prints
-    it, and as `approve --expect` checks it)."""
-    from graphs.registry import get_spec
-    from graphs.runner import ThreadRunner
-    from nodes.gates import content_digest
-
-    runners: dict[str, Any] = {}
-    digests = {}
-    for row in rows:
-        runner = runners.get(row.graph) or runners.setdefault(row.graph, ThreadRunner(pool, get_spec(row.graph)))
-        digests[row.thread_id] = content_digest(runner.spec.review_content(runner.snapshot(row.thread_id).values))
-    return digests
-
-
-def age(delta: Any) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def print_review(content: str, digest: str) -> None:
-    """The content a reviewer signs off, exactly as approve binds it, rendered safely."""
-    out.print(f"\n[bold]awaiting sign-off[/bold] (digest {digest}):\n{safe(content)}\n")
 
 
 @app.command()
@@ -545,206 +226,12 @@ def show(
     Reads the threads row (where the thread stands, and what waits for sign-off with its
     digest, stored when it reached the gate) and the latest checkpoint's values through the
     checkpointer, without compiling a graph, so it answers at once (issue 11)."""
-    from checkpoint import threads
-    from checkpoint.database import make_saver
+    from graphs.thread_display import print_thread, read_thread
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
-        row = threads.get(pool, thread_id)
-        if row is None:
-            raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        saved = make_saver(pool).get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
-        values = dict(saved.checkpoint.get("channel_values") or {}) if saved else {}
-        gate = row.gate if row.status == "waiting" else None
-        content, digest = row.review, row.digest
-        if gate and digest is None:  # waiting since before migration 005: read it as before
-            with existing_thread(thread_id, runnable=False) as runner:
-                from nodes.gates import content_digest
-
-                content = runner.spec.review_content(runner.snapshot(thread_id).values)
-                digest = content_digest(content)
-        with pool.connection() as conn:
-            decisions = conn.execute("SELECT gate, decision, actor, note, decided_at FROM approvals WHERE thread_id = %s ORDER BY id", (thread_id,)).fetchall()
-        from checkpoint.approval_chain import waiting
-
-        stage = waiting(pool, [thread_id]).get(thread_id) if gate else None  # issue 12: under the policy in force now
-        from checkpoint.notifications import failed_for
-
-        failed_notifications = [] if as_json else failed_for(pool, thread_id)
-    calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
-    if as_json:
-        emit({
-            "thread_id": thread_id, "graph": row.graph, "status": row.status, "gate": gate, "summary": row.summary,
-            "deadline": row.deadline if gate else None, "digest": digest if gate else None, "review": content if gate else None,
-            "error": values.get("error") or None, "created_at": row.created_at, "updated_at": row.updated_at,
-            "steps": [{"node": call.get("node"), "model": call.get("model"), "attempts": call.get("attempts"),
-                       "latency_ms": call.get("latency_ms"), "input_tokens": call.get("input_tokens"),
-                       "output_tokens": call.get("output_tokens"), "error": call.get("error")} for call in calls],
-            "decisions": [dict(d) for d in decisions], "stage": stage_json(stage, row.deadline),
-        })
-        return
-    out.print(f"[bold]{thread_id}[/bold]  graph={row.graph}  status={row.status}" + (f"  gate={gate}" if gate else ""))
-    out.print(f"summary: {safe_line(row.summary)}")
-    if gate:
-        out.print(f"deadline: {row.deadline:%Y-%m-%d %H:%M %Z}" if row.deadline else "deadline: -")
-        print_review(content or "", digest or "")
-        if stage:
-            print_stage(stage, row.deadline)
-    if values.get("error"):
-        out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
-    steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
-    for call in calls:
-        tokens = token_counts(call) or "-"
-        steps.add_row(safe_line(call.get("node") or "?"), safe_line(call.get("model") or "-"), safe_line(call.get("attempts")),
-                      f"{safe_line(call.get('latency_ms'))}ms", tokens, safe_line(call.get("error") or ""))
-    out.print(steps)
-    for d in decisions:
-        out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
-    show_failed_notifications(failed_notifications)
-
-
-def show_failed_notifications(failed: list[dict[str, Any]]) -> None:
-    """Notifications that gave up (issue 13), so nobody assumes a reviewer was told."""
-    for n in failed:
-        out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
-
-
-def print_stage_progress(thread_id: str, name: str, progress: Any) -> None:
-    stage = progress.approved_stage
-    if progress.again:
-        out.print(f"{safe_line(name)} already approved this content of [bold]{thread_id}[/bold]; nothing new recorded")
-    elif stage is not None:
-        out.print(f"approved stage {stage.index}/{len(progress.chain.stages)} ({safe_line(stage.stage.name)}) of "
-                  f"[bold]{thread_id}[/bold] by {safe_line(name)}")
-    out.print(f"waiting for {safe_line(progress.chain.waiting_for())}", soft_wrap=True)
-
-
-def print_waiting_stage(pool: Any, thread_id: str) -> None:
-    """Which stage of an approval chain a waiting thread needs (issue 12)."""
-    from checkpoint import threads
-    from checkpoint.approval_chain import waiting
-
-    waits = waiting(pool, [thread_id]).get(thread_id)
-    if waits:
-        row = threads.get(pool, thread_id)
-        print_stage(waits, row.deadline if row else None)
-
-
-def print_stage(waits: Any, deadline: Any) -> None:
-    """`approval needed: stage 2/2 finance (2 of carol, dave, erin), until ...` and who may not approve."""
-    until = f", until {deadline:%Y-%m-%d %H:%M %Z} (then the gate's default action)" if deadline else ""
-    out.print(f"approval needed: {safe_line(waits.text)}{until}", soft_wrap=True)
-    for line in (waits.chain.lines()[len(waits.chain.stages):] if waits.chain else []):
-        out.print(f"  {safe_line(line)}", soft_wrap=True)
-
-
-def stage_json(waits: Any, deadline: Any) -> Any:
-    """The waiting stage for --json (README: the JSON table), or None."""
-    return waits.chain.as_json(deadline) if waits is not None and waits.chain is not None else None
-
-
-def edit_and_approve(thread_id: str, by: Optional[str], note: str, expect: Optional[str], *, detach: bool = False) -> None:
-    """`approve --edit` (issue 12): the reviewer edits the reply (and the amount) in $EDITOR.
-    The same or a lower amount: they approve exactly what they saved (a new digest, both
-    audited with the diff). A higher one is a proposal: nothing is approved, the chain starts
-    over at the first stage the new amount needs, and the editor may not approve it.
-    The file in the editor is what they reviewed, so no --expect is needed (given, it must
-    match the content before the edit)."""
-    from checkpoint.approval_chain import ensure_may_approve
-    from checkpoint.policy import current_policy, decider
-    from graphs.editing import apply_edit, check_raise, editable_text, parse_edit, run_editor
-    from graphs.runner import DigestMismatch, expire_if_due
-    from nodes.gates import AlreadyDecided, content_digest
-
-    name = actor(by)
-    with existing_thread(thread_id) as runner:
-        name = decider(current_policy(runner.pool), by) or name
-        if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
-            latest = runner.latest_decision(thread_id)  # the deadline decided first: nothing to edit
-            raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
-        snapshot = runner.snapshot(thread_id)
-        gate = runner.gate_of(snapshot)
-        if gate is None or snapshot.values.get("decision"):
-            runner.decide(thread_id, "approved", actor=name, note=note)  # raises the one-line reason
-        before = content_digest(runner.spec.review_content(snapshot.values))
-        if expect is not None and expect != before:
-            raise DigestMismatch(f"the content changed since you reviewed it (digest {before}, you expected {expect}): run `signoff show {thread_id}` again")
-        if "draft" not in snapshot.values:
-            raise UsageError(f"--edit edits support replies; thread {thread_id} runs {runner.spec.name}: approve or reject it as it is")
-        ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name)
-        edit = parse_edit(run_editor(editable_text(snapshot.values)), snapshot.values)
-        check_raise(runner.pool, thread_id, snapshot.values, edit)
-        digest = before
-        unchanged = edit.draft == snapshot.values.get("draft") and edit.amount_cents in (None, (snapshot.values.get("refund") or {}).get("amount_cents"))
-        if not unchanged:
-            digest = apply_edit(runner, thread_id, edit, actor=name, expect_digest=before)
-            out.print(f"edited [bold]{thread_id}[/bold]: digest {before} -> {digest}")
-        if edit.raised:
-            out.print(f"the amount went up, so this is a proposal, not an approval: no earlier approval counts for it, and "
-                      f"{safe_line(name)}, who raised it, may not approve it", soft_wrap=True)
-            print_waiting_stage(runner.pool, thread_id)
-            return
-        progress = runner.decide(thread_id, "approved", actor=name, note=note, expect_digest=digest)
-        if progress is not None:
-            print_stage_progress(thread_id, name, progress)
-            return
-        run_on(runner, thread_id, "approved", name, detach=detach)
-
-
-def run_on(runner: Any, thread_id: str, verdict: str, name: str, *, detach: bool) -> None:
-    """After the gate's decision: a live worker (or --detach) runs the thread on, this terminal
-    following it; else it runs here."""
-    from checkpoint import jobs
-    from graphs.handoff import last_event_id, worker_available
-
-    if detach or worker_available(runner.pool):
-        after = last_event_id(runner.pool, thread_id)
-        jobs.enqueue(runner.pool, thread_id, "decision")
-        out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; handed to a worker")
-        if detach:
-            out.print(f"follow it with: signoff watch {thread_id}")
-            return
-        follow_and_report(runner.pool, thread_id, after)
-        return
-    out.print(f"{verdict} [bold]{thread_id}[/bold] by {safe_line(name)}; resuming")
-    run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
-
-
-def decide_and_resume(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
-    """Record a decision bound to the content the person saw, then run the thread on.
-
-    An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
-    the content printed right here before the question (--yes skips the question, not the
-    printing). Without a terminal and without --expect nothing was shown, so it is refused."""
-    from graphs.runner import expire_if_due
-    from nodes.gates import AlreadyDecided, content_digest
-
-    name = actor(by)
-    if verdict == "approved" and expect is None and not interactive():
-        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
-                         f"reviewed: see the digest with `signoff show {thread_id}`")
-    with existing_thread(thread_id) as runner:
-        from checkpoint.policy import current_policy, decider
-
-        name = decider(current_policy(runner.pool), by) or name  # issue 12: roles configured -> the OS user
-        if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
-            # The deadline decided before this person did: the same one line as any earlier decider.
-            latest = runner.latest_decision(thread_id)
-            raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
-        if verdict == "approved" and expect is None:
-            snapshot = runner.snapshot(thread_id)
-            if runner.gate_of(snapshot) is None:
-                runner.decide(thread_id, verdict, actor=name, note=note)  # raises the one-line reason
-            content = runner.spec.review_content(snapshot.values)
-            expect = content_digest(content)
-            print_review(content, expect)
-            if not yes and not typer.confirm(f"approve this as {name}?", default=False):
-                fail("not approved: nothing was recorded", EXIT_FAILED)
-        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect)  # type: ignore[arg-type]
-        if progress is not None:  # issue 12: one stage of an approval chain; the thread waits for the next
-            print_stage_progress(thread_id, name, progress)
-            return
-        run_on(runner, thread_id, verdict, name, detach=detach)  # a worker runs it on, or this terminal does
+        view = read_thread(pool, thread_id, notifications=not as_json)
+    print_thread(thread_id, view, as_json=as_json)
 
 
 @app.command()
@@ -762,9 +249,25 @@ def approve(
     if note:
         valid_text(note, "note")
     if edit:
-        edit_and_approve(thread_id, by, note, expect, detach=detach)
+        from graphs.deciding import edit_and_approve
+
+        name = actor(by)
+        edit_and_approve(valid_thread_id(thread_id), name, by, note, expect, detach=detach)
         return
-    decide_and_resume(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
+    decide(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
+
+
+def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
+    """Check who decides, and that an approval binds to content the person saw: the digest
+    given with --expect, or the content shown at a terminal (graphs/deciding.py). Without a
+    terminal and without --expect nothing was shown, so it is refused."""
+    from graphs.deciding import decide_and_resume
+
+    name = actor(by)
+    if verdict == "approved" and expect is None and not interactive():
+        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
+                         f"reviewed: see the digest with `signoff show {thread_id}`")
+    decide_and_resume(valid_thread_id(thread_id), verdict, name, by, note, expect, yes=yes, detach=detach)
 
 
 @app.command()
@@ -777,27 +280,18 @@ def reject(
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
 ) -> None:
     """Reject with feedback, then resume the thread (redraft, or its bounded default)."""
-    decide_and_resume(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect, detach=detach)
+    decide(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect, detach=detach)
 
 
 @app.command()
 @friendly
 def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, was interrupted, or failed.")) -> None:
     """Continue a thread from its last saved step (after a crash, Ctrl-C or a database outage)."""
+    from graphs.running import resume_here
+
+    valid_thread_id(thread_id)
     with existing_thread(thread_id) as runner:
-
-        def run(sink: Callable[[Any], None], control: Any) -> Any:
-            first = [True]
-
-            def announce_then(event: Any) -> None:  # said once it runs, so a refusal stays one line
-                if first:
-                    first.clear()
-                    out.print(f"resuming [bold]{thread_id}[/bold]")
-                sink(event)
-
-            return runner.resume(thread_id, announce_then, control)
-
-        run_and_report(thread_id, run)
+        resume_here(runner, thread_id)
 
 
 @app.command()
@@ -807,73 +301,18 @@ def recover() -> None:
 
     Each thread is recovered on its own: one that fails is reported and the rest go on; the
     exit code is 0 only if every thread was recovered."""
-    from checkpoint.database import is_connection_error
-    from checkpoint.threads import ThreadBusy
-    from graphs.runner import ThreadRunner, abandoned_threads
+    from graphs.sweeps import recover_abandoned
 
-    config = settings()
-    failures: list[str] = []
-    with open_db(config) as pool:
-        found = abandoned_threads(pool)
-        if not found:
-            out.print("no abandoned threads")
-            return
-        from graphs.handoff import worker_available
-
-        if worker_available(pool):
-            from checkpoint import jobs
-
-            for thread_id in found:
-                jobs.enqueue(pool, thread_id, "recover")
-                out.print(f"handed [bold]{thread_id}[/bold] to a worker: signoff watch {thread_id}")
-            return
-        context = make_context(config, pool)
-        for thread_id in found:
-            out.print(f"recovering [bold]{thread_id}[/bold]")
-            try:
-                runner = ThreadRunner.for_thread(pool, thread_id, context)
-                run_and_report(thread_id, lambda sink, control: runner.resume(thread_id, sink, control))
-            except ThreadBusy:
-                out.print(f"  {thread_id} was picked up by another process; skipped")
-            except typer.Exit as exc:
-                if exc.exit_code == EXIT_INTERRUPTED:
-                    raise
-                if exc.exit_code:
-                    failures.append(thread_id)
-            except Exception as exc:  # noqa: BLE001 - one broken thread must not stop the others
-                if is_connection_error(exc):
-                    raise
-                failures.append(thread_id)
-                reason = str(exc) if isinstance(exc, SignoffError) else f"{exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)})"
-                err.print(f"error: {thread_id} could not be recovered: {safe_line(reason)}", soft_wrap=True)
-    if failures:
-        fail(f"{len(failures)} of {len(found)} threads not recovered ({', '.join(failures)}): see `signoff show THREAD`", EXIT_FAILED)
-    out.print(f"recovered {len(found)} thread{'s' if len(found) != 1 else ''}")
+    recover_abandoned(settings())
 
 
 @app.command()
 @friendly
 def expire() -> None:
     """Apply the default action of every gate whose deadline has passed (audited as expired)."""
-    from graphs.runner import expire_due
-    from graphs.progress import ProgressPrinter
+    from graphs.sweeps import expire_overdue
 
-    config = settings()
-    failures: list[str] = []
-
-    def report(thread_id: str, exc: Exception) -> None:
-        failures.append(thread_id)
-        reason = str(exc) if isinstance(exc, SignoffError) else f"{exc.__class__.__name__}: {first_line(exc)} (details in {log_unexpected(exc)})"
-        err.print(f"error: {thread_id} could not be expired: {safe_line(reason)}", soft_wrap=True)
-
-    with open_db(config) as pool:
-        stops = expire_due(pool, make_context(config, pool, eager=False), ProgressPrinter(out), on_error=report)
-    for stop in stops:
-        out.print(f"expired: {stop.thread_id} ({stop.graph}) -> {stop.status} {safe_line(stop.outcome)}")
-    if failures:
-        fail(f"{len(failures)} overdue threads not expired ({', '.join(failures)}): see `signoff show THREAD`", EXIT_FAILED)
-    if not stops:
-        out.print("no gate is past its deadline")
+    expire_overdue(settings())
 
 
 @app.command()
@@ -883,41 +322,24 @@ def audit(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
 ) -> None:
     """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
-    import json
-
     from checkpoint import threads
+    from checkpoint.audit import events_of
+    from graphs.thread_display import print_audit
 
     valid_thread_id(thread_id)
     with open_db(settings(), checkpoints=False) as pool:
-        if threads.get(pool, thread_id) is None:
-            raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        with pool.connection() as conn:
-            rows = conn.execute("SELECT at, actor, kind, detail FROM audit_events WHERE thread_id = %s ORDER BY at, id", (thread_id,)).fetchall()
-    if as_json:
-        emit({"thread_id": thread_id, "events": [{"at": r["at"], "actor": r["actor"], "kind": r["kind"], "detail": r["detail"]} for r in rows]})
-        return
-    # One line per event, never wrapped into a table's columns, so it greps and pipes cleanly;
-    # the actor is one safe line and the detail JSON with every non-ASCII character escaped.
-    actors = [safe_line(r["actor"]) for r in rows]
-    width = max([len(a) for a in actors] + [5])
-    out.print(f"{'time':<19}  {'actor':<{width}}  {'event':<18}  detail", soft_wrap=True)
-    for row, who in zip(rows, actors):
-        detail = escape(json.dumps(row["detail"], default=str, ensure_ascii=True))
-        out.print(f"{row['at']:%Y-%m-%d %H:%M:%S}  {who:<{width}}  {safe_line(row['kind']):<18}  {detail}", soft_wrap=True)
+        threads.get_existing(pool, thread_id)
+        events = events_of(pool, thread_id)
+    print_audit(thread_id, events, as_json=as_json)
 
 
 @app.command("config")
 @friendly
 def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The configuration in force (secrets hidden)."""
-    described = settings().describe()
-    if as_json:
-        emit({"settings": [{"variable": name, "value": value, "note": note} for name, value, note in described]})
-        return
-    rows = [("variable", "value", "note")] + [tuple(safe_line(cell) for cell in row) for row in described]
-    widths = [max(len(row[i]) for row in rows) for i in range(2)]
-    for name, value, note in rows:  # whole values, never cut to the terminal's width
-        out.print(f"{name:<{widths[0]}}  {value:<{widths[1]}}  {note}", soft_wrap=True)
+    from graphs.admin_display import print_config
+
+    print_config(settings().describe(), as_json=as_json)
 
 
 @db_app.command("migrate")
@@ -938,15 +360,11 @@ def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON docum
     """Applied and pending migrations."""
     from checkpoint.database import connect
     from checkpoint.migrations import status
+    from graphs.admin_display import print_migrations
 
     with connect(settings(), migrate=False) as pool:
         rows = status(pool)
-    if as_json:
-        emit({"migrations": [{"version": row.version, "name": row.name, "applied_at": row.applied_at} for row in rows]})
-        return
-    for row in rows:
-        when = f"applied {row.applied_at:%Y-%m-%d %H:%M:%S}" if row.applied_at else "pending"
-        out.print(f"{row.version:03d}_{row.name}  {when}")
+    print_migrations(rows, as_json=as_json)
 
 
 @db_app.command("prune")
@@ -965,27 +383,14 @@ def db_prune(
 
     from checkpoint.listing import MAX_DURATION
     from checkpoint.retention import prune_finished
+    from graphs.admin_display import print_prune
 
     days = MAX_DURATION.days
     if not (finished_older_than == finished_older_than and 0 <= finished_older_than <= days):  # NaN fails the first test
         raise UsageError(f"--finished-older-than must be a number of days from 0 to {days}, not {finished_older_than!r}")
     with open_db(settings()) as pool:
         report = prune_finished(pool, older_than=timedelta(days=finished_older_than), dry_run=dry_run)
-    if as_json:
-        emit({**report.as_dict(), "finished_older_than_days": finished_older_than})
-        return
-    if not report.threads:
-        out.print(f"nothing to prune: no thread finished {finished_older_than:g}+ days ago has more than its last checkpoint")
-    else:
-        rows = report.rows
-        out.print(f"{'would prune' if dry_run else 'pruned'} {report.threads} finished thread{'s' if report.threads != 1 else ''}: "
-                  f"{rows['checkpoints']} checkpoints, {rows['checkpoint_writes']} writes, {rows['checkpoint_blobs']} blobs, "
-                  f"{rows['jobs']} jobs, {rows['progress_events']} progress events, "
-                  f"{report.bytes / 1e6:.2f} MB of row data{' (nothing deleted)' if dry_run else ' freed'}; the last checkpoint "
-                  "and last stop event of each, and its threads, decisions, audit and side-effect rows, are kept. PostgreSQL reuses the space "
-                  "(VACUUM FULL returns it to the operating system)", soft_wrap=True)
-    if report.skipped:
-        out.print(f"{len(report.skipped)} thread(s) changed meanwhile and were skipped: run `signoff db prune` again")
+    print_prune(report, finished_older_than, dry_run=dry_run, as_json=as_json)
 
 
 @kb_app.command("load")
@@ -1007,6 +412,7 @@ def kb_search_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
 ) -> None:
     """Full-text search over the knowledge base."""
+    from graphs.admin_display import print_kb_hits
     from nodes.knowledge import ensure_loaded
     from nodes.tools import kb_search
 
@@ -1014,13 +420,7 @@ def kb_search_cmd(
     with open_db(settings(), checkpoints=False) as pool:
         ensure_loaded(pool)
         hits = kb_search(pool, query, limit=5)
-    if as_json:
-        emit({"query": query, "hits": [{"rank": round(float(hit.rank), 6), "slug": hit.slug, "title": hit.title, "category": hit.category} for hit in hits]})
-        return
-    if not hits:
-        out.print("no matching articles")
-    for hit in hits:
-        out.print(f"{hit.rank:.3f}  {escape('[' + hit.category + ']')} {safe_line(hit.slug)}: {safe_line(hit.title)}", soft_wrap=True)
+    print_kb_hits(query, hits, as_json=as_json)
 
 
 corpus_app = typer.Typer(help="The research corpus (markdown and text files, full-text searched).", no_args_is_help=True)
@@ -1043,20 +443,12 @@ def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown
 @friendly
 def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The documents in the corpus."""
+    from graphs.admin_display import print_corpus
     from nodes.corpus import list_documents
 
     with open_db(settings(), checkpoints=False) as pool:
         entries = list_documents(pool)
-    if as_json:
-        emit({"documents": [{"source": e.source, "title": e.title, "chunks": e.chunk_count, "loaded_at": e.loaded_at} for e in entries]})
-        return
-    if not entries:
-        out.print("the corpus is empty: add files with `signoff corpus add PATH...` (no path: the sample corpus)")
-        return
-    sources = [safe_line(entry.source) for entry in entries]
-    width = max(len(source) for source in sources)
-    for entry, source in zip(entries, sources):
-        out.print(f"{source:<{width}}  {entry.chunk_count:>3} chunks  {entry.loaded_at:%Y-%m-%d %H:%M}  {safe_line(entry.title)}", soft_wrap=True)
+    print_corpus(entries, as_json=as_json)
 
 
 policy_app = typer.Typer(help="Who must approve actions with money behind them (signoff.toml).", no_args_is_help=True)
@@ -1081,24 +473,12 @@ def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [role
 @friendly
 def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """The approval policy in force (the defaults when none was loaded)."""
-    from checkpoint.policy import DEFAULT_STAGES, current_policy
+    from checkpoint.policy import current_policy
+    from graphs.admin_display import print_policy
 
     with open_db(settings()) as pool:
         policy = current_policy(pool)
-    gates = dict(policy.gates) or {"support.review": DEFAULT_STAGES}
-    if as_json:
-        emit({"source": policy.source, "currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
-              "gates": {k: [{"role": st.role, "above": st.above_cents / 100, "quorum": st.quorum, "deadline_hours": st.deadline_hours}
-                            for st in v] for k, v in gates.items()}})
-        return
-    out.print(f"policy: {safe_line(policy.source)}" + ("" if policy.roles_configured else " (no roles configured: any reviewer but the requester decides, --by allowed)"))
-    out.print(f"thresholds in {policy.currency}: an amount in another currency needs every stage of its gate")
-    for role, members in policy.roles.items():
-        out.print(f"role {safe_line(role)}: {safe_line(', '.join(members))}", soft_wrap=True)
-    for key, stages in gates.items():
-        for n, st in enumerate(stages, start=1):
-            out.print(f"{safe_line(key)} stage {n}: {safe_line(st.role or 'review')} above {st.above_cents / 100:.2f}, "
-                      f"{st.quorum} approval{'s' if st.quorum > 1 else ''}" + (f", deadline {st.deadline_hours:g}h" if st.deadline_hours else ""), soft_wrap=True)
+    print_policy(policy, as_json=as_json)
 
 
 orders_app = typer.Typer(help="Orders that refunds are checked against (issue 12).", no_args_is_help=True)
@@ -1121,41 +501,22 @@ def orders_load(path: Optional[Path] = typer.Argument(None, help="A CSV with the
 @friendly
 def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts.")) -> None:
     """The orders, newest first."""
-    import json
-
-    from nodes.orders import format_amount, list_orders
+    from graphs.admin_display import print_orders
+    from nodes.orders import list_orders
 
     with open_db(settings()) as pool:
         orders = list_orders(pool)
-    if as_json:
-        out.print(escape(json.dumps([o.as_json() for o in orders], ensure_ascii=True)), soft_wrap=True)
-        return
-    if not orders:
-        out.print("no orders: load the demo orders with `signoff orders load` (or pass a CSV)")
-        return
-    for o in orders:
-        out.print(f"{safe_line(o.order_id):<10}  {o.ordered_at:%Y-%m-%d}  {format_amount(o.amount_cents):>10} {o.currency}  "
-                  f"{o.status:<9}  {safe_line(o.email)}", soft_wrap=True)
+    print_orders(orders, as_json=as_json)
 
 
 @model_app.command("status")
 @friendly
 def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """Whether the local model server runs, where, and since when."""
+    from graphs.admin_display import print_model_server
     from nodes.local_model import server_status
 
-    info = server_status(settings().home)
-    if as_json:
-        emit({"running": info is not None, "pid": info.pid if info else None, "base_url": info.base_url if info else None,
-              "model": info.model_alias if info else None, "weights": str(info.model_path) if info else None,
-              "started_at": datetime.fromtimestamp(info.started_at, timezone.utc) if info else None})
-        return
-    if info is None:
-        out.print("local model server: not running (it starts on first use)")
-        return
-    started = datetime.fromtimestamp(info.started_at, timezone.utc)
-    out.print(f"local model server: running, pid {info.pid}, {info.base_url}, model {info.model_alias}, "
-              f"up {age(datetime.now(timezone.utc) - started)}\nweights: {info.model_path}")
+    print_model_server(server_status(settings().home), as_json=as_json)
 
 
 @model_app.command("stop")
@@ -1168,35 +529,6 @@ def model_stop() -> None:
 
 
 # --- workers (issue 10) ------------------------------------------------------------------------
-
-
-def follow_and_report(pool: Any, thread_id: str, after_id: int, *, through_gates: bool = False, quiet_end: Optional[str] = None) -> None:
-    """Show a thread a worker runs, as `run_and_report` shows an inline run. Ctrl-C stops
-    the watching only: the worker runs on."""
-    from graphs.handoff import follow
-    from graphs.progress import ProgressPrinter
-
-    printer = ProgressPrinter(out)
-    try:
-        stop = follow(pool.conninfo, pool, thread_id, printer, after_id=after_id, through_gates=through_gates, on_stop=printer.finish)
-    except KeyboardInterrupt:
-        printer.close()
-        out.print(f"\nstopped watching; {thread_id} runs on in the worker: signoff watch {thread_id}")
-        raise typer.Exit(0) from None
-    if stop is None and quiet_end is not None:  # `watch` of a thread that recorded no stop: say where it stands
-        printer.close()
-        out.print(quiet_end)
-        return
-    if stop is None:
-        printer.close()
-        out.print(f"\nthe run of {thread_id} ended without a stop (its worker died?); a live worker takes it over, "
-                  f"or run `signoff recover`: watch with `signoff watch {thread_id}`")
-        raise typer.Exit(EXIT_FAILED)
-    printer.finish(stop)
-    if stop.status == "failed":
-        raise typer.Exit(EXIT_FAILED)
-    if stop.status == "interrupted":
-        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @app.command()
@@ -1258,15 +590,11 @@ def token_revoke(name: str = typer.Argument(..., help="The reviewer whose live t
 def token_list() -> None:
     """Reviewer tokens: name, created, last used, revoked (never the tokens themselves)."""
     from checkpoint import tokens
+    from graphs.admin_display import print_tokens
 
     with open_db(settings(), checkpoints=False) as pool:
         rows = tokens.list_tokens(pool)
-    if not rows:
-        out.print("no reviewer tokens: create one with `signoff token create NAME`")
-    for t in rows:
-        used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
-        out.print(f"{safe_line(t.name)}  created {t.created_at:%Y-%m-%d %H:%M}  last used {used}  {state}", soft_wrap=True)
+    print_tokens(rows)
 
 
 @app.command()
@@ -1291,21 +619,11 @@ def serve(
 def list_workers() -> None:
     """The live workers: host, pid, since when, last heartbeat, threads running."""
     from checkpoint import workers as registry
+    from graphs.admin_display import print_workers
 
     with open_db(settings()) as pool:
         rows = registry.live(pool)
-    if not rows:
-        out.print("no worker is running: start one with `signoff worker`")
-        return
-    now = datetime.now(timezone.utc)
-    lines = [("id", "host", "pid", "started", "heartbeat", "running", "concurrency", "done", "state")] + [
-        (str(w.id), w.host, str(w.pid), f"{w.started_at:%Y-%m-%d %H:%M:%S} ({age(now - w.started_at)} ago)",
-         f"{w.heartbeat_age:.1f}s ago", str(w.running), str(w.concurrency), str(w.done), "draining" if w.draining else "serving")
-        for w in rows
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
-    for line in lines:
-        out.print("  ".join(safe_line(cell).ljust(width) for cell, width in zip(line, widths)), soft_wrap=True)
+    print_workers(rows)
 
 
 @app.command()
@@ -1316,13 +634,11 @@ def watch(
 ) -> None:
     """Follow a thread live wherever it runs, replaying what already happened."""
     from checkpoint import threads
-    from graphs.runner import ThreadNotFound
+    from graphs.running import follow_and_report
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
-        row = threads.get(pool, thread_id)
-        if row is None:
-            raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+        row = threads.get_existing(pool, thread_id)
         follow_and_report(pool, thread_id, 0, through_gates=to_end,
                           quiet_end=f"{thread_id} is {row.status}{' at gate ' + row.gate if row.gate else ''}; no progress was recorded for it")
 

@@ -73,3 +73,10 @@ def waiting(pool: ConnectionPool, *, limit: int = DEFAULT_LIMIT, graph: str | No
             f"SELECT * FROM threads WHERE {clause} ORDER BY updated_at, thread_id LIMIT %s", [*params, limit]
         ).fetchall()
     return Page(total=total, rows=[ThreadRow.from_db(r) for r in rows])
+
+
+def graph_seen(pool: ConnectionPool, graph: str) -> bool:
+    """Whether any thread in the database runs this graph (then `--graph` names a real one
+    without importing the graph registry)."""
+    with pool.connection() as conn:
+        return bool(conn.execute("SELECT EXISTS (SELECT 1 FROM threads WHERE graph = %s) AS seen", (graph,)).fetchone()["seen"])

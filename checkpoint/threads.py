@@ -13,7 +13,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from checkpoint.errors import Conflict
+from checkpoint.errors import Conflict, NotFound
 
 #: First key of the two-key advisory locks that mark a thread as being run by a live process.
 _RUN_LOCK_CLASS = 0x5349474E
@@ -65,6 +65,14 @@ def get(pool: ConnectionPool, thread_id: str) -> ThreadRow | None:
     with pool.connection() as conn:
         row = conn.execute("SELECT * FROM threads WHERE thread_id = %s", (thread_id,)).fetchone()
     return ThreadRow.from_db(row) if row else None
+
+
+def get_existing(pool: ConnectionPool, thread_id: str) -> ThreadRow:
+    """The thread's row, or NotFound with the one line that says where to look."""
+    row = get(pool, thread_id)
+    if row is None:
+        raise NotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+    return row
 
 
 def set_status(

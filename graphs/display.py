@@ -11,6 +11,7 @@ Imports nothing heavy: the CLI uses it before anything else loads.
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 # C0 controls except \n and \t, DEL, C1 controls, and the invisible format characters that
 # can reorder or hide text (bidi overrides and isolates, zero-width joiners, BOM, etc.).
@@ -63,3 +64,12 @@ def token_counts(call: dict[str, object]) -> str | None:
     if call.get("input_tokens") is None and call.get("output_tokens") is None:
         return None
     return f"{call.get('input_tokens') or 0}/{call.get('output_tokens') or 0}"
+
+
+def age(delta: timedelta) -> str:
+    """A duration as its largest whole unit: `45s`, `12m`, `3h`, `2d` (listings' age columns)."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
