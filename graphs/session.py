@@ -36,7 +36,7 @@ def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
     models = LazyRegistry(lambda: registry_from_settings(config))
     if eager:
         models.resolve()
-    # Checked now, built on the first review: a support thread never starts the reviewer's server.
+    # Checked now, built on the first judgement: a thread that makes none never starts its server.
     review_models = lazy_review_registry(config)
     return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts),  # type: ignore[arg-type]
                           review_models=review_models)  # type: ignore[arg-type]
