@@ -21,13 +21,18 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.postgres import PostgresSaver
 
 
-# The pool logs each stale connection it discards as a warning; replacing them is its job, not
-# news for the person at the terminal (with no logging configured it would reach stderr).
-logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
-# Likewise psycopg's "error ignored terminating <Pipeline>" when the server goes away mid-save
-# (an inline run saves through its claim session, in pipeline mode): the save's own error
-# already says so, in one line.
-logging.getLogger("psycopg").addHandler(logging.NullHandler())
+@functools.cache
+def _quiet_psycopg_logs() -> None:
+    """Keep psycopg's housekeeping off the terminal, once per process, when a pool first opens
+    (not at import: importing a module changes nothing).
+
+    The pool logs each stale connection it discards as a warning; replacing them is its job,
+    not news for the person at the terminal (with no logging configured it would reach
+    stderr). Likewise psycopg's "error ignored terminating <Pipeline>" when the server goes
+    away mid-save (an inline run saves through its claim session, in pipeline mode): the
+    save's own error already says so, in one line."""
+    logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
 
 
 class DatabaseUnavailable(Unavailable):
@@ -94,6 +99,7 @@ def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, app
 
     `application_name`: a worker's fence tag (checkpoint/workers.py `fence_tag`), which makes
     every session of the pool, reconnected ones included, subject to migration 008's fence."""
+    _quiet_psycopg_logs()
     # One direct connection first: it fails in seconds with the real reason, where the pool
     # would retry quietly until its timeout.
     ensure_reachable(url)
