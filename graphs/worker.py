@@ -459,21 +459,19 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
     """How a worker builds its run context from the environment (models built on first use)."""
 
     def make(pool: ConnectionPool) -> SignoffContext:
-        from nodes.models import LazyRegistry, lazy_review_registry, registry_from_settings
-        from nodes.resilient import ModelLimiter, ResiliencePolicy
+        import dataclasses
 
-        models = LazyRegistry(lambda: registry_from_settings(settings))
-        # Now, not on first use: a worker calls models anyway, a bad model configuration
-        # should stop it at start, and its run threads must not race to start the local server.
-        models.resolve()
+        from graphs.session import make_context
         from nodes.models import warm_up
+        from nodes.resilient import ModelLimiter
 
-        warm_up(models.resolve())  # the OpenAI client's lazy first-call set-up, once, not in 100 threads at once
-        # The reviewer's models (SIGNOFF_REVIEW_MODEL): checked now, built on the first review
-        # (LazyRegistry locks, so concurrent run threads start its local server once).
-        review_models = lazy_review_registry(settings)
-        return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),  # type: ignore[arg-type]
-                              model_limiter=ModelLimiter(model_concurrency), review_models=review_models)  # type: ignore[arg-type]
+        # Models now, not on first use: a worker calls models anyway, a bad model configuration
+        # should stop it at start, and its run threads must not race to start the local server.
+        # The judging models (SIGNOFF_REVIEW_MODEL) are built on first use (LazyRegistry locks,
+        # so concurrent run threads start its local server once).
+        context = make_context(settings, pool, eager=True)
+        warm_up(context.models.resolve())  # the OpenAI client's lazy first-call set-up, once, not in 100 threads at once
+        return dataclasses.replace(context, model_limiter=ModelLimiter(model_concurrency))
 
     return make
 
