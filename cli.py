@@ -20,7 +20,7 @@ import typer
 from checkpoint.errors import InvalidInput
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
 from graphs.display import safe_line
-from graphs.session import existing_thread, make_context, open_db, settings  # noqa: F401 - make_context: tests build contexts as commands do
+from graphs.session import existing_thread, open_db, settings
 from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, err, friendly, out
 
 

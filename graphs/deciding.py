@@ -23,7 +23,7 @@ def refuse_if_expired(runner: Any, thread_id: str) -> None:
     """Apply the gate's default action if its deadline has passed; then the deadline decided
     before this person did, refused with the same one line as any earlier decider."""
     from graphs.runner import expire_if_due
-    from nodes.gates import AlreadyDecided
+    from checkpoint.decisions import AlreadyDecided
 
     if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:
         latest = runner.latest_decision(thread_id)

@@ -63,7 +63,7 @@ def editable_text(values: dict[str, Any]) -> str:
 def parse_edit(text: str, values: dict[str, Any]) -> Edit:
     """What the reviewer saved, checked: a reply (one printable text, within the size limit) and,
     for an action, a positive amount in the same currency (check_raise bounds a higher one)."""
-    from nodes.orders import format_amount, parse_amount
+    from nodes.orders import parse_amount
     from nodes.refunds import proposed_action
 
     if "\x00" in text:

@@ -34,8 +34,8 @@ class SignoffContext:
     #: Calls in flight per model across the threads of this process (nodes.resilient.ModelLimiter);
     #: None: unlimited (one inline run makes one call at a time anyway).
     model_limiter: Any = None
-    #: The writing graphs' reviewer (SIGNOFF_REVIEW_MODEL), when it is not the writer's model;
-    #: None: `models` reviews too. See `reviewer`.
+    #: The judging models (SIGNOFF_REVIEW_MODEL: review scores, the support agents' hand-over
+    #: decision), when they are not `models`; None: `models` judges too. See `reviewer`.
     review_models: ModelRegistry | None = None
     #: Where a node's own events (retry, fallback, researcher_started) go. None: LangGraph's
     #: `custom` stream (`runtime.stream_writer`), as an inline run streams them (nodes.resilient.emitter). A worker's run
@@ -45,5 +45,5 @@ class SignoffContext:
     emit: Callable[[dict[str, Any]], None] | None = None
 
     def reviewer(self) -> ModelRegistry:
-        """The models a `review` node calls."""
+        """The models a judging node calls (the writing graphs' `review`, the support agents)."""
         return self.review_models if self.review_models is not None else self.models

@@ -25,7 +25,7 @@ from typing_extensions import TypedDict
 
 from nodes.context import SignoffContext
 from nodes.orders import MAX_AMOUNT_CENTS, ORDER_ID, Order, format_amount, get_order
-from nodes.resilient import AgentResult, ResilientAgentNode
+from nodes.resilient import ResilientAgentNode
 
 #: A message asking for money back. A cheap pre-filter, so the other messages pay no extra
 #: model call; the structured extraction then names the order and the amount.

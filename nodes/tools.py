@@ -8,7 +8,6 @@ resume) finds the row it wrote before instead of writing a second one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from langgraph.config import get_config
 from psycopg_pool import ConnectionPool

@@ -25,6 +25,16 @@ ANSWERED = '{"option": 1}'
 CANNOT_ANSWER = '{"option": 0}'
 
 
+#: The writing graphs' steps (nodes/writing.py): the writer and the reviewer.
+WRITER = "You write short, clear markdown documents"
+REVIEWER = "Score the draft"
+
+
+def review(score: float, feedback: str = "Add an example.") -> str:
+    """A reviewer's answer: the score and one line of feedback."""
+    return f'{{"score": {score}, "feedback": "{feedback}"}}'
+
+
 def agent(intent: str) -> str:
     """The needle of the intent's agent, the step that decides whether the knowledge base answers."""
     return f"{intent} support agent"

@@ -23,13 +23,13 @@ from graphs.support import HOLDING_REPLY
 from tests.conftest import count_rows, expect
 from tests.procs import table_counts
 from tests.fault_server import FaultServer, ok
-from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY, scripted_registry
+from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY, REVIEWER, WRITER, scripted_registry
 
 NOW = datetime(2026, 3, 2, 9, 0, tzinfo=timezone.utc)
 
 TECHNICAL = [("Classify the customer message", '{"intent": "technical"}'), ("technical support agent", CANNOT_ANSWER)]
 BILLING = [("Classify the customer message", '{"intent": "billing"}'), ("billing support agent", ANSWERED), (REPLY, "A second charge is a pending authorization.")]
-WRITING = [("Score the draft", '{"score": 0.9, "feedback": "Fine."}'), ("You write short, clear markdown documents", "# Durable work\n\nCheckpoints keep it.")]
+WRITING = [(REVIEWER, '{"score": 0.9, "feedback": "Fine."}'), (WRITER, "# Durable work\n\nCheckpoints keep it.")]
 RESEARCHING = [
     ("Split the research topic", json.dumps({"subtasks": ["What does a checkpoint contain?", "How do idempotency keys work?", "How do approval deadlines work?"]})),
     ("Summarise what the passages say", "Saved state, keys and deadlines."),

@@ -17,14 +17,14 @@ from graphs.runner import ThreadRunner
 from nodes.models import ModelHandle, ModelRegistry
 from tests.conftest import count_rows, expect
 from tests.fault_server import FaultServer, ok
-from tests.scripted import scripted_registry
+from tests.scripted import REVIEWER, WRITER, scripted_registry
 
 TOPIC = "durable workflows"
 SUBTASKS = ["What does a checkpoint contain?", "How do idempotency keys prevent duplicates?", "How does saga compensation work?"]
 PLAN = ("Split the research topic", json.dumps({"subtasks": SUBTASKS}))
 SUMMARY = ("Summarise what the passages say", "The passages say it is saved state plus keys.")
-WRITE = ("You write short, clear markdown documents", "# Durable workflows\n\nCheckpoints, keys and sagas keep work safe.")
-REVIEW = ("Score the draft", '{"score": 0.9, "feedback": "Fine."}')
+WRITE = (WRITER, "# Durable workflows\n\nCheckpoints, keys and sagas keep work safe.")
+REVIEW = (REVIEWER, '{"score": 0.9, "feedback": "Fine."}')
 
 
 def fails(subtask: str) -> tuple[str, Exception]:

@@ -2,7 +2,7 @@
 agents' hand-over decision) on a model of their own.
 
 Real PostgreSQL, real OpenAI-compatible HTTP servers (tests/fault_server.py) and the
-contexts the CLI builds from the environment (cli.make_context), so the variable is tested
+contexts the CLI builds from the environment (graphs.session.make_context), so the variable is tested
 from where it is read to where a request lands.
 """
 
@@ -17,15 +17,10 @@ from checkpoint.settings import Settings
 from graphs.registry import REVISION
 from graphs.runner import ThreadRunner
 from tests.fault_server import FaultServer, ok, status
+from tests.scripted import REVIEWER, WRITER, review
 
-WRITER = "You write short, clear markdown documents"
-REVIEWER = "Score the draft"
 BRIEF = "Explain why retries need idempotency keys."
 DRAFT = "# Idempotency keys\n\nThey make retries safe."
-
-
-def review(score: float) -> str:
-    return f'{{"score": {score}, "feedback": "Good."}}'
 
 
 def environment(database_url: str, home: Path, server: FaultServer, **extra: str) -> dict[str, str]:
@@ -35,7 +30,7 @@ def environment(database_url: str, home: Path, server: FaultServer, **extra: str
 
 def cli_runner(pool, env: dict[str, str]) -> ThreadRunner:
     """A revision runner on the context `signoff start` builds from `env`."""
-    from cli import make_context
+    from graphs.session import make_context
 
     return ThreadRunner(pool, REVISION, make_context(Settings.from_env(env), pool))
 
@@ -52,7 +47,7 @@ def test_the_review_prompt_goes_to_the_review_server_and_the_writer_prompts_to_t
         first.rule(WRITER, ok(DRAFT)).rule(REVIEWER, ok(review(0.1)))  # would loop to a rewrite if it reviewed
         second.rule(REVIEWER, ok(review(0.9))).rule(WRITER, ok("# Wrong server"))
         settings = Settings.from_env(environment("unused", tmp_path, first, SIGNOFF_REVIEW_MODEL="openai:review-model"))
-        from cli import make_context
+        from graphs.session import make_context
 
         context = make_context(settings, pool)
         # The same registry the CLI builds, pointed at the second server (OPENAI_BASE_URL is one

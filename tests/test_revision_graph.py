@@ -11,15 +11,9 @@ from graphs.registry import REVISION
 from graphs.runner import NotAtGate, ThreadRunner
 from nodes.publishing import publish
 from tests.conftest import count_rows, expect
-from tests.scripted import scripted_registry
+from tests.scripted import REVIEWER, WRITER, review, scripted_registry
 
-WRITER = "You write short, clear markdown documents"
-REVIEWER = "Score the draft"
 BRIEF = "Explain why retries need idempotency keys."
-
-
-def review(score: float, feedback: str = "Add an example.") -> str:
-    return f'{{"score": {score}, "feedback": "{feedback}"}}'
 
 
 @pytest.fixture
