@@ -6,6 +6,7 @@ from the checkpoint afterwards, never inferred from the stream.
 
 from __future__ import annotations
 
+import functools
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -370,6 +371,13 @@ def _token_handler(emit: EventSink) -> Any:
     leaves them out. It listens to chat models only (`ignore_chain`...): LangGraph's own
     handler also inspects every node's input and output for messages, a cost each of a
     worker's runs paid for nothing. None if LangChain moved what it is built on."""
+    handler_class = _token_handler_class()
+    return handler_class(emit) if handler_class is not None else None
+
+
+@functools.cache
+def _token_handler_class() -> Any:
+    """The handler's class, defined once per process (a worker makes one handler per run)."""
     try:
         from langchain_core.callbacks import BaseCallbackHandler
         from langchain_core.outputs import ChatGenerationChunk
@@ -382,7 +390,8 @@ def _token_handler(emit: EventSink) -> Any:
         run_inline = True
         ignore_chain = ignore_agent = ignore_retriever = ignore_retry = ignore_custom_event = True
 
-        def __init__(self) -> None:
+        def __init__(self, emit: EventSink) -> None:
+            self.emit = emit
             self.nodes: dict[Any, str] = {}
 
         def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: Any, tags: list[str] | None = None,
@@ -395,7 +404,7 @@ def _token_handler(emit: EventSink) -> Any:
             if node is not None and isinstance(chunk, ChatGenerationChunk):
                 content = chunk.message.content
                 if isinstance(content, str) and content:
-                    emit({"event": "token", "node": node, "text": content})
+                    self.emit({"event": "token", "node": node, "text": content})
 
         def on_llm_end(self, response: Any, *, run_id: Any, **kwargs: Any) -> None:
             self.nodes.pop(run_id, None)
@@ -409,7 +418,7 @@ def _token_handler(emit: EventSink) -> Any:
         def tap_output_aiter(self, run_id: Any, output: Any) -> Any:
             return output
 
-    return Tokens()
+    return Tokens
 
 
 def _deliver(sink: EventSink, event: Event) -> None:
