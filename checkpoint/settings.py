@@ -68,6 +68,8 @@ class Settings:
     prune_after_days: float | None = None
     #: the writing graphs' reviewer (SIGNOFF_REVIEW_MODEL); None: the writer's models review too
     review_model: str | None = None
+    #: the hand-over playbook file (SIGNOFF_HANDOVER_PLAYBOOK); None: the shipped one
+    handover_playbook: Path | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -86,6 +88,7 @@ class Settings:
             model_concurrency=int(_positive(env, "SIGNOFF_MODEL_CONCURRENCY", 0, upper=MAX_MODEL_CONCURRENCY, whole=True)) or None,
             prune_after_days=_positive(env, "SIGNOFF_PRUNE_AFTER_DAYS", 0, upper=MAX_PRUNE_AFTER_DAYS) or None,
             review_model=(env.get("SIGNOFF_REVIEW_MODEL") or "").strip() or None,
+            handover_playbook=Path(raw).expanduser() if (raw := (env.get("SIGNOFF_HANDOVER_PLAYBOOK") or "").strip()) else None,
         )
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -96,6 +99,7 @@ class Settings:
             ("SIGNOFF_MODEL", self.model, "unset: local"),
             ("SIGNOFF_FALLBACK_MODEL", self.fallback_model or "(none)", "unset: see README"),
             ("SIGNOFF_REVIEW_MODEL", self.review_model or "(SIGNOFF_MODEL)", "judgement calls: review scores, support hand-over; unset: SIGNOFF_MODEL"),
+            ("SIGNOFF_HANDOVER_PLAYBOOK", str(self.handover_playbook or "(shipped: nodes/data/handover.toml)"), "topics a specialist must handle"),
             ("OPENAI_API_KEY", "set (hidden)" if self.openai_api_key else "(unset)", "needed for openai:* models"),
             ("OPENAI_BASE_URL", self.openai_base_url or "(OpenAI default)", "any OpenAI-compatible server"),
             ("SIGNOFF_CALL_TIMEOUT", f"{self.call_timeout:g}s", "per model call"),

@@ -30,6 +30,7 @@ def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
     """The run context; `eager` builds the models now, so a bad model configuration fails
     before anything is written."""
     from nodes.context import SignoffContext
+    from nodes.handover import load_playbook
     from nodes.models import LazyRegistry, lazy_review_registry, registry_from_settings
     from nodes.resilient import ResiliencePolicy
 
@@ -39,7 +40,7 @@ def make_context(config: Settings, pool: Any, *, eager: bool = True) -> Any:
     # Checked now, built on the first judgement: a thread that makes none never starts its server.
     review_models = lazy_review_registry(config)
     return SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=config.max_attempts),  # type: ignore[arg-type]
-                          review_models=review_models)  # type: ignore[arg-type]
+                          review_models=review_models, playbook=load_playbook(config.handover_playbook))  # type: ignore[arg-type]
 
 
 @contextmanager

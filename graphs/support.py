@@ -9,7 +9,7 @@ free text a model writes is the reply itself, which is streamed token by token.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Callable, Literal
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END, START, StateGraph
@@ -56,8 +56,11 @@ class SupportState(SupportInput, total=False):
     passages: list[str]
     #: the slug of the article the agent found to answer the message (None: none does)
     article: str | None
-    #: the hand-over topic the agent chose (HANDOVER_TOPICS), if it named one
+    #: the hand-over topic (nodes/handover.py) the playbook matched or the agent chose, if any
     handover: str | None
+    #: what an agent is offered (the playbook's topic names and descriptions); never stored
+    handover_topics: list[str]
+    handover_options: list[str]
     draft: str
     ticket_id: int | None
     needs_human: bool
@@ -125,7 +128,9 @@ classify_by_model = ResilientAgentNode(
 
 
 def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
-    """Ask the model for the intent, showing it the titles (and teams) of the closest articles.
+    """Ask the model for the intent, showing it the titles (and teams) of the closest articles,
+    and match the hand-over playbook (nodes/handover.py): a message on a topic a specialist must
+    handle goes to one, with the intent naming the team, whatever a model would answer.
 
     Measured with the 0.5B local model (tests/benchmarks/support_quality.py): the titles as a
     hint raise intent accuracy from 62% to 85% on the labelled set and from 62% to 81% on a
@@ -134,27 +139,13 @@ def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str,
     pool = runtime.context.pool
     ensure_loaded(pool)
     hints = [f"{a.title} ({a.category})" for a in kb_search(pool, state["message"], limit=CLASSIFY_HINTS)]
-    return classify_by_model({**state, "kb_hints": hints}, runtime)
+    update = classify_by_model({**state, "kb_hints": hints}, runtime)
+    topic = runtime.context.handover().match(state["message"])
+    return {**update, "handover": topic.name} if topic else update
 
 
 # --- can the knowledge base answer it? -----------------------------------------------------
 
-#: What a specialist must handle even when an article touches the topic: offered to the agent as
-#: options beside the articles, so handing over is a choice it makes by name rather than the
-#: absence of a match.  With `local:1.5b` deciding, escalation went from 0/11 to 9/11 on the
-#: labelled set (README, "The local model"); the 0.5B rarely picks them.
-HANDOVER_TOPICS: dict[str, str] = {
-    "account security": "Security incident: someone else is using or has taken over the account, a hacked or "
-    "stolen account, or a customer sees data that is not theirs",
-    "legal, police or press": "Legal, police or press: lawyers, courts, legal threats, police or government "
-    "requests, journalists",
-    "compensation or special terms": "Compensation or special terms: a demand for compensation, credit or "
-    "damages, a custom discount, contract or payment terms no article offers",
-    "unrecognised charge": "A charge the customer does not recognise, never signed up for, or says is fraud",
-    "outage or unknown error": "An outage or an error no article names: the service down, server errors "
-    "(HTTP 500), data lost by the app, an antivirus or security warning",
-    "bereavement": "A death: access to the account of someone who died",
-}
 AGENT_PROMPT = (
     "You are a {intent} support agent routing messages at a note-taking app's support desk. Pick "
     "the one option that fits the customer's message best. Help articles can be answered by "
@@ -165,9 +156,9 @@ MAX_ARTICLE_CHARS = 500
 
 
 def agent_options(state: SupportState) -> list[str]:
-    """The retrieved articles, then the hand-over topics, in the order they are numbered."""
+    """The retrieved articles, then the playbook's hand-over topics, in the order they are numbered."""
     articles = [f"Help article: {p[:MAX_ARTICLE_CHARS]}" for p in state.get("passages", [])]
-    return articles + [f"Hand over to a specialist. {text}" for text in HANDOVER_TOPICS.values()]
+    return articles + [f"Hand over to a specialist. {text}" for text in state.get("handover_options", [])]
 
 
 def agent_prompt(state: SupportState) -> list[Any]:
@@ -181,17 +172,25 @@ def _decided(state: SupportState, result: AgentResult) -> dict[str, Any]:
     number, sources = result.parsed.option, state.get("sources", [])  # type: ignore[union-attr]
     if 0 < number <= len(sources):
         return {"article": sources[number - 1], "handover": None}
-    topics = list(HANDOVER_TOPICS)
+    topics = state.get("handover_topics", [])
     topic = number - len(sources) - 1
     return {"article": None, "handover": topics[topic] if 0 <= topic < len(topics) else None}
 
 
-def make_agent(intent: Intent) -> ResilientAgentNode[SupportState]:
+def make_agent(intent: Intent) -> Callable[[SupportState, Runtime[SignoffContext]], dict[str, Any]]:
     """The agent decides on SIGNOFF_REVIEW_MODEL when one is set (SignoffContext.reviewer): a
     judgement a person relies on, like the writing graphs' review scores. On failure
-    `needs_human` is set and the router escalates."""
-    return ResilientAgentNode(f"{intent}_agent", agent_prompt, _decided, schema=KbAnswer,
-                              on_failure=lambda s, r: {"article": None}, models=SignoffContext.reviewer)
+    `needs_human` is set and the router escalates. It is offered the playbook's topics by name,
+    so it can hand over what no pattern caught."""
+    decide = ResilientAgentNode(f"{intent}_agent", agent_prompt, _decided, schema=KbAnswer,
+                                on_failure=lambda s, r: {"article": None}, models=SignoffContext.reviewer)
+
+    def agent(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+        topics = runtime.context.handover().topics
+        return decide({**state, "handover_topics": [t.name for t in topics], "handover_options": [t.describe for t in topics]}, runtime)
+
+    agent.__name__ = f"{intent}_agent"
+    return agent
 
 
 # --- the reply (free text, streamed) -------------------------------------------------------
@@ -290,7 +289,7 @@ def send_holding_reply(state: SupportState, runtime: Runtime[SignoffContext]) ->
 
 
 def route_after_classify(state: SupportState) -> Literal["lookup_kb", "escalate", "extract_refund"]:
-    if state.get("needs_human"):
+    if state.get("needs_human") or state.get("handover"):
         return "escalate"
     return "extract_refund" if starts_refund(state) else "lookup_kb"
 

@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from psycopg_pool import ConnectionPool
 
+from nodes.handover import Playbook, load_playbook
 from nodes.models import ModelRegistry
 from nodes.resilient import ResiliencePolicy
 
@@ -43,6 +44,12 @@ class SignoffContext:
     #: LangGraph run every node on a pool thread and wake the run for each event, which cost a
     #: worker running 100 threads about a tenth of its CPU (issue 10).
     emit: Callable[[dict[str, Any]], None] | None = None
+    #: The hand-over playbook (SIGNOFF_HANDOVER_PLAYBOOK); None: the shipped one. See `handover`.
+    playbook: Playbook | None = None
+
+    def handover(self) -> Playbook:
+        """The topics a specialist must handle (nodes/handover.py)."""
+        return self.playbook if self.playbook is not None else load_playbook()
 
     def reviewer(self) -> ModelRegistry:
         """The models a judging node calls (the writing graphs' `review`, the support agents)."""

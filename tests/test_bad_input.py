@@ -99,6 +99,8 @@ def start_rows(graph: str, what: str) -> list[Row]:
         row(cmd, "hello", says="SIGNOFF_REVIEW_MODEL must be 'local'", SIGNOFF_REVIEW_MODEL="gpt-4"),
         row(cmd, "hello", says="SIGNOFF_REVIEW_MODEL: unknown local model '9b'", SIGNOFF_REVIEW_MODEL="local:9b"),
         row(cmd, "hello", says="SIGNOFF_REVIEW_MODEL is 'openai:' without a model name", SIGNOFF_REVIEW_MODEL="openai:"),
+        row(cmd, "hello", says="hand-over playbook /nonexistent/handover.toml: no such file", SIGNOFF_HANDOVER_PLAYBOOK="/nonexistent/handover.toml"),
+        row(cmd, "hello", says="not a readable TOML file", SIGNOFF_HANDOVER_PLAYBOOK=__file__),
         row(cmd, "hello", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u@127.0.0.1:1/x?password=secret"),
     ]
 
@@ -168,6 +170,7 @@ ROWS: list[Row] = [
     row("worker", says="SIGNOFF_PRUNE_AFTER_DAYS must be a positive number", SIGNOFF_PRUNE_AFTER_DAYS="0"),
     row("worker", says="SIGNOFF_PRUNE_AFTER_DAYS must be a number", SIGNOFF_PRUNE_AFTER_DAYS="weekly"),
     row("worker", says="SIGNOFF_REVIEW_MODEL must be 'local'", SIGNOFF_REVIEW_MODEL="gpt-4"),
+    row("worker", says="hand-over playbook /nonexistent/handover.toml: no such file", SIGNOFF_HANDOVER_PLAYBOOK="/nonexistent/handover.toml"),
     row("worker", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
     row("workers", "--nope", says="No such option: --nope"),
     row("workers", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),

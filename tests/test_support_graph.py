@@ -6,8 +6,9 @@ import pytest
 
 from graphs.registry import SUPPORT
 from graphs.runner import AwaitingDecision, ThreadRunner
-from graphs.support import HANDOVER_TOPICS, HOLDING_REPLY
+from graphs.support import HOLDING_REPLY
 from nodes.gates import GateError
+from nodes.handover import load_playbook
 from tests.conftest import count_rows
 from tests.scripted import ANSWERED, CLASSIFY, REDRAFT, REPLY, agent, scripted_registry, support_rules
 
@@ -107,11 +108,33 @@ def test_a_hand_over_topic_chosen_by_the_agent_escalates_and_is_recorded(run, po
     runner, events = run([support_rules("general")[0], ("general support agent", '{"option": 2}')])
     stop = runner.start("t10", "Qwxyzzy plonkfrob", {}, events.append)
     assert stop.values["sources"] == []
-    assert stop.values["handover"] == list(HANDOVER_TOPICS)[1]
+    assert stop.values["handover"] == load_playbook().names()[1]
     assert stop.values["article"] is None and stop.values["ticket_id"] is not None
     agent_prompt = next(p for p in runner.context.models.primary.chat.prompts if "general support agent" in p)
     assert "Option 2: Hand over to a specialist. Legal, police or press" in agent_prompt
     assert f"ticket #{stop.values['ticket_id']} (legal, police or press)" in SUPPORT.summarize(stop.values), "pending shows why"
+
+
+def test_a_message_the_playbook_matches_is_handed_over_without_asking_the_agent(run, pool):
+    # The scripted agent would answer from the first article: the playbook decides first.
+    runner, events = run(BILLING)
+    stop = runner.start("t12", "My lawyer says I was charged twice this month and wants it back", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["handover"] == "legal, police or press"
+    assert stop.values["ticket_id"] is not None and stop.values.get("article") is None
+    assert not any("support agent" in p for p in runner.context.models.primary.chat.prompts), "no agent call"
+    assert stop.values["intent"] == "billing", "the ticket still goes to the team the message is for"
+
+
+def test_the_agent_is_offered_the_topics_of_the_playbook_in_force(run, pool, tmp_path):
+    playbook = tmp_path / "handover.toml"
+    playbook.write_text('[[topic]]\nname = "harbour"\ndescribe = "Anything about boats"\nmatch = []\n')
+    runner, events = run([support_rules("general")[0], ("general support agent", '{"option": 1}')], playbook=load_playbook(playbook))
+    stop = runner.start("t13", "Qwxyzzy plonkfrob", {}, events.append)
+    assert stop.values["handover"] == "harbour"
+    agent_prompt = next(p for p in runner.context.models.primary.chat.prompts if "general support agent" in p)
+    assert "Option 1: Hand over to a specialist. Anything about boats" in agent_prompt
+    assert "Legal, police" not in agent_prompt
 
 
 def test_the_agent_decides_on_the_review_model_when_one_is_configured(run, pool):

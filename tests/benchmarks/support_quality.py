@@ -4,6 +4,7 @@ Run from the project root:
 
     .venv/bin/python tests/benchmarks/support_quality.py [--model local|local:1.5b|openai:NAME]
         [--review-model local:1.5b] [--cases tests/benchmarks/support_cases.json] [--out DRAFTS.md] [--limit N]
+        [--no-playbook]
 
 Everything runs in a throwaway SIGNOFF_HOME under /tmp: a fresh embedded PostgreSQL (the
 knowledge base is loaded by the graph itself, as on a first run) and, for local models, the
@@ -14,16 +15,22 @@ whether the reply drew on the right article, seconds per thread to the gate (aft
 warm-up thread), reply tokens per second and the server's memory, and writes every draft to
 a markdown file for a person to read.  `--model` takes the same values as SIGNOFF_MODEL.
 
-Two labelled sets: `support_cases.json` (47 messages, 11 to escalate), against which the
-prompts were developed, and `support_cases_heldout.json` (26 messages, 12 to escalate),
-written afterwards and never used to tune anything: run both and report both, since a
-figure on the first alone flatters the prompts.
+Three labelled sets: `support_cases.json` (47 messages, 11 to escalate), against which the
+prompts were developed; `support_cases_heldout.json` (26 messages, 12 to escalate), written
+afterwards (session 3) and read when the hand-over playbook's patterns were written, so it
+flatters the playbook too; and `support_cases_blind.json` (40 messages, 16 to escalate),
+written by someone who had not seen the playbook, before it was measured on it, and never
+used to tune anything since. Report all three.
+
+The hand-over playbook (nodes/handover.py) runs as in production; `--no-playbook` keeps its
+topics as the agent's options but drops its patterns, to measure the models alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -176,9 +183,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="drafts file (default: /tmp/signoff-support-drafts-MODEL.md)")
     parser.add_argument("--limit", type=int, default=0, help="only the first N cases (for a quick look)")
     parser.add_argument("--minutes", type=float, default=0, help="start no new case after this long; report what ran")
+    parser.add_argument("--no-playbook", action="store_true", help="the hand-over topics without their patterns: the models alone decide")
     args = parser.parse_args()
     cases = load_cases(args.cases)[: args.limit or None]
-    label = args.model + (f"+{args.review_model}" if args.review_model else "")
+    label = args.model + (f"+{args.review_model}" if args.review_model else "") + ("-no-playbook" if args.no_playbook else "")
     out = args.out or Path(tempfile.gettempdir()) / f"signoff-support-drafts-{label.replace(':', '-')}.md"
 
     from checkpoint.database import open_pool
@@ -188,6 +196,7 @@ def main() -> None:
     from graphs.registry import SUPPORT
     from graphs.runner import ThreadRunner
     from nodes.context import SignoffContext
+    from nodes.handover import Playbook, load_playbook
     from nodes.local_model import stop_server
     from nodes.models import has_review_model, registry_from_settings, review_registry_from_settings
     from nodes.resilient import ResiliencePolicy
@@ -205,8 +214,11 @@ def main() -> None:
             models = registry_from_settings(settings)
             deciders = review_registry_from_settings(settings) if has_review_model(settings) else None
             ready = time.perf_counter() - start
+            playbook = load_playbook()
+            if args.no_playbook:
+                playbook = Playbook(tuple(dataclasses.replace(t, patterns=()) for t in playbook.topics), "no patterns")
             context = SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),
-                                     review_models=deciders)
+                                     review_models=deciders, playbook=playbook)
             runner = ThreadRunner(pool, SUPPORT, context)
             run_case(runner, "warm-up", WARM_UP)  # loads the knowledge base, warms the server
             # Other processes competing for the cores skew every time below: measure their share.
@@ -238,6 +250,9 @@ def main() -> None:
         print("no case finished")
         return
     rows = report(cases, results, models.primary.name + (f", deciding: {deciders.primary.name}" if deciders else ""))
+    by_rule = [c for c, r in zip(cases, results) if r["escalated"] and playbook.match(c["message"])]
+    rows.insert(5, ("handed over by the playbook's patterns (of all escalated; right ones)",
+                    f"{len(by_rule)} of {sum(r['escalated'] for r in results)}; {sum(c['escalate'] for c in by_rule)} right"))
     rows.insert(1, ("model ready (assembly from chunks + server start, or client setup)", f"{ready:.1f} s"))
     rows += [("server memory", "; ".join(memory))] if memory else []
     rows.append(("other processes' share of all CPUs during the run (contention)", f"{others:.0%}"))

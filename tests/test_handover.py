@@ -1,0 +1,118 @@
+"""The hand-over playbook (nodes/handover.py): what the shipped topics catch, what they must
+leave alone, and a bad playbook file refused with one line naming it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nodes.handover import PlaybookError, load_playbook
+
+#: One or more messages per shipped topic, in wording a customer might use.
+MUST_HAND_OVER = {
+    "account security": [
+        "I think I've been hacked, there are notes in my account I never wrote",
+        "somebody signed into my account last night from a device I don't own",
+        "Got an alert about a suspicious login and now my 2FA phone number is different",
+        "My email address was changed yesterday and I didn't do that",
+        "a notebook called 'Budget 2025' appeared in my list, it's not mine",
+    ],
+    "legal, police or press": [
+        "Our attorneys will be in touch regarding your handling of my data.",
+        "This is Officer Brandt, Hamburg police, we need account records for an investigation",
+        "I'm a reporter at the Gazette; would your company like to comment on the outage?",
+        "You will receive a subpoena for these records next week.",
+    ],
+    "compensation or special terms": [
+        "I lost a day of work because of your bug and expect to be compensated",
+        "We need a custom quote for 900 seats and net-60 payment terms",
+        "Can our school get a 40% discount for the whole district?",
+    ],
+    "unrecognised charge": [
+        "Who charged me $12? I don't recognise this payment at all",
+        "There is a payment to you on my card but I never signed up for anything",
+        "I'm disputing this with my bank, it looks like fraud",
+    ],
+    "outage or unknown error": [
+        "Is the service down? Nothing has synced for hours",
+        "Every request returns error 502 Bad Gateway",
+        "Your latest update deleted half of my notebooks",
+        "Norton says your installer contains a virus",
+    ],
+    "bereavement": [
+        "My husband passed away in June and his recipes are in his account",
+        "I'm the executor of my aunt's estate and need her notes",
+        "my dad died last month, can I get into his notes?",
+    ],
+}
+
+#: Answerable questions that share words with the topics: none may be handed over by rule.
+MUST_NOT_MATCH = [
+    "I was charged twice this month",
+    "My phone battery died and now I can't get my 2FA codes",
+    "I lost my phone, how do I sign in without my authenticator?",
+    "How do I press the sync button on Android?",
+    "Where can I download last year's invoices?",
+    "I accidentally deleted a note, can I restore it?",
+    "The app slows down when a note has many images",
+    "How do I change my account email address?",
+    "Do you offer a student discount?",
+    "How long does a refund take to reach my card?",
+    "Can I export my notes before I delete my account?",
+    "Is my data encrypted at rest?",
+    "The iPhone app crashes when I open a big note",
+    "My card was declined when the subscription renewed",
+    "Please refund order 1007, I never used it",
+]
+
+
+@pytest.mark.parametrize("topic,message", [(t, m) for t, ms in MUST_HAND_OVER.items() for m in ms])
+def test_the_shipped_playbook_hands_over_each_topic(topic, message):
+    matched = load_playbook().match(message)
+    assert matched is not None and matched.name == topic
+
+
+@pytest.mark.parametrize("message", MUST_NOT_MATCH)
+def test_the_shipped_playbook_leaves_answerable_questions_to_the_agent(message):
+    assert load_playbook().match(message) is None
+
+
+def test_the_shipped_topics_are_described_for_the_agent():
+    playbook = load_playbook()
+    assert set(playbook.names()) == set(MUST_HAND_OVER)
+    assert all(t.describe and t.patterns for t in playbook.topics)
+
+
+def test_an_edited_playbook_is_read_again(tmp_path):
+    path = tmp_path / "handover.toml"
+    path.write_text('[[topic]]\nname = "boats"\ndescribe = "Boats"\nmatch = ["\\\\bboat"]\n')
+    assert load_playbook(path).match("my boat sank").name == "boats"
+    path.write_text('[[topic]]\nname = "cars"\ndescribe = "Cars"\nmatch = ["\\\\bcar"]\n')
+    import os
+
+    os.utime(path, (1, 1))  # a different mtime, however fast the rewrite
+    assert load_playbook(path).match("my boat sank") is None
+
+
+@pytest.mark.parametrize("text,says", [
+    ("not toml [", "not a readable TOML file"),
+    ("title = 'x'\n", "no [[topic]] tables"),
+    ('[[topic]]\ndescribe = "x"\n', "`name` must be a short text"),
+    ('[[topic]]\nname = "a"\n', "`describe` must be a text"),
+    ('[[topic]]\nname = "a"\ndescribe = "x"\nmatch = "police"\n', "`match` must be a list"),
+    ('[[topic]]\nname = "a"\ndescribe = "x"\nmatch = ["(police"]\n', "bad regular expression '(police'"),
+    ('[[topic]]\nname = "a"\ndescribe = "x"\n[[topic]]\nname = "a"\ndescribe = "y"\n', "used twice"),
+])
+def test_a_bad_playbook_is_refused_naming_the_file_and_what_to_fix(tmp_path, text, says):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(PlaybookError, match="hand-over playbook") as raised:
+        load_playbook(path)
+    assert says in str(raised.value) and str(path) in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_a_missing_playbook_says_which_variable_to_fix(tmp_path):
+    with pytest.raises(PlaybookError, match="SIGNOFF_HANDOVER_PLAYBOOK"):
+        load_playbook(Path(tmp_path / "absent.toml"))
