@@ -1,4 +1,5 @@
-"""Support: classify -> look up the knowledge base -> billing | technical | general agent decides
+"""Support: classify (and match the hand-over playbook: a topic a specialist must handle
+escalates at once) -> look up the knowledge base -> billing | technical | general agent decides
 whether an article answers the message -> yes: draft a reply from that article | no: escalate
 (ticket) -> gate `review` -> send | redraft | holding reply.
 
