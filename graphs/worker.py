@@ -258,7 +258,8 @@ class Worker:
             migrate(pool)
             context = self.make_context(pool)
             self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
-            writer = progress.EventWriter(pool)
+            worker_id = self.worker_id
+            writer = progress.EventWriter(pool, on_written=lambda done: self._close(lambda: jobs.finish_all(pool, done, worker_id=worker_id)))
             graphs = CompiledGraphs(pool)
             executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
             share_step_executor(max(64, 8 * opts.concurrency))
@@ -426,11 +427,16 @@ class Worker:
             return
         if stop is not None:
             sink({**stop_event(stop), "job": job.id})
-        writer.flush()  # the stop is written before the job closes: a watcher never misses it
         if stop is not None and stop.status == "interrupted":
+            writer.flush()  # the stop is written before the job goes back: a watcher never misses it
             self._close(lambda: jobs.release(pool, job.id, "drained", worker_id=self.worker_id))
         else:
-            self._close(lambda: jobs.finish(pool, job.id, result, worker_id=self.worker_id))
+            # Closed by the writer, after the stop is written (a watcher never misses it), with
+            # the other runs' jobs that ended meanwhile: one statement for them all, off this
+            # thread (issue 10). Until then the job stays 'doing', so no other job of the
+            # thread is claimed before this one's stop is out; the worker's drain writes the
+            # last batch (EventWriter.close) before it unregisters.
+            writer.after_written((job.id, result))
         self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
 
     def _close(self, write: Callable[[], None]) -> None:

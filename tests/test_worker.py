@@ -56,3 +56,31 @@ def test_a_detached_thread_runs_to_its_gate_in_the_worker_and_a_decision_finishe
     assert [e["status"] for e in seen if e["event"] == "stop"] == ["waiting", "finished"]
     assert any(e["event"] == "node_end" and e["calls"] and e["calls"][0]["model"] == "openai:test-model" for e in seen)
     assert "w1: job" in worker.output
+
+
+def test_a_job_handed_to_the_event_writer_closes_only_after_the_events_before_it_are_written(pool):
+    """A worker closes its jobs through its EventWriter (`after_written`), in batches: the
+    close must come after the run's stop is in `progress_events` (a watcher that sees the job
+    closed never misses the stop), and every token of a batch reaches `on_written` in one call."""
+    submit(pool, "support", "ew1", "The sync engine corrupts my notes")
+    submit(pool, "support", "ew2", "The sync engine corrupts my notes")
+    claimed = {job.thread_id: job for job in jobs.claim(pool, worker_id=None, limit=2)}  # type: ignore[arg-type]
+    calls: list[tuple[list, list[str]]] = []
+
+    def on_written(done: list) -> None:
+        stops = [e.thread_id for tid in ("ew1", "ew2") for e in events.read_since(pool, tid) if e.event["event"] == "stop"]
+        calls.append((done, stops))
+        jobs.finish_all(pool, done)
+
+    writer = events.EventWriter(pool, interval=3600, on_written=on_written)  # no background write: only flush/close
+    try:
+        for tid in ("ew1", "ew2"):
+            writer.append(tid, {"event": "stop", "status": "waiting"})
+            writer.after_written((claimed[tid].id, "waiting"))
+        assert calls == [] and jobs.active_job(pool, "ew1")["status"] == "doing", "nothing closes before its events are written"
+        writer.flush()
+        assert calls == [([(claimed["ew1"].id, "waiting"), (claimed["ew2"].id, "waiting")], ["ew1", "ew2"])]
+        assert jobs.active_job(pool, "ew1") is None and jobs.active_job(pool, "ew2") is None
+        assert count_rows(pool, "jobs", status="done", result="waiting") == 2
+    finally:
+        writer.close()
