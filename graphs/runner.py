@@ -145,7 +145,7 @@ class ThreadRunner:
             row = self.thread_row(thread_id)
             if row is not None and row.status != "waiting" and decision_for(self.pool, thread_id, self._checkpoint_id(snapshot)) is None:
                 # The run reached its gate and died before saying so: it waits for a person now.
-                with threads.claimed(self.pool, thread_id):
+                with self._claim(thread_id):
                     return self.settle(thread_id)
             self._apply_recorded_decision(thread_id, gate, snapshot)
         graph_input = None
