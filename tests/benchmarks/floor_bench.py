@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import subprocess
@@ -251,9 +252,10 @@ def run_sync(url: str, base_url: str, variant: str, n: int, concurrency: int) ->
             graph = minimal_sync_graph(pool, base_url).compile(checkpointer=saver, interrupt_before=["review"])
             graph_input = {"message": MESSAGE}
 
-        def one(tid: str) -> None:
+        def invoke(tid: str) -> None:
             graph.invoke(graph_input, {"configurable": {"thread_id": tid}}, context=context, durability="sync")
 
+        one = invoke
         if variant == "E":
             from dataclasses import replace
 
@@ -263,10 +265,12 @@ def run_sync(url: str, base_url: str, variant: str, n: int, concurrency: int) ->
             share_step_executor(max(64, 8 * concurrency))
             events: list[Any] = []
 
-            def one(tid: str) -> None:  # noqa: F811 - as WorkerRunner streams (ThreadRunner._stream_options)
+            def stream(tid: str) -> None:  # as WorkerRunner streams (ThreadRunner._stream_options)
                 config = {"configurable": {"thread_id": tid}, "callbacks": [_token_handler(events.append)]}
                 for _ in graph.stream(graph_input, config, context=replace(context, emit=events.append), stream_mode=["tasks"], durability="sync"):
                     pass
+
+            one = stream
 
         with ThreadPoolExecutor(concurrency) as executor:
             list(executor.map(one, [f"warm-{i}" for i in range(WARM)]))
@@ -305,7 +309,15 @@ def run_async(url: str, base_url: str, n: int, concurrency: int) -> dict[str, fl
                 raise SystemExit(f"only {done} of {n + WARM} threads reached the gate")
             return {"cpu_ms": used / n * 1000, "makespan": elapsed}
 
-    return asyncio.run(main())
+    return _loop().run_until_complete(main())
+
+
+@functools.cache
+def _loop() -> asyncio.AbstractEventLoop:
+    """One event loop for every async run of the script: langchain-openai shares its async HTTP
+    client between ChatOpenAI instances, whose pooled connections belong to the loop they
+    opened on, so a second `asyncio.run` would find them on a closed loop."""
+    return asyncio.new_event_loop()
 
 
 NAMES = {
