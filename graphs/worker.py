@@ -9,7 +9,10 @@ Why threads and not an asyncio run with AsyncPostgresSaver (measured, see README
 workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
 under `astream` LangGraph would run every node body in an executor thread anyway, and the
 async route needs an async copy of resume/settle/decide beside the sync one the CLI uses:
-two copies that drift (procrastinate's own lesson). A thread per running thread costs a
+two copies that drift (procrastinate's own lesson). Nor would it be cheaper: stock LangGraph
+on the support path's shape, async nodes with AsyncPostgresSaver and ChatOpenAI.ainvoke
+against threads with PostgresSaver and invoke, costs the same CPU per thread
+(tests/benchmarks/floor_bench.py, issue 10). A thread per running thread costs a
 stack, not a process: 100 at once fit in one worker well under 1 GB. What the sync route
 gives up is LangGraph's node `timeout=` (async nodes only); a stalled model call is still
 cut by the HTTP client's own timeout (SIGNOFF_CALL_TIMEOUT), which really closes the socket.
