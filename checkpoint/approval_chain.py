@@ -254,13 +254,13 @@ def _note_waiting(conn: Any, thread_id: str, text: str) -> None:
 
 
 def on_wait(pool: ConnectionPool, spec: Any, thread_id: str, gate: str, checkpoint_id: str, digest: str, values: dict[str, Any]) -> Chain | None:
-    """A thread began to wait at a gate: store what its chain is computed from (nothing when
-    its content has no amount), for `pending` and `show`, which read no checkpoint. The chain
-    (its first waiting stage sets the deadline), or None."""
+    """A thread began to wait at a gate: store what its chain is computed from, for `pending`
+    and `show`, which read no checkpoint. The chain (its first waiting stage sets the
+    deadline), or None when its content has no amount: then nothing is written here, and the
+    caller clears a chain an earlier visit stored in the statement that marks the thread
+    waiting (checkpoint.threads.mark_waiting, `clear_approval_wait`: one round trip, not two)."""
     wait = wait_of(spec, thread_id, gate, checkpoint_id, digest, values)
     if wait is None:
-        with pool.connection() as conn:
-            conn.execute("DELETE FROM approval_waits WHERE thread_id = %s", (thread_id,))
         return None
     chain = chains_for(pool, current_policy(pool), [wait])[thread_id]
     with pool.connection() as conn:

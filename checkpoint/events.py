@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg_pool import ConnectionPool
@@ -86,14 +86,31 @@ def write_now(pool: ConnectionPool, items: list[tuple[str, dict[str, Any]]], *, 
         conn.execute(_WRITE, ("on" if durable else "off", [t for t, _ in items], [stored_json(e) for _, e in items], PROGRESS_CHANNEL))
 
 
+class _After:
+    """A marker in the writer's queue: hand `token` to `on_written` once what came before is written."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: Any) -> None:
+        self.token = token
+
+
 class EventWriter:
     """Batches events from every run of a worker and writes them from one background thread,
-    every `interval` seconds or sooner when `flush()` is asked (a stop)."""
+    every `interval` seconds or sooner when `flush()` is asked (a stop).
 
-    def __init__(self, pool: ConnectionPool, *, interval: float = 0.05) -> None:
+    `after_written(token)`: once every event appended before it is written, the token goes
+    to `on_written`, with all the other tokens of that batch, in one call. A worker closes
+    its jobs this way (issue 10): each run used to write its stop, then close its job, two
+    round trips in the run's thread; now a batch of runs costs the writer two statements,
+    and a job still never closes before its stop is written (a watcher never misses it)."""
+
+    def __init__(self, pool: ConnectionPool, *, interval: float = 0.05,
+                 on_written: Callable[[list[Any]], None] | None = None) -> None:
         self.pool = pool
         self.interval = interval
-        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self.on_written = on_written
+        self._queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | _After | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="signoff-events", daemon=True)
         self._stopped = threading.Event()
@@ -102,6 +119,12 @@ class EventWriter:
     def append(self, thread_id: str, event: dict[str, Any]) -> None:
         self._queue.put((thread_id, event))
 
+    def after_written(self, token: Any) -> None:
+        """Hand `token` to `on_written` once everything appended so far is written (or failed
+        to be: progress is best effort, and what waits on it must happen anyway)."""
+        assert self.on_written is not None, "after_written needs an on_written callback"
+        self._queue.put(_After(token))
+
     def flush(self, *, durable: bool = False) -> None:
         """Write everything appended so far (by any run) now; `durable`: wait for the WAL flush."""
         self._drain(durable=durable)
@@ -109,17 +132,25 @@ class EventWriter:
     def _drain(self, *, durable: bool = False) -> None:
         with self._lock:
             items: list[tuple[str, dict[str, Any]]] = []
+            tokens: list[Any] = []
             while True:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if isinstance(item, _After):
+                    tokens.append(item.token)
+                elif item is not None:
                     items.append(item)
             try:
                 write_now(self.pool, items, durable=durable)
             except psycopg.Error:
                 pass  # progress is best effort: the checkpoint, not this table, is the record
+            if tokens and self.on_written is not None:
+                try:
+                    self.on_written(tokens)
+                except Exception:  # noqa: BLE001 - the writer thread must live on; on_written reports its own failures
+                    pass
 
     def _loop(self) -> None:
         while not self._stopped.wait(self.interval):

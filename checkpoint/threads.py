@@ -96,6 +96,43 @@ def set_status(
         )
 
 
+def mark_waiting(
+    pool: ConnectionPool,
+    thread_id: str,
+    *,
+    gate: str,
+    summary: str,
+    digest: str,
+    review: str,
+    now: datetime,
+    hours: float | None = None,
+    clear_approval_wait: bool = False,
+) -> datetime | None:
+    """Mark the thread waiting at `gate` (what `pending` shows with it), in one statement; its
+    deadline, or None if there is no such thread.
+
+    The deadline stays as it was when the thread already waited at this gate (a run settled
+    again after a crash, or an approval chain's next stage, which set its own); otherwise it
+    is `now` + `hours`, or + the thread's own deadline_hours when `hours` is None.
+    `clear_approval_wait`: the content under review has no approval chain (no amount), so a
+    chain stored by an earlier gate visit goes (checkpoint.approval_chain.on_wait stores one).
+
+    One statement where a run reaching its gate used three (read the row, clear the chain,
+    write the row): a worker settles hundreds of threads, each round trip costing it CPU
+    (issue 10). The UPDATE's expressions see the row as it was, so the read is not needed."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "WITH cleared AS (DELETE FROM approval_waits WHERE thread_id = %(t)s AND %(clear)s) "
+            "UPDATE threads SET status = 'waiting', gate = %(gate)s, summary = coalesce(%(summary)s, summary), "
+            "deadline = CASE WHEN status = 'waiting' AND gate = %(gate)s AND deadline IS NOT NULL THEN deadline "
+            "  ELSE %(now)s + make_interval(secs => 3600 * coalesce(%(hours)s::float8, deadline_hours)) END, "
+            "digest = %(digest)s, review = %(review)s, updated_at = now() WHERE thread_id = %(t)s RETURNING deadline",
+            {"t": thread_id, "clear": clear_approval_wait, "gate": gate, "summary": summary[:200] if summary else None,
+             "now": now, "hours": hours, "digest": digest, "review": review},
+        ).fetchone()
+    return row["deadline"] if row else None
+
+
 def list_by_status(pool: ConnectionPool, *statuses: str) -> list[ThreadRow]:
     with pool.connection() as conn:
         rows = conn.execute(

@@ -21,16 +21,15 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Any
 
-from contextlib import contextmanager
 
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from checkpoint.audit import record_event_on
-from checkpoint.threads import _RUN_LOCK_CLASS, ClaimLost, ThreadBusy
+from checkpoint.threads import _RUN_LOCK_CLASS, ClaimLost
 
 #: Seconds between heartbeats, and after which a silent worker counts as gone.
 HEARTBEAT_SECONDS = 1.0
@@ -76,25 +75,36 @@ class LockSession:
         self._held: set[str] = set()
         self._mutex = threading.Lock()
 
-    @contextmanager
-    def claimed(self, thread_id: str) -> Iterator["SessionClaim"]:
-        """Like checkpoint.threads.claimed, on the shared session; ThreadBusy if held elsewhere."""
+    def take(self, thread_ids: list[str]) -> set[str]:
+        """Take the run claims of a claimed batch of jobs' threads, in one statement; the ones
+        taken. A thread this worker already runs is not tried (session locks stack: taking it
+        again would outlive its release), nor taken.
+
+        One statement per batch where each run took its own: 100 runs starting at once
+        queued on this one session for a round trip each, about 4% of a worker's CPU
+        (issue 10, py-spy). Released with `release` when the thread's job closes."""
         with self._mutex:
-            if thread_id in self._held:  # session locks stack; one run per thread per worker
-                raise ThreadBusy(f"thread {thread_id} is already running in this worker")
-            got = self.conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]  # type: ignore[index]
-            if not got:
-                raise ThreadBusy(f"thread {thread_id} is running in another process")
-            self._held.add(thread_id)
-        try:
-            yield SessionClaim(self, thread_id)
-        finally:
-            with self._mutex:
-                self._held.discard(thread_id)
-                try:
-                    self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))
-                except psycopg.Error:
-                    pass  # the session is gone, and its locks with it
+            wanted = [t for t in dict.fromkeys(thread_ids) if t not in self._held]
+            if not wanted:
+                return set()
+            rows = self.conn.execute(
+                "SELECT t, pg_try_advisory_lock(%s, hashtext(t)) AS ok FROM unnest(%s::text[]) AS t", (_RUN_LOCK_CLASS, wanted)
+            ).fetchall()
+            taken = {r["t"] for r in rows if r["ok"]}
+            self._held |= taken
+            return taken
+
+    def release(self, thread_ids: list[str]) -> None:
+        """Give back claims taken by `take` (those not held are ignored), in one statement."""
+        with self._mutex:
+            mine = [t for t in dict.fromkeys(thread_ids) if t in self._held]
+            if not mine:
+                return
+            self._held.difference_update(mine)
+            try:
+                self.conn.execute("SELECT pg_advisory_unlock(%s, hashtext(t)) FROM unnest(%s::text[]) AS t", (_RUN_LOCK_CLASS, mine))
+            except psycopg.Error:
+                pass  # the session is gone, and its locks with it
 
     def alive(self) -> bool:
         try:

@@ -145,7 +145,7 @@ class ThreadRunner:
             row = self.thread_row(thread_id)
             if row is not None and row.status != "waiting" and decision_for(self.pool, thread_id, self._checkpoint_id(snapshot)) is None:
                 # The run reached its gate and died before saying so: it waits for a person now.
-                with threads.claimed(self.pool, thread_id):
+                with self._claim(thread_id):
                     return self.settle(thread_id)
             self._apply_recorded_decision(thread_id, gate, snapshot)
         graph_input = None
@@ -278,22 +278,21 @@ class ThreadRunner:
             from checkpoint.approval_chain import on_wait  # issue 12: which stage of an approval chain it waits for
 
             chain = on_wait(self.pool, self.spec, thread_id, gate, self._checkpoint_id(snapshot), digest, values)
-            row = threads.get(self.pool, thread_id)
-            deadline = row.deadline if row and row.status == "waiting" and row.gate == gate else None
-            if deadline is None:
-                now = self.context.clock() if self.context else datetime.now(timezone.utc)
-                hours = row.deadline_hours if row else self.spec.deadline_hours
-                if chain is not None and chain.current is not None and chain.current.stage.deadline_hours:
-                    hours = chain.current.stage.deadline_hours  # the waiting stage's own deadline (issue 12), stage 1 too
-                deadline = now + timedelta(hours=hours)
+            now = self.context.clock() if self.context else datetime.now(timezone.utc)
+            hours = None  # the thread's own deadline_hours, unless its chain's waiting stage has one (issue 12), stage 1 too
+            if chain is not None and chain.current is not None and chain.current.stage.deadline_hours:
+                hours = chain.current.stage.deadline_hours
             # What a listing shows (digest, content under review) is stored with the stop, so
-            # `pending` and `show` need no checkpoint load or graph import (issue 11).
-            threads.set_status(self.pool, thread_id, "waiting", gate=gate, summary=summary, deadline=deadline, digest=digest, review=review)
+            # `pending` and `show` need no checkpoint load or graph import (issue 11). The
+            # deadline stays if it already waited here (threads.mark_waiting).
+            deadline = threads.mark_waiting(self.pool, thread_id, gate=gate, summary=summary, digest=digest, review=review,
+                                            now=now, hours=hours, clear_approval_wait=chain is None)
+            if deadline is None:  # no thread row (a graph run outside Signoff's records): what it would have been
+                deadline = now + timedelta(hours=hours or self.spec.deadline_hours)
             from checkpoint.notifications import queue_for_gate  # issue 13: one per gate visit and channel; never raises
 
             queue_for_gate(self.pool, thread_id=thread_id, graph=self.spec.name, gate=gate, visit=self._checkpoint_id(snapshot),
-                           summary=summary, digest=digest, deadline=deadline,
-                           now=self.context.clock() if self.context else datetime.now(timezone.utc))
+                           summary=summary, digest=digest, deadline=deadline, now=now)
             return Stop(thread_id, self.spec.name, "waiting", gate=gate, digest=digest, values=values)
         if snapshot.tasks:  # work left (tasks to run, or done but not yet checkpointed)
             threads.set_status(self.pool, thread_id, "failed", summary=summary)

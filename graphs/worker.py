@@ -9,7 +9,10 @@ Why threads and not an asyncio run with AsyncPostgresSaver (measured, see README
 workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
 under `astream` LangGraph would run every node body in an executor thread anyway, and the
 async route needs an async copy of resume/settle/decide beside the sync one the CLI uses:
-two copies that drift (procrastinate's own lesson). A thread per running thread costs a
+two copies that drift (procrastinate's own lesson). Nor would it be cheaper: stock LangGraph
+on the support path's shape, async nodes with AsyncPostgresSaver and ChatOpenAI.ainvoke
+against threads with PostgresSaver and invoke, costs the same CPU per thread
+(tests/benchmarks/floor_bench.py, issue 10). A thread per running thread costs a
 stack, not a process: 100 at once fit in one worker well under 1 GB. What the sync route
 gives up is LangGraph's node `timeout=` (async nodes only); a stalled model call is still
 cut by the HTTP client's own timeout (SIGNOFF_CALL_TIMEOUT), which really closes the socket.
@@ -46,7 +49,7 @@ from checkpoint import jobs
 from checkpoint import workers as registry
 from checkpoint.database import ensure_reachable, is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
-from checkpoint.workers import LockSession
+from checkpoint.workers import LockSession, SessionClaim
 from graphs.registry import GRAPHS, GraphSpec
 from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, expire_if_due, stop_event
 from nodes.context import SignoffContext
@@ -81,20 +84,26 @@ class WorkerOptions:
 
 
 class WorkerRunner(ThreadRunner):
-    """ThreadRunner whose runs claim their thread on the worker's shared lock session and
+    """ThreadRunner whose runs hold their thread's claim on the worker's shared lock session,
+    taken with the job (LockSession.take, `held`) and given back when the job closes, and
     share the worker's compiled graph (compiled once per graph, not per job), with their
     events handed over directly rather than streamed (ThreadRunner._stream_options)."""
 
     direct_events = True
 
     def __init__(self, pool: ConnectionPool, spec: GraphSpec, context: SignoffContext, graph: Any, session: LockSession,
-                 progress: progress.EventWriter) -> None:
+                 progress: progress.EventWriter, held: bool) -> None:
         # Not super().__init__: that compiles the graph again.
         self.pool, self.spec, self.context, self.graph, self.session = pool, spec, context, graph, session
-        self.progress = progress
+        self.progress, self.held = progress, held
 
-    def _claim(self, thread_id: str) -> Any:
-        return self.session.claimed(thread_id)
+    @contextmanager
+    def _claim(self, thread_id: str) -> Iterator[SessionClaim]:
+        """The claim the worker took with the job; ThreadBusy if another process holds it.
+        Not released here: the worker gives it back as the job closes (Worker._execute)."""
+        if not self.held:
+            raise ThreadBusy(f"thread {thread_id} is running in another process")
+        yield SessionClaim(self.session, thread_id)
 
     @contextmanager
     def _writing_through(self, claim: Any) -> Iterator[None]:
@@ -258,7 +267,16 @@ class Worker:
             migrate(pool)
             context = self.make_context(pool)
             self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
-            writer = progress.EventWriter(pool)
+            worker_id = self.worker_id
+
+            def closed(done: list[tuple[int, str, str | None]]) -> None:
+                """Jobs whose stops are written: their claims go back first, then the jobs
+                close, so the next job of a thread (claimable once this one is closed) finds
+                its claim free wherever it is claimed."""
+                session.release([tid for _, _, tid in done if tid is not None])
+                self._close(lambda: jobs.finish_all(pool, [(job_id, result) for job_id, result, _ in done], worker_id=worker_id))
+
+            writer = progress.EventWriter(pool, on_written=closed)
             graphs = CompiledGraphs(pool)
             executor = ThreadPoolExecutor(opts.concurrency, thread_name_prefix="signoff-run")
             share_step_executor(max(64, 8 * opts.concurrency))
@@ -346,8 +364,10 @@ class Worker:
                     self._sweep(pool, context)
                 free = opts.concurrency - self.running
                 if free > 0:
-                    for job in jobs.claim(pool, self.worker_id, free):
-                        self._start(job, pool, context, session, writer, graphs, executor)
+                    claimed = jobs.claim(pool, self.worker_id, free)
+                    held = self._take_claims(pool, session, claimed)
+                    for job in claimed if held is not None else ():
+                        self._start(job, pool, context, session, writer, graphs, executor, job.thread_id in held)
             self._wake.wait(opts.poll if not self._stopping.is_set() else 0.05)
             self._wake.clear()
 
@@ -362,12 +382,26 @@ class Worker:
             self.log(f"sweep skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")
         self.sweeps += 1
 
+    def _take_claims(self, pool: ConnectionPool, session: LockSession, claimed: list[jobs.Job]) -> set[str] | None:
+        """The run claims of a claimed batch's threads (those taken), or None if the claim
+        session failed: the jobs then go back to the queue, and the next heartbeat finds out
+        whether the session is gone (then the worker stops)."""
+        if not claimed:
+            return set()
+        try:
+            return session.take([job.thread_id for job in claimed])
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            for job in claimed:
+                self._close(lambda job=job: jobs.release(pool, job.id, f"claim session error: {reason}"[:300], delay_seconds=1.0, worker_id=self.worker_id))
+            return None
+
     def _start(self, job: jobs.Job, pool: ConnectionPool, context: SignoffContext, session: LockSession,
-               writer: progress.EventWriter, graphs: "CompiledGraphs", executor: ThreadPoolExecutor) -> None:
+               writer: progress.EventWriter, graphs: "CompiledGraphs", executor: ThreadPoolExecutor, held: bool) -> None:
         control = RunControl()
 
         def execute() -> None:  # in a run thread, on the graph compiled once for the worker
-            runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer)
+            runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer, held)
             self._execute(job, runner, control, writer)
 
         with self._mutex:
@@ -386,7 +420,19 @@ class Worker:
             time.sleep(0.05)
 
     def _execute(self, job: jobs.Job, runner: WorkerRunner, control: RunControl, writer: progress.EventWriter) -> None:
-        """Run one job to its end and close it; never raises (a job's failure is recorded)."""
+        """Run one job to its end and close it; never raises (a job's failure is recorded).
+        The thread's claim is given back before the job closes or goes back to the queue
+        (the next claim of the thread must find it free): by the writer, with the job, or
+        here on the other paths."""
+        handed_over = False
+        try:
+            handed_over = self._run_job(job, runner, control, writer)
+        finally:
+            if not handed_over and runner.held:  # given back already, unless something unforeseen raised
+                runner.session.release([job.thread_id])
+
+    def _run_job(self, job: jobs.Job, runner: WorkerRunner, control: RunControl, writer: progress.EventWriter) -> bool:
+        """`_execute`'s work; True if the job (and its claim) went to the writer to close."""
         pool, tid = runner.pool, job.thread_id
         def sink(event: dict[str, Any]) -> None:  # the job's own events; the run's are persisted by the runner
             writer.append(tid, {**event, "ts": round(time.time(), 4)})
@@ -418,20 +464,29 @@ class Worker:
             reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
             sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason, "job": job.id})
             writer.flush()
+            runner.session.release([tid])  # before the job closes or goes back (the next claim finds it free)
             if is_connection_error(exc):
                 self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0, worker_id=self.worker_id))
             else:
                 self._close(lambda: jobs.finish(pool, job.id, reason, failed=True, worker_id=self.worker_id))
             self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}")
-            return
+            return False
         if stop is not None:
             sink({**stop_event(stop), "job": job.id})
-        writer.flush()  # the stop is written before the job closes: a watcher never misses it
         if stop is not None and stop.status == "interrupted":
+            writer.flush()  # the stop is written before the job goes back: a watcher never misses it
+            runner.session.release([tid])
             self._close(lambda: jobs.release(pool, job.id, "drained", worker_id=self.worker_id))
-        else:
-            self._close(lambda: jobs.finish(pool, job.id, result, worker_id=self.worker_id))
+            self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
+            return False
+        # Closed by the writer, after the stop is written (a watcher never misses it), with the
+        # other runs' jobs that ended meanwhile, their claims given back first: one statement
+        # each for them all, off this thread (issue 10). Until then the job stays 'doing', so
+        # no other job of the thread is claimed before this one's stop is out; the worker's
+        # drain writes the last batch (EventWriter.close) before it unregisters.
+        writer.after_written((job.id, result, tid if runner.held else None))
         self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
+        return True
 
     def _close(self, write: Callable[[], None]) -> None:
         try:

@@ -110,6 +110,24 @@ def test_a_redraft_gets_a_fresh_deadline_from_when_it_waits_again(runner_at, poo
     assert threads.get(pool, "d6").deadline == NOW + timedelta(hours=5 + 24)
 
 
+def test_settling_again_at_the_same_gate_keeps_its_deadline_and_clears_a_stale_chain(runner_at, pool):
+    """settle marks a thread waiting in one statement (threads.mark_waiting): a run settled
+    again at the gate it already waits at (recover after a crash) keeps the deadline it had,
+    and a chain stored by an earlier gate visit is cleared when this visit has no amount."""
+    runner_at(SUPPORT, TECHNICAL).start("d7", "The app crashes on start", {"deadline_hours": 3}, lambda e: None)
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO approval_waits (thread_id, waiting_for) VALUES ('d7', 'finance (stale)')")
+    later = runner_at(SUPPORT, TECHNICAL, NOW + timedelta(hours=1))
+    stop = later.settle("d7")
+    row = threads.get(pool, "d7")
+    assert (stop.status, row.status, row.gate) == ("waiting", "waiting", "review")
+    assert row.deadline == NOW + timedelta(hours=3), "the deadline is the first visit's, not reset by settling again"
+    assert count_rows(pool, "approval_waits", thread_id="d7") == 0
+    threads.set_status(pool, "d7", "running")  # as a run on after a decision leaves it
+    later.settle("d7")
+    assert threads.get(pool, "d7").deadline == NOW + timedelta(hours=1 + 3), "waiting anew: the thread's own hours from now"
+
+
 @pytest.mark.parametrize("spec, rules", [(REVISION, WRITING), (RESEARCH, RESEARCHING)], ids=["revision", "research"])
 def test_an_expired_publish_gate_ends_the_thread_unpublished(spec, rules, runner_at, pool, make_context, tmp_path):
     out = tmp_path / "out"
