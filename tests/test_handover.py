@@ -64,6 +64,10 @@ MUST_NOT_MATCH = [
     "The iPhone app crashes when I open a big note",
     "My card was declined when the subscription renewed",
     "Please refund order 1007, I never used it",
+    # the refund path's own words (nodes/refunds.py REFUND_WORDS): its approval chain decides those
+    "Can you reimburse me for order 1042? It arrived broken",
+    "I want a chargeback for order 1042",
+    "Please repay the 20 dollars for order 1042",
 ]
 
 
