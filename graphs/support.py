@@ -263,7 +263,7 @@ def lookup_kb(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str
 
 def escalate(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
     intent = state.get("intent", "general")
-    ticket_id = open_ticket(runtime.context.pool, current_thread_id(), intent=intent, summary=state["message"])
+    ticket_id = open_ticket(runtime.context.pool, current_thread_id(), intent=intent, summary=state["message"], handover=state.get("handover"))
     draft = (
         f"Thanks for getting in touch. I have passed your question to our {intent} team "
         f"(ticket #{ticket_id}); a specialist will reply with a full answer shortly."

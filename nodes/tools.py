@@ -42,11 +42,12 @@ def kb_search(pool: ConnectionPool, query: str, *, category: str | None = None, 
     return [Article(r["slug"], r["title"], r["category"], r["body"], float(r["rank"])) for r in rows]
 
 
-def open_ticket(pool: ConnectionPool, thread_id: str, *, intent: str, summary: str) -> int:
+def open_ticket(pool: ConnectionPool, thread_id: str, *, intent: str, summary: str, handover: str | None = None) -> int:
     """The thread's ticket id, creating the ticket only the first time.
 
     The ticket and its audit event are one transaction: a process killed in between leaves
-    neither, never a ticket the audit does not mention."""
+    neither, never a ticket the audit does not mention. `handover`: the hand-over topic that
+    sent it (nodes/handover.py), so the audit says why a person got it."""
     with pool.connection() as conn, conn.transaction():
         row = conn.execute(
             "INSERT INTO tickets (thread_id, intent, summary) VALUES (%s, %s, %s) "
@@ -54,7 +55,8 @@ def open_ticket(pool: ConnectionPool, thread_id: str, *, intent: str, summary: s
             (thread_id, intent, summary[:500]),
         ).fetchone()
         if row is not None:
-            record_event_on(conn, thread_id, "signoff", "ticket_opened", {"ticket_id": row["id"], "intent": intent})
+            detail = {"ticket_id": row["id"], "intent": intent} | ({"handover": handover} if handover else {})
+            record_event_on(conn, thread_id, "signoff", "ticket_opened", detail)
             return int(row["id"])
         existing = conn.execute("SELECT id FROM tickets WHERE thread_id = %s", (thread_id,)).fetchone()
         return int(existing["id"])

@@ -124,6 +124,9 @@ def test_a_message_the_playbook_matches_is_handed_over_without_asking_the_agent(
     assert stop.values["ticket_id"] is not None and stop.values.get("article") is None
     assert not any("support agent" in p for p in runner.context.models.primary.chat.prompts), "no agent call"
     assert stop.values["intent"] == "billing", "the ticket still goes to the team the message is for"
+    with pool.connection() as conn:
+        detail = conn.execute("SELECT detail FROM audit_events WHERE thread_id = 't12' AND kind = 'ticket_opened'").fetchone()["detail"]
+    assert detail["handover"] == "legal, police or press", "the audit says why a person got it"
 
 
 def test_the_agent_is_offered_the_topics_of_the_playbook_in_force(run, pool, tmp_path):
