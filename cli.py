@@ -338,8 +338,9 @@ def audit(
 def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
     """The configuration in force (secrets hidden)."""
     from graphs.admin_display import print_config
+    from graphs.session import described
 
-    print_config(settings().describe(), as_json=as_json)
+    print_config(described(settings()), as_json=as_json)
 
 
 @db_app.command("migrate")

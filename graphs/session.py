@@ -18,6 +18,19 @@ def settings() -> Settings:
     return Settings.from_env()
 
 
+def described(config: Settings) -> list[tuple[str, str, str]]:
+    """`Settings.describe` with the hand-over playbook checked: its row says how many topics and
+    patterns it has, or why it cannot be used (what every run would refuse to start on)."""
+    from nodes.handover import PlaybookError, load_playbook
+
+    try:
+        playbook = load_playbook(config.handover_playbook)
+        check = f"{len(playbook.topics)} topics, {sum(len(t.patterns) for t in playbook.topics)} patterns"
+    except PlaybookError as exc:
+        check = f"CANNOT BE USED: {exc}"
+    return [(name, value, f"{note}: {check}" if name == "SIGNOFF_HANDOVER_PLAYBOOK" else note) for name, value, note in config.describe()]
+
+
 def open_db(config: Settings, *, checkpoints: bool = True) -> Any:
     """The command's pool, migrated; `checkpoints=False` for a command that never reads
     checkpoints (skips importing LangGraph to check its migrations: see checkpoint/migrations.py)."""

@@ -120,3 +120,21 @@ def test_a_bad_playbook_is_refused_naming_the_file_and_what_to_fix(tmp_path, tex
 def test_a_missing_playbook_says_which_variable_to_fix(tmp_path):
     with pytest.raises(PlaybookError, match="SIGNOFF_HANDOVER_PLAYBOOK"):
         load_playbook(Path(tmp_path / "absent.toml"))
+
+
+def test_signoff_config_says_whether_the_playbook_can_be_used(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    def note(**env: str) -> str:
+        result = CliRunner().invoke(app, ["config", "--json"], env={"SIGNOFF_HOME": str(tmp_path), **env})
+        assert result.exit_code == 0, result.output
+        return {s["variable"]: s["note"] for s in json.loads(result.output)["settings"]}["SIGNOFF_HANDOVER_PLAYBOOK"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[topic]]\nname = "a"\ndescribe = "x"\nmatch = ["(police"]\n')
+    assert note(SIGNOFF_HANDOVER_PLAYBOOK="").endswith(f"{len(load_playbook().topics)} topics, {sum(len(t.patterns) for t in load_playbook().topics)} patterns")
+    assert "CANNOT BE USED" in note(SIGNOFF_HANDOVER_PLAYBOOK=str(bad)) and "bad regular expression" in note(SIGNOFF_HANDOVER_PLAYBOOK=str(bad))
