@@ -75,24 +75,15 @@ def get_existing(pool: ConnectionPool, thread_id: str) -> ThreadRow:
     return row
 
 
-def set_status(
-    pool: ConnectionPool,
-    thread_id: str,
-    status: str,
-    *,
-    gate: str | None = None,
-    summary: str | None = None,
-    deadline: datetime | None = None,
-    digest: str | None = None,
-    review: str | None = None,
-) -> None:
-    """Mirror where the thread stands; what is under review (digest, content) is kept only
-    while it waits at a gate, so `pending` reads it from this row."""
+def set_status(pool: ConnectionPool, thread_id: str, status: str, *, summary: str | None = None) -> None:
+    """Mirror where the thread stands, other than waiting (`mark_waiting`): what is under
+    review (gate, deadline, digest, content) is kept only while it waits at a gate, so it is
+    cleared here and `pending` reads it from this row."""
     with pool.connection() as conn:
         conn.execute(
-            "UPDATE threads SET status = %s, gate = %s, summary = coalesce(%s, summary), "
-            "deadline = %s, digest = %s, review = %s, updated_at = now() WHERE thread_id = %s",
-            (status, gate, summary[:200] if summary else None, deadline, digest, review, thread_id),
+            "UPDATE threads SET status = %s, gate = NULL, summary = coalesce(%s, summary), "
+            "deadline = NULL, digest = NULL, review = NULL, updated_at = now() WHERE thread_id = %s",
+            (status, summary[:200] if summary else None, thread_id),
         )
 
 

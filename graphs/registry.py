@@ -40,7 +40,8 @@ def _support_outcome(values: dict[str, Any]) -> str:
 
 
 def _ticket_tag(values: dict[str, Any]) -> str:
-    """` ticket #3 (legal, police or press)`: the escalation and the hand-over topic the agent named."""
+    """` ticket #3 (legal, police or press)`: the escalation and its hand-over topic (the
+    playbook's match or the agent's choice), if it has one."""
     if not values.get("ticket_id"):
         return ""
     return f" ticket #{values['ticket_id']}" + (f" ({values['handover']})" if values.get("handover") else "")

@@ -20,6 +20,7 @@ from typing_extensions import NotRequired, TypedDict
 
 from nodes.context import SignoffContext
 from nodes.gates import Decision, gate_node
+from nodes.handover import Playbook
 from nodes.knowledge import ensure_loaded
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
 from nodes.tools import current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
@@ -178,6 +179,11 @@ def _decided(state: SupportState, result: AgentResult) -> dict[str, Any]:
     return {"article": None, "handover": topics[topic] if 0 <= topic < len(topics) else None}
 
 
+def offered(playbook: Playbook) -> dict[str, list[str]]:
+    """What an agent is offered besides the articles (`agent_options`): the playbook's topics."""
+    return {"handover_topics": playbook.names(), "handover_options": [t.describe for t in playbook.topics]}
+
+
 def make_agent(intent: Intent) -> Callable[[SupportState, Runtime[SignoffContext]], dict[str, Any]]:
     """The agent decides on SIGNOFF_REVIEW_MODEL when one is set (SignoffContext.reviewer): a
     judgement a person relies on, like the writing graphs' review scores. On failure
@@ -187,8 +193,7 @@ def make_agent(intent: Intent) -> Callable[[SupportState, Runtime[SignoffContext
                                 on_failure=lambda s, r: {"article": None}, models=SignoffContext.reviewer)
 
     def agent(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
-        topics = runtime.context.handover().topics
-        return decide({**state, "handover_topics": [t.name for t in topics], "handover_options": [t.describe for t in topics]}, runtime)
+        return decide({**state, **offered(runtime.context.handover())}, runtime)
 
     agent.__name__ = f"{intent}_agent"
     return agent

@@ -105,6 +105,12 @@ class WorkerRunner(ThreadRunner):
             raise ThreadBusy(f"thread {thread_id} is running in another process")
         yield SessionClaim(self.session, thread_id)
 
+    def give_back(self, thread_id: str) -> None:
+        """Release the claim taken with the job, if it was taken (before the job closes or goes
+        back to the queue, so the thread's next claim finds it free)."""
+        if self.held:
+            self.session.release([thread_id])
+
     @contextmanager
     def _writing_through(self, claim: Any) -> Iterator[None]:
         """Through the worker's pool, whose sessions are fenced by the claim session's tag
@@ -428,8 +434,8 @@ class Worker:
         try:
             handed_over = self._run_job(job, runner, control, writer)
         finally:
-            if not handed_over and runner.held:  # given back already, unless something unforeseen raised
-                runner.session.release([job.thread_id])
+            if not handed_over:  # given back already, unless something unforeseen raised
+                runner.give_back(job.thread_id)
 
     def _run_job(self, job: jobs.Job, runner: WorkerRunner, control: RunControl, writer: progress.EventWriter) -> bool:
         """`_execute`'s work; True if the job (and its claim) went to the writer to close."""
@@ -464,7 +470,7 @@ class Worker:
             reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"[:300]
             sink({"event": "stop", "status": "failed", "graph": runner.spec.name, "error": reason, "job": job.id})
             writer.flush()
-            runner.session.release([tid])  # before the job closes or goes back (the next claim finds it free)
+            runner.give_back(tid)
             if is_connection_error(exc):
                 self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0, worker_id=self.worker_id))
             else:
@@ -475,7 +481,7 @@ class Worker:
             sink({**stop_event(stop), "job": job.id})
         if stop is not None and stop.status == "interrupted":
             writer.flush()  # the stop is written before the job goes back: a watcher never misses it
-            runner.session.release([tid])
+            runner.give_back(tid)
             self._close(lambda: jobs.release(pool, job.id, "drained", worker_id=self.worker_id))
             self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
             return False

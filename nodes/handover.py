@@ -63,20 +63,17 @@ def shipped_playbook_path() -> Path:
 
 def load_playbook(path: Path | None = None) -> Playbook:
     """The playbook at `path` (the shipped one if None), checked whole: PlaybookError naming the
-    file and the topic on anything unusable, so a bad file stops a command before it writes."""
-    path = path or shipped_playbook_path()
-    return _load(path.resolve(), _mtime(path))
+    file and the topic on anything unusable, so a bad file stops a command before it writes.
+    A command reads it once (graphs.session.make_context); the shipped one is read once per process."""
+    return _read(path) if path is not None else _shipped()
 
 
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return -1.0
+@functools.cache
+def _shipped() -> Playbook:
+    return _read(shipped_playbook_path())
 
 
-@functools.lru_cache(maxsize=8)
-def _load(path: Path, mtime: float) -> Playbook:  # mtime: an edited file is read again
+def _read(path: Path) -> Playbook:
     where = f"hand-over playbook {path}"
     if not path.is_file():
         raise PlaybookError(f"{where}: no such file: check SIGNOFF_HANDOVER_PLAYBOOK (or unset it for the shipped one)")

@@ -29,16 +29,19 @@ class Article:
     rank: float
 
 
+#: kb_search's statement (parameters q, cat, limit); tests/benchmarks/floor_bench.py runs it too.
+KB_SEARCH_SQL = (
+    "WITH q AS (SELECT replace(plainto_tsquery('english', %(q)s)::text, '&', '|')::tsquery AS q) "
+    "SELECT slug, title, category, body, ts_rank(tsv, q.q) AS rank FROM kb_articles, q "
+    "WHERE tsv @@ q.q AND (%(cat)s::text IS NULL OR category = %(cat)s) "
+    "ORDER BY rank DESC, slug LIMIT %(limit)s"
+)
+
+
 def kb_search(pool: ConnectionPool, query: str, *, category: str | None = None, limit: int = 3) -> list[Article]:
     """Best-matching knowledge-base articles; OR-ed terms so a long question still matches."""
-    sql = (
-        "WITH q AS (SELECT replace(plainto_tsquery('english', %(q)s)::text, '&', '|')::tsquery AS q) "
-        "SELECT slug, title, category, body, ts_rank(tsv, q.q) AS rank FROM kb_articles, q "
-        "WHERE tsv @@ q.q AND (%(cat)s::text IS NULL OR category = %(cat)s) "
-        "ORDER BY rank DESC, slug LIMIT %(limit)s"
-    )
     with pool.connection() as conn:
-        rows = conn.execute(sql, {"q": query, "cat": category, "limit": limit}).fetchall()
+        rows = conn.execute(KB_SEARCH_SQL, {"q": query, "cat": category, "limit": limit}).fetchall()
     return [Article(r["slug"], r["title"], r["category"], r["body"], float(r["rank"])) for r in rows]
 
 

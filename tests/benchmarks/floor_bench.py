@@ -86,11 +86,6 @@ def response_format(schema: Any) -> dict[str, Any]:
 
 # --- the minimal graph of the support path's shape ---------------------------------------------
 
-KB_SQL = (
-    "WITH q AS (SELECT replace(plainto_tsquery('english', %(q)s)::text, '&', '|')::tsquery AS q) "
-    "SELECT slug, title, category, body, ts_rank(tsv, q.q) AS rank FROM kb_articles, q "
-    "WHERE tsv @@ q.q AND (%(cat)s::text IS NULL OR category = %(cat)s) ORDER BY rank DESC, slug LIMIT %(limit)s"
-)
 TICKET_SQL = "INSERT INTO tickets (thread_id, intent, summary) VALUES (%s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING id"
 AUDIT_SQL = "INSERT INTO audit_events (thread_id, actor, kind, detail) VALUES (%s, %s, %s, %s)"
 
@@ -117,6 +112,8 @@ def minimal_sync_graph(pool: Any, base_url: str) -> Any:
     from psycopg.types.json import Jsonb
 
     from graphs import support
+    from nodes.handover import load_playbook
+    from nodes.tools import KB_SEARCH_SQL
 
     State = minimal_state()
     classify_chat = chat_model(base_url).bind(**response_format(support.IntentChoice))
@@ -124,7 +121,7 @@ def minimal_sync_graph(pool: Any, base_url: str) -> Any:
 
     def kb(query: str, category: str | None, limit: int = 3) -> list[dict[str, Any]]:
         with pool.connection() as conn:
-            return conn.execute(KB_SQL, {"q": query, "cat": category, "limit": limit}).fetchall()
+            return conn.execute(KB_SEARCH_SQL, {"q": query, "cat": category, "limit": limit}).fetchall()
 
     def classify(state: Any) -> dict[str, Any]:
         hints = [f"{a['title']} ({a['category']})" for a in kb(state["message"], None)]
@@ -136,7 +133,7 @@ def minimal_sync_graph(pool: Any, base_url: str) -> Any:
         return {"passages": [f"{a['title']}\n{a['body']}" for a in articles], "sources": [a["slug"] for a in articles]}
 
     def agent(state: Any) -> dict[str, Any]:
-        answer = agent_chat.invoke(support.agent_prompt(state))
+        answer = agent_chat.invoke(support.agent_prompt({**state, **support.offered(load_playbook())}))
         number, sources = support.KbAnswer.model_validate_json(answer.content).option, state.get("sources", [])
         return {"article": sources[number - 1] if 0 < number <= len(sources) else None}
 
@@ -156,6 +153,8 @@ def minimal_async_graph(pool: Any, base_url: str) -> Any:
     from psycopg.types.json import Jsonb
 
     from graphs import support
+    from nodes.handover import load_playbook
+    from nodes.tools import KB_SEARCH_SQL
 
     State = minimal_state()
     classify_chat = chat_model(base_url).bind(**response_format(support.IntentChoice))
@@ -163,7 +162,7 @@ def minimal_async_graph(pool: Any, base_url: str) -> Any:
 
     async def kb(query: str, category: str | None, limit: int = 3) -> list[dict[str, Any]]:
         async with pool.connection() as conn:
-            return await (await conn.execute(KB_SQL, {"q": query, "cat": category, "limit": limit})).fetchall()
+            return await (await conn.execute(KB_SEARCH_SQL, {"q": query, "cat": category, "limit": limit})).fetchall()
 
     async def classify(state: Any) -> dict[str, Any]:
         hints = [f"{a['title']} ({a['category']})" for a in await kb(state["message"], None)]
@@ -175,7 +174,7 @@ def minimal_async_graph(pool: Any, base_url: str) -> Any:
         return {"passages": [f"{a['title']}\n{a['body']}" for a in articles], "sources": [a["slug"] for a in articles]}
 
     async def agent(state: Any) -> dict[str, Any]:
-        answer = await agent_chat.ainvoke(support.agent_prompt(state))
+        answer = await agent_chat.ainvoke(support.agent_prompt({**state, **support.offered(load_playbook())}))
         number, sources = support.KbAnswer.model_validate_json(answer.content).option, state.get("sources", [])
         return {"article": sources[number - 1] if 0 < number <= len(sources) else None}
 
