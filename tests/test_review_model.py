@@ -151,3 +151,31 @@ def test_signoff_config_shows_the_review_model(tmp_path):
     value = lambda result: {s["variable"]: s["value"] for s in json.loads(result.output)["settings"]}["SIGNOFF_REVIEW_MODEL"]  # noqa: E731
     assert (value(unset), value(shown)) == ("(SIGNOFF_MODEL)", "local:1.5b")
     assert any(line.split()[:2] == ["SIGNOFF_REVIEW_MODEL", "local:1.5b"] for line in table.output.splitlines())
+
+
+def non_judging(registry):
+    """`registry` with its primary marked as the local 0.5B is: unable to judge (ModelHandle.judges)."""
+    return dataclasses.replace(registry, primary=dataclasses.replace(registry.primary, judges=False))
+
+
+def test_a_model_that_cannot_judge_is_never_asked_to_score_and_the_draft_reaches_the_gate_unscored(pool, make_context, tmp_path):
+    from tests.scripted import scripted_registry
+
+    models = non_judging(scripted_registry([(WRITER, DRAFT), (REVIEWER, review(0.9))]))
+    runner, events = ThreadRunner(pool, REVISION, make_context(models)), []
+    stop = runner.start("rm-nj", BRIEF, {"out_dir": str(tmp_path / "out")}, events.append)
+    assert not any(REVIEWER in p for p in models.primary.chat.prompts), "the reviewer prompt was never sent"
+    assert (stop.status, stop.gate) == ("waiting", "publish")
+    assert [e["node"] for e in events if e["event"] == "node_end"] == ["write", "review", "choose_draft"], "no revisions against no score"
+    assert stop.values["score"] is None and stop.values["document"] == DRAFT
+    assert stop.values["gate_warning"].startswith("not scored: scripted:primary cannot tell a good draft from a poor one; set SIGNOFF_REVIEW_MODEL")
+    assert "the last draft, unreviewed" in stop.values["gate_warning"]
+
+
+def test_a_review_model_that_judges_scores_the_drafts_of_a_writer_that_cannot(pool, make_context, tmp_path):
+    from tests.scripted import scripted_registry
+
+    writer = non_judging(scripted_registry([(WRITER, DRAFT)]))
+    judge = scripted_registry([(REVIEWER, review(0.9))])
+    stop = ThreadRunner(pool, REVISION, make_context(writer, review_models=judge)).start("rm-j", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+    assert stop.values["score"] == 0.9 and stop.values["gate_warning"] is None

@@ -2,7 +2,7 @@
 
 Run from the project root:
 
-    .venv/bin/python tests/benchmarks/review_quality.py [--model local|local:1.5b|openai:NAME] [--review-model SPEC]
+    .venv/bin/python tests/benchmarks/review_quality.py [--model local|local:1.5b|openai:NAME] [--review-model SPEC] [--pairs FILE]
 
 `--review-model` (default: SIGNOFF_REVIEW_MODEL, if set) measures a separate reviewer, as the
 graphs use it: the reviews go to that model only (the writer's model is never started).
@@ -12,13 +12,17 @@ decides whether a draft is revised, and which draft reaches the `publish` gate. 
 below (one brief, a good draft, a deliberately poor one: off-topic, padded, wrong, a stub,
 ignoring the brief) it calls the real `review` prompt and schema (nodes/writing.py) through
 the same resilient model path the graphs use, and reports both scores and whether the poor
-draft scored lower.  For local models the server runs in a throwaway SIGNOFF_HOME and is
-stopped at the end.
+draft scored lower.  `--pairs tests/benchmarks/review_pairs_blind.json` runs 10 pairs written
+by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
+never ask for scores (the local 0.5B, ModelHandle.judges) is still measured, and the report
+says so.  For local models the server runs in a throwaway SIGNOFF_HOME and is stopped at the
+end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -81,6 +85,7 @@ PAIRS: list[tuple[str, str, str, str]] = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="local", help="as SIGNOFF_MODEL: local, local:1.5b, openai:NAME")
+    parser.add_argument("--pairs", type=Path, help="a JSON list of {brief, good, poor, flaw} (default: the 5 pairs in this file)")
     parser.add_argument("--review-model", default=os.environ.get("SIGNOFF_REVIEW_MODEL"),
                         help="as SIGNOFF_REVIEW_MODEL (default: that variable; unset: --model reviews)")
     args = parser.parse_args()
@@ -91,6 +96,7 @@ def main() -> None:
     from nodes.resilient import ResiliencePolicy, call_model
     from nodes.writing import Review, reviewer_prompt
 
+    pairs = PAIRS if args.pairs is None else [(p["brief"], p["good"], p["poor"], p["flaw"]) for p in json.loads(args.pairs.read_text())]
     rows, lower, seconds = [], 0, []
     with tempfile.TemporaryDirectory(prefix="sgr-", dir="/tmp") as tmp:
         env = {k: v for k, v in os.environ.items() if k != "SIGNOFF_FALLBACK_MODEL"}
@@ -100,7 +106,7 @@ def main() -> None:
             # The registry the graphs' review node calls (SignoffContext.reviewer).
             models = review_registry_from_settings(settings) if has_review_model(settings) else registry_from_settings(settings)
             policy = ResiliencePolicy(max_attempts=settings.max_attempts)
-            for brief, good, poor, flaw in PAIRS:
+            for brief, good, poor, flaw in pairs:
                 scores = []
                 for draft in (good, poor):
                     start = time.perf_counter()
@@ -114,12 +120,14 @@ def main() -> None:
         finally:
             stop_server(Path(tmp))
 
-    print(f"reviewer model: {models.primary.name}; {len(PAIRS)} pairs; median {sorted(seconds)[len(seconds) // 2]:.1f} s per review call\n")
+    if not models.primary.judges:
+        print(f"note: the writing graphs never ask {models.primary.name} for scores (ModelHandle.judges); measured for the record")
+    print(f"reviewer model: {models.primary.name}; {len(pairs)} pairs ({args.pairs or 'built in'}); median {sorted(seconds)[len(seconds) // 2]:.1f} s per review call\n")
     print("| poor draft is | good score | poor score | poor lower |\n|---|---|---|---|")
     for flaw, good_score, poor_score, ok in rows:
         fmt = lambda s: "failed" if s is None else f"{s:.2f}"  # noqa: E731
         print(f"| {flaw} | {fmt(good_score)} | {fmt(poor_score)} | {'yes' if ok else 'NO'} |")
-    print(f"\nthe poor draft scored lower in {lower}/{len(PAIRS)} pairs")
+    print(f"\nthe poor draft scored lower in {lower}/{len(pairs)} pairs")
 
 
 if __name__ == "__main__":
