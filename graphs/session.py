@@ -19,16 +19,20 @@ def settings() -> Settings:
 
 
 def described(config: Settings) -> list[tuple[str, str, str]]:
-    """`Settings.describe` with the hand-over playbook checked: its row says how many topics and
-    patterns it has, or why it cannot be used (what every run would refuse to start on)."""
+    """`Settings.describe` with what a run would make of two settings: the hand-over playbook's
+    row says how many topics and patterns it has, or why it cannot be used (what every run would
+    refuse to start on); the reviewer's row says when the writing graphs get no review scores."""
     from nodes.handover import PlaybookError, load_playbook
+    from nodes.models import judges
 
     try:
         playbook = load_playbook(config.handover_playbook)
-        check = f"{len(playbook.topics)} topics, {sum(len(t.patterns) for t in playbook.topics)} patterns"
+        checks = {"SIGNOFF_HANDOVER_PLAYBOOK": f"{len(playbook.topics)} topics, {sum(len(t.patterns) for t in playbook.topics)} patterns"}
     except PlaybookError as exc:
-        check = f"CANNOT BE USED: {exc}"
-    return [(name, value, f"{note}: {check}" if name == "SIGNOFF_HANDOVER_PLAYBOOK" else note) for name, value, note in config.describe()]
+        checks = {"SIGNOFF_HANDOVER_PLAYBOOK": f"CANNOT BE USED: {exc}"}
+    if not judges(config.review_model or config.model):
+        checks["SIGNOFF_REVIEW_MODEL"] = "NO REVIEW SCORES: this model cannot judge drafts, set local:1.5b or openai:<model-name>"
+    return [(name, value, f"{note}; {checks[name]}" if name in checks else note) for name, value, note in config.describe()]
 
 
 def open_db(config: Settings, *, checkpoints: bool = True) -> Any:

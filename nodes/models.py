@@ -240,6 +240,20 @@ def check_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> No
     raise ModelConfigError(f"{role} must be 'local', 'local:1.5b' or 'openai:<model-name>', got {spec!r}")
 
 
+def judges(spec: str) -> bool:
+    """False when `spec` names a model measured unable to judge drafts (ModelHandle.judges),
+    found without starting it; an unusable spec is check_spec's to refuse."""
+    spec = spec.strip()
+    if spec == "local" or spec.startswith("local:"):
+        from nodes.local_model import LocalModelError, local_model
+
+        try:
+            return local_model(spec.partition(":")[2]).judges
+        except LocalModelError:
+            return True
+    return True
+
+
 def handle_from_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> ModelHandle:
     """Build one model from its configuration string: ``local``, ``local:<size>`` (see
     ``nodes.local_model.LOCAL_MODELS``) or ``openai:<model-name>``."""

@@ -179,3 +179,22 @@ def test_a_review_model_that_judges_scores_the_drafts_of_a_writer_that_cannot(po
     judge = scripted_registry([(REVIEWER, review(0.9))])
     stop = ThreadRunner(pool, REVISION, make_context(writer, review_models=judge)).start("rm-j", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
     assert stop.values["score"] == 0.9 and stop.values["gate_warning"] is None
+
+
+@pytest.mark.parametrize("env, scored", [
+    ({}, False),  # nothing configured: the local 0.5B judges nothing
+    ({"SIGNOFF_REVIEW_MODEL": "local"}, False),
+    ({"SIGNOFF_REVIEW_MODEL": "local:1.5b"}, True),
+    ({"SIGNOFF_MODEL": "openai:test-model", "OPENAI_API_KEY": "k"}, True),
+])
+def test_signoff_config_says_when_the_writing_graphs_get_no_review_scores(tmp_path, env, scored):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    result = CliRunner().invoke(app, ["config", "--json"], env={"SIGNOFF_HOME": str(tmp_path), "SIGNOFF_MODEL": "", "SIGNOFF_REVIEW_MODEL": "", **env})
+    assert result.exit_code == 0, result.output
+    note = {s["variable"]: s["note"] for s in json.loads(result.output)["settings"]}["SIGNOFF_REVIEW_MODEL"]
+    assert ("NO REVIEW SCORES" not in note) == scored, note
