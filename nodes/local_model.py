@@ -52,9 +52,11 @@ class LocalModel:
     size: int
     sha256: str
     extra: str  # the pyproject extra that installs the chunks
-    #: Can it score a draft against its brief? Measured by tests/benchmarks/review_quality.py:
-    #: the 0.5B scores the poor draft lower in 2/5 pairs (nearly every draft 0.8), the 1.5B 5/5.
-    #: The writing graphs never show a score from a model that cannot (nodes/writing.py `review`).
+    #: May it score drafts? Measured by tests/benchmarks/review_quality.py on its 5 pairs and 10
+    #: blind ones: the 0.5B scores the poor draft lower in 2/5 and 2/10 and *higher* in 4 of the
+    #: blind pairs, so its scores would mislead; the 1.5B in 5/5 and 3/10, never higher (it misses
+    #: flaws, a tie at 0.8, but a low score from it marks a real one). The writing graphs never
+    #: show a score from a model that may not (nodes/writing.py `review`).
     judges: bool
 
     def chunk_dists(self) -> list[str]:
