@@ -184,15 +184,31 @@ def offered(playbook: Playbook) -> dict[str, list[str]]:
     return {"handover_topics": playbook.names(), "handover_options": [t.describe for t in playbook.topics]}
 
 
+def best_ranked(state: SupportState) -> dict[str, Any]:
+    """The decision when no model that may judge is configured (ModelHandle.judges): the
+    best-ranked retrieved article, or a hand-over when none was retrieved.
+
+    Measured on the three labelled sets with the 0.5B local model (tests/benchmarks/
+    support_quality.py, session 5's drafts): its own pick among the same articles was the
+    labelled article in 21, 9 and 11 threads, the first of them in 27, 9 and 16; its only
+    hand-over the playbook had not made was wrong. The playbook (in classify) still hands over
+    what a specialist must handle, and a person reviews every reply at the gate."""
+    sources = state.get("sources", [])
+    return {"article": sources[0] if sources else None, "handover": None}
+
+
 def make_agent(intent: Intent) -> Callable[[SupportState, Runtime[SignoffContext]], dict[str, Any]]:
     """The agent decides on SIGNOFF_REVIEW_MODEL when one is set (SignoffContext.reviewer): a
-    judgement a person relies on, like the writing graphs' review scores. On failure
-    `needs_human` is set and the router escalates. It is offered the playbook's topics by name,
-    so it can hand over what no pattern caught."""
+    judgement a person relies on, like the writing graphs' review scores; a model that may not
+    judge (the local 0.5B) is not asked (`best_ranked`). On failure `needs_human` is set and
+    the router escalates. It is offered the playbook's topics by name, so it can hand over what
+    no pattern caught."""
     decide = ResilientAgentNode(f"{intent}_agent", agent_prompt, _decided, schema=KbAnswer,
                                 on_failure=lambda s, r: {"article": None}, models=SignoffContext.reviewer)
 
     def agent(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+        if not runtime.context.reviewer().primary.judges:
+            return best_ranked(state)
         return decide({**state, **offered(runtime.context.handover())}, runtime)
 
     agent.__name__ = f"{intent}_agent"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from graphs.registry import SUPPORT
@@ -147,6 +149,38 @@ def test_the_agent_decides_on_the_review_model_when_one_is_configured(run, pool)
     assert stop.values["article"] == stop.values["sources"][0] and stop.values["draft"] == "From the article."
     assert any("billing support agent" in p for p in deciding.primary.chat.prompts)
     assert not any("billing support agent" in p for p in runner.context.models.primary.chat.prompts)
+
+
+def non_judging(rules):
+    """A registry whose model is marked as the local 0.5B is: one that may not judge (ModelHandle.judges)."""
+    registry = scripted_registry(rules)
+    return dataclasses.replace(registry, primary=dataclasses.replace(registry.primary, judges=False))
+
+
+def test_a_model_that_may_not_judge_is_not_asked_and_the_best_ranked_article_answers(pool, make_context):
+    # The scripted agent would hand over (option 9): it must never be asked.
+    models = non_judging([support_rules("billing")[0], ("billing support agent", '{"option": 9}'), (REPLY, "From the article.")])
+    events: list[dict] = []
+    stop = ThreadRunner(pool, SUPPORT, make_context(models)).start("t14", "I was charged twice this month", {}, events.append)
+    assert not any("billing support agent" in p for p in models.primary.chat.prompts), "no agent call"
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["article"] == stop.values["sources"][0] == "billing-double-charge"
+    assert stop.values["draft"] == "From the article." and stop.values.get("handover") is None
+    assert "billing_agent" in [e["node"] for e in events if e["event"] == "node_end"]
+
+
+def test_with_no_model_that_may_judge_a_message_no_article_matches_is_handed_over(pool, make_context):
+    models = non_judging([support_rules("general")[0]])
+    stop = ThreadRunner(pool, SUPPORT, make_context(models)).start("t15", "Qwxyzzy plonkfrob", {}, lambda e: None)
+    assert stop.values["sources"] == [] and stop.values["ticket_id"] is not None
+    assert not any("general support agent" in p for p in models.primary.chat.prompts)
+
+
+def test_a_review_model_that_judges_decides_for_a_primary_that_may_not(pool, make_context):
+    deciding = scripted_registry([("billing support agent", '{"option": 2}')])
+    models = non_judging([support_rules("billing")[0], (REPLY, "From the article.")])
+    stop = ThreadRunner(pool, SUPPORT, make_context(models, review_models=deciding)).start("t16", "I was charged twice this month", {}, lambda e: None)
+    assert stop.values["article"] == stop.values["sources"][1], "the review model's choice, not the best-ranked"
 
 
 def test_a_failed_reply_escalates_instead_of_leaving_an_empty_draft(run, pool):
