@@ -92,8 +92,9 @@ def ensure_reachable(url: str) -> None:
 
 
 def open_pool(url: str, *, max_size: int = 8, connect_timeout: float = 10.0, application_name: str | None = None) -> ConnectionPool:
-    """A pool whose connections suit PostgresSaver (autocommit, dict rows, no server-side
-    prepared statements) and are health-checked on checkout when they sat idle or heard from
+    """A pool whose connections suit PostgresSaver (autocommit, dict rows, and
+    `prepare_threshold=0`: every statement prepared on the server at its first execution, as
+    LangGraph's docs configure it) and are health-checked on checkout when they sat idle or heard from
     the server (`_check_when_needed`), so a connection that went stale (server restarted,
     idle timeout) is replaced by the pool instead of surfacing as an error.
 

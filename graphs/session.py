@@ -21,7 +21,7 @@ def settings() -> Settings:
 def described(config: Settings) -> list[tuple[str, str, str]]:
     """`Settings.describe` with what a run would make of two settings: the hand-over playbook's
     row says how many topics and patterns it has, or why it cannot be used (what every run would
-    refuse to start on); the reviewer's row says when the writing graphs get no review scores."""
+    refuse to start on); the reviewer's row says when no model makes the judgement calls."""
     from nodes.handover import PlaybookError, load_playbook
     from nodes.models import judges
 
@@ -31,7 +31,8 @@ def described(config: Settings) -> list[tuple[str, str, str]]:
     except PlaybookError as exc:
         checks = {"SIGNOFF_HANDOVER_PLAYBOOK": f"CANNOT BE USED: {exc}"}
     if not judges(config.review_model or config.model):
-        checks["SIGNOFF_REVIEW_MODEL"] = "NO REVIEW SCORES: this model cannot judge drafts, set local:1.5b or openai:<model-name>"
+        checks["SIGNOFF_REVIEW_MODEL"] = ("NO JUDGEMENT CALLS: this model cannot judge, so drafts go unscored and support answers "
+                                          "from the best-ranked article; set local:1.5b or openai:<model-name>")
     return [(name, value, f"{note}; {checks[name]}" if name in checks else note) for name, value, note in config.describe()]
 
 

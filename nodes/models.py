@@ -45,8 +45,10 @@ class ModelHandle:
     chat: BaseChatModel
     structured_mode: StructuredMode = "json_schema"
     call_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: False for a model measured unable to tell a good draft from a poor one (the local 0.5B,
-    #: nodes/local_model.py): the writing graphs then leave drafts unscored rather than show its score.
+    #: False for a model measured unable to make the judgement calls (the local 0.5B,
+    #: nodes/local_model.py), which are then not asked of it: the writing graphs leave drafts
+    #: unscored (nodes/writing.py `review`), the support agent answers from the best-ranked
+    #: article (graphs/support.py `best_ranked`).
     judges: bool = True
     #: runnables made by `bound`, by (schema, stream)
     _bound: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -241,8 +243,8 @@ def check_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> No
 
 
 def judges(spec: str) -> bool:
-    """False when `spec` names a model measured unable to judge drafts (ModelHandle.judges),
-    found without starting it; an unusable spec is check_spec's to refuse."""
+    """False when `spec` names a model measured unable to judge (ModelHandle.judges), found
+    without starting it; an unusable spec is check_spec's to refuse."""
     spec = spec.strip()
     if spec == "local" or spec.startswith("local:"):
         from nodes.local_model import LocalModelError, local_model

@@ -187,7 +187,7 @@ def test_a_review_model_that_judges_scores_the_drafts_of_a_writer_that_cannot(po
     ({"SIGNOFF_REVIEW_MODEL": "local:1.5b"}, True),
     ({"SIGNOFF_MODEL": "openai:test-model", "OPENAI_API_KEY": "k"}, True),
 ])
-def test_signoff_config_says_when_the_writing_graphs_get_no_review_scores(tmp_path, env, scored):
+def test_signoff_config_says_when_no_model_makes_the_judgement_calls(tmp_path, env, scored):
     import json
 
     from typer.testing import CliRunner
@@ -197,4 +197,4 @@ def test_signoff_config_says_when_the_writing_graphs_get_no_review_scores(tmp_pa
     result = CliRunner().invoke(app, ["config", "--json"], env={"SIGNOFF_HOME": str(tmp_path), "SIGNOFF_MODEL": "", "SIGNOFF_REVIEW_MODEL": "", **env})
     assert result.exit_code == 0, result.output
     note = {s["variable"]: s["note"] for s in json.loads(result.output)["settings"]}["SIGNOFF_REVIEW_MODEL"]
-    assert ("NO REVIEW SCORES" not in note) == scored, note
+    assert ("NO JUDGEMENT CALLS" not in note) == scored, note
