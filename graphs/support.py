@@ -274,11 +274,14 @@ redraft = ResilientAgentNode(
 
 
 def lookup_kb(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+    """The three best matches in the whole knowledge base, not only the classified team's: a
+    wrong intent (the 0.5B gets 70% right on the blind set) must not hide the right article.
+    Measured with the 0.5B on the three labelled sets (tests/benchmarks/support_quality.py,
+    session 6): answered from the labelled article 27/36, 9/14 and 16/22 this way, against
+    25/36, 8/14 and 15/22 from the classified team's articles."""
     pool = runtime.context.pool
     ensure_loaded(pool)
-    articles = kb_search(pool, state["message"], category=state.get("intent"))
-    if not articles:
-        articles = kb_search(pool, state["message"])
+    articles = kb_search(pool, state["message"])
     return {"passages": [f"{a.title}\n{a.body}" for a in articles], "sources": [a.slug for a in articles]}
 
 
