@@ -247,10 +247,11 @@ _reviewer = ResilientAgentNode("review", reviewer_prompt, _reviewed, schema=Revi
 
 
 def review(state: WritingState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
-    """The reviewer, unless the judging model is one measured unable to judge (the local 0.5B
-    gives nearly every draft 0.8, ModelHandle.judges). Its score would pass or hold drafts at
-    random and be shown at the gate as if it meant something, so the draft goes to the person
-    at the gate unscored, with the reason and the setting that gives real scores."""
+    """The reviewer, unless the judging model is one measured unable to judge (ModelHandle.judges:
+    the local 0.5B scored the poor draft of a blind pair higher as often as lower). Its score
+    would pass or hold drafts at random and be shown at the gate as if it meant something, so
+    the draft goes to the person at the gate unscored, with the reason and the setting that
+    gives real scores."""
     judge = runtime.context.reviewer().primary
     if judge.judges:
         return _reviewer(state, runtime)
