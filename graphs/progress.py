@@ -118,7 +118,7 @@ class ProgressPrinter:
             row = board.end(event)
             if not self.console.is_terminal:
                 mark = "[green]✓[/green]" if row.status == "ok" else "[red]x[/red]"
-                self.console.print(f"{mark} research [{row.index}] {safe_line(row.subtask)}  {safe_line(row.status)}  {row.duration:.2f}s  [dim]{safe_line(row.calls)}[/dim]", highlight=False)
+                self.console.print(f"{mark} research [{row.index}] {safe_line(row.subtask)}  {safe_line(row.status)}  {row.duration:.2f}s  [dim]{safe_line(row.calls)}[/dim]", highlight=False, soft_wrap=True)
             self._stop_live(only_if_done=True)
         else:
             return False
@@ -151,7 +151,7 @@ class ProgressPrinter:
             mark = "[red]x[/red]" if event.get("error") else "[green]✓[/green]"
             status = f"[red]{safe_line(event['error'], 160)}[/red]" if event.get("error") else "ok"
             calls = describe_calls(event.get("calls", []))
-            self.console.print(f"{mark} {safe_line(event['node']):<22} {status:<4} {event['duration']:6.2f}s  [dim]{safe_line(calls)}[/dim]", highlight=False)
+            self.console.print(f"{mark} {safe_line(event['node']):<22} {status:<4} {event['duration']:6.2f}s  [dim]{safe_line(calls)}[/dim]", highlight=False, soft_wrap=True)
             for line in event.get("update", {}).get("warnings", []) or []:
                 self.console.print(f"  [yellow]warning:[/yellow] {safe_line(line)}", soft_wrap=True)
         elif kind == "retry":

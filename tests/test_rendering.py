@@ -101,3 +101,18 @@ def test_config_never_prints_a_password_in_any_url_form(cli, env):
         result = CliRunner().invoke(app, ["config"], env={**env, "DATABASE_URL": url})
         assert result.exit_code == 0, result.output
         assert "hunter2" not in result.output and "***" in result.output, result.output
+
+
+def test_a_piped_node_line_is_one_line_however_long():
+    """Log readers grep these lines: rich's 80-column wrap for non-terminals must not break them."""
+    import io
+
+    from rich.console import Console
+
+    from graphs.progress import ProgressPrinter
+
+    buffer = io.StringIO()
+    calls = [{"node": "classify", "model": "local:" + "m" * 60, "attempts": 1, "latency_ms": 1280, "input_tokens": 225, "output_tokens": 6, "error": None}]
+    ProgressPrinter(Console(file=buffer, width=80))({"event": "node_end", "node": "classify", "duration": 1.28, "calls": calls})
+    [line] = buffer.getvalue().splitlines()
+    assert line.startswith("✓ classify") and line.rstrip().endswith("tokens=225/6"), line
