@@ -12,8 +12,8 @@ decides whether a draft is revised, and which draft reaches the `publish` gate. 
 below (one brief, a good draft, a deliberately poor one: off-topic, padded, wrong, a stub,
 ignoring the brief) it calls the real `review` prompt and schema (nodes/writing.py) through
 the same resilient model path the graphs use, and reports both scores and whether the poor
-draft scored lower.  `--pairs tests/benchmarks/review_pairs_blind.json` runs 10 pairs written
-by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
+draft scored lower.  `--pairs tests/benchmarks/review_pairs_blind.json` (or `_blind2.json`)
+runs 10 pairs written by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
 never ask for scores (the local 0.5B, ModelHandle.judges) is still measured, and the report
 says so.  For local models the server runs in a throwaway SIGNOFF_HOME and is stopped at the
 end.
