@@ -207,7 +207,7 @@ def make_agent(intent: Intent) -> Callable[[SupportState, Runtime[SignoffContext
                                 on_failure=lambda s, r: {"article": None}, models=SignoffContext.reviewer)
 
     def agent(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
-        if not runtime.context.reviewer().primary.judges:
+        if not runtime.context.can_judge():
             return best_ranked(state)
         return decide({**state, **offered(runtime.context.handover())}, runtime)
 

@@ -54,3 +54,8 @@ class SignoffContext:
     def reviewer(self) -> ModelRegistry:
         """The models a judging node calls (the writing graphs' `review`, the support agents)."""
         return self.review_models if self.review_models is not None else self.models
+
+    def can_judge(self) -> bool:
+        """Whether a judging node may ask `reviewer()` at all (ModelHandle.judges: not the local
+        0.5B); when it may not, the node takes its rule instead of a made-up judgement."""
+        return self.reviewer().primary.judges

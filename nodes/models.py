@@ -12,7 +12,7 @@ import functools
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ValidationError
 
 from checkpoint.errors import InvalidInput
 from checkpoint.settings import Settings
+
+if TYPE_CHECKING:
+    from nodes.local_model import LocalModel
 
 #: How a server is told to answer in JSON:
 #: - "json_schema": OpenAI's `response_format={"type": "json_schema", ...}`;
@@ -224,15 +227,14 @@ def check_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> No
     """Refuse an unusable configuration string (ModelConfigError naming `role`) without
     building anything: a lazily built model (the reviewer's) is checked before a run starts,
     so its bad value fails the command before anything is written, as SIGNOFF_MODEL's does."""
-    spec = spec.strip()
-    if spec == "local" or spec.startswith("local:"):
-        from nodes.local_model import LocalModelError, local_model
+    from nodes.local_model import LocalModelError
 
-        try:
-            local_model(spec.partition(":")[2])
-        except LocalModelError as exc:
-            raise ModelConfigError(f"{role}: {exc}") from exc
-        return
+    spec = spec.strip()
+    try:
+        if _local_entry(spec) is not None:
+            return
+    except LocalModelError as exc:
+        raise ModelConfigError(f"{role}: {exc}") from exc
     if spec.startswith("openai:"):
         if not spec.split(":", 1)[1].strip():
             raise ModelConfigError(f"{role} is 'openai:' without a model name: set e.g. {role}=openai:gpt-4o-mini")
@@ -242,18 +244,27 @@ def check_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> No
     raise ModelConfigError(f"{role} must be 'local', 'local:1.5b' or 'openai:<model-name>', got {spec!r}")
 
 
+def _local_entry(spec: str) -> LocalModel | None:
+    """The catalogue entry a ``local`` or ``local:<size>`` spec names (LocalModelError for an
+    unknown size); None for any other spec. Nothing is started."""
+    spec = spec.strip()
+    if spec != "local" and not spec.startswith("local:"):
+        return None
+    from nodes.local_model import local_model
+
+    return local_model(spec.partition(":")[2])
+
+
 def judges(spec: str) -> bool:
     """False when `spec` names a model measured unable to judge (ModelHandle.judges), found
     without starting it; an unusable spec is check_spec's to refuse."""
-    spec = spec.strip()
-    if spec == "local" or spec.startswith("local:"):
-        from nodes.local_model import LocalModelError, local_model
+    from nodes.local_model import LocalModelError
 
-        try:
-            return local_model(spec.partition(":")[2]).judges
-        except LocalModelError:
-            return True
-    return True
+    try:
+        entry = _local_entry(spec)
+    except LocalModelError:
+        return True
+    return entry is None or entry.judges
 
 
 def handle_from_spec(spec: str, settings: Settings, role: str = "SIGNOFF_MODEL") -> ModelHandle:

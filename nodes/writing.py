@@ -252,10 +252,9 @@ def review(state: WritingState, runtime: Runtime[SignoffContext]) -> dict[str, A
     would pass or hold drafts at random and be shown at the gate as if it meant something, so
     the draft goes to the person at the gate unscored, with the reason and the setting that
     gives real scores."""
-    judge = runtime.context.reviewer().primary
-    if judge.judges:
+    if runtime.context.can_judge():
         return _reviewer(state, runtime)
-    reason = (f"not scored: {judge.name} cannot tell a good draft from a poor one; "
+    reason = (f"not scored: {runtime.context.reviewer().primary.name} cannot tell a good draft from a poor one; "
               "set SIGNOFF_REVIEW_MODEL=local:1.5b or openai:<model-name> for review scores")
     return {"drafts": [_record(state, None, "")], "not_reviewed": reason}
 
