@@ -1,5 +1,5 @@
-"""Support: classify (and match the hand-over playbook: a topic a specialist must handle
-escalates at once) -> look up the knowledge base -> billing | technical | general agent decides
+"""Support: classify (search the knowledge base, and match the hand-over playbook: a topic a
+specialist must handle escalates at once) -> billing | technical | general agent decides
 whether an article answers the message -> yes: draft a reply from that article | no: escalate
 (ticket) -> gate `review` -> send | redraft | holding reply.
 
@@ -23,7 +23,7 @@ from nodes.gates import Decision, gate_node
 from nodes.handover import Playbook
 from nodes.knowledge import ensure_loaded
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
-from nodes.tools import current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
+from nodes.tools import Article, current_thread_id, kb_search, open_ticket, resolve_ticket, send_reply
 from graphs.refund_path import add_refund_path, refund_approved, starts_refund
 from nodes.refunds import RefundCase
 
@@ -129,10 +129,21 @@ classify_by_model = ResilientAgentNode(
 )
 
 
+def retrieved(articles: list[Article]) -> dict[str, Any]:
+    """The knowledge-base matches as state: what the agent chooses among and the reply quotes."""
+    return {"passages": [f"{a.title}\n{a.body}" for a in articles], "sources": [a.slug for a in articles]}
+
+
 def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
     """Ask the model for the intent, showing it the titles (and teams) of the closest articles,
     and match the hand-over playbook (nodes/handover.py): a message on a topic a specialist must
     handle goes to one, with the intent naming the team, whatever a model would answer.
+
+    The same search, the three best matches in the whole knowledge base rather than the
+    classified team's, is what the agent chooses among: a wrong intent (the 0.5B gets 70% right
+    on the blind set) must not hide the right article. Measured with the 0.5B on the three
+    labelled sets (tests/benchmarks/support_quality.py, session 6): answered from the labelled
+    article 27/36, 9/14 and 16/22 this way, against 25/36, 8/14 and 15/22 from the team's.
 
     Measured with the 0.5B local model (tests/benchmarks/support_quality.py): the titles as a
     hint raise intent accuracy from 62% to 85% on the labelled set and from 62% to 81% on a
@@ -140,8 +151,9 @@ def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str,
     """
     pool = runtime.context.pool
     ensure_loaded(pool)
-    hints = [f"{a.title} ({a.category})" for a in kb_search(pool, state["message"], limit=CLASSIFY_HINTS)]
-    update = classify_by_model({**state, "kb_hints": hints}, runtime)
+    articles = kb_search(pool, state["message"])
+    hints = [f"{a.title} ({a.category})" for a in articles[:CLASSIFY_HINTS]]
+    update = {**classify_by_model({**state, "kb_hints": hints}, runtime), **retrieved(articles)}
     topic = runtime.context.handover().match(state["message"])
     return {**update, "handover": topic.name} if topic else update
 
@@ -274,15 +286,11 @@ redraft = ResilientAgentNode(
 
 
 def lookup_kb(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
-    """The three best matches in the whole knowledge base, not only the classified team's: a
-    wrong intent (the 0.5B gets 70% right on the blind set) must not hide the right article.
-    Measured with the 0.5B on the three labelled sets (tests/benchmarks/support_quality.py,
-    session 6): answered from the labelled article 27/36, 9/14 and 16/22 this way, against
-    25/36, 8/14 and 15/22 from the classified team's articles."""
+    """Kept only for threads checkpointed by a version before session 7 with this step next:
+    `classify` searches now (one query and one superstep fewer per thread). No edge leads here."""
     pool = runtime.context.pool
     ensure_loaded(pool)
-    articles = kb_search(pool, state["message"])
-    return {"passages": [f"{a.title}\n{a.body}" for a in articles], "sources": [a.slug for a in articles]}
+    return retrieved(kb_search(pool, state["message"]))
 
 
 def escalate(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
@@ -313,10 +321,10 @@ def send_holding_reply(state: SupportState, runtime: Runtime[SignoffContext]) ->
 # --- routers (pure) ------------------------------------------------------------------------
 
 
-def route_after_classify(state: SupportState) -> Literal["lookup_kb", "escalate", "extract_refund"]:
+def route_after_classify(state: SupportState) -> Literal["billing_agent", "technical_agent", "general_agent", "escalate", "extract_refund"]:
     if state.get("needs_human") or state.get("handover"):
         return "escalate"
-    return "extract_refund" if starts_refund(state) else "lookup_kb"
+    return "extract_refund" if starts_refund(state) else route_to_agent(state)
 
 
 def route_to_agent(state: SupportState) -> Literal["billing_agent", "technical_agent", "general_agent"]:

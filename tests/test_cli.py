@@ -35,7 +35,7 @@ def test_start_support_streams_progress_and_stops_at_review(cli, server):
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].startswith("thread support-"), "the thread id comes first"
-    for node in ("classify", "lookup_kb", "billing_agent", "draft_reply"):
+    for node in ("classify", "billing_agent", "draft_reply"):
         assert re.search(rf"✓ {node}\s", result.output), node
     assert "model=openai:test-model" in result.output
     assert "pending authorization" in result.output, "the agent's tokens are streamed"

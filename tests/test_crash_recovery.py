@@ -141,7 +141,7 @@ SCENARIOS = [
         model_nodes={"classify": "Classify the customer message", "technical_agent": "technical support agent"},
         phases=(
             Phase(("start", "support", "The sync engine corrupts my notes", "--thread", "{tid}", "--email", "a@example.com"),
-                  ("classify", "lookup_kb", "technical_agent", "escalate"), writes=("kb_articles", "tickets")),
+                  ("classify", "technical_agent", "escalate"), writes=("kb_articles", "tickets")),
             Phase(("approve", "{tid}", "--note", "fine", "--expect", "{digest}"), ("review", "send_approved_reply"), decision="approved", writes=("outbox",)),
         ),
         effects={"tickets": 1, "outbox": 1},
@@ -161,7 +161,7 @@ SCENARIOS = [
         ),
         model_nodes={"classify": "Classify the customer message", "billing_agent": "billing support agent", "redraft": "Rewrite the support reply"},
         phases=(
-            Phase(("start", "support", "I was charged twice this month", "--thread", "{tid}"), ("classify", "lookup_kb", "billing_agent", "draft_reply")),
+            Phase(("start", "support", "I was charged twice this month", "--thread", "{tid}"), ("classify", "billing_agent", "draft_reply")),
             Phase(("reject", "{tid}", "--feedback", "apologise first"), ("review", "redraft"), decision="rejected"),
             Phase(("expire",), ("review", "send_holding_reply"), decision="expired", writes=("tickets", "outbox"), past_deadline=True),
         ),
@@ -641,9 +641,9 @@ def test_one_interrupt_stops_at_the_next_step_boundary_and_resume_finishes(inter
     proc, release = interruptible
     proc.send(sig)
     proc.wait_for("stopping at the next step boundary", stream="err")
-    release.set()  # classify completes; the drain stops the run before lookup_kb
+    release.set()  # classify completes; the drain stops the run before technical_agent
     assert proc.wait() == 130, proc.output
-    assert "✓ classify" in proc.output and "lookup_kb" not in proc.output
+    assert "✓ classify" in proc.output and "technical_agent" not in proc.output
     assert "signoff resume intr" in proc.output
     assert threads.get(pool, "intr").status == "interrupted"
     assert server.matching("Classify the customer message") == 1

@@ -8,7 +8,7 @@ import pytest
 
 from graphs.registry import SUPPORT
 from graphs.runner import AwaitingDecision, ThreadRunner
-from graphs.support import HOLDING_REPLY
+from graphs.support import HOLDING_REPLY, build_graph
 from nodes.gates import GateError
 from nodes.handover import load_playbook
 from tests.conftest import count_rows
@@ -218,12 +218,33 @@ def test_progress_events_name_each_node_with_its_model_and_tokens(run):
     runner, events = run(BILLING)
     runner.start("t7", "I was charged twice this month", {}, events.append)
     ended = [e["node"] for e in events if e["event"] == "node_end"]
-    assert ended == ["classify", "lookup_kb", "billing_agent", "draft_reply"]
+    assert ended == ["classify", "billing_agent", "draft_reply"], "classify's search is the agent's: no lookup_kb step"
     agent_end = next(e for e in events if e["event"] == "node_end" and e["node"] == "billing_agent")
     assert agent_end["calls"][0]["model"] == "scripted:primary"
     tokens = "".join(e["text"] for e in events if e["event"] == "token")
     assert "pending authorization" in tokens
     assert '"intent"' not in tokens, "structured answers are not streamed as prose"
+
+
+def test_a_thread_saved_before_lookup_kb_by_an_older_version_resumes_to_its_gate(run, pool):
+    """Before session 7, classify was followed by its own lookup_kb step. A thread checkpointed
+    with lookup_kb next (an upgrade mid-run, a crash) must still run on after the upgrade."""
+    runner, events = run(BILLING)
+    new_graph = runner.graph
+    older = build_graph()
+    older.branches.pop("classify")
+    older.add_edge("classify", "lookup_kb")
+    runner.graph = older.compile(checkpointer=new_graph.checkpointer, interrupt_before=["lookup_kb", "review"])
+    runner.start("t-old", "I was charged twice this month", {}, events.append)
+    assert runner.snapshot("t-old").next == ("lookup_kb",)
+
+    runner.graph = new_graph
+    stop = runner.resume("t-old", events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["article"] == stop.values["sources"][0]
+    assert "pending authorization" in stop.values["draft"]
+    ended = [e["node"] for e in events if e["event"] == "node_end"]
+    assert ended == ["classify", "lookup_kb", "billing_agent", "draft_reply"]
 
 
 def test_a_workers_run_reports_the_same_progress_as_an_inline_run(pool, make_context):

@@ -60,7 +60,7 @@ def test_detach_then_approve_from_another_shell_while_a_third_watches(env, pool,
         assert watcher.wait(30) == 0, watcher.output
     finally:
         watcher.kill()
-    assert nodes_in(watcher.output) == ["classify", "lookup_kb", "technical_agent", "escalate", "review", "send_approved_reply"], watcher.output
+    assert nodes_in(watcher.output) == ["classify", "technical_agent", "escalate", "review", "send_approved_reply"], watcher.output
     assert "finished" in watcher.output.splitlines()[-1] or "finished" in watcher.output
     assert threads.get(pool, "cli1").status == "finished"
     assert count_rows(pool, "outbox", thread_id="cli1") == 1 and count_rows(pool, "tickets", thread_id="cli1") == 1
@@ -73,17 +73,17 @@ def test_a_late_watch_replays_what_happened(env, pool, workers, cli):
     wait_until(lambda: at_gate(pool, "cli2"), timeout=30, what="cli2 at its gate")
     result = cli("watch", "cli2")
     assert result.exit_code == 0, result.output
-    assert nodes_in(result.output) == ["classify", "lookup_kb", "technical_agent", "escalate"]
+    assert nodes_in(result.output) == ["classify", "technical_agent", "escalate"]
     assert "waiting at gate review" in result.output
 
 
 def test_without_a_worker_start_runs_inline_and_watch_replays_it(cli, pool):
     result = cli("start", "support", "The sync engine corrupts my notes", "--thread", "cli3")
     assert result.exit_code == 0, result.output
-    assert nodes_in(result.output) == ["classify", "lookup_kb", "technical_agent", "escalate"]
+    assert nodes_in(result.output) == ["classify", "technical_agent", "escalate"]
     watched = cli("watch", "cli3")
     assert watched.exit_code == 0, watched.output
-    assert nodes_in(watched.output) == ["classify", "lookup_kb", "technical_agent", "escalate"], "inline runs are persisted too"
+    assert nodes_in(watched.output) == ["classify", "technical_agent", "escalate"], "inline runs are persisted too"
 
 
 def test_a_detached_start_without_a_worker_waits_for_one(cli, pool, workers):

@@ -5,7 +5,7 @@ Run from the project root:  python tests/benchmarks/worker_bench.py [--threads 5
 Uses its own embedded PostgreSQL in a throwaway SIGNOFF_HOME (or DATABASE_URL if set; a new
 database per measurement either way) and a scripted OpenAI-compatible server in this process
 (tests/fault_server.py) that answers every call after a fixed latency. Support threads run
-classify -> lookup_kb -> technical_agent -> escalate -> gate, two model calls each. Measures:
+classify -> technical_agent -> escalate -> gate, two model calls each. Measures:
 
 1. makespan of N threads submitted at once (as `start --detach` does) to one worker at
    --concurrency C, against the ideal N x (2 x latency) / C; the worker's peak RSS (VmHWM);
