@@ -180,6 +180,22 @@ def _pooled_saver_class() -> type:
     return PooledPostgresSaver
 
 
+CONNECTION_HEADROOM_SQL = """
+SELECT current_setting('max_connections')::int
+       - current_setting('superuser_reserved_connections')::int
+       - coalesce(current_setting('reserved_connections', true), '0')::int AS usable,
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend') AS in_use
+"""
+
+
+def connection_headroom(pool: ConnectionPool) -> tuple[int, int]:
+    """(connections PostgreSQL lets ordinary roles open, client connections open now): what a
+    worker about to open its pool compares its own need with."""
+    with pool.connection() as conn:
+        row = conn.execute(CONNECTION_HEADROOM_SQL).fetchone()
+    return int(row["usable"]), int(row["in_use"])
+
+
 def is_connection_error(exc: BaseException) -> bool:
     """True for errors that mean the database went away (restart, network), not bad SQL."""
     return isinstance(exc, (psycopg.OperationalError, PoolTimeout, DatabaseUnavailable))

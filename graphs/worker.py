@@ -47,7 +47,7 @@ from psycopg_pool import ConnectionPool
 from checkpoint import events as progress
 from checkpoint import jobs
 from checkpoint import workers as registry
-from checkpoint.database import ensure_reachable, is_connection_error, make_saver, open_pool
+from checkpoint.database import connection_headroom, ensure_reachable, is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession, SessionClaim
 from graphs.registry import GRAPHS, GraphSpec
@@ -81,6 +81,18 @@ class WorkerOptions:
         queue (issue 10, measured; 40 and 64 cost the same CPU, 20 about 8% more), and two
         workers at 38 connections each stay within PostgreSQL's default 100."""
         return self.pool_size or min(self.concurrency, 32) + 4
+
+
+def headroom_warning(usable: int, in_use: int, *, need: int) -> str | None:
+    """One line when this worker's pool could not grow to `need` connections: PostgreSQL
+    refuses connections past max_connections, and runs would wait for one, then fail. Said at
+    start, where the fix is one flag, not mid-run as a pool timeout."""
+    free = usable - in_use
+    if free >= need:
+        return None
+    return (f"warning: this worker may open {need} connections and PostgreSQL lets {max(free, 0)} more in "
+            f"({in_use} of {usable} in use): lower --concurrency (a worker opens up to min(N, 32) + 4), "
+            "raise PostgreSQL's max_connections, or put PgBouncer in front")
 
 
 class WorkerRunner(ThreadRunner):
@@ -271,6 +283,8 @@ class Worker:
         listener = writer = executor = None
         try:
             migrate(pool)
+            if warning := headroom_warning(*connection_headroom(pool), need=opts.connections()):
+                self.log(warning)
             context = self.make_context(pool)
             self.worker_id = registry.register(pool, host=socket.gethostname(), pid=os.getpid(), session=session, concurrency=opts.concurrency)
             worker_id = self.worker_id

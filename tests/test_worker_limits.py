@@ -65,3 +65,29 @@ def test_a_rate_limited_call_waits_outside_its_slot():
     assert [("first" in p, "second" in p) for p in order] == [(True, False), (False, True), (True, False)], order
     assert all(r.ok for r in results.values())  # type: ignore[attr-defined]
     assert limiter.peak == {"openai:m": 1}
+
+
+def test_a_worker_says_at_start_when_postgresql_has_too_few_connections_left_for_its_pool(server, pool, database_url, workers):
+    import psycopg
+
+    from checkpoint.database import connection_headroom
+
+    usable, in_use = connection_headroom(pool)
+    need = 4 + 4  # --concurrency 4: min(4, 32) + 4
+    held_open = [psycopg.connect(database_url) for _ in range(usable - in_use - need)]  # leaves fewer than `need` for the worker
+    try:
+        worker = workers("--concurrency", "4")
+        assert worker.wait_for(r"warning: this worker may open 8 connections and PostgreSQL lets \d more in", timeout=10)
+        assert "lower --concurrency" in worker.output and "max_connections" in worker.output
+    finally:
+        for conn in held_open:
+            conn.close()
+
+
+def test_a_worker_with_enough_connections_left_says_nothing_about_them(server, pool, workers):
+    server.rule(CLASSIFY, ok('{"intent": "technical"}'))
+    server.rule("technical support agent", ok(CANNOT_ANSWER))
+    worker = workers("--concurrency", "4")
+    submit(pool, "support", "roomy", "The sync engine corrupts my notes")
+    wait_until(lambda: threads.get(pool, "roomy").status == "waiting", timeout=30, what="the thread at its gate")
+    assert "warning" not in worker.output
