@@ -27,7 +27,7 @@ def described(config: Settings) -> list[tuple[str, str, str]]:
 
     try:
         playbook = load_playbook(config.handover_playbook)
-        checks = {"SIGNOFF_HANDOVER_PLAYBOOK": f"{len(playbook.topics)} topics, {sum(len(t.patterns) for t in playbook.topics)} patterns"}
+        checks = {"SIGNOFF_HANDOVER_PLAYBOOK": f"{len(playbook.topics)} topics, {playbook.pattern_count()} patterns"}
     except PlaybookError as exc:
         checks = {"SIGNOFF_HANDOVER_PLAYBOOK": f"CANNOT BE USED: {exc}"}
     if not judges(config.review_model or config.model):

@@ -154,7 +154,7 @@ def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str,
     articles = kb_search(pool, state["message"])
     hints = [f"{a.title} ({a.category})" for a in articles[:CLASSIFY_HINTS]]
     update = {**classify_by_model({**state, "kb_hints": hints}, runtime), **retrieved(articles)}
-    topic = runtime.context.handover().match(state["message"])
+    topic = runtime.context.handover().match(state["message"], update["passages"])
     return {**update, "handover": topic.name} if topic else update
 
 

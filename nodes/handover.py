@@ -20,6 +20,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
 
 from checkpoint.errors import InvalidInput
 
@@ -38,10 +39,17 @@ class HandoverTopic:
     #: what the support agent's model is shown for this option
     describe: str
     patterns: tuple[re.Pattern[str], ...]
+    #: patterns that hand over only when no retrieved article names what they matched (their
+    #: `code` group, else the whole match): "an error no article names" is a rule about the
+    #: knowledge base, so "error 429", which the rate-limit article explains, stays answerable
+    unless_named: tuple[re.Pattern[str], ...] = ()
 
-    def matches(self, message: str) -> bool:
+    def matches(self, message: str, articles: Sequence[str] = ()) -> bool:
         text = message[:MAX_MATCHED_CHARS]
-        return any(p.search(text) for p in self.patterns)
+        if any(p.search(text) for p in self.patterns):
+            return True
+        known = "\n".join(articles).casefold()
+        return any(_named(m).casefold() not in known for p in self.unless_named for m in p.finditer(text))
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,13 @@ class Playbook:
     topics: tuple[HandoverTopic, ...]
     source: str
 
-    def match(self, message: str) -> HandoverTopic | None:
-        """The first topic (in file order) one of whose patterns occurs in the message."""
-        return next((t for t in self.topics if t.matches(message)), None)
+    def match(self, message: str, articles: Sequence[str] = ()) -> HandoverTopic | None:
+        """The first topic (in file order) one of whose patterns occurs in the message;
+        `articles`: the text of the articles retrieved for it (see `unless_named`)."""
+        return next((t for t in self.topics if t.matches(message, articles)), None)
+
+    def pattern_count(self) -> int:
+        return sum(len(t.patterns) + len(t.unless_named) for t in self.topics)
 
     def names(self) -> list[str]:
         return [t.name for t in self.topics]
@@ -103,10 +115,22 @@ def _topic(entry: object, where: str, seen: set[str]) -> HandoverTopic:
         raise PlaybookError(f"{where} ({name}): `describe` must be a text saying what the topic covers")
     if not isinstance(match, list) or not all(isinstance(p, str) and p.strip() for p in match):
         raise PlaybookError(f"{where} ({name}): `match` must be a list of regular expressions (it may be empty)")
-    patterns = []
-    for pattern in match:
+    unless = entry.get("unless_an_article_names", [])
+    if not isinstance(unless, list) or not all(isinstance(p, str) and p.strip() for p in unless):
+        raise PlaybookError(f"{where} ({name}): `unless_an_article_names` must be a list of regular expressions (it may be empty)")
+    return HandoverTopic(name.strip(), " ".join(describe.split()), _compiled(match, where, name), _compiled(unless, where, name))
+
+
+def _compiled(patterns: list[str], where: str, name: str) -> tuple[re.Pattern[str], ...]:
+    compiled = []
+    for pattern in patterns:
         try:
-            patterns.append(re.compile(pattern, re.IGNORECASE))
+            compiled.append(re.compile(pattern, re.IGNORECASE))
         except re.error as exc:
             raise PlaybookError(f"{where} ({name}): bad regular expression {pattern!r} ({exc})") from None
-    return HandoverTopic(name.strip(), " ".join(describe.split()), tuple(patterns))
+    return tuple(compiled)
+
+
+def _named(match: re.Match[str]) -> str:
+    """What an `unless_an_article_names` pattern matched: its `code` group if it has one."""
+    return (match.groupdict().get("code") or match.group(0)).strip()

@@ -17,6 +17,7 @@ MUST_HAND_OVER = {
         "Got an alert about a suspicious login and now my 2FA phone number is different",
         "My email address was changed yesterday and I didn't do that",
         "a notebook called 'Budget 2025' appeared in my list, it's not mine",
+        "I got a 'new login from Lagos' email. That wasn't me, I have never left Ireland",
     ],
     "legal, police or press": [
         "Our attorneys will be in touch regarding your handling of my data.",
@@ -39,6 +40,13 @@ MUST_HAND_OVER = {
         "Every request returns error 502 Bad Gateway",
         "Your latest update deleted half of my notebooks",
         "Norton says your installer contains a virus",
+        "since this morning every note opens as gibberish",
+        "My attachments are corrupted after the sync, PDFs won't open",
+    ],
+    "account suspended": [
+        "Why was my account suspended? I need my notes for an exam tomorrow",
+        "you banned our workspace without any warning",
+        "I got an email saying I violated the terms of service, what did I do?",
     ],
     "bereavement": [
         "My husband passed away in June and his recipes are in his account",
@@ -68,7 +76,27 @@ MUST_NOT_MATCH = [
     "Can you reimburse me for order 1042? It arrived broken",
     "I want a chargeback for order 1042",
     "Please repay the 20 dollars for order 1042",
+    "My account is temporarily locked after too many tries",
+    "How do I sign in on a new laptop? I didn't set up 2FA",
 ]
+
+RATE_LIMIT_ARTICLE = (Path(__file__).parents[1] / "nodes" / "data" / "kb" / "technical-api-rate-limits.md").read_text()
+
+
+@pytest.mark.parametrize("message", ["The Android app shows 'Error E-4012' and a white screen", "sync stops with error code 0x7f3a",
+                                     "I get error #20417 when I open a notebook"])
+def test_an_error_no_retrieved_article_names_is_handed_over(message):
+    matched = load_playbook().match(message, [RATE_LIMIT_ARTICLE])
+    assert matched is not None and matched.name == "outage or unknown error"
+
+
+def test_an_error_a_retrieved_article_explains_is_left_to_the_agent():
+    assert load_playbook().match("Our script keeps getting error 429 from the API", [RATE_LIMIT_ARTICLE]) is None
+    assert load_playbook().match("Our script keeps getting error 429 from the API", []) is not None, "no article: nobody explains it"
+
+
+def test_a_number_after_error_that_is_not_a_code_is_not_one():
+    assert load_playbook().match("My export fails with error 7 times out of 10", []) is None
 
 
 @pytest.mark.parametrize("topic,message", [(t, m) for t, ms in MUST_HAND_OVER.items() for m in ms])
@@ -103,6 +131,8 @@ def test_an_edited_playbook_is_read_again(tmp_path):
     ('[[topic]]\nname = "a"\n', "`describe` must be a text"),
     ('[[topic]]\nname = "a"\ndescribe = "x"\nmatch = "police"\n', "`match` must be a list"),
     ('[[topic]]\nname = "a"\ndescribe = "x"\nmatch = ["(police"]\n', "bad regular expression '(police'"),
+    ('[[topic]]\nname = "a"\ndescribe = "x"\nunless_an_article_names = "E-1"\n', "`unless_an_article_names` must be a list"),
+    ('[[topic]]\nname = "a"\ndescribe = "x"\nunless_an_article_names = ["(E"]\n', "bad regular expression '(E'"),
     ('[[topic]]\nname = "a"\ndescribe = "x"\n[[topic]]\nname = "a"\ndescribe = "y"\n', "used twice"),
 ])
 def test_a_bad_playbook_is_refused_naming_the_file_and_what_to_fix(tmp_path, text, says):
@@ -133,5 +163,5 @@ def test_signoff_config_says_whether_the_playbook_can_be_used(tmp_path):
 
     bad = tmp_path / "bad.toml"
     bad.write_text('[[topic]]\nname = "a"\ndescribe = "x"\nmatch = ["(police"]\n')
-    assert note(SIGNOFF_HANDOVER_PLAYBOOK="").endswith(f"{len(load_playbook().topics)} topics, {sum(len(t.patterns) for t in load_playbook().topics)} patterns")
+    assert note(SIGNOFF_HANDOVER_PLAYBOOK="").endswith(f"{len(load_playbook().topics)} topics, {load_playbook().pattern_count()} patterns")
     assert "CANNOT BE USED" in note(SIGNOFF_HANDOVER_PLAYBOOK=str(bad)) and "bad regular expression" in note(SIGNOFF_HANDOVER_PLAYBOOK=str(bad))

@@ -117,6 +117,17 @@ def test_a_hand_over_topic_chosen_by_the_agent_escalates_and_is_recorded(run, po
     assert f"ticket #{stop.values['ticket_id']} (legal, police or press)" in SUPPORT.summarize(stop.values), "pending shows why"
 
 
+def test_an_error_code_the_retrieved_articles_explain_goes_to_the_agent_and_one_they_do_not_is_handed_over(run):
+    runner, events = run(support_rules("technical", "Wait for the number of seconds in Retry-After."))
+    explained = runner.start("t-429", "Our API script gets error 429 Too Many Requests every few minutes", {}, events.append)
+    assert explained.values["sources"][0] == "technical-api-rate-limits"
+    assert explained.values.get("handover") is None and explained.values["article"] == "technical-api-rate-limits"
+
+    unknown = runner.start("t-e4012", "The API script stops with error E-4012 every few minutes", {}, events.append)
+    assert unknown.values["handover"] == "outage or unknown error", "no retrieved article names E-4012"
+    assert unknown.values["ticket_id"] is not None
+
+
 def test_a_message_the_playbook_matches_is_handed_over_without_asking_the_agent(run, pool):
     # The scripted agent would answer from the first article: the playbook decides first.
     runner, events = run(BILLING)

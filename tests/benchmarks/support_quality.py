@@ -250,7 +250,8 @@ def main() -> None:
         print("no case finished")
         return
     rows = report(cases, results, models.primary.name + (f", deciding: {deciders.primary.name}" if deciders else ""))
-    by_rule = [c for c, r in zip(cases, results) if r["escalated"] and playbook.match(c["message"])]
+    kb = {path.stem: path.read_text() for path in (ROOT / "nodes" / "data" / "kb").glob("*.md")}
+    by_rule = [c for c, r in zip(cases, results) if r["escalated"] and playbook.match(c["message"], [kb.get(s, "") for s in r["sources"]])]
     rows.insert(5, ("handed over by the playbook's patterns (of all escalated; right ones)",
                     f"{len(by_rule)} of {sum(r['escalated'] for r in results)}; {sum(c['escalate'] for c in by_rule)} right"))
     rows.insert(1, ("model ready (assembly from chunks + server start, or client setup)", f"{ready:.1f} s"))
