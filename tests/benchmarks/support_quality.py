@@ -216,7 +216,7 @@ def main() -> None:
             ready = time.perf_counter() - start
             playbook = load_playbook()
             if args.no_playbook:
-                playbook = Playbook(tuple(dataclasses.replace(t, patterns=()) for t in playbook.topics), "no patterns")
+                playbook = Playbook(tuple(dataclasses.replace(t, patterns=(), unless_named=()) for t in playbook.topics), "no patterns")
             context = SignoffContext(models=models, pool=pool, policy=ResiliencePolicy(max_attempts=settings.max_attempts),
                                      review_models=deciders, playbook=playbook)
             runner = ThreadRunner(pool, SUPPORT, context)
