@@ -148,8 +148,9 @@ class ProgressPrinter:
             self.console.print(safe(event["text"]), end="", soft_wrap=True, highlight=False)
         elif kind == "node_end":
             self._end_stream()
-            mark = "[red]x[/red]" if event.get("error") else "[green]✓[/green]"
-            status = f"[red]{safe_line(event['error'], 160)}[/red]" if event.get("error") else "ok"
+            skipped = (event.get("update") or {}).get("not_reviewed")  # a reviewer that may not judge (nodes/writing.py)
+            mark = "[red]x[/red]" if event.get("error") else "[dim]-[/dim]" if skipped else "[green]✓[/green]"
+            status = f"[red]{safe_line(event['error'], 160)}[/red]" if event.get("error") else "skipped" if skipped else "ok"
             calls = describe_calls(event.get("calls", []))
             self.console.print(f"{mark} {safe_line(event['node']):<22} {status:<4} {event['duration']:6.2f}s  [dim]{safe_line(calls)}[/dim]", highlight=False, soft_wrap=True)
             for line in event.get("update", {}).get("warnings", []) or []:

@@ -24,6 +24,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field, field_validator
 from typing_extensions import TypedDict
 
+from nodes import draft_checks
 from nodes.context import SignoffContext
 from nodes.gates import Decision, gate_node
 from nodes.publishing import publish_node, route_after_publish
@@ -231,11 +232,12 @@ def _record(state: WritingState, score: float | None, feedback: str) -> DraftRec
 
 def _reviewed(state: WritingState, result: AgentResult) -> dict[str, Any]:
     review: Review = result.parsed  # type: ignore[assignment]
-    record = _record(state, review.score, review.feedback)
+    score, feedback = draft_checks.capped(review.score, review.feedback, state["draft"])
+    record = _record(state, score, feedback)
     best = state.get("best")
-    if best is None or best["score"] is None or review.score >= best["score"]:  # a tie goes to the newer draft
+    if best is None or best["score"] is None or score >= best["score"]:  # a tie goes to the newer draft
         best = record
-    return {"score": review.score, "feedback": review.feedback, "not_reviewed": None, "drafts": [record], "best": best, "needs_human": False, "error": None}
+    return {"score": score, "feedback": feedback, "not_reviewed": None, "drafts": [record], "best": best, "needs_human": False, "error": None}
 
 
 def _review_failed(state: WritingState, result: AgentResult) -> dict[str, Any]:
@@ -256,7 +258,8 @@ def review(state: WritingState, runtime: Runtime[SignoffContext]) -> dict[str, A
         return _reviewer(state, runtime)
     reason = (f"not scored: {runtime.context.reviewer().primary.name} cannot tell a good draft from a poor one; "
               "set SIGNOFF_REVIEW_MODEL=local:1.5b or openai:<model-name> for review scores")
-    return {"drafts": [_record(state, None, "")], "not_reviewed": reason}
+    checks = [f"unscored draft: {finding}" for finding in draft_checks.findings(state["draft"])]
+    return {"drafts": [_record(state, None, "")], "not_reviewed": reason, **({"warnings": checks} if checks else {})}
 
 
 # --- choosing, discarding -------------------------------------------------------------------

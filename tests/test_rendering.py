@@ -116,3 +116,17 @@ def test_a_piped_node_line_is_one_line_however_long():
     ProgressPrinter(Console(file=buffer, width=80))({"event": "node_end", "node": "classify", "duration": 1.28, "calls": calls})
     [line] = buffer.getvalue().splitlines()
     assert line.startswith("✓ classify") and line.rstrip().endswith("tokens=225/6"), line
+
+
+def test_a_review_left_to_the_person_shows_as_skipped_not_ok():
+    import io
+
+    from rich.console import Console
+
+    from graphs.progress import ProgressPrinter
+
+    buffer = io.StringIO()
+    update = {"not_reviewed": "not scored: local:qwen2.5-coder-0.5b-instruct cannot tell a good draft from a poor one"}
+    ProgressPrinter(Console(file=buffer, width=200))({"event": "node_end", "node": "review", "duration": 0.0, "calls": [], "update": update})
+    [line] = buffer.getvalue().splitlines()
+    assert line.split()[:3] == ["-", "review", "skipped"], line

@@ -172,6 +172,15 @@ def test_a_model_that_cannot_judge_is_never_asked_to_score_and_the_draft_reaches
     assert "the last draft, unreviewed" in stop.values["gate_warning"]
 
 
+def test_an_unscored_draft_cut_off_mid_sentence_reaches_the_gate_with_a_warning_saying_so(pool, make_context, tmp_path):
+    from tests.scripted import scripted_registry
+
+    models = non_judging(scripted_registry([(WRITER, "# Notes\n\nThe export runs nightly and")]))
+    stop = ThreadRunner(pool, REVISION, make_context(models)).start("rm-nj-cut", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+    assert (stop.status, stop.gate, stop.values["score"]) == ("waiting", "publish", None)
+    assert any(w.startswith("unscored draft: The draft stops mid-sentence") for w in stop.values["warnings"])
+
+
 def test_a_review_model_that_judges_scores_the_drafts_of_a_writer_that_cannot(pool, make_context, tmp_path):
     from tests.scripted import scripted_registry
 

@@ -76,6 +76,17 @@ def test_reaching_the_revision_bound_publishes_the_highest_scoring_draft_with_a_
     assert row["body"].endswith("Draft two.") and row["path"] == str(path) and row["graph"] == "revision"
 
 
+def test_a_draft_cut_off_mid_sentence_is_revised_whatever_the_reviewer_scores(run):
+    cut = "# Retries\n\nA retry sends the same key, so the"
+    runner, events, options = run([(WRITER, [cut, "# Retries\n\nA retry sends the same key, so the server answers once."]), (REVIEWER, review(0.9))])
+    stop = runner.start("r-cut", BRIEF, options, events.append)
+    first, second = stop.values["drafts"]
+    assert (first["score"], second["score"]) == (0.4, 0.9), "the text check capped the first draft; the finished one kept its score"
+    assert first["feedback"].startswith("The draft stops mid-sentence")
+    assert "Reviewer feedback: The draft stops mid-sentence" in [p for p in prompts(runner) if WRITER in p][1]
+    assert stop.values["document"].endswith("answers once.")
+
+
 def test_rejection_feedback_reaches_the_writer_prompt(run):
     runner, events, options = run([(WRITER, ["First draft.", "Rewritten draft."]), (REVIEWER, review(0.9))])
     runner.start("r4", BRIEF, options, events.append)

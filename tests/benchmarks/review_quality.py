@@ -11,8 +11,9 @@ The writing loop only works if its reviewer can tell a good draft from a bad one
 decides whether a draft is revised, and which draft reaches the `publish` gate.  For each pair
 below (one brief, a good draft, a deliberately poor one: off-topic, padded, wrong, a stub,
 ignoring the brief) it calls the real `review` prompt and schema (nodes/writing.py) through
-the same resilient model path the graphs use, and reports both scores and whether the poor
-draft scored lower.  `--pairs tests/benchmarks/review_pairs_blind.json` (or `_blind2.json`)
+the same resilient model path the graphs use, applies the same text checks the graphs apply
+(nodes/draft_checks.py: a draft cut off mid-sentence is capped below the threshold), and
+reports both scores, which a text check lowered, and whether the poor draft scored lower.  `--pairs tests/benchmarks/review_pairs_blind.json` (or `_blind2.json`)
 runs 10 pairs written by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
 never ask for scores (the local 0.5B, ModelHandle.judges) is still measured, and the report
 says so.  For local models the server runs in a throwaway SIGNOFF_HOME and is stopped at the
@@ -94,6 +95,7 @@ def main() -> None:
     from nodes.local_model import stop_server
     from nodes.models import has_review_model, registry_from_settings, review_registry_from_settings
     from nodes.resilient import ResiliencePolicy, call_model
+    from nodes.draft_checks import capped
     from nodes.writing import Review, reviewer_prompt
 
     pairs = PAIRS if args.pairs is None else [(p["brief"], p["good"], p["poor"], p["flaw"]) for p in json.loads(args.pairs.read_text())]
@@ -107,16 +109,18 @@ def main() -> None:
             models = review_registry_from_settings(settings) if has_review_model(settings) else registry_from_settings(settings)
             policy = ResiliencePolicy(max_attempts=settings.max_attempts)
             for brief, good, poor, flaw in pairs:
-                scores = []
+                scores, model_scores = [], []
                 for draft in (good, poor):
                     start = time.perf_counter()
                     result = call_model("review", reviewer_prompt({"brief": brief, "draft": draft}), models, policy, schema=Review)
                     seconds.append(time.perf_counter() - start)
                     review = result.parsed
-                    scores.append(review.score if isinstance(review, Review) else None)
+                    # the score the graphs use: the model's, capped by the text checks (nodes/draft_checks.py)
+                    scores.append(capped(review.score, review.feedback, draft)[0] if isinstance(review, Review) else None)
+                    model_scores.append(review.score if isinstance(review, Review) else None)
                 ok = None not in scores and scores[1] < scores[0]  # type: ignore[operator]
                 lower += ok
-                rows.append((flaw, *scores, ok))
+                rows.append((flaw, *scores, ok, model_scores != scores))
         finally:
             stop_server(Path(tmp))
 
@@ -124,9 +128,9 @@ def main() -> None:
         print(f"note: the writing graphs never ask {models.primary.name} for scores (ModelHandle.judges); measured for the record")
     print(f"reviewer model: {models.primary.name}; {len(pairs)} pairs ({args.pairs or 'built in'}); median {sorted(seconds)[len(seconds) // 2]:.1f} s per review call\n")
     print("| poor draft is | good score | poor score | poor lower |\n|---|---|---|---|")
-    for flaw, good_score, poor_score, ok in rows:
+    for flaw, good_score, poor_score, ok, checked in rows:
         fmt = lambda s: "failed" if s is None else f"{s:.2f}"  # noqa: E731
-        print(f"| {flaw} | {fmt(good_score)} | {fmt(poor_score)} | {'yes' if ok else 'NO'} |")
+        print(f"| {flaw} | {fmt(good_score)} | {fmt(poor_score)}{' (text check)' if checked else ''} | {'yes' if ok else 'NO'} |")
     print(f"\nthe poor draft scored lower in {lower}/{len(pairs)} pairs")
 
 

@@ -1,0 +1,59 @@
+"""Checks on a draft's text that need no model: an ending cut off mid-sentence.
+
+Small reviewing models miss it (issue 9: the local 1.5B gave drafts cut off mid-sentence the
+same 0.80 as their finished twins), and it is visible in the text itself, so a finding only
+ever lowers a model's score (`capped`), never raises one, and its message is the feedback the
+writer gets next. (Padding was tried too: no word-count measure told the padded drafts of the
+benchmark pairs from long, good technical text, so it is left to the model.)
+"""
+
+from __future__ import annotations
+
+import re
+
+#: a score a draft with a finding can have at most: below the default publish threshold (0.8)
+#: and below a middling model score, so the writer revises it and a clean draft wins the round
+CAP = 0.4
+
+#: words a finished English sentence or list item does not end on: articles, conjunctions,
+#: prepositions that are not also particles ("sign in", "log on" end fine), auxiliaries and
+#: modals ("... the message should"), possessives
+_DANGLING = frozenset(
+    "a an the and or but nor to of into onto with from than as if that which whose whom "
+    "because although unless while whereas is are was were be been being will would shall "
+    "should can could may might must your our their its my".split()
+)
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def unfinished_ending(text: str) -> bool:
+    """True when the last line stops mid-sentence: on a comma, an opening bracket or a dash,
+    or on a word no sentence ends with ("... or use the"). A list item or a signature without
+    a full stop ("Dana Ortiz, Account Manager") is finished."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return False
+    last = lines[-1].rstrip("*_`\"' ")
+    if not last or last.startswith(("#", "|", "```")) or set(last) <= set("-=~"):
+        return False
+    if last[-1] in ",;([{-–—/&":
+        return True
+    words = _WORD.findall(last.lower())
+    return bool(words) and words[-1] in _DANGLING and last[-1].isalnum()
+
+
+def findings(text: str) -> list[str]:
+    """What is wrong with the draft's text, each as an instruction to the writer."""
+    found = []
+    if unfinished_ending(text):
+        found.append("The draft stops mid-sentence: finish the last sentence and the section it belongs to.")
+    return found
+
+
+def capped(score: float, feedback: str, text: str) -> tuple[float, str]:
+    """The reviewer's score and feedback, lowered to CAP with the findings' advice when the
+    text has any; unchanged otherwise."""
+    found = findings(text)
+    if not found:
+        return score, feedback
+    return min(score, CAP), " ".join(found)

@@ -1,0 +1,56 @@
+"""Text checks on a draft (nodes/draft_checks.py): they catch an ending cut off mid-sentence
+and leave every finished ending alone, because a false finding would hold a good draft back."""
+
+from __future__ import annotations
+
+import pytest
+
+from nodes.draft_checks import CAP, capped, findings, unfinished_ending
+
+FINISHED = [
+    "# Notes\n\nWe ship on Friday.",
+    "Ask in #facilities?",
+    "Steps:\n\n1. Open the app\n2. Sign in",
+    "- Log on",
+    "Best regards,\nDana Ortiz, Account Manager",
+    "Use it whenever you can.",
+    "# A heading only",
+    "Text above.\n\n---",
+    "| a | b |\n|---|---|\n| 1 | 2 |",
+    "**Done.**",
+    "",
+]
+
+CUT_OFF = [
+    "3. **Fill in a near-miss card** (there's a box by every time clock) or use the",
+    "- **Explain why, not what.** The diff already shows what changed; the message should\n",
+    "We refund within 14 days,",
+    "Contact the team (",
+    "Rotate the key and",
+    "The limits depend on your",
+]
+
+
+@pytest.mark.parametrize("text", FINISHED)
+def test_a_finished_ending_is_not_flagged(text):
+    assert not unfinished_ending(text)
+    assert findings(text) == []
+
+
+@pytest.mark.parametrize("text", CUT_OFF)
+def test_an_ending_cut_off_mid_sentence_is_flagged(text):
+    assert unfinished_ending(text)
+
+
+def test_a_finding_caps_a_high_score_and_becomes_the_feedback():
+    score, feedback = capped(0.9, "Add an example.", "# Keys\n\nRotate them every 90 days and")
+    assert score == CAP
+    assert feedback.startswith("The draft stops mid-sentence")
+
+
+def test_a_finding_never_raises_a_low_score():
+    assert capped(0.2, "Off topic.", "Rotate them and")[0] == 0.2
+
+
+def test_a_clean_draft_keeps_the_reviewers_score_and_feedback():
+    assert capped(0.9, "Add an example.", "# Keys\n\nRotate them every 90 days.") == (0.9, "Add an example.")
