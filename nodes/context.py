@@ -52,8 +52,9 @@ class SignoffContext:
         return self.playbook if self.playbook is not None else load_playbook()
 
     def reviewer(self) -> ModelRegistry:
-        """The models a judging node calls (the writing graphs' `review`, the support agents)."""
-        return self.review_models if self.review_models is not None else self.models
+        """The models a judging node calls (the writing graphs' `review`, the support agents):
+        SIGNOFF_REVIEW_MODEL's or the run's, less a fallback that may not judge."""
+        return (self.review_models if self.review_models is not None else self.models).judging()
 
     def can_judge(self) -> bool:
         """Whether a judging node may ask `reviewer()` at all (ModelHandle.judges: not the local

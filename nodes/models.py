@@ -102,6 +102,14 @@ class ModelRegistry:
     def chain(self) -> list[ModelHandle]:
         return [self.primary] + ([self.fallback] if self.fallback else [])
 
+    def judging(self) -> "ModelRegistry":
+        """These models for a judgement call: without a fallback that may not judge (the local
+        0.5B as SIGNOFF_FALLBACK_MODEL behind a hosted model), so a failed judgement is reported
+        as failed rather than made up by a model measured unable to make it."""
+        if self.fallback is None or self.fallback.judges:
+            return self
+        return ModelRegistry(primary=self.primary)
+
 
 class LazyRegistry:
     """A ModelRegistry built on first use, so commands that may not call a model (expire,
@@ -131,6 +139,9 @@ class LazyRegistry:
 
     def chain(self) -> list[ModelHandle]:
         return self.resolve().chain()
+
+    def judging(self) -> ModelRegistry:
+        return self.resolve().judging()
 
 
 def parse_structured(message: AIMessage, schema: type[BaseModel]) -> BaseModel:

@@ -181,6 +181,17 @@ def test_an_unscored_draft_cut_off_mid_sentence_reaches_the_gate_with_a_warning_
     assert any(w.startswith("unscored draft: The draft stops mid-sentence") for w in stop.values["warnings"])
 
 
+def test_a_fallback_that_cannot_judge_is_never_asked_to_score_when_the_reviewer_fails(pool, make_context, tmp_path):
+    from tests.scripted import scripted_registry
+
+    models = scripted_registry([(WRITER, DRAFT), (REVIEWER, PermissionError("refused"))], fallback_rules=[(REVIEWER, review(0.9))])
+    models = dataclasses.replace(models, fallback=dataclasses.replace(models.fallback, judges=False))
+    stop = ThreadRunner(pool, REVISION, make_context(models)).start("rm-nj-fb", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+    assert models.fallback.chat.prompts == [], "the fallback that may not judge was never asked"
+    assert (stop.status, stop.gate, stop.values["score"]) == ("waiting", "publish", None)
+    assert any(w.startswith("reviewer failed (") for w in stop.values["warnings"])
+
+
 def test_a_review_model_that_judges_scores_the_drafts_of_a_writer_that_cannot(pool, make_context, tmp_path):
     from tests.scripted import scripted_registry
 
