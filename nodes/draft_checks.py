@@ -1,4 +1,5 @@
-"""Checks on a draft's text that need no model: an ending cut off mid-sentence.
+"""Checks on a draft's text that need no model: an ending cut off mid-sentence (a writer that
+ran out of tokens, or stopped early).
 
 Small reviewing models miss it (issue 9: the local 1.5B gave drafts cut off mid-sentence the
 same 0.80 as their finished twins), and it is visible in the text itself, so a finding only
@@ -26,20 +27,38 @@ _DANGLING = frozenset(
 _WORD = re.compile(r"[a-z0-9']+")
 
 
+_LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
+#: a paragraph of prose (at least this long, with a sentence ending inside it) ends with a
+#: sentence's end, unlike a list item, a heading, a sign-off or a line of code
+_PROSE_WORDS = 12
+_SENTENCE_INSIDE = re.compile(r"[a-z][.!?] +[A-Z]")
+
+
+def _last_block(text: str) -> tuple[str, bool]:
+    """The draft's last paragraph or list item, on one line, and whether it is a list item."""
+    paragraph = [line.strip() for line in re.split(r"\n\s*\n", text.strip())[-1].splitlines() if line.strip()]
+    items = [i for i, line in enumerate(paragraph) if _LIST_ITEM.match(line)]
+    if items:
+        return " ".join(paragraph[items[-1]:]), True
+    return " ".join(paragraph), False
+
+
 def unfinished_ending(text: str) -> bool:
-    """True when the last line stops mid-sentence: on a comma, an opening bracket or a dash,
-    or on a word no sentence ends with ("... or use the"). A list item or a signature without
-    a full stop ("Dana Ortiz, Account Manager") is finished."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    if not lines:
-        return False
-    last = lines[-1].rstrip("*_`\"' ")
-    if not last or last.startswith(("#", "|", "```")) or set(last) <= set("-=~"):
+    """True when the draft stops mid-sentence: its last paragraph or list item ends on a comma,
+    an opening bracket or a dash, or on a word no sentence ends with ("... or use the"), or it
+    is a paragraph of prose with no sentence end at all. A short list item, a heading or a
+    signature without a full stop ("Dana Ortiz, Account Manager") is finished."""
+    block, listed = _last_block(text)
+    last = block.rstrip("*_`\"' ")
+    if not last or last.startswith(("#", "|", "```", ">")) or set(last) <= set("-=~"):
         return False
     if last[-1] in ",;([{-–—/&":
         return True
     words = _WORD.findall(last.lower())
-    return bool(words) and words[-1] in _DANGLING and last[-1].isalnum()
+    if words and words[-1] in _DANGLING and last[-1].isalnum():
+        return True
+    prose = not listed and len(block.split()) >= _PROSE_WORDS and _SENTENCE_INSIDE.search(block) is not None
+    return prose and last[-1].isalnum()  # a word, not a full stop, a bracket or an emoji
 
 
 def findings(text: str) -> list[str]:

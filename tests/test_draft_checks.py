@@ -19,6 +19,9 @@ FINISHED = [
     "| a | b |\n|---|---|\n| 1 | 2 |",
     "**Done.**",
     "",
+    "Uploads are faster now. We hope you enjoy the new uploader as much as we do 🚀",
+    "Steps:\n\n- Open Settings and choose Export to download every note you have as one zip file",
+    "Run it:\n\n```\nsignoff worker --concurrency 20\n```",
 ]
 
 CUT_OFF = [
@@ -28,6 +31,7 @@ CUT_OFF = [
     "Contact the team (",
     "Rotate the key and",
     "The limits depend on your",
+    "Instead, the payment is first recorded as a liability. Each month a twelfth of it moves to reven",
 ]
 
 
