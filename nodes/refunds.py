@@ -87,10 +87,22 @@ def _tokens(message: str) -> set[str]:
     return {t.lower() for t in re.findall(r"[A-Za-z0-9][A-Za-z0-9._-]*", message)}
 
 
+#: numbers that are a quantity, not an order: "5 days ago", "$60", "12 seats", "3x"
+QUANTITY = re.compile(
+    r"[$€£]\s*(\d[\d,.]*)|\b(\d[\d,.]*)\s*(?:%|x\b|(?:seconds?|minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|"
+    r"seats?|users?|people|persons?|members?|notes?|notebooks?|devices?|times?|dollars?|euros?|pounds?|usd|eur|gbp|cents?)\b)",
+    re.IGNORECASE,
+)
+
+
 def read_order_id(message: str, proposed: str | None) -> str | None:
-    """The model's order id if the message names it, else the first order the message mentions."""
+    """The model's order id if the message names it other than as a quantity (a small model
+    reads "paid 5 days ago" as order 5), else the first order the message mentions."""
     candidate = (proposed or "").strip().lstrip("#").strip()
-    if candidate and ORDER_ID.fullmatch(candidate) and candidate.lower() in _tokens(message):
+    quantities = {n for match in QUANTITY.finditer(message) for n in match.groups() if n}
+    mentioned = {m.lower() for m in ORDER_MENTION.findall(message)}
+    if candidate and ORDER_ID.fullmatch(candidate) and candidate.lower() in _tokens(message) \
+            and (candidate not in quantities or candidate.lower() in mentioned):
         return candidate
     match = ORDER_MENTION.search(message)
     return match.group(1) if match else None

@@ -69,6 +69,14 @@ def test_model_output_is_used_only_where_the_message_says_it():
     assert read_order_id("I want a refund", "1042") is None
     assert read_order_id("I ordered twice, refund one", None) is None, "'ordered' is not an order number"
     assert read_order_id("refund my order no. 77", None) == "77"
+
+
+def test_a_quantity_the_model_reads_as_an_order_number_is_not_taken():
+    message = "I paid for the annual plan 5 days ago but I don't use it. Can I get my money back?"
+    assert read_order_id(message, "5") is None, "'5 days ago' is not order 5"
+    assert read_order_id("I was charged $96 and would like at least $60 back", "96") is None
+    assert read_order_id("We have 12 seats; refund order 12 please", "12") == "12", "named as an order, it is one"
+    assert read_order_id("refund 2231 please, it arrived 3 days late", "2231") == "2231"
     assert read_amount("refund 20 of order 1042", 20.0) == 2000
     assert read_amount("refund 1,200.50 of order 1042", 1200.5) == 120050
     assert read_amount("refund order 1042", 500.0) is None, "an amount the customer never wrote is never proposed"
