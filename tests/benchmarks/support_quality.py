@@ -15,12 +15,15 @@ whether the reply drew on the right article, seconds per thread to the gate (aft
 warm-up thread), reply tokens per second and the server's memory, and writes every draft to
 a markdown file for a person to read.  `--model` takes the same values as SIGNOFF_MODEL.
 
-Three labelled sets: `support_cases.json` (47 messages, 11 to escalate), against which the
+Labelled sets: `support_cases.json` (47 messages, 11 to escalate), against which the
 prompts were developed; `support_cases_heldout.json` (26 messages, 12 to escalate), written
 afterwards (session 3) and read when the hand-over playbook's patterns were written, so it
 flatters the playbook too; and `support_cases_blind.json` (40 messages, 16 to escalate),
 written by someone who had not seen the playbook, before it was measured on it, and never
-used to tune anything since. Report all three.
+used to tune anything since; `support_cases_blind2.json` and `support_cases_blind3.json` (40
+each, 16 to escalate), written the same way by other helpers (blind2's misses were read when
+session 7's patterns were written, so it flatters them now; blind3 has tuned nothing). Report
+them all.
 
 The hand-over playbook (nodes/handover.py) runs as in production; `--no-playbook` keeps its
 topics as the agent's options but drops its patterns, to measure the models alone.
