@@ -36,6 +36,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import signal
 import statistics
 import sys
@@ -126,6 +127,29 @@ def run_case(runner: Any, thread_id: str, message: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+#: words left out when telling a restatement from an answer ("you" and "I" swap in one)
+_FILLER = frozenset(
+    "the a an and or but to of in on at for with is are was were be been it this that these those you your "
+    "i i'm i've my me we our us they them their so do does did not don't can can't will would have has had "
+    "if as from by just now get got what how why".split()
+)
+_WORD = re.compile(r"[a-z0-9']+")
+#: what the reply prompt says (graphs/support.py), which a reply must never contain
+_PROMPT_TEXT = ("Customer message:", "Help article:", "No greeting placeholders", "Write the reply to the customer")
+
+
+def restates_message(reply: str, message: str) -> bool:
+    """A sentence of the reply is mostly the customer's own words played back ("You were charged
+    twice this month."): at least 4 words, 70% of them from the message. A reading aid for the
+    drafts, not a judgement of the whole reply: an answer may reuse the question's words."""
+    said = {w.rstrip("s") for w in _WORD.findall(message.lower())}
+    for sentence in re.split(r"(?<=[.!?])\s+|\n+", reply):
+        words = [w.rstrip("s") for w in _WORD.findall(sentence.lower()) if w not in _FILLER]
+        if len(words) >= 4 and sum(w in said for w in words) / len(words) >= 0.7:
+            return True
+    return False
+
+
 def ratio(n: int, d: int) -> str:
     return f"{n}/{d} = {n / d:.0%}" if d else "n/a"
 
@@ -138,6 +162,7 @@ def report(cases: list[dict[str, Any]], results: list[dict[str, Any]], model: st
     true_pos = sum(r["escalated"] for r in should)
     answered = [(c, r) for c, r in pairs if not c["escalate"] and not r["escalated"]]
     right_article = sum(r["article"] == c["article"] for c, r in answered)
+    drafted = [(c, r) for c, r in pairs if not r["escalated"] and r["article"]]  # a model's reply, not a template
     seconds = sorted(r["seconds"] for r in results)
     tokens, reply_ms = sum(r["reply_tokens"] for r in results), sum(r["reply_ms"] for r in results)
     at_gate = sum(r["gate"] == "review" for r in results)
@@ -148,6 +173,9 @@ def report(cases: list[dict[str, Any]], results: list[dict[str, Any]], model: st
         ("escalation recall (should escalate -> escalated)", ratio(true_pos, len(should))),
         ("escalation precision (escalated -> should have)", ratio(true_pos, len(did))),
         ("answered from the labelled article", ratio(right_article, len(answered))),
+        ("model replies with a sentence restating the message (of replies from an article)",
+         ratio(sum(restates_message(r["draft"], c["message"]) for c, r in drafted), len(drafted))),
+        ("model replies with text of the prompt in them", ratio(sum(any(t in r["draft"] for t in _PROMPT_TEXT) for c, r in drafted), len(drafted))),
         ("seconds per thread to the gate, warm: median / p90 / max",
          f"{statistics.median(seconds):.1f} / {seconds[int(0.9 * (len(seconds) - 1))]:.1f} / {seconds[-1]:.1f}"),
         ("reply tokens per second (streamed chunks / reply call time, prompt included)", f"{tokens / (reply_ms / 1000):.1f}" if reply_ms else "n/a"),
