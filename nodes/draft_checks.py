@@ -25,8 +25,6 @@ _DANGLING = frozenset(
     "should can could may might must your our their its my".split()
 )
 _WORD = re.compile(r"[a-z0-9']+")
-
-
 _LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
 #: a paragraph of prose (at least this long, with a sentence ending inside it) ends with a
 #: sentence's end, unlike a list item, a heading, a sign-off or a line of code
