@@ -43,14 +43,14 @@ def _last_block(text: str) -> tuple[str, bool]:
 
 def unfinished_ending(text: str) -> bool:
     """True when the draft stops mid-sentence: its last paragraph or list item ends on a comma,
-    an opening bracket or a dash, or on a word no sentence ends with ("... or use the"), or it
+    a colon, an opening bracket or a dash, or on a word no sentence ends with ("... or use the"), or it
     is a paragraph of prose with no sentence end at all. A short list item, a heading or a
     signature without a full stop ("Dana Ortiz, Account Manager") is finished."""
     block, listed = _last_block(text)
     last = block.rstrip("*_`\"' ")
     if not last or last.startswith(("#", "|", "```", ">")) or set(last) <= set("-=~"):
         return False
-    if last[-1] in ",;([{-–—/&":
+    if last[-1] in ",;:([{-–—/&":  # a colon announces what never came
         return True
     words = _WORD.findall(last.lower())
     if words and words[-1] in _DANGLING and last[-1].isalnum():

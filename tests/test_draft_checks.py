@@ -29,6 +29,7 @@ CUT_OFF = [
     "- **Explain why, not what.** The diff already shows what changed; the message should\n",
     "We refund within 14 days,",
     "Contact the team (",
+    "# Export\n\nTo export your notes, do the following:",
     "Rotate the key and",
     "The limits depend on your",
     "Instead, the payment is first recorded as a liability. Each month a twelfth of it moves to reven",
