@@ -59,18 +59,19 @@ def unfinished_ending(text: str) -> bool:
     return prose and last[-1].isalnum()  # a word, not a full stop, a bracket or an emoji
 
 
-def findings(text: str) -> list[str]:
-    """What is wrong with the draft's text, each as an instruction to the writer."""
+def findings(text: str, *, cut_off: bool = False) -> list[str]:
+    """What is wrong with the draft's text, each as an instruction to the writer; `cut_off`: the
+    server said the writer stopped at its token limit (finish_reason "length")."""
     found = []
-    if unfinished_ending(text):
+    if cut_off or unfinished_ending(text):
         found.append("The draft stops mid-sentence: finish the last sentence and the section it belongs to.")
     return found
 
 
-def capped(score: float, feedback: str, text: str) -> tuple[float, str]:
+def capped(score: float, feedback: str, text: str, *, cut_off: bool = False) -> tuple[float, str]:
     """The reviewer's score and feedback, lowered to CAP with the findings' advice when the
     text has any; unchanged otherwise."""
-    found = findings(text)
+    found = findings(text, cut_off=cut_off)
     if not found:
         return score, feedback
     return min(score, CAP), " ".join(found)

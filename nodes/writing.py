@@ -70,6 +70,8 @@ class WritingState(TypedDict, total=False):
     feedback: str
     #: why the last draft has no score although the reviewer did not fail (see `review`)
     not_reviewed: str | None
+    #: the writer stopped at its token limit (finish_reason "length"): the draft is cut off
+    draft_cut_off: bool
     best: DraftRecord | None
     drafts: Annotated[list[DraftRecord], operator.add]
     chosen: str | None
@@ -189,6 +191,7 @@ def _wrote(state: WritingState, result: AgentResult) -> dict[str, Any]:
     update: dict[str, Any] = {
         "draft": text, "revisions": 0 if fresh else state.get("revisions", 0) + 1, "round": rejections(state),
         "score": None, "feedback": "", "needs_human": False, "error": None,
+        "draft_cut_off": (result.message.response_metadata or {}).get("finish_reason") == "length" if result.message else False,
     }
     if is_new_round(state):
         update["best"] = None
@@ -232,7 +235,7 @@ def _record(state: WritingState, score: float | None, feedback: str) -> DraftRec
 
 def _reviewed(state: WritingState, result: AgentResult) -> dict[str, Any]:
     review: Review = result.parsed  # type: ignore[assignment]
-    score, feedback = draft_checks.capped(review.score, review.feedback, state["draft"])
+    score, feedback = draft_checks.capped(review.score, review.feedback, state["draft"], cut_off=state.get("draft_cut_off", False))
     record = _record(state, score, feedback)
     best = state.get("best")
     if best is None or best["score"] is None or score >= best["score"]:  # a tie goes to the newer draft
@@ -258,7 +261,7 @@ def review(state: WritingState, runtime: Runtime[SignoffContext]) -> dict[str, A
         return _reviewer(state, runtime)
     reason = (f"not scored: {runtime.context.reviewer().primary.name} cannot tell a good draft from a poor one; "
               "set SIGNOFF_REVIEW_MODEL=local:1.5b or openai:<model-name> for review scores")
-    checks = [f"unscored draft: {finding}" for finding in draft_checks.findings(state["draft"])]
+    checks = [f"unscored draft: {finding}" for finding in draft_checks.findings(state["draft"], cut_off=state.get("draft_cut_off", False))]
     return {"drafts": [_record(state, None, "")], "not_reviewed": reason, **({"warnings": checks} if checks else {})}
 
 

@@ -43,11 +43,14 @@ class Behaviour:
     seconds: float = 0.0
     release: threading.Event | None = None
     then: "Behaviour | None" = None
+    #: the completion's finish_reason ("length": cut off at the token limit)
+    finish: str = "stop"
 
 
-def ok(content: str = "ok", prompt_tokens: int = 7, completion_tokens: int = 3, delay: float = 0.0) -> Behaviour:
-    """A normal completion with this content and usage, sent after `delay` seconds (at most MAX_HANG)."""
-    return Behaviour("ok", content=content, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, seconds=min(delay, MAX_HANG))
+def ok(content: str = "ok", prompt_tokens: int = 7, completion_tokens: int = 3, delay: float = 0.0, finish: str = "stop") -> Behaviour:
+    """A normal completion with this content and usage, sent after `delay` seconds (at most MAX_HANG);
+    `finish="length"` says it was cut off at the token limit."""
+    return Behaviour("ok", content=content, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, seconds=min(delay, MAX_HANG), finish=finish)
 
 
 def status(code: int, retry_after: float | str | None = None, body: Any = None) -> Behaviour:
@@ -323,7 +326,7 @@ def _completion(model: str, behaviour: Behaviour) -> dict[str, Any]:
         "created": int(time.time()),
         "model": model,
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": behaviour.content}, "logprobs": None, "finish_reason": "stop"}
+            {"index": 0, "message": {"role": "assistant", "content": behaviour.content}, "logprobs": None, "finish_reason": behaviour.finish}
         ],
         "usage": _usage(behaviour),
     }
@@ -346,7 +349,7 @@ def _stream_chunks(model: str, behaviour: Behaviour, include_usage: bool) -> lis
     pieces = [w if i == len(words) - 1 else w + " " for i, w in enumerate(words)]
     chunks = [chunk({"role": "assistant", "content": ""})]
     chunks += [chunk({"content": piece}) for piece in pieces if piece]
-    chunks.append(chunk({}, "stop"))
+    chunks.append(chunk({}, behaviour.finish))
     if include_usage:
         chunks.append({"id": ident, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [], "usage": _usage(behaviour)})
     return chunks

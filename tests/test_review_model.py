@@ -75,6 +75,17 @@ def test_signoff_review_model_from_the_environment_picks_the_reviewer(pool, data
     assert (stop.status, stop.values["score"]) == ("waiting", 0.9)
 
 
+def test_a_draft_the_server_cut_at_its_token_limit_is_revised_whatever_the_reviewer_scores(pool, database_url, tmp_path):
+    """finish_reason "length" through the real client: the text looks finished, the server says it is not."""
+    with FaultServer() as server:
+        server.once(WRITER, ok(DRAFT, finish="length")).rule(WRITER, ok(DRAFT + " Each retry reuses the key.")).rule(REVIEWER, ok(review(0.9)))
+        stop = cli_runner(pool, environment(database_url, tmp_path, server)).start("rm-len", BRIEF, {"out_dir": str(tmp_path / "out")}, lambda e: None)
+    first, second = stop.values["drafts"]
+    assert (first["score"], second["score"]) == (0.4, 0.9)
+    assert first["feedback"].startswith("The draft stops mid-sentence")
+    assert stop.values["document"].endswith("Each retry reuses the key.")
+
+
 def test_a_failing_review_model_falls_back_to_signoff_fallback_model(pool, database_url, tmp_path):
     with FaultServer() as server:
         server.rule(WRITER, ok(DRAFT)).once(REVIEWER, status(400)).rule(REVIEWER, ok(review(0.9)))
