@@ -18,6 +18,7 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 from typing_extensions import NotRequired, TypedDict
 
+from nodes import draft_checks
 from nodes.context import SignoffContext
 from nodes.gates import Decision, gate_node
 from nodes.handover import Playbook
@@ -255,8 +256,22 @@ def reply_prompt(state: SupportState) -> list[Any]:
     return [SystemMessage(REPLY_SYSTEM), HumanMessage(task)]
 
 
+def whole_reply(result: AgentResult) -> str:
+    """The reply without a last sentence the model did not finish (it ran into its token limit:
+    about 1 reply in 30 with the 0.5B on the benchmark sets), so a reviewer approves whole
+    sentences only; "" when none is left."""
+    text = result.text.strip()
+    if result.cut_off or draft_checks.unfinished_ending(text):
+        return draft_checks.whole_sentences(text)
+    return text
+
+
+def _replied(state: SupportState, result: AgentResult) -> dict[str, Any]:
+    return {"draft": whole_reply(result)}  # "": the router escalates
+
+
 # On failure the router escalates: a reviewer gets the ticket's holding text, not nothing.
-draft_reply = ResilientAgentNode("draft_reply", reply_prompt, lambda state, result: {"draft": result.text.strip()})
+draft_reply = ResilientAgentNode("draft_reply", reply_prompt, _replied)
 
 
 def redraft_prompt(state: SupportState) -> list[Any]:
@@ -270,7 +285,7 @@ def redraft_prompt(state: SupportState) -> list[Any]:
 
 
 def _redrafted(state: SupportState, result: AgentResult) -> dict[str, Any]:
-    return {"draft": result.text.strip() or state.get("draft", ""), "redrafts": state.get("redrafts", 0) + 1}
+    return {"draft": whole_reply(result) or state.get("draft", ""), "redrafts": state.get("redrafts", 0) + 1}
 
 
 redraft = ResilientAgentNode(

@@ -59,6 +59,16 @@ def unfinished_ending(text: str) -> bool:
     return prose and last[-1].isalnum()  # a word, not a full stop, a bracket or an emoji
 
 
+_LAST_SENTENCE_END = re.compile(r"[.!?](?:\*\*|[\"')\]])*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """The text up to its last finished sentence ("" if none): what a reply cut off mid-sentence
+    can keep without anyone having to guess the rest."""
+    ends = list(_LAST_SENTENCE_END.finditer(text))
+    return text[: ends[-1].end()].rstrip() if ends else ""
+
+
 def findings(text: str, *, cut_off: bool = False) -> list[str]:
     """What is wrong with the draft's text, each as an instruction to the writer; `cut_off`: the
     server said the writer stopped at its token limit (finish_reason "length")."""

@@ -84,6 +84,11 @@ class AgentResult:
         content = self.message.content
         return content if isinstance(content, str) else str(content)
 
+    @property
+    def cut_off(self) -> bool:
+        """The server stopped the answer at its token limit (finish_reason "length")."""
+        return self.message is not None and (self.message.response_metadata or {}).get("finish_reason") == "length"
+
 
 class ModelLimiter:
     """At most N calls in flight per model, shared by every thread of one process (a worker

@@ -191,7 +191,7 @@ def _wrote(state: WritingState, result: AgentResult) -> dict[str, Any]:
     update: dict[str, Any] = {
         "draft": text, "revisions": 0 if fresh else state.get("revisions", 0) + 1, "round": rejections(state),
         "score": None, "feedback": "", "needs_human": False, "error": None,
-        "draft_cut_off": (result.message.response_metadata or {}).get("finish_reason") == "length" if result.message else False,
+        "draft_cut_off": result.cut_off,
     }
     if is_new_round(state):
         update["best"] = None

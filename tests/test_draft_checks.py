@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.draft_checks import CAP, capped, findings, unfinished_ending
+from nodes.draft_checks import CAP, capped, findings, unfinished_ending, whole_sentences
 
 FINISHED = [
     "# Notes\n\nWe ship on Friday.",
@@ -59,3 +59,10 @@ def test_a_finding_never_raises_a_low_score():
 
 def test_a_clean_draft_keeps_the_reviewers_score_and_feedback():
     assert capped(0.9, "Add an example.", "# Keys\n\nRotate them every 90 days.") == (0.9, "Add an example.")
+
+
+def test_whole_sentences_drops_the_unfinished_tail_and_keeps_every_finished_sentence():
+    text = "Open **Settings > Billing**. Click **Cancel**.\n\nAfter that, your data is erased within"
+    assert whole_sentences(text) == "Open **Settings > Billing**. Click **Cancel**."
+    assert whole_sentences('He said "done." Then the') == 'He said "done."'
+    assert whole_sentences("No sentence ends here") == ""

@@ -202,6 +202,21 @@ def test_a_failed_reply_escalates_instead_of_leaving_an_empty_draft(run, pool):
     assert stop.values["ticket_id"] is not None and f"#{stop.values['ticket_id']}" in stop.values["draft"]
 
 
+def test_a_reply_cut_off_mid_sentence_reaches_the_gate_as_its_whole_sentences(run):
+    cut = "Compare the charges in Settings > Billing > Invoices. A confirmed duplicate charge is refunded in full within"
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, cut)])
+    stop = runner.start("t-cut", "I was charged twice this month", {}, events.append)
+    assert (stop.status, stop.gate, stop.values.get("ticket_id")) == ("waiting", "review", None)
+    assert stop.values["draft"] == "Compare the charges in Settings > Billing > Invoices."
+
+
+def test_a_reply_with_no_finished_sentence_escalates(run):
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, "You should check the")])
+    stop = runner.start("t-cut2", "I was charged twice this month", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["ticket_id"] is not None and f"#{stop.values['ticket_id']}" in stop.values["draft"]
+
+
 def test_a_model_failure_escalates_to_a_human_instead_of_crashing(run, pool):
     runner, events = run([("Classify", RuntimeError("model exploded")), ("agent", RuntimeError("still down"))])
     stop = runner.start("t5", "Help with my invoice", {}, events.append)
