@@ -256,18 +256,19 @@ def reply_prompt(state: SupportState) -> list[Any]:
     return [SystemMessage(REPLY_SYSTEM), HumanMessage(task)]
 
 
-def whole_reply(result: AgentResult) -> str:
+def whole_reply(state: SupportState, result: AgentResult) -> str:
     """The reply without a last sentence the model did not finish (it ran into its token limit:
-    2 of the 0.5B's 130 replies in five benchmark runs), so a reviewer approves whole sentences
-    only; "" when none is left."""
+    2 of the 0.5B's 130 replies in five benchmark runs) and without sentences giving a contact
+    or an amount that neither the article nor the message gives, so a reviewer approves whole,
+    sourced sentences only; "" when none is left."""
     text = result.text.strip()
     if result.cut_off or draft_checks.unfinished_ending(text):
-        return draft_checks.whole_sentences(text)
-    return text
+        text = draft_checks.whole_sentences(text)
+    return draft_checks.without_unsupported(text, f"{chosen_passage(state)}\n{state.get('message', '')}")
 
 
 def _replied(state: SupportState, result: AgentResult) -> dict[str, Any]:
-    return {"draft": whole_reply(result)}  # "": the router escalates
+    return {"draft": whole_reply(state, result)}  # "": the router escalates
 
 
 # On failure the router escalates: a reviewer gets the ticket's holding text, not nothing.
@@ -285,7 +286,7 @@ def redraft_prompt(state: SupportState) -> list[Any]:
 
 
 def _redrafted(state: SupportState, result: AgentResult) -> dict[str, Any]:
-    return {"draft": whole_reply(result) or state.get("draft", ""), "redrafts": state.get("redrafts", 0) + 1}
+    return {"draft": whole_reply(state, result) or state.get("draft", ""), "redrafts": state.get("redrafts", 0) + 1}
 
 
 redraft = ResilientAgentNode(

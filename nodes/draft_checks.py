@@ -59,6 +59,7 @@ def unfinished_ending(text: str) -> bool:
     return prose and last[-1].isalnum()  # a word, not a full stop, a bracket or an emoji
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _LAST_SENTENCE_END = re.compile(r"[.!?](?:\*\*|[\"')\]])*(?=\s|$)")
 
 
@@ -67,6 +68,37 @@ def whole_sentences(text: str) -> str:
     can keep without anyone having to guess the rest."""
     ends = list(_LAST_SENTENCE_END.finditer(text))
     return text[: ends[-1].end()].rstrip() if ends else ""
+
+
+#: what a support reply may only repeat, never supply: an email address, a link, a phone number,
+#: an amount of money (issue 9: "never promising what no article says")
+_CONTACT_OR_MONEY = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s)>\]]+|\bwww\.[^\s)>\]]+|\+?\d[\d ()-]{7,}\d|[$€£]\s?\d[\d,]*(?:\.\d+)?",
+    re.IGNORECASE,
+)
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"\s+", "", text).casefold()
+
+
+def unsupported(sentence: str, sources: str) -> list[str]:
+    """The contacts and amounts in `sentence` that `sources` (the article and the customer's
+    message) do not contain."""
+    known = _squash(sources)
+    return [m.rstrip(".,;:") for m in _CONTACT_OR_MONEY.findall(sentence) if _squash(m.rstrip(".,;:")) not in known]
+
+
+def without_unsupported(reply: str, sources: str) -> str:
+    """The reply without the sentences that give a contact or an amount its sources do not: a
+    small model invents a support address now and then ("support@acmecloudnotes.com"), and a
+    reviewer skimming a long reply may not notice; "" when nothing else is left."""
+    lines = []
+    for line in reply.splitlines():
+        kept = [part for part in _SENTENCE_END.split(line) if not unsupported(part, sources)]
+        if kept or not line.strip():
+            lines.append(" ".join(kept))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 def findings(text: str, *, cut_off: bool = False) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.draft_checks import CAP, capped, findings, unfinished_ending, whole_sentences
+from nodes.draft_checks import CAP, capped, findings, unfinished_ending, unsupported, whole_sentences, without_unsupported
 
 FINISHED = [
     "# Notes\n\nWe ship on Friday.",
@@ -66,3 +66,20 @@ def test_whole_sentences_drops_the_unfinished_tail_and_keeps_every_finished_sent
     assert whole_sentences(text) == "Open **Settings > Billing**. Click **Cancel**."
     assert whole_sentences('He said "done." Then the') == 'He said "done."'
     assert whole_sentences("No sentence ends here") == ""
+
+
+ARTICLE = "Plus costs $8/month. Write to billing@acme.example or see https://acme.example/billing."
+
+
+def test_a_contact_or_amount_the_sources_give_is_supported():
+    assert unsupported("Write to billing@acme.example; Plus is $8 a month.", ARTICLE) == []
+
+
+def test_a_contact_or_amount_no_source_gives_is_found():
+    assert unsupported("Email support@acmecloudnotes.com or call +1 415 555 0100.", ARTICLE) == ["support@acmecloudnotes.com", "+1 415 555 0100"]
+    assert unsupported("We will refund $60 today.", ARTICLE) == ["$60"]
+
+
+def test_a_sentence_with_an_invented_contact_is_dropped_and_the_rest_kept():
+    reply = "Plus costs $8 a month. For help, write to help@acme-support.example.\n\n- Open Settings."
+    assert without_unsupported(reply, ARTICLE) == "Plus costs $8 a month.\n\n- Open Settings."

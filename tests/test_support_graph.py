@@ -217,6 +217,14 @@ def test_a_reply_with_no_finished_sentence_escalates(run):
     assert stop.values["ticket_id"] is not None and f"#{stop.values['ticket_id']}" in stop.values["draft"]
 
 
+def test_a_reply_sentence_with_a_contact_the_article_does_not_give_never_reaches_the_gate(run):
+    reply = "Compare the charges in Settings > Billing > Invoices. Or email refunds@acme-help.example today."
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, reply)])
+    stop = runner.start("t-contact", "I was charged twice this month", {}, events.append)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    assert stop.values["draft"] == "Compare the charges in Settings > Billing > Invoices."
+
+
 def test_a_model_failure_escalates_to_a_human_instead_of_crashing(run, pool):
     runner, events = run([("Classify", RuntimeError("model exploded")), ("agent", RuntimeError("still down"))])
     stop = runner.start("t5", "Help with my invoice", {}, events.append)
