@@ -148,12 +148,13 @@ class ProgressPrinter:
             self.console.print(safe(event["text"]), end="", soft_wrap=True, highlight=False)
         elif kind == "node_end":
             self._end_stream()
-            skipped = (event.get("update") or {}).get("not_reviewed")  # a reviewer that may not judge (nodes/writing.py)
+            update = event.get("update") or {}
+            skipped = update.get("not_reviewed")  # a reviewer that may not judge (nodes/writing.py)
             mark = "[red]x[/red]" if event.get("error") else "[dim]-[/dim]" if skipped else "[green]✓[/green]"
             status = f"[red]{safe_line(event['error'], 160)}[/red]" if event.get("error") else "skipped" if skipped else "ok"
             calls = describe_calls(event.get("calls", []))
             self.console.print(f"{mark} {safe_line(event['node']):<22} {status:<4} {event['duration']:6.2f}s  [dim]{safe_line(calls)}[/dim]", highlight=False, soft_wrap=True)
-            for line in event.get("update", {}).get("warnings", []) or []:
+            for line in update.get("warnings") or []:
                 self.console.print(f"  [yellow]warning:[/yellow] {safe_line(line)}", soft_wrap=True)
         elif kind == "retry":
             self._end_stream()

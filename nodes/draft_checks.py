@@ -1,5 +1,6 @@
 """Checks on a draft's text that need no model: an ending cut off mid-sentence (a writer that
-ran out of tokens, or stopped early).
+ran out of tokens, or stopped early), and a support reply's contacts and amounts that its
+sources do not give.
 
 Small reviewing models miss it (issue 9: the local 1.5B gave drafts cut off mid-sentence the
 same 0.80 as their finished twins), and it is visible in the text itself, so a finding only
@@ -43,9 +44,9 @@ def _last_block(text: str) -> tuple[str, bool]:
 
 def unfinished_ending(text: str) -> bool:
     """True when the draft stops mid-sentence: its last paragraph or list item ends on a comma,
-    a colon, an opening bracket or a dash, or on a word no sentence ends with ("... or use the"), or it
-    is a paragraph of prose with no sentence end at all. A short list item, a heading or a
-    signature without a full stop ("Dana Ortiz, Account Manager") is finished."""
+    a colon, an opening bracket or a dash, or on a word no sentence ends with ("... or use
+    the"), or it is a paragraph of prose with no sentence end at all. A short list item, a
+    heading or a signature without a full stop ("Dana Ortiz, Account Manager") is finished."""
     block, listed = _last_block(text)
     last = block.rstrip("*_`\"' ")
     if not last or last.startswith(("#", "|", "```", ">")) or set(last) <= set("-=~"):
@@ -82,20 +83,25 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text).casefold()
 
 
+def _unknown(sentence: str, known: str) -> list[str]:
+    found = (m.rstrip(".,;:") for m in _CONTACT_OR_MONEY.findall(sentence))
+    return [m for m in found if _squash(m) not in known]
+
+
 def unsupported(sentence: str, sources: str) -> list[str]:
     """The contacts and amounts in `sentence` that `sources` (the article and the customer's
     message) do not contain."""
-    known = _squash(sources)
-    return [m.rstrip(".,;:") for m in _CONTACT_OR_MONEY.findall(sentence) if _squash(m.rstrip(".,;:")) not in known]
+    return _unknown(sentence, _squash(sources))
 
 
 def without_unsupported(reply: str, sources: str) -> str:
     """The reply without the sentences that give a contact or an amount its sources do not: a
     small model invents a support address now and then ("support@acmecloudnotes.com"), and a
     reviewer skimming a long reply may not notice; "" when nothing else is left."""
+    known = _squash(sources)  # once per reply, not per sentence
     lines = []
     for line in reply.splitlines():
-        kept = [part for part in _SENTENCE_END.split(line) if not unsupported(part, sources)]
+        kept = [part for part in _SENTENCE_END.split(line) if not _unknown(part, known)]
         if kept or not line.strip():
             lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

@@ -13,8 +13,8 @@ below (one brief, a good draft, a deliberately poor one: off-topic, padded, wron
 ignoring the brief) it calls the real `review` prompt and schema (nodes/writing.py) through
 the same resilient model path the graphs use, applies the same text checks the graphs apply
 (nodes/draft_checks.py: a draft cut off mid-sentence is capped below the threshold), and
-reports both scores, which a text check lowered, and whether the poor draft scored lower.  `--pairs tests/benchmarks/review_pairs_blind.json` (or `_blind2.json`, `_blind3.json`)
-runs 10 pairs written by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
+reports both scores, which a text check lowered, and whether the poor draft scored lower.
+`--pairs tests/benchmarks/review_pairs_blind.json` (or `_blind2.json`, `_blind3.json`) runs 10 pairs written by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
 never ask for scores (the local 0.5B, ModelHandle.judges) is still measured, and the report
 says so.  For local models the server runs in a throwaway SIGNOFF_HOME and is stopped at the
 end.
@@ -92,10 +92,10 @@ def main() -> None:
     args = parser.parse_args()
 
     from checkpoint.settings import Settings
+    from nodes.draft_checks import capped
     from nodes.local_model import stop_server
     from nodes.models import has_review_model, registry_from_settings, review_registry_from_settings
     from nodes.resilient import ResiliencePolicy, call_model
-    from nodes.draft_checks import capped
     from nodes.writing import Review, reviewer_prompt
 
     pairs = PAIRS if args.pairs is None else [(p["brief"], p["good"], p["poor"], p["flaw"]) for p in json.loads(args.pairs.read_text())]
