@@ -18,22 +18,29 @@ MUST_HAND_OVER = {
         "My email address was changed yesterday and I didn't do that",
         "a notebook called 'Budget 2025' appeared in my list, it's not mine",
         "I got a 'new login from Lagos' email. That wasn't me, I have never left Ireland",
+        "An email from 'Acme Billing' asks me to confirm my card number by tomorrow. Is this really you?",
+        "I clicked the link in a fake email that looked exactly like your sign-in page",
     ],
     "legal, police or press": [
         "Our attorneys will be in touch regarding your handling of my data.",
         "This is Officer Brandt, Hamburg police, we need account records for an investigation",
         "I'm a reporter at the Gazette; would your company like to comment on the outage?",
         "You will receive a subpoena for these records next week.",
+        "I have complained to the CNIL; send me the contact of your DPO",
     ],
     "compensation or special terms": [
         "I lost a day of work because of your bug and expect to be compensated",
         "We need a custom quote for 900 seats and net-60 payment terms",
+        "Our compliance officer needs you to sign a data processing agreement first",
         "Can our school get a 40% discount for the whole district?",
     ],
     "unrecognised charge": [
         "Who charged me $12? I don't recognise this payment at all",
         "There is a payment to you on my card but I never signed up for anything",
         "I'm disputing this with my bank, it looks like fraud",
+        "We are billed for 20 seats but nobody on our side added seats",
+        "You charged us for 50 users, nobody here added 40 users",
+        "I never selected euros, why was my renewal charged in euros?",
     ],
     "outage or unknown error": [
         "Is the service down? Nothing has synced for hours",
@@ -42,6 +49,12 @@ MUST_HAND_OVER = {
         "Norton says your installer contains a virus",
         "since this morning every note opens as gibberish",
         "My attachments are corrupted after the sync, PDFs won't open",
+        "After yesterday's Android update every note in my Work notebook opens blank",
+        "Half of my notes are gone and I did not delete them",
+        "Sync fails with ERR_NODE_42 on my laptop and my phone",
+        "The API has returned 502 to every call since noon",
+        "Bug report: pasting a list duplicates every line",
+        "My exported backup has every image at 0 bytes",
     ],
     "account suspended": [
         "Why was my account suspended? I need my notes for an exam tomorrow",
@@ -52,6 +65,23 @@ MUST_HAND_OVER = {
         "My husband passed away in June and his recipes are in his account",
         "I'm the executor of my aunt's estate and need her notes",
         "my dad died last month, can I get into his notes?",
+    ],
+    "staff decision": [
+        "I know it is past your 14-day window, but could you make an exception for me?",
+        "Can a manager approve a partial credit, given the circumstances?",
+        "Please merge my two accounts into one",
+        "I understand the refund window is 14 days, but I was abroad the whole month",
+        "Our admin left the company and won't answer, who can give us control of the team?",
+        "This is the third time I'm writing about the same problem",
+        "Nobody has answered my emails for two weeks",
+    ],
+    "threat or abuse": [
+        "You will regret this. I know where you live.",
+        "You people are thieves and I'm coming to your office tomorrow",
+    ],
+    "accessibility": [
+        "The note list doesn't work with my screen reader any more",
+        "VoiceOver reads nothing in the editor",
     ],
 }
 
@@ -78,6 +108,19 @@ MUST_NOT_MATCH = [
     "Please repay the 20 dollars for order 1042",
     "My account is temporarily locked after too many tries",
     "How do I sign in on a new laptop? I didn't set up 2FA",
+    # words the hand-overs added in session 9 share with everyday questions
+    "Is my data accessible offline?",
+    "Where do I enter the CVV when I change my card?",
+    "Can I combine the student discount with another offer?",
+    "My laptop was stolen by thieves, how do I sign it out of my account?",
+    "After the update, where did the export button go?",
+    "I never received the password reset email",
+    "The API throws an exception when I send too many requests",
+    "Is the email you sent about my receipt the only copy I get?",
+    "I got 500 notes in my account, is there a limit?",
+    "Where can I read the terms of service agreement?",
+    "I am the only admin of our team, how do I invite people?",
+    "Are you SOC 2 audited?",
 ]
 
 RATE_LIMIT_ARTICLE = (Path(__file__).parents[1] / "nodes" / "data" / "kb" / "technical-api-rate-limits.md").read_text()

@@ -22,9 +22,12 @@ flatters the playbook too; and `support_cases_blind.json` (40 messages, 16 to es
 written by someone who had not seen the playbook, before it was measured on it, and never
 used to tune anything since; `support_cases_blind2.json` and `support_cases_blind3.json` (40
 each, 16 to escalate), written the same way by other helpers (blind2's misses were read when
-session 7's patterns were written, so it flatters them now; blind3 has tuned nothing). Report
-them all. `support_cases_blind4.json` (40, 16 to escalate, session 8) is held back unmeasured:
-measure the next playbook or prompt change on it once, before reading its messages.
+session 7's patterns were written, so it flatters them now; blind1-3's misses were read for
+session 9's). Report them all. `support_cases_blind4.json` and `support_cases_blind5.json` (40
+each, 16 to escalate) were each measured once in session 9 before being read: blind4's misses
+were then read for a second round of patterns, blind5's only reported. `support_cases_blind6.json`
+(40, 16 to escalate) is held back unmeasured: measure the next playbook or prompt change on it
+once, before reading its messages.
 
 The hand-over playbook (nodes/handover.py) runs as in production; `--no-playbook` keeps its
 topics as the agent's options but drops its patterns, to measure the models alone.
