@@ -257,7 +257,8 @@ def approve(
     decide(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
 
 
-def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False) -> None:
+def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
+           handover: bool = False) -> None:
     """Check who decides, and that an approval binds to content the person saw: the digest
     given with --expect, or the content shown at a terminal (graphs/deciding.py). Without a
     terminal and without --expect nothing was shown, so it is refused."""
@@ -267,20 +268,26 @@ def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: O
     if verdict == "approved" and expect is None and not interactive():
         raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
-    decide_and_resume(valid_thread_id(thread_id), verdict, name, by, note, expect, yes=yes, detach=detach)
+    decide_and_resume(valid_thread_id(thread_id), verdict, name, by, note, expect, yes=yes, detach=detach, handover=handover)
 
 
 @app.command()
 @friendly
 def reject(
     thread_id: str = typer.Argument(..., help="The thread waiting at a gate."),
-    feedback: str = typer.Option(..., "--feedback", help="What to change; it reaches the model that redrafts."),
+    feedback: Optional[str] = typer.Option(None, "--feedback", help="What to change; it reaches the model that redrafts."),
+    hand_over: bool = typer.Option(False, "--hand-over", help="Support: give the thread to a specialist instead (the customer "
+                                   "gets the holding reply, a ticket is opened, no redraft); --feedback is then the why, optional."),
     by: Optional[str] = typer.Option(None, "--by", envvar="SIGNOFF_USER", help="Who rejects (default: your user name)."),
     expect: Optional[str] = typer.Option(None, "--expect", help="Refuse if the content's digest is not this (see `show`)."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
 ) -> None:
-    """Reject with feedback, then resume the thread (redraft, or its bounded default)."""
-    decide(thread_id, "rejected", by, valid_text(feedback, "feedback"), expect, detach=detach)
+    """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist."""
+    if feedback is None and not hand_over:
+        raise UsageError("reject needs --feedback TEXT (what to change: the model redrafts) or, for support, "
+                         "--hand-over (a specialist takes the thread)")
+    note = valid_text(feedback, "feedback") if feedback is not None else ""
+    decide(thread_id, "rejected", by, note, expect, detach=detach, handover=hand_over)
 
 
 @app.command()

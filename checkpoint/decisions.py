@@ -33,6 +33,8 @@ class RecordedDecision:
     verdict: str
     decided_at: datetime
     note: str = ""
+    #: a rejection that handed the thread to a specialist (migrations/010)
+    handover: bool = False
 
 
 def record_decision(
@@ -46,33 +48,36 @@ def record_decision(
     note: str,
     digest: str,
     detail: dict[str, Any] | None = None,
+    handover: bool = False,
 ) -> RecordedDecision:
     """Insert the one decision for this gate visit, and its audit event in the same transaction
     (a decision is never recorded unaudited); AlreadyDecided if another got there first.
-    `detail`: more for the audit row (the approval-chain stage an expiry ended)."""
+    `detail`: more for the audit row (the approval-chain stage an expiry ended); `handover`:
+    a rejection that hands the thread to a specialist (audited as such)."""
     try:
         with pool.connection() as conn, conn.transaction():
             row = conn.execute(
-                "INSERT INTO approvals (thread_id, gate, checkpoint_id, decision, actor, note, digest) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id, decided_at",
-                (thread_id, gate, checkpoint_id, verdict, actor, note, digest),
+                "INSERT INTO approvals (thread_id, gate, checkpoint_id, decision, actor, note, digest, handover) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, decided_at",
+                (thread_id, gate, checkpoint_id, verdict, actor, note, digest, handover),
             ).fetchone()
-            record_event_on(conn, thread_id, actor, f"decision_{verdict}", {"gate": gate, "digest": digest, "note": note[:200], **(detail or {})})
+            audited = {"gate": gate, "digest": digest, "note": note[:200], **(detail or {})} | ({"handover": True} if handover else {})
+            record_event_on(conn, thread_id, actor, f"decision_{verdict}", audited)
     except psycopg.errors.UniqueViolation:
         existing = decision_for(pool, thread_id, checkpoint_id)
         assert existing is not None  # the unique key just told us it exists
         raise AlreadyDecided(existing.actor, existing.decided_at, existing.verdict) from None
-    return RecordedDecision(int(row["id"]), actor, verdict, row["decided_at"], note)
+    return RecordedDecision(int(row["id"]), actor, verdict, row["decided_at"], note, handover)
 
 
 def decision_for(pool: ConnectionPool, thread_id: str, checkpoint_id: str) -> RecordedDecision | None:
     """The decision made at this gate visit (the checkpoint the thread waited at), note included."""
     with pool.connection() as conn:
         row = conn.execute(
-            "SELECT id, actor, decision, decided_at, note FROM approvals WHERE thread_id = %s AND checkpoint_id = %s",
+            "SELECT id, actor, decision, decided_at, note, handover FROM approvals WHERE thread_id = %s AND checkpoint_id = %s",
             (thread_id, checkpoint_id),
         ).fetchone()
-    return RecordedDecision(int(row["id"]), row["actor"], row["decision"], row["decided_at"], row["note"]) if row else None
+    return RecordedDecision(int(row["id"]), row["actor"], row["decision"], row["decided_at"], row["note"], row["handover"]) if row else None
 
 
 def latest_decision(pool: ConnectionPool, thread_id: str) -> dict[str, Any] | None:

@@ -31,7 +31,7 @@ def refuse_if_expired(runner: Any, thread_id: str) -> None:
 
 
 def decide_and_resume(thread_id: str, verdict: str, name: str, by: Optional[str], note: str, expect: Optional[str], *,
-                      yes: bool = False, detach: bool = False) -> None:
+                      yes: bool = False, detach: bool = False, handover: bool = False) -> None:
     """Record a decision bound to the content the person saw, then run the thread on.
 
     An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
@@ -53,11 +53,11 @@ def decide_and_resume(thread_id: str, verdict: str, name: str, by: Optional[str]
             print_review(content, expect)
             if not yes and not typer.confirm(f"approve this as {name}?", default=False):
                 fail("not approved: nothing was recorded", EXIT_FAILED)
-        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect)  # type: ignore[arg-type]
+        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect, handover=handover)  # type: ignore[arg-type]
         if progress is not None:  # issue 12: one stage of an approval chain; the thread waits for the next
             print_stage_progress(thread_id, name, progress)
             return
-        run_on(runner, thread_id, verdict, name, detach=detach)  # a worker runs it on, or this terminal does
+        run_on(runner, thread_id, "handed over" if handover else verdict, name, detach=detach)  # a worker runs it on, or this terminal does
 
 
 def edit_and_approve(thread_id: str, name: str, by: Optional[str], note: str, expect: Optional[str], *, detach: bool = False) -> None:

@@ -32,6 +32,9 @@ class GraphSpec:
     action_amount: Callable[[dict[str, Any]], int | None] = lambda values: None
     #: its currency (the policy's thresholds are in one currency; another needs every stage)
     action_currency: Callable[[dict[str, Any]], str | None] = lambda values: None
+    #: may a reviewer hand the thread to a specialist (`reject --hand-over`) instead of asking
+    #: for a redraft? Support: the customer gets the holding reply and a ticket is opened
+    hands_over: bool = False
 
 
 def _support_outcome(values: dict[str, Any]) -> str:
@@ -57,6 +60,7 @@ SUPPORT = GraphSpec(
     outcome=_support_outcome,
     action_amount=refunds.action_amount,
     action_currency=refunds.action_currency,
+    hands_over=True,
 )
 
 

@@ -21,13 +21,13 @@ from psycopg_pool import ConnectionPool
 from checkpoint import threads
 from checkpoint.events import EventWriter
 from checkpoint.database import is_connection_error, make_saver
-from checkpoint.errors import Conflict, NotFound, SignoffError
+from checkpoint.errors import Conflict, InvalidInput, NotFound, SignoffError
 from graphs.registry import GraphSpec, get_spec
 from nodes.context import SignoffContext
 from checkpoint import decisions
 from checkpoint.audit import record_event
 from checkpoint.decisions import AlreadyDecided, decision_for, record_decision
-from nodes.gates import Verdict, as_state_decision, content_digest
+from nodes.gates import Verdict, as_state_decision, content_digest, handover_note
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -159,7 +159,7 @@ class ThreadRunner:
         recorded = decision_for(self.pool, thread_id, self._checkpoint_id(snapshot))
         if recorded is None:
             raise AwaitingDecision(f"thread {thread_id} is waiting at gate {gate}: approve or reject it (signoff show {thread_id})")
-        self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, recorded.note)})
+        self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, recorded.note, handover=recorded.handover)})
 
     @staticmethod
     def _checkpoint_id(snapshot: StateSnapshot) -> str:
@@ -302,13 +302,24 @@ class ThreadRunner:
 
     # --- signing off ---------------------------------------------------------------------
 
-    def decide(self, thread_id: str, verdict: Verdict, *, actor: str, note: str = "", expect_digest: str | None = None) -> Any:
+    def decide(self, thread_id: str, verdict: Verdict, *, actor: str, note: str = "", expect_digest: str | None = None,
+               handover: bool = False) -> Any:
         """Record one decision for the gate the thread waits at and write it into the thread.
+
+        `handover`: a rejection that gives the thread to a specialist rather than asking for a
+        redraft (GraphSpec.hands_over); it is recorded as a rejection whose note says so.
 
         Deciders of one thread are serialised by its row lock; the unique key on
         (thread, checkpoint) is the second line of defence. A decider whose view went stale
         while it waited for the lock is told who decided first.
         """
+        if handover:
+            if verdict != "rejected":
+                raise ValueError("only a rejection hands a thread over")
+            if not self.spec.hands_over:
+                raise InvalidInput(f"a {self.spec.name} thread cannot be handed over to a specialist: "
+                                   "reject it with --feedback (what to change) instead")
+            note = handover_note(note)
         seen = self.snapshot(thread_id)
         seen_id = seen.config["configurable"]["checkpoint_id"] if seen.config else None
         with threads.locked(self.pool, thread_id) as locked:
@@ -349,9 +360,9 @@ class ThreadRunner:
                     return progress  # a stage approved; the thread waits for the next one
             recorded = record_decision(
                 self.pool, thread_id=thread_id, gate=gate, checkpoint_id=str(current_id),
-                verdict=verdict, actor=actor, note=note, digest=digest, detail=detail,
+                verdict=verdict, actor=actor, note=note, digest=digest, detail=detail, handover=handover,
             )
-            self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note)})
+            self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note, handover=handover)})
 
     def latest_decision(self, thread_id: str) -> dict[str, Any] | None:
         return decisions.latest_decision(self.pool, thread_id)

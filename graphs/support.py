@@ -1,7 +1,8 @@
 """Support: classify (search the knowledge base, and match the hand-over playbook: a topic a
 specialist must handle escalates at once) -> billing | technical | general agent decides
 whether an article answers the message -> yes: draft a reply from that article | no: escalate
-(ticket) -> gate `review` -> send | redraft | holding reply.
+(ticket) -> gate `review` -> send | redraft | holding reply (after the last redraft, or at once
+when the reviewer hands the thread to a specialist).
 
 Every decision is structured (JSON under a schema) and routed by a pure function; the only
 free text a model writes is the reply itself, which is streamed token by token.
@@ -32,6 +33,8 @@ Intent = Literal["billing", "technical", "general"]
 INTENTS: tuple[Intent, ...] = ("billing", "technical", "general")
 GATE = "review"
 DEFAULT_MAX_REDRAFTS = 2
+#: the hand-over topic of a thread the reviewer, not the playbook or an agent, gave to a specialist
+REVIEWER_HANDOVER = "reviewer"
 HOLDING_REPLY = (
     "Thank you for your patience. A team member will follow up with you personally "
     "as soon as possible."
@@ -328,10 +331,12 @@ def send_approved_reply(state: SupportState, runtime: Runtime[SignoffContext]) -
 
 
 def send_holding_reply(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+    """The holding reply, with a ticket for a specialist (the escalation's, or one opened now)."""
     pool, thread_id = runtime.context.pool, current_thread_id()
-    ticket_id = state.get("ticket_id") or open_ticket(pool, thread_id, intent=state.get("intent", "general"), summary=state["message"])
+    handover = state.get("handover") or (REVIEWER_HANDOVER if handed_over(state) else None)
+    ticket_id = state.get("ticket_id") or open_ticket(pool, thread_id, intent=state.get("intent", "general"), summary=state["message"], handover=handover)
     send_reply(pool, thread_id, recipient=state.get("email"), kind="holding", body=HOLDING_REPLY)
-    return {"outcome": "holding", "reply": HOLDING_REPLY, "ticket_id": ticket_id}
+    return {"outcome": "holding", "reply": HOLDING_REPLY, "ticket_id": ticket_id} | ({"handover": handover} if handover else {})
 
 
 # --- routers (pure) ------------------------------------------------------------------------
@@ -356,10 +361,18 @@ def route_after_draft(state: SupportState) -> Literal["review", "escalate"]:
     return "review" if state.get("draft") and not state.get("needs_human") else "escalate"
 
 
+def handed_over(state: SupportState) -> bool:
+    """Did the reviewer reject the draft by handing the thread to a specialist?"""
+    decision = state.get("last_decision") or {}
+    return decision.get("verdict") == "rejected" and bool(decision.get("handover"))
+
+
 def route_after_review(state: SupportState) -> Literal["send_approved_reply", "redraft", "send_holding_reply", "place_credit_note"]:
     decision = state.get("last_decision") or {}
     if decision.get("verdict") == "approved":
         return "place_credit_note" if refund_approved(state) else "send_approved_reply"
+    if handed_over(state):
+        return "send_holding_reply"
     if decision.get("verdict") == "rejected" and state.get("redrafts", 0) < state.get("max_redrafts", DEFAULT_MAX_REDRAFTS):
         return "redraft"
     return "send_holding_reply"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Literal
 
-from typing_extensions import TypedDict
+from typing_extensions import NotRequired, TypedDict
 
 from checkpoint.decisions import AlreadyDecided, RecordedDecision, decision_for, record_decision  # noqa: F401 - their home is checkpoint/
 from checkpoint.errors import Conflict
@@ -25,6 +25,9 @@ class Decision(TypedDict):
     actor: str
     note: str
     at: str
+    #: a rejection that gives the thread to a specialist instead of asking for a redraft
+    #: (`signoff reject --hand-over`; graphs whose GraphSpec.hands_over is set)
+    handover: NotRequired[bool]
 
 
 class GateError(Conflict):
@@ -49,5 +52,14 @@ def content_digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
-def as_state_decision(gate: str, recorded: RecordedDecision, note: str) -> Decision:
-    return Decision(gate=gate, verdict=recorded.verdict, actor=recorded.actor, note=note, at=recorded.decided_at.isoformat())  # type: ignore[typeddict-item]
+#: the note a hand-over is recorded with, so every listing of decisions says what it was
+HANDOVER_NOTE = "handed over to a specialist"
+
+
+def handover_note(note: str) -> str:
+    return f"{HANDOVER_NOTE}: {note}" if note else HANDOVER_NOTE
+
+
+def as_state_decision(gate: str, recorded: RecordedDecision, note: str, *, handover: bool = False) -> Decision:
+    decision = Decision(gate=gate, verdict=recorded.verdict, actor=recorded.actor, note=note, at=recorded.decided_at.isoformat())  # type: ignore[typeddict-item]
+    return Decision(decision, handover=True) if handover else decision

@@ -81,6 +81,19 @@ def test_reject_redrafts_with_the_feedback_and_waits_again(cli, server):
     assert "apologise first" in str(server.requests[-1]["messages"])
 
 
+def test_reject_hand_over_sends_the_holding_reply_and_opens_a_ticket(cli, server, pool):
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
+    tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
+    requests = len(server.requests)
+    result = cli("reject", tid, "--hand-over")
+    assert result.exit_code == 0, result.output
+    assert "handed over" in result.output and "holding" in result.output
+    assert len(server.requests) == requests, "no redraft"
+    assert count_rows(pool, "tickets", thread_id=tid, status="open") == 1
+    assert count_rows(pool, "outbox", thread_id=tid, kind="holding") == 1
+    assert count_rows(pool, "approvals", thread_id=tid, handover=True, note="handed over to a specialist") == 1
+
+
 def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool, database_url):
     server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)

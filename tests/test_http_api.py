@@ -110,6 +110,7 @@ def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
         ("/api/threads/h1/reject", {"feedback": "  "}, 400, "the feedback is empty"),
         ("/api/threads/h1/reject", {"feedback": "a\x00b"}, 400, "NUL"),
         ("/api/threads/h1/reject", {"feedback": "x" * 70000}, 413, "limit"),
+        ("/api/threads/h1/reject", {"handover": "yes"}, 400, "handover must be true or false"),
         ("/api/threads/nope/approve", {"expect": "x"}, 404, "no thread 'nope'"),
     ]
     for path, body, status, says in cases:
@@ -127,13 +128,23 @@ def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     after = table_counts(database_url)
     assert {k: v for k, v in after.items() if k not in ("audit_events", "reviewer_tokens")} == \
            {k: v for k, v in before.items() if k not in ("audit_events", "reviewer_tokens")}
-    assert [r["status"] for r in refusals(pool, "h1")] == [400, 412, 400, 400, 400, 400, 413, 400, 400, 413, 411]
+    assert [r["status"] for r in refusals(pool, "h1")] == [400, 412, 400, 400, 400, 400, 413, 400, 400, 400, 413, 411]
 
     # Past its deadline the gate's default action applies: refused, and a worker is asked to expire it.
     ctx.clock = lambda: datetime.now(timezone.utc) + timedelta(days=2)
     late = client.post("/api/threads/h2/approve", json={"expect": review_digest(database_url, "h2")}, headers=bearer(token))
     assert late.status_code == 409 and "the deadline passed" in late.json()["error"]
     assert jobs.active_job(pool, "h2")["kind"] == "deadline" and count_rows(pool, "approvals", thread_id="h2") == 0
+
+
+def test_a_hand_over_needs_no_feedback_and_is_recorded_as_one(client, pool, waiting):
+    token = tokens.create(pool, "alice")
+    assert client.get("/api/threads/h1", headers=bearer(token)).json()["hands_over"] is True
+    response = client.post("/api/threads/h1/reject", json={"handover": True}, headers=bearer(token))
+    assert response.status_code == 202, response.text
+    assert (response.json()["decision"], response.json()["handover"]) == ("rejected", True)
+    assert count_rows(pool, "approvals", thread_id="h1", handover=True, note="handed over to a specialist") == 1
+    assert jobs.active_job(pool, "h1")["kind"] == "decision"
 
 
 def test_a_thread_not_at_a_gate_is_409(client, cli, pool, database_url, waiting):

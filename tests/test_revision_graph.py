@@ -43,6 +43,17 @@ def test_a_draft_that_meets_the_threshold_waits_at_the_publish_gate(run, pool):
     assert count_rows(pool, "documents") == 0 and published_files(options) == []
 
 
+def test_a_revision_thread_cannot_be_handed_over_and_nothing_is_recorded(run, pool):
+    from checkpoint.errors import InvalidInput
+
+    runner, events, options = run([(WRITER, "# Retries\n\nDraft one."), (REVIEWER, review(0.9))])
+    runner.start("r-hand", BRIEF, options, events.append)
+    with pytest.raises(InvalidInput, match="cannot be handed over to a specialist: reject it with --feedback"):
+        runner.decide("r-hand", "rejected", actor="erin", handover=True)
+    assert count_rows(pool, "approvals", thread_id="r-hand") == 0
+    assert runner.snapshot("r-hand").values.get("decision") is None
+
+
 def test_reviewer_feedback_reaches_the_next_draft_prompt(run):
     runner, events, options = run([(WRITER, ["First draft.", "Second draft."]), (REVIEWER, [review(0.4, "Mention backoff."), review(0.9)])])
     stop = runner.start("r2", BRIEF, options, events.append)

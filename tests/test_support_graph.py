@@ -97,6 +97,39 @@ def test_rejected_past_the_bound_sends_a_holding_reply_and_keeps_the_ticket_open
     assert count_rows(pool, "approvals", thread_id="t4", decision="rejected") == 3
 
 
+def test_a_reviewer_hands_a_drafted_reply_to_a_specialist_without_a_redraft(run, pool):
+    runner, events = run(BILLING)
+    runner.start("t-hand", "I was charged twice this month", {"email": "a@example.com"}, events.append)
+    calls_before = len(runner.context.models.primary.chat.prompts)
+    runner.decide("t-hand", "rejected", actor="erin", note="they mean a refund dispute", handover=True)
+    stop = runner.resume("t-hand", events.append)
+    assert stop.status == "finished"
+    assert (stop.values["outcome"], stop.values["reply"]) == ("holding", HOLDING_REPLY)
+    assert len(runner.context.models.primary.chat.prompts) == calls_before, "no model redrafts it"
+    assert count_rows(pool, "tickets", thread_id="t-hand", status="open") == 1
+    assert count_rows(pool, "outbox", thread_id="t-hand", kind="holding") == 1
+    assert count_rows(pool, "approvals", thread_id="t-hand", decision="rejected", handover=True,
+                      note="handed over to a specialist: they mean a refund dispute") == 1
+    assert count_rows(pool, "audit_events", thread_id="t-hand", kind="ticket_opened") == 1
+    with pool.connection() as conn:
+        detail = conn.execute("SELECT detail FROM audit_events WHERE thread_id = 't-hand' AND kind = 'ticket_opened'").fetchone()["detail"]
+    assert detail["handover"] == "reviewer", "the audit says who sent it to a specialist"
+
+
+def test_a_hand_over_whose_process_died_before_writing_it_is_still_a_hand_over(run, pool):
+    runner, events = run(BILLING)
+    runner.start("t-hand2", "I was charged twice this month", {}, events.append)
+    snapshot = runner.snapshot("t-hand2")
+    from checkpoint.decisions import record_decision
+
+    # What `decide` records before it writes the decision into the thread: the process dies here.
+    record_decision(pool, thread_id="t-hand2", gate="review", checkpoint_id=snapshot.config["configurable"]["checkpoint_id"],
+                    verdict="rejected", actor="erin", note="handed over to a specialist", digest="", handover=True)
+    stop = runner.resume("t-hand2", events.append)
+    assert (stop.status, stop.values["outcome"]) == ("finished", "holding")
+    assert stop.values.get("redrafts", 0) == 0
+
+
 def test_an_option_number_out_of_range_escalates(run, pool):
     runner, events = run([support_rules("billing")[0], ("billing support agent", '{"option": 99}')])
     stop = runner.start("t8", "I was charged twice this month", {}, events.append)

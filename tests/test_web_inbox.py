@@ -165,6 +165,26 @@ def test_from_the_inbox_list_to_a_finished_thread(pool, web_env, workers, serve,
     page.close()
 
 
+def test_handing_a_support_thread_to_a_specialist_from_its_page(pool, web_env, workers, serve, browser):
+    token = tokens.create(pool, "Sam Lead")
+    workers("--concurrency", "2", extra_env=web_env)
+    submit(pool, "support", "i4", "I was charged twice this month", email="a@example.com")
+    wait_until(lambda: status_of(pool, "i4") == "waiting", timeout=60, what="i4 at its gate")
+
+    page = browser.new_page()
+    page.goto(web_env["SIGNOFF_PUBLIC_URL"] + "/threads/i4")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#review")
+    page.fill("#handover-note", "looks like a billing dispute")
+    page.click("#handover")
+    page.wait_for_selector("#status:has-text('finished')", timeout=30_000)
+    assert "rejected by Sam Lead — handed over to a specialist: looks like a billing dispute" in page.inner_text("#decisions")
+    assert count_rows(pool, "outbox", thread_id="i4", kind="holding") == 1
+    assert count_rows(pool, "tickets", thread_id="i4", status="open") == 1
+    page.close()
+
+
 def test_serving_beyond_loopback_warns_to_put_tls_in_front(pool, tmp_path, monkeypatch):
     """Checked without binding anything: uvicorn.run is replaced by a recorder for this one test."""
     import uvicorn

@@ -152,12 +152,13 @@ def thread_detail(ctx: WebContext, thread_id: str) -> dict[str, Any]:
     from checkpoint.audit import events_of
     from checkpoint.decisions import decisions_of
 
-    _, review = load(ctx.pool, thread_id)
+    runner, review = load(ctx.pool, thread_id)
     calls = [c for c in review.values.get("calls") or [] if isinstance(c, dict)]
     return {
         **thread_summary(review.row, ctx.clock()), "review": review.content if review.gate else None,
         "gate": review.gate, "job_active": jobs.active_job(ctx.pool, thread_id) is not None,
         "digest": review.digest or None, "error": review.values.get("error") or None,
+        "hands_over": review.gate is not None and runner.spec.hands_over,
         "steps": [{k: c.get(k) for k in ("node", "model", "attempts", "latency_ms", "input_tokens", "output_tokens", "error")} for c in calls],
         "decisions": [{**d, "decided_at": d["decided_at"].isoformat()} for d in decisions_of(ctx.pool, thread_id)],
         "audit": [{**e, "at": e["at"].isoformat()} for e in events_of(ctx.pool, thread_id)],
@@ -198,9 +199,14 @@ def api_decision(verdict: str) -> Callable[[WebContext, Request, Reviewer], Awai
             if not expect:
                 raise HttpError(400, "approve needs \"expect\": the digest of the content you reviewed (GET /api/threads/ID)")
             note = valid_text(body.get("note"), "note", required=False)
+            handover = False
         else:
-            note = valid_text(body.get("feedback"), "feedback", required=True)
-        result = await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note, expect=expect, now=ctx.clock()))
+            handover = body.get("handover", False)
+            if not isinstance(handover, bool):
+                raise HttpError(400, "handover must be true or false: true gives a support thread to a specialist")
+            note = valid_text(body.get("feedback"), "feedback", required=not handover)
+        result = await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note, expect=expect,
+                                                        now=ctx.clock(), handover=handover))
         return JSONResponse(result, status_code=202)
 
     return handler

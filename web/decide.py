@@ -78,10 +78,11 @@ def load(pool: ConnectionPool, thread_id: str) -> tuple[Any, Review]:
 
 
 def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, note: str, expect: str | None,
-           visit: str | None = None, now: datetime | None = None) -> dict[str, Any]:
-    """Record the decision and queue the thread for a worker; what was recorded."""
+           visit: str | None = None, now: datetime | None = None, handover: bool = False) -> dict[str, Any]:
+    """Record the decision and queue the thread for a worker; what was recorded. `handover`: a
+    rejection that gives a support thread to a specialist (runner.decide)."""
     from checkpoint.decisions import AlreadyDecided, decision_for
-    from checkpoint.errors import Conflict
+    from checkpoint.errors import Conflict, InvalidInput
     from graphs.runner import DigestMismatch
 
     runner, review = load(pool, thread_id)
@@ -95,9 +96,11 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
         jobs.enqueue(pool, thread_id, "deadline")  # a worker applies the gate's default action
         raise HttpError(409, f"the deadline passed at {review.row.deadline:%Y-%m-%d %H:%M %Z}: the gate's default action applies")
     try:
-        progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect)
+        progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect, handover=handover)
     except DigestMismatch as exc:
         raise HttpError(412, str(exc)) from None
+    except InvalidInput as exc:
+        raise HttpError(400, str(exc)) from None
     except AlreadyDecided as exc:
         raise HttpError(409, str(exc)) from None
     except Conflict as exc:
@@ -109,4 +112,4 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     from checkpoint.workers import any_accepting
 
     return {"thread_id": thread_id, "decision": verdict, "actor": actor, "gate": review.gate, "digest": review.digest,
-            "job": job, "worker_running": any_accepting(pool)}
+            "job": job, "worker_running": any_accepting(pool)} | ({"handover": True} if handover else {})

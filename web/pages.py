@@ -160,18 +160,19 @@ async def inbox_decision(request: Request) -> Response:
     form = await form_of(request)
     if not csrf_ok(ctx.key, request.cookies.get(SESSION, ""), form.get("csrf", "")):
         return await refuse(request, 403, "this form expired or came from another site: reload the thread and decide again", reviewer, tid)
-    if request.path_params["action"] not in ("approve", "reject"):
+    action = request.path_params["action"]
+    if action not in ("approve", "reject", "handover"):
         return await refuse(request, 404, "no such page", reviewer, tid)
-    verdict = "approved" if request.path_params["action"] == "approve" else "rejected"
+    verdict = "approved" if action == "approve" else "rejected"
     try:
         valid_thread_id(tid)
         note = valid_text(form.get("note") if verdict == "approved" else form.get("feedback"), "note" if verdict == "approved" else "feedback",
-                          required=verdict == "rejected")
+                          required=action == "reject")
         await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note,
-                                               expect=form.get("expect") or None, now=ctx.clock()))
+                                               expect=form.get("expect") or None, now=ctx.clock(), handover=action == "handover"))
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
-    return RedirectResponse(f"/threads/{tid}?done={verdict}", status_code=303)
+    return RedirectResponse(f"/threads/{tid}?done={'handed%20over' if action == 'handover' else verdict}", status_code=303)
 
 
 # --- decision links --------------------------------------------------------------------------------
