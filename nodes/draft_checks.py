@@ -1,6 +1,7 @@
 """Checks on a draft's text that need no model: an ending cut off mid-sentence (a writer that
-ran out of tokens, or stopped early), and a support reply's contacts and amounts that its
-sources do not give.
+ran out of tokens, or stopped early), a support reply's contacts and amounts that its sources do
+not give, sentences that play the customer's own words back, and whether a reply draws on its
+article at all.
 
 Small reviewing models miss it (issue 9: the local 1.5B gave drafts cut off mid-sentence the
 same 0.80 as their finished twins), and it is visible in the text itself, so a finding only
@@ -105,6 +106,79 @@ def without_unsupported(reply: str, sources: str) -> str:
         if kept or not line.strip():
             lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+#: labels of the reply prompt (graphs/support.py), which the 0.5B copies into a reply now and then
+_PROMPT_LABELS = ("customer message:", "help article:")
+#: the customer's voice: a sentence in the first person, or a question, is theirs, not the reply's
+_CUSTOMERS_VOICE = re.compile(r"\b(i|i'm|i've|i'd|i'll|me|my|mine|we|we're|we've|our|ours|us)\b|\?\s*$")
+#: words in a row a reply sentence must share with the message to count as copied from it
+_COPIED_RUN = 5
+
+
+def _longest_shared_run(words: list[str], message_words: list[str]) -> int:
+    """The longest run of consecutive words of `words` that occurs in `message_words` (dynamic
+    programming over the two lists; both are a few dozen words)."""
+    best, previous = 0, [0] * (len(message_words) + 1)
+    for word in words:
+        current = [0] * (len(message_words) + 1)
+        for j, other in enumerate(message_words, start=1):
+            if word == other:
+                current[j] = previous[j - 1] + 1
+                best = max(best, current[j])
+        previous = current
+    return best
+
+
+def customers_words(sentence: str, message: str) -> bool:
+    """A reply sentence that is the customer's own words played back in their voice ("I clicked
+    it maybe 2 hours after I got the mail.", "Is there any cheaper option for students?") or
+    carries the prompt's labels: it answers nothing and reads as if the customer wrote it."""
+    lowered = sentence.strip().lower()
+    if lowered.startswith(_PROMPT_LABELS):
+        return True
+    if not _CUSTOMERS_VOICE.search(lowered):
+        return False
+    return _longest_shared_run(_WORD.findall(lowered), _WORD.findall(message.lower())) >= _COPIED_RUN
+
+
+def without_customers_words(reply: str, message: str) -> str:
+    """The reply without sentences copied from the customer's message in their voice, or
+    carrying the prompt's labels (`customers_words`); "" when nothing else is left."""
+    lines = []
+    for line in reply.splitlines():
+        kept = [part for part in _SENTENCE_END.split(line) if not customers_words(part, message)]
+        if kept or not line.strip():
+            lines.append(" ".join(kept))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+#: words that say nothing about what a sentence is about: left out when comparing it with a text
+FILLER_WORDS = frozenset(
+    "the a an and or but to of in on at for with is are was were be been it this that these those you your "
+    "i i'm i've my me we our us they them their so do does did not don't can can't will would have has had "
+    "if as from by just now get got what how why".split()
+)
+#: a reply draws on its article when one of its sentences has at least this many words about
+#: something, and at least `_FROM_ARTICLE` of them occur in the article
+_ABOUT_WORDS, _FROM_ARTICLE = 3, 0.5
+
+
+def _content_words(text: str) -> list[str]:
+    return [w.rstrip("s") for w in _WORD.findall(text.lower()) if w not in FILLER_WORDS]
+
+
+def draws_on(reply: str, article: str) -> bool:
+    """Does any sentence of the reply take most of its words from the article? A reply that
+    only acknowledges the message ("You clicked the reset link but it says expired. Now what?")
+    answers nothing, however fluent."""
+    known = set(_content_words(article))
+    for line in reply.splitlines():
+        for sentence in _SENTENCE_END.split(line):
+            words = _content_words(sentence)
+            if len(words) >= _ABOUT_WORDS and sum(w in known for w in words) / len(words) >= _FROM_ARTICLE:
+                return True
+    return False
 
 
 def findings(text: str, *, cut_off: bool = False) -> list[str]:

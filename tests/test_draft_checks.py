@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from nodes.draft_checks import CAP, capped, findings, unfinished_ending, unsupported, whole_sentences, without_unsupported
+from nodes.draft_checks import (CAP, capped, customers_words, draws_on, findings, unfinished_ending, unsupported, whole_sentences,
+                                 without_customers_words, without_unsupported)
 
 FINISHED = [
     "# Notes\n\nWe ship on Friday.",
@@ -83,3 +84,41 @@ def test_a_contact_or_amount_no_source_gives_is_found():
 def test_a_sentence_with_an_invented_contact_is_dropped_and_the_rest_kept():
     reply = "Plus costs $8 a month. For help, write to help@acme-support.example.\n\n- Open Settings."
     assert without_unsupported(reply, ARTICLE) == "Plus costs $8 a month.\n\n- Open Settings."
+
+
+MESSAGE = "the password reset link says it's expired. i clicked it maybe 2 hours after i got the mail. what now?"
+RESET_ARTICLE = "How do I reset my password?\nOpen the email and click the link. The link is valid for 1 hour and can be used once."
+
+
+@pytest.mark.parametrize("sentence", [
+    "I clicked it maybe 2 hours after I got the mail.",  # the customer's sentence, in their voice
+    "Is there any cheaper option for students?",  # their question, from another message
+    "Customer message: the password reset link says it's expired.",  # the prompt's label
+    "We are small design studio in Munich.",
+])
+def test_the_customers_own_words_in_their_voice_are_found(sentence):
+    message = MESSAGE + " Is there any cheaper option for students? We are small design studio in Munich."
+    assert customers_words(sentence, message)
+
+
+@pytest.mark.parametrize("sentence", [
+    "The link is valid for 1 hour, so request a new one.",  # an answer, not a copy
+    "You clicked the link after it expired.",  # the customer's facts in the reply's voice
+    "I am sorry the link expired before you could use it.",  # first person, but not copied
+])
+def test_a_reply_sentence_that_only_shares_words_is_kept(sentence):
+    assert not customers_words(sentence, MESSAGE)
+
+
+def test_copied_sentences_are_dropped_and_the_answer_kept():
+    reply = "I clicked it maybe 2 hours after I got the mail. The link is valid for 1 hour.\n\nRequest a new link."
+    assert without_customers_words(reply, MESSAGE) == "The link is valid for 1 hour.\n\nRequest a new link."
+
+
+def test_a_reply_that_takes_a_sentence_from_its_article_draws_on_it():
+    assert draws_on("Sorry about that. The link is valid for one hour and can be used once.", RESET_ARTICLE)
+
+
+def test_a_reply_that_only_acknowledges_the_message_does_not_draw_on_its_article():
+    assert not draws_on("You clicked the reset link this morning but it says expired. Now what?", RESET_ARTICLE)
+    assert not draws_on("", RESET_ARTICLE)

@@ -118,7 +118,7 @@ def test_the_support_agents_hand_over_decision_goes_to_the_review_model(database
     from tests.scripted import ANSWERED, CLASSIFY, REPLY
 
     with FaultServer() as server:
-        server.rule(CLASSIFY, ok('{"intent": "billing"}')).rule("billing support agent", ok(ANSWERED)).rule(REPLY, ok("From the article."))
+        server.rule(CLASSIFY, ok('{"intent": "billing"}')).rule("billing support agent", ok(ANSWERED)).rule(REPLY, ok("Pending authorizations drop off within 3-5 business days."))
         env = {**environment(database_url, tmp_path / "home", server, SIGNOFF_REVIEW_MODEL="openai:review-model"), "SIGNOFF_USER": "tester"}
         started = CliRunner().invoke(app, ["start", "support", "I was charged twice this month"], env=env)
         asked = [(body["model"], next(n for n in (CLASSIFY, "billing support agent", REPLY) if n in str(body["messages"]))) for body in server.requests]

@@ -8,7 +8,7 @@ import pytest
 
 from graphs.registry import SUPPORT
 from graphs.runner import AwaitingDecision, ThreadRunner
-from graphs.support import HOLDING_REPLY, build_graph
+from graphs.support import HOLDING_REPLY, QUOTED_WARNING, build_graph
 from nodes.gates import GateError
 from nodes.handover import load_playbook
 from tests.conftest import count_rows
@@ -188,9 +188,9 @@ def test_the_agent_is_offered_the_topics_of_the_playbook_in_force(run, pool, tmp
 
 def test_the_agent_decides_on_the_review_model_when_one_is_configured(run, pool):
     deciding = scripted_registry([("billing support agent", '{"option": 1}')])
-    runner, events = run([support_rules("billing")[0], (REPLY, "From the article.")], review_models=deciding)
+    runner, events = run([support_rules("billing")[0], (REPLY, "Pending authorizations drop off within 3-5 business days.")], review_models=deciding)
     stop = runner.start("t11", "I was charged twice this month", {}, events.append)
-    assert stop.values["article"] == stop.values["sources"][0] and stop.values["draft"] == "From the article."
+    assert stop.values["article"] == stop.values["sources"][0] and stop.values["draft"] == "Pending authorizations drop off within 3-5 business days."
     assert any("billing support agent" in p for p in deciding.primary.chat.prompts)
     assert not any("billing support agent" in p for p in runner.context.models.primary.chat.prompts)
 
@@ -203,13 +203,13 @@ def non_judging(rules):
 
 def test_a_model_that_may_not_judge_is_not_asked_and_the_best_ranked_article_answers(pool, make_context):
     # The scripted agent would hand over (option 9): it must never be asked.
-    models = non_judging([support_rules("billing")[0], ("billing support agent", '{"option": 9}'), (REPLY, "From the article.")])
+    models = non_judging([support_rules("billing")[0], ("billing support agent", '{"option": 9}'), (REPLY, "Pending authorizations drop off within 3-5 business days.")])
     events: list[dict] = []
     stop = ThreadRunner(pool, SUPPORT, make_context(models)).start("t14", "I was charged twice this month", {}, events.append)
     assert not any("billing support agent" in p for p in models.primary.chat.prompts), "no agent call"
     assert (stop.status, stop.gate) == ("waiting", "review")
     assert stop.values["article"] == stop.values["sources"][0] == "billing-double-charge"
-    assert stop.values["draft"] == "From the article." and stop.values.get("handover") is None
+    assert stop.values["draft"] == "Pending authorizations drop off within 3-5 business days." and stop.values.get("handover") is None
     assert "billing_agent" in [e["node"] for e in events if e["event"] == "node_end"]
 
 
@@ -222,7 +222,7 @@ def test_with_no_model_that_may_judge_a_message_no_article_matches_is_handed_ove
 
 def test_a_review_model_that_judges_decides_for_a_primary_that_may_not(pool, make_context):
     deciding = scripted_registry([("billing support agent", '{"option": 2}')])
-    models = non_judging([support_rules("billing")[0], (REPLY, "From the article.")])
+    models = non_judging([support_rules("billing")[0], (REPLY, "Pending authorizations drop off within 3-5 business days.")])
     stop = ThreadRunner(pool, SUPPORT, make_context(models, review_models=deciding)).start("t16", "I was charged twice this month", {}, lambda e: None)
     assert stop.values["article"] == stop.values["sources"][1], "the review model's choice, not the best-ranked"
 
@@ -243,11 +243,27 @@ def test_a_reply_cut_off_mid_sentence_reaches_the_gate_as_its_whole_sentences(ru
     assert stop.values["draft"] == "Compare the charges in Settings > Billing > Invoices."
 
 
-def test_a_reply_with_no_finished_sentence_escalates(run):
+def test_a_reply_with_no_finished_sentence_quotes_its_article_with_a_warning(run):
     runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, "You should check the")])
     stop = runner.start("t-cut2", "I was charged twice this month", {}, events.append)
-    assert (stop.status, stop.gate) == ("waiting", "review")
-    assert stop.values["ticket_id"] is not None and f"#{stop.values['ticket_id']}" in stop.values["draft"]
+    assert (stop.status, stop.gate, stop.values.get("ticket_id")) == ("waiting", "review", None)
+    assert stop.values["draft"].startswith('Thank you for your message. Our help article "Why was I charged twice?" covers this:')
+    assert "pending authorization" in stop.values["draft"]
+    assert any(QUOTED_WARNING in (e.get("update") or {}).get("warnings", []) for e in events if e["event"] == "node_end")
+
+
+def test_a_reply_that_only_plays_the_message_back_quotes_its_article(run):
+    echo = "You were charged twice this month. I was charged twice this month."
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, echo)])
+    stop = runner.start("t-echo", "I was charged twice this month", {}, events.append)
+    assert stop.values["draft"].startswith('Thank you for your message. Our help article "Why was I charged twice?"')
+
+
+def test_the_customers_words_copied_into_a_reply_never_reach_the_gate(run):
+    reply = "I was charged twice this month. The second charge is usually a pending authorization."
+    runner, events = run([*support_rules("billing")[:1], ("billing support agent", '{"option": 1}'), (REPLY, reply)])
+    stop = runner.start("t-copy", "I was charged twice this month", {}, events.append)
+    assert stop.values["draft"] == "The second charge is usually a pending authorization."
 
 
 def test_a_reply_sentence_with_a_contact_the_article_does_not_give_never_reaches_the_gate(run):

@@ -52,6 +52,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # runnable without installing signoff
 
+from nodes.draft_checks import FILLER_WORDS  # noqa: E402 - after the path is set; words "you" and "I" swap in
+
 WARM_UP = "Hello, how do I export my notes to PDF?"
 
 
@@ -128,15 +130,10 @@ def run_case(runner: Any, thread_id: str, message: str) -> dict[str, Any]:
         "escalated": values.get("ticket_id") is not None, "draft": values.get("draft", ""), "sources": values.get("sources", []),
         "error": values.get("error"), "reply_tokens": reply_tokens, "reply_ms": reply_ms,
         "retries": sum(len(c["retries"]) for c in calls), "fallbacks": sum(1 for c in calls if c["fallback_used"]),
+        "quoted": any(e["event"] == "node_end" and (e.get("update") or {}).get("warnings") for e in events if e.get("node") == "draft_reply"),
     }  # fmt: skip
 
 
-#: words left out when telling a restatement from an answer ("you" and "I" swap in one)
-_FILLER = frozenset(
-    "the a an and or but to of in on at for with is are was were be been it this that these those you your "
-    "i i'm i've my me we our us they them their so do does did not don't can can't will would have has had "
-    "if as from by just now get got what how why".split()
-)
 _WORD = re.compile(r"[a-z0-9']+")
 #: what the reply prompt says (graphs/support.py), which a reply must never contain
 _PROMPT_TEXT = ("Customer message:", "Help article:", "No greeting placeholders", "Write the reply to the customer")
@@ -148,7 +145,7 @@ def restates_message(reply: str, message: str) -> bool:
     drafts, not a judgement of the whole reply: an answer may reuse the question's words."""
     said = {w.rstrip("s") for w in _WORD.findall(message.lower())}
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", reply):
-        words = [w.rstrip("s") for w in _WORD.findall(sentence.lower()) if w not in _FILLER]
+        words = [w.rstrip("s") for w in _WORD.findall(sentence.lower()) if w not in FILLER_WORDS]
         if len(words) >= 4 and sum(w in said for w in words) / len(words) >= 0.7:
             return True
     return False
@@ -166,7 +163,8 @@ def report(cases: list[dict[str, Any]], results: list[dict[str, Any]], model: st
     true_pos = sum(r["escalated"] for r in should)
     answered = [(c, r) for c, r in pairs if not c["escalate"] and not r["escalated"]]
     right_article = sum(r["article"] == c["article"] for c, r in answered)
-    drafted = [(c, r) for c, r in pairs if not r["escalated"] and r["article"]]  # a model's reply, not a template
+    drafted = [(c, r) for c, r in pairs if not r["escalated"] and r["article"] and not r["quoted"]]  # a model's reply, not a template
+    quoted = sum(r["quoted"] for r in results)
     seconds = sorted(r["seconds"] for r in results)
     tokens, reply_ms = sum(r["reply_tokens"] for r in results), sum(r["reply_ms"] for r in results)
     at_gate = sum(r["gate"] == "review" for r in results)
@@ -180,6 +178,7 @@ def report(cases: list[dict[str, Any]], results: list[dict[str, Any]], model: st
         ("model replies with a sentence restating the message (of replies from an article)",
          ratio(sum(restates_message(r["draft"], c["message"]) for c, r in drafted), len(drafted))),
         ("model replies with text of the prompt in them", ratio(sum(any(t in r["draft"] for t in _PROMPT_TEXT) for c, r in drafted), len(drafted))),
+        ("replies that quote their article (the model's drew on nothing in it)", ratio(quoted, quoted + len(drafted))),
         ("seconds per thread to the gate, warm: median / p90 / max",
          f"{statistics.median(seconds):.1f} / {seconds[int(0.9 * (len(seconds) - 1))]:.1f} / {seconds[-1]:.1f}"),
         ("reply tokens per second (streamed chunks / reply call time, prompt included)", f"{tokens / (reply_ms / 1000):.1f}" if reply_ms else "n/a"),
