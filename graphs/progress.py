@@ -13,6 +13,7 @@ from rich.live import Live
 from graphs.display import safe, safe_line, token_counts
 from rich.table import Table
 
+from graphs.registry import get_spec
 from graphs.runner import Event, Stop
 
 
@@ -175,6 +176,8 @@ class ProgressPrinter:
             self.console.print(f"  review:  signoff show {tid}")
             self.console.print(f"  approve: signoff approve {tid} --expect {stop.digest}")
             self.console.print(f"  reject:  signoff reject {tid} --feedback \"what to change\"")
+            if get_spec(stop.graph).hands_over:
+                self.console.print(f"  or give it to a specialist: signoff reject {tid} --hand-over")
         elif stop.status == "finished":
             self.console.print(f"\n[bold green]finished[/bold green]: {safe_line(stop.outcome)}", soft_wrap=True)
         elif stop.status == "interrupted":

@@ -13,6 +13,7 @@ benchmark pairs from long, good technical text, so it is left to the model.)
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 #: a score a draft with a finding can have at most: below the default publish threshold (0.8)
 #: and below a middling model score, so the writer revises it and a clean draft wins the round
@@ -100,9 +101,14 @@ def without_unsupported(reply: str, sources: str) -> str:
     small model invents a support address now and then ("support@acmecloudnotes.com"), and a
     reviewer skimming a long reply may not notice; "" when nothing else is left."""
     known = _squash(sources)  # once per reply, not per sentence
+    return _without_sentences(reply, lambda sentence: bool(_unknown(sentence, known)))
+
+
+def _without_sentences(reply: str, drop: Callable[[str], bool]) -> str:
+    """The reply without the sentences `drop` picks, its lines and paragraphs kept."""
     lines = []
     for line in reply.splitlines():
-        kept = [part for part in _SENTENCE_END.split(line) if not _unknown(part, known)]
+        kept = [part for part in _SENTENCE_END.split(line) if not drop(part)]
         if kept or not line.strip():
             lines.append(" ".join(kept))
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
@@ -145,12 +151,7 @@ def customers_words(sentence: str, message: str) -> bool:
 def without_customers_words(reply: str, message: str) -> str:
     """The reply without sentences copied from the customer's message in their voice, or
     carrying the prompt's labels (`customers_words`); "" when nothing else is left."""
-    lines = []
-    for line in reply.splitlines():
-        kept = [part for part in _SENTENCE_END.split(line) if not customers_words(part, message)]
-        if kept or not line.strip():
-            lines.append(" ".join(kept))
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return _without_sentences(reply, lambda sentence: customers_words(sentence, message))
 
 
 #: words that say nothing about what a sentence is about: left out when comparing it with a text

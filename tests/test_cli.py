@@ -43,6 +43,7 @@ def test_start_support_streams_progress_and_stops_at_review(cli, server):
     tid = thread_id_from(result.output)
     assert f"signoff approve {tid}" in result.output
     assert f"signoff reject {tid}" in result.output
+    assert f"signoff reject {tid} --hand-over" in result.output, "a support thread can go to a specialist"
 
 
 def test_pending_lists_the_waiting_thread(cli, server):
