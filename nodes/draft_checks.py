@@ -13,7 +13,8 @@ benchmark pairs from long, good technical text, so it is left to the model.)
 from __future__ import annotations
 
 import re
-from typing import Callable
+from difflib import SequenceMatcher
+from typing import Callable, Iterator
 
 #: a score a draft with a finding can have at most: below the default publish threshold (0.8)
 #: and below a middling model score, so the writer revises it and a clean draft wins the round
@@ -104,6 +105,11 @@ def without_unsupported(reply: str, sources: str) -> str:
     return _without_sentences(reply, lambda sentence: bool(_unknown(sentence, known)))
 
 
+def _sentences(text: str) -> Iterator[str]:
+    for line in text.splitlines():
+        yield from _SENTENCE_END.split(line)
+
+
 def _without_sentences(reply: str, drop: Callable[[str], bool]) -> str:
     """The reply without the sentences `drop` picks, its lines and paragraphs kept."""
     lines = []
@@ -122,40 +128,33 @@ _CUSTOMERS_VOICE = re.compile(r"\b(i|i'm|i've|i'd|i'll|me|my|mine|we|we're|we've
 _COPIED_RUN = 5
 
 
-def _longest_shared_run(words: list[str], message_words: list[str]) -> int:
-    """The longest run of consecutive words of `words` that occurs in `message_words` (dynamic
-    programming over the two lists; both are a few dozen words)."""
-    best, previous = 0, [0] * (len(message_words) + 1)
-    for word in words:
-        current = [0] * (len(message_words) + 1)
-        for j, other in enumerate(message_words, start=1):
-            if word == other:
-                current[j] = previous[j - 1] + 1
-                best = max(best, current[j])
-        previous = current
-    return best
+def _copied(sentence: str, message_words: list[str]) -> bool:
+    lowered = sentence.strip().lower()
+    if lowered.startswith(_PROMPT_LABELS):
+        return True
+    if not _CUSTOMERS_VOICE.search(lowered):
+        return False
+    words = _WORD.findall(lowered)
+    run = SequenceMatcher(None, words, message_words, autojunk=False).find_longest_match(0, len(words), 0, len(message_words))
+    return run.size >= _COPIED_RUN
 
 
 def customers_words(sentence: str, message: str) -> bool:
     """A reply sentence that is the customer's own words played back in their voice ("I clicked
     it maybe 2 hours after I got the mail.", "Is there any cheaper option for students?") or
     carries the prompt's labels: it answers nothing and reads as if the customer wrote it."""
-    lowered = sentence.strip().lower()
-    if lowered.startswith(_PROMPT_LABELS):
-        return True
-    if not _CUSTOMERS_VOICE.search(lowered):
-        return False
-    return _longest_shared_run(_WORD.findall(lowered), _WORD.findall(message.lower())) >= _COPIED_RUN
+    return _copied(sentence, _WORD.findall(message.lower()))
 
 
 def without_customers_words(reply: str, message: str) -> str:
     """The reply without sentences copied from the customer's message in their voice, or
     carrying the prompt's labels (`customers_words`); "" when nothing else is left."""
-    return _without_sentences(reply, lambda sentence: customers_words(sentence, message))
+    message_words = _WORD.findall(message.lower())  # once per reply, not per sentence
+    return _without_sentences(reply, lambda sentence: _copied(sentence, message_words))
 
 
 #: words that say nothing about what a sentence is about: left out when comparing it with a text
-FILLER_WORDS = frozenset(
+_FILLER_WORDS = frozenset(
     "the a an and or but to of in on at for with is are was were be been it this that these those you your "
     "i i'm i've my me we our us they them their so do does did not don't can can't will would have has had "
     "if as from by just now get got what how why".split()
@@ -165,20 +164,20 @@ FILLER_WORDS = frozenset(
 _ABOUT_WORDS, _FROM_ARTICLE = 3, 0.5
 
 
-def _content_words(text: str) -> list[str]:
-    return [w.rstrip("s") for w in _WORD.findall(text.lower()) if w not in FILLER_WORDS]
+def content_words(text: str) -> list[str]:
+    """The text's words that say what it is about, lowercased, a plural's "s" dropped."""
+    return [w.rstrip("s") for w in _WORD.findall(text.lower()) if w not in _FILLER_WORDS]
 
 
 def draws_on(reply: str, article: str) -> bool:
     """Does any sentence of the reply take most of its words from the article? A reply that
     only acknowledges the message ("You clicked the reset link but it says expired. Now what?")
     answers nothing, however fluent."""
-    known = set(_content_words(article))
-    for line in reply.splitlines():
-        for sentence in _SENTENCE_END.split(line):
-            words = _content_words(sentence)
-            if len(words) >= _ABOUT_WORDS and sum(w in known for w in words) / len(words) >= _FROM_ARTICLE:
-                return True
+    known = set(content_words(article))
+    for sentence in _sentences(reply):
+        words = content_words(sentence)
+        if len(words) >= _ABOUT_WORDS and sum(w in known for w in words) / len(words) >= _FROM_ARTICLE:
+            return True
     return False
 
 

@@ -61,5 +61,5 @@ def handover_note(note: str) -> str:
 
 
 def as_state_decision(gate: str, recorded: RecordedDecision, note: str, *, handover: bool = False) -> Decision:
-    decision = Decision(gate=gate, verdict=recorded.verdict, actor=recorded.actor, note=note, at=recorded.decided_at.isoformat())  # type: ignore[typeddict-item]
-    return Decision(decision, handover=True) if handover else decision
+    return Decision(gate=gate, verdict=recorded.verdict, actor=recorded.actor, note=note, at=recorded.decided_at.isoformat(),  # type: ignore[typeddict-item]
+                    **({"handover": True} if handover else {}))

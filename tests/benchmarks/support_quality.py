@@ -52,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # runnable without installing signoff
 
-from nodes.draft_checks import FILLER_WORDS  # noqa: E402 - after the path is set; words "you" and "I" swap in
+from nodes.draft_checks import content_words  # noqa: E402 - after the path is set; filler ("you", "I", which swap in one) left out
 
 WARM_UP = "Hello, how do I export my notes to PDF?"
 
@@ -134,7 +134,6 @@ def run_case(runner: Any, thread_id: str, message: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-_WORD = re.compile(r"[a-z0-9']+")
 #: what the reply prompt says (graphs/support.py), which a reply must never contain
 _PROMPT_TEXT = ("Customer message:", "Help article:", "No greeting placeholders", "Write the reply to the customer")
 
@@ -143,9 +142,9 @@ def restates_message(reply: str, message: str) -> bool:
     """A sentence of the reply is mostly the customer's own words played back ("You were charged
     twice this month."): at least 4 words, 70% of them from the message. A reading aid for the
     drafts, not a judgement of the whole reply: an answer may reuse the question's words."""
-    said = {w.rstrip("s") for w in _WORD.findall(message.lower())}
+    said = set(content_words(message))
     for sentence in re.split(r"(?<=[.!?])\s+|\n+", reply):
-        words = [w.rstrip("s") for w in _WORD.findall(sentence.lower()) if w not in FILLER_WORDS]
+        words = content_words(sentence)
         if len(words) >= 4 and sum(w in said for w in words) / len(words) >= 0.7:
             return True
     return False
