@@ -229,3 +229,19 @@ def test_config_hides_every_credential_and_lists_every_variable_the_readme_docum
     assert listed["SIGNOFF_NOTIFY_SMTP"].startswith("smtp://mailer:***@mail.example:587?from=signoff@example.com")
     unset = json.loads(CliRunner().invoke(app, ["config", "--json"], env={"SIGNOFF_HOME": str(tmp_path)}).output)["settings"]
     assert {row["variable"]: row["value"] for row in unset}["SIGNOFF_SECRET_KEY"].startswith("(unset")
+
+
+@pytest.mark.parametrize("absent", [("python_multipart", "multipart"), ("uvicorn",)])
+def test_serve_without_the_web_extra_refuses_to_start_in_one_line_naming_the_extra(env, tmp_path, absent):
+    """The missing packages are shadowed by ones that fail to import, as an uninstalled one does."""
+    from tests.procs import ROOT, process_env
+
+    for name in absent:
+        (tmp_path / "shadow" / name).mkdir(parents=True)
+        (tmp_path / "shadow" / name / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named {name}\", name={name!r})\n")
+    shadowed = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-m", "cli", "serve", "--port", "1"], cwd=ROOT, env=process_env(shadowed),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert 'pip install -e ".[web]"' in result.stderr and "Traceback" not in result.stderr
