@@ -137,7 +137,7 @@ class ThreadRunner:
         if expected in seen:
             return DigestMismatch(f"the content changed since you reviewed it (digest {current}, you expected {expected}): "
                                   f"run `signoff show {thread_id}` again")
-        return UnknownDigest(f"no such digest {expected!r} for thread {thread_id}: run `signoff show {thread_id}` "
+        return UnknownDigest(f"no such digest {expected[:64]!r} for thread {thread_id}: run `signoff show {thread_id}` "
                              "to review its content and the digest shown with it")
 
     # --- running -------------------------------------------------------------------------

@@ -114,12 +114,14 @@ def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
         ("/api/threads/h1/reject", {}, 400, "the feedback is empty"),
         ("/api/threads/h1/reject", {"feedback": "  "}, 400, "the feedback is empty"),
         ("/api/threads/h1/reject", {"feedback": "a\x00b"}, 400, "NUL"),
+        ("/api/threads/h1/reject", b'{"feedback": "fix \\ud800 this"}', 400, "the feedback is not valid UTF-8"),  # a lone surrogate
         ("/api/threads/h1/reject", {"feedback": "x" * 70000}, 413, "limit"),
         ("/api/threads/h1/reject", {"handover": "yes"}, 400, "handover must be true or false"),
         ("/api/threads/nope/approve", {"expect": "x"}, 404, "no thread 'nope'"),
     ]
     for path, body, status, says in cases:
-        response = client.post(path, json=body, headers=bearer(token))
+        sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+        response = client.post(path, **sent, headers=bearer(token))
         assert (response.status_code, says in response.json()["error"]) == (status, True), (path, body, response.text)
     assert client.post("/api/threads/h1/approve", content=b"not json", headers=bearer(token)).status_code == 400
     assert client.post("/api/threads/h1/approve", content=b"[1]", headers=bearer(token)).status_code == 400
@@ -133,7 +135,7 @@ def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     after = table_counts(database_url)
     assert {k: v for k, v in after.items() if k not in ("audit_events", "reviewer_tokens")} == \
            {k: v for k, v in before.items() if k not in ("audit_events", "reviewer_tokens")}
-    assert [r["status"] for r in refusals(pool, "h1")] == [400, 400, 400, 400, 400, 400, 413, 400, 400, 400]
+    assert [r["status"] for r in refusals(pool, "h1")] == [400, 400, 400, 400, 400, 400, 400, 413, 400, 400, 400]
     assert anonymous_rows(pool)[0]["statuses"] == {"413": 1, "411": 1}  # refused before the token was read
 
     # Past its deadline the gate's default action applies: refused, and a worker is asked to expire it.

@@ -51,6 +51,10 @@ def valid_text(text: Any, what: str, *, required: bool) -> str:
         raise HttpError(400, f"the {what} must be a string")
     if len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
         raise HttpError(413, f"the {what} is over the {MAX_INPUT_BYTES}-byte limit: shorten it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no database column can store it
+        raise HttpError(400, f"the {what} is not valid UTF-8 text: send plain text") from None
     if "\x00" in text:
         raise HttpError(400, f"the {what} contains a NUL character: remove it")
     if required and not text.strip():
