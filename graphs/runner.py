@@ -7,6 +7,7 @@ from the checkpoint afterwards, never inferred from the stream.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -137,7 +138,8 @@ class ThreadRunner:
         if expected in seen:
             return DigestMismatch(f"the content changed since you reviewed it (digest {current}, you expected {expected}): "
                                   f"run `signoff show {thread_id}` again")
-        return UnknownDigest(f"no such digest {expected[:64]!r} for thread {thread_id}: run `signoff show {thread_id}` "
+        named = f" {expected!r}" if re.fullmatch(r"[0-9a-f]{1,64}", expected) else ""  # never echo other text back
+        return UnknownDigest(f"no such digest{named} for thread {thread_id}: run `signoff show {thread_id}` "
                              "to review its content and the digest shown with it")
 
     # --- running -------------------------------------------------------------------------

@@ -158,7 +158,7 @@ ROWS: list[Row] = [
     *(row("reject", WAITING, "--feedback", bad, says="the feedback") for bad in BAD_TEXTS),
     *name_rows("reject", WAITING, "--feedback", "shorter"),
     row("reject", FINISHED, "--feedback", "shorter", says=f"thread {FINISHED} is not waiting at a gate", code=EXIT_CONFLICT),
-    row("reject", WAITING, "--feedback", "shorter", "--expect", "x", says="no such digest 'x' for thread waiting-1"),
+    row("reject", WAITING, "--feedback", "shorter", "--expect", "x", says="no such digest for thread waiting-1"),
     *id_rows("resume"),
     row("resume", WAITING, says=f"thread {WAITING} is waiting at gate review: approve or reject it", code=EXIT_CONFLICT),
     row("recover", "--nope", says="No such option: --nope"),

@@ -89,6 +89,9 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     from checkpoint.errors import Conflict, InvalidInput
     from graphs.runner import DigestMismatch
 
+    if verdict == "approved" and not expect:  # every route: an approval names the content it approves
+        raise HttpError(400, "an approval needs the digest of the content you reviewed: reload the thread and approve from its page "
+                             "(API: \"expect\" from GET /api/threads/ID)")
     runner, review = load(pool, thread_id)
     now = now or datetime.now(timezone.utc)
     if visit is not None and review.visit != visit:

@@ -174,8 +174,6 @@ async def inbox_decision(request: Request) -> Response:
     verdict = "approved" if action == "approve" else "rejected"
     try:
         valid_thread_id(tid)
-        if verdict == "approved" and not form.get("expect"):
-            raise HttpError(400, "an approval needs the digest of the content you reviewed: reload the thread and approve from its page")
         note = valid_text(form.get("note") if verdict == "approved" else form.get("feedback"), "note" if verdict == "approved" else "feedback",
                           required=action == "reject")
         await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note,
