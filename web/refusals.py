@@ -71,8 +71,9 @@ class RefusalLimit:
             return self._unwritten.pop(source)
 
     def _forget(self, source: str) -> None:
-        for table in (self._until, self._unwritten, self._written_at):
-            table.pop(source, None)  # type: ignore[attr-defined]
+        self._until.pop(source, None)
+        self._unwritten.pop(source, None)
+        self._written_at.pop(source, None)
 
 
 def source_of(scope: dict[str, Any]) -> str:
