@@ -106,11 +106,12 @@ def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool, datab
     assert count_rows(pool, "outbox", thread_id=tid) == 1
 
 
-def test_approve_with_a_stale_digest_is_refused(cli, server, pool):
+def test_approve_with_a_digest_the_thread_never_had_is_refused_as_no_such_digest(cli, server, pool):
     server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("approve", tid, "--expect", "000000000000")
-    assert result.exit_code != 0 and "content changed" in result.output
+    assert result.exit_code == 2 and f"no such digest '000000000000' for thread {tid}" in result.output
+    assert "content changed" not in result.output
     assert count_rows(pool, "approvals") == 0
 
 
