@@ -612,10 +612,11 @@ def serve(
     port: int = typer.Option(8321, "--port", min=1, max=65535, help="Port to listen on."),
 ) -> None:
     """Serve the HTTP API and the web inbox; decisions are finished by `signoff worker`."""
-    from web.server import serve as run_server
+    from web.server import require_web_extra, serve as run_server
 
     if not host or any(not ch.isprintable() or ch.isspace() for ch in host):
         raise UsageError("--host must be an address or host name, like 127.0.0.1")
+    require_web_extra()  # before the database starts: nothing to undo
     config = settings()
     with open_db(config) as pool:  # then a bad SIGNOFF_SECRET_KEY fails before the server starts
         run_server(pool, config.home, host, port, log=lambda line: out.print(safe_line(line), soft_wrap=True),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from checkpoint.errors import InvalidInput
@@ -70,6 +71,8 @@ class Settings:
     review_model: str | None = None
     #: the hand-over playbook file (SIGNOFF_HANDOVER_PLAYBOOK); None: the shipped one
     handover_playbook: Path | None = None
+    #: the environment these settings were read from, for `describe` (never shown whole: repr=False)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -89,10 +92,15 @@ class Settings:
             prune_after_days=_positive(env, "SIGNOFF_PRUNE_AFTER_DAYS", 0, upper=MAX_PRUNE_AFTER_DAYS) or None,
             review_model=(env.get("SIGNOFF_REVIEW_MODEL") or "").strip() or None,
             handover_playbook=Path(raw).expanduser() if (raw := (env.get("SIGNOFF_HANDOVER_PLAYBOOK") or "").strip()) else None,
+            environ=dict(env),
         )
 
     def describe(self) -> list[tuple[str, str, str]]:
-        """(variable, value in force, where it came from) rows; secrets are masked."""
+        """(variable, value in force, where it came from) rows, one for every variable Signoff
+        reads; every value passes through `redacted`, so no credential is ever shown."""
+        return [*self._model_rows(), *service_rows(self.environ)]
+
+    def _model_rows(self) -> list[tuple[str, str, str]]:
         return [
             ("SIGNOFF_HOME", str(self.home), "default ~/.signoff"),
             ("DATABASE_URL", redact_url(self.database_url) if self.database_url else f"(embedded under {self.home / 'pgdata'})", "unset: embedded PostgreSQL"),
@@ -101,7 +109,8 @@ class Settings:
             ("SIGNOFF_REVIEW_MODEL", self.review_model or "(SIGNOFF_MODEL)", "judgement calls: review scores, support hand-over; unset: SIGNOFF_MODEL"),
             ("SIGNOFF_HANDOVER_PLAYBOOK", str(self.handover_playbook or "(shipped: nodes/data/handover.toml)"), "topics a specialist must handle"),
             ("OPENAI_API_KEY", "set (hidden)" if self.openai_api_key else "(unset)", "needed for openai:* models"),
-            ("OPENAI_BASE_URL", self.openai_base_url or "(OpenAI default)", "any OpenAI-compatible server"),
+            ("OPENAI_BASE_URL", redacted("OPENAI_BASE_URL", self.openai_base_url) if self.openai_base_url else "(OpenAI default)",
+             "any OpenAI-compatible server"),
             ("SIGNOFF_CALL_TIMEOUT", f"{self.call_timeout:g}s", "per model call"),
             ("SIGNOFF_MAX_ATTEMPTS", str(self.max_attempts), "per model, before fallback"),
             ("SIGNOFF_GATE_DEADLINE_HOURS", f"{self.gate_deadline_hours:g}h", "default gate deadline"),
@@ -110,7 +119,73 @@ class Settings:
         ]
 
 
-_SECRET_KEY = r"(?:ssl)?password"
+#: Variables whose whole value is a credential: shown only as set or unset.
+_CREDENTIAL_NAME = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+#: Webhook URLs whose path is the credential (whoever holds a Slack incoming-webhook URL can post).
+_CAPABILITY_URLS = ("SIGNOFF_NOTIFY_WEBHOOK", "SIGNOFF_NOTIFY_SLACK")
+_GRAPH_DEADLINE = re.compile(r"SIGNOFF_(?!GATE_)[A-Z0-9_]+_DEADLINE_HOURS")
+
+
+def redacted(name: str, value: str) -> str:
+    """`value` of the variable `name` as `signoff config` may show it: a credential variable
+    as "set (hidden)", a URL or connection string without its password, secret query
+    parameters (api_key, token, ...) or, for webhook URLs, the path that is their key."""
+    if _CREDENTIAL_NAME.search(name):
+        return "set (hidden)"
+    shown = redact_url(value)
+    if name in _CAPABILITY_URLS and "://" in shown:
+        try:
+            parts = urlsplit(shown)
+        except ValueError:
+            return shown
+        if parts.path.strip("/") or parts.query:
+            shown = f"{parts.scheme}://{parts.netloc}/*** (path hidden: it is the receiver's key)"
+    return shown
+
+
+def service_rows(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """The rows of the variables read by the parts beyond the models (identity, payments, web
+    links, notifications), then every other SIGNOFF_* variable set: `config` lists them all."""
+    home = Path(env.get("SIGNOFF_HOME") or "~/.signoff").expanduser()
+
+    def row(name: str, default: str, note: str) -> tuple[str, str, str]:
+        raw = (env.get(name) or "").strip()
+        return (name, redacted(name, raw) if raw else default, note)
+
+    graphs = sorted(name for name in env if _GRAPH_DEADLINE.fullmatch(name))
+    rows = [
+        row("SIGNOFF_USER", "(your login name)", "the CLI's reviewer name"),
+        row("SIGNOFF_TOKEN", "(unset)", "a reviewer token: who acts on the CLI"),
+        *(row(name, "", "this graph's gate deadline, hours") for name in graphs),
+        *([] if graphs else [("SIGNOFF_<GRAPH>_DEADLINE_HOURS", "(none set)", "per graph, e.g. SIGNOFF_SUPPORT_DEADLINE_HOURS; "
+                                                                              "unset: SIGNOFF_GATE_DEADLINE_HOURS")]),
+        row("SIGNOFF_PAYMENTS_URL", "(unset: the PostgreSQL ledger)", "a payment provider's base URL"),
+        row("SIGNOFF_PAYMENTS_KEY", "(unset)", "the payment provider's bearer token"),
+        row("SIGNOFF_PAYMENTS_TIMEOUT", "10", "seconds per payment call"),
+        row("SIGNOFF_PUBLIC_URL", "http://127.0.0.1:8321", "where links in notifications point"),
+        row("SIGNOFF_SECRET_KEY", f"(unset: generated into {home / 'secret_key'})", "signs links and sessions"),
+        row("SIGNOFF_NOTIFY_WEBHOOK", "(unset)", "JSON webhook URL"),
+        row("SIGNOFF_NOTIFY_WEBHOOK_SECRET", "(unset)", "the webhook's HMAC secret"),
+        row("SIGNOFF_NOTIFY_SLACK", "(unset)", "Slack incoming-webhook URL"),
+        row("SIGNOFF_NOTIFY_SMTP", "(unset)", "smtp:// or smtps:// URL with from and to"),
+        row("SIGNOFF_NOTIFY_REMIND_AT", "0.75", "reminder at this fraction of the time to the deadline (1: none)"),
+        row("SIGNOFF_NOTIFY_BACKOFF", "10", "seconds before the first delivery retry, doubling"),
+        row("SIGNOFF_NOTIFY_MAX_ATTEMPTS", "8", "delivery attempts before a notification is failed"),
+        row("SIGNOFF_NOTIFY_TIMEOUT", "10", "seconds per delivery attempt"),
+    ]
+    known = {name for name, _, _ in rows} | _MODEL_VARIABLES
+    rows += [row(name, "", "set in the environment") for name in sorted(env) if name.startswith("SIGNOFF_") and name not in known]
+    return rows
+
+
+#: What Settings itself reads (its rows come first in `describe`).
+_MODEL_VARIABLES = {"SIGNOFF_HOME", "SIGNOFF_MODEL", "SIGNOFF_FALLBACK_MODEL", "SIGNOFF_REVIEW_MODEL", "SIGNOFF_HANDOVER_PLAYBOOK",
+                    "SIGNOFF_CALL_TIMEOUT", "SIGNOFF_MAX_ATTEMPTS", "SIGNOFF_GATE_DEADLINE_HOURS", "SIGNOFF_MODEL_CONCURRENCY",
+                    "SIGNOFF_PRUNE_AFTER_DAYS"}
+
+#: Keys whose value is a credential, in a key=value connection string or a URL's query.
+_SECRET_KEY = (r"(?:(?:ssl)?password|passwd|pwd|secret|client_secret|token|access_token|auth|api[_-]?key|apikey|key|"
+               r"sig|signature|credentials?)")
 #: `password=...` in a key=value connection string (quoted or not)
 _KV_SECRET = re.compile(rf"(\b{_SECRET_KEY}\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
 #: `password=...` in a URL's query string

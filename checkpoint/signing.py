@@ -1,4 +1,5 @@
-"""The server's secret key, and what it signs: decision links, browser sessions, CSRF tokens.
+"""The server's secret key, and what it signs: decision links and CSRF tokens (browser
+sessions are kept on the server: checkpoint/web_sessions.py).
 
 Why HMAC-SHA256 from the standard library and not itsdangerous: a link here must bind five
 fields (thread, gate visit, digest, action, expiry) and be checked field by field, each
@@ -114,39 +115,18 @@ def read_link(key: bytes, token: str, *, thread_id: str, now: datetime) -> Link:
     return link
 
 
-# --- browser sessions and CSRF ------------------------------------------------------------------
-
-
-def sign_session(key: bytes, token_id: int, expires: int) -> str:
-    """A session cookie naming the reviewer token it was opened with (so revoking the token
-    ends the session: every request re-checks it)."""
-    body = f"{token_id}.{expires}"
-    return body + "." + _b64(hmac.new(subkey(key, "session"), body.encode(), hashlib.sha256).digest())
-
-
-def read_session(key: bytes, cookie: str, now: datetime) -> int | None:
-    """The token id of a valid, unexpired session cookie, else None."""
-    parts = cookie.split(".")
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
-        return None
-    body = f"{parts[0]}.{parts[1]}"
-    try:
-        ok = hmac.compare_digest(hmac.new(subkey(key, "session"), body.encode(), hashlib.sha256).digest(), _unb64(parts[2]))
-    except ValueError:
-        return None
-    if not ok or int(parts[1]) <= now.timestamp():
-        return None
-    return int(parts[0])
+# --- CSRF ------------------------------------------------------------------------------------
 
 
 def csrf_token(key: bytes, binding: str) -> str:
     """The token a form carries; bound to the session (or pre-login nonce) cookie, so another
     site can neither read nor forge it (synchroniser token, keyed)."""
-    return _b64(hmac.new(subkey(key, "csrf"), binding.encode(), hashlib.sha256).digest())[:32]
+    return _b64(hmac.new(subkey(key, "csrf"), binding.encode("utf-8", "surrogatepass"), hashlib.sha256).digest())[:32]
 
 
 def csrf_ok(key: bytes, binding: str, given: str) -> bool:
-    return bool(binding) and hmac.compare_digest(csrf_token(key, binding), given or "")
+    """Compared as bytes: compare_digest refuses str with non-ASCII characters (a forged form may hold any)."""
+    return bool(binding) and hmac.compare_digest(csrf_token(key, binding).encode(), (given or "").encode("utf-8", "surrogatepass"))
 
 
 def webhook_signature(secret: bytes, timestamp: str, body: bytes) -> str:

@@ -70,7 +70,6 @@ def edit_and_approve(thread_id: str, name: str, by: Optional[str], note: str, ex
     from checkpoint.approval_chain import ensure_may_approve
     from checkpoint.policy import current_policy, decider
     from graphs.editing import apply_edit, check_raise, editable_text, parse_edit, run_editor
-    from graphs.runner import DigestMismatch
     from nodes.gates import content_digest
 
     with existing_thread(thread_id) as runner:
@@ -82,7 +81,7 @@ def edit_and_approve(thread_id: str, name: str, by: Optional[str], note: str, ex
             runner.decide(thread_id, "approved", actor=name, note=note)  # raises the one-line reason
         before = content_digest(runner.spec.review_content(snapshot.values))
         if expect is not None and expect != before:
-            raise DigestMismatch(f"the content changed since you reviewed it (digest {before}, you expected {expect}): run `signoff show {thread_id}` again")
+            raise runner.digest_refusal(thread_id, before, expect)
         if "draft" not in snapshot.values:
             raise InvalidInput(f"--edit edits support replies; thread {thread_id} runs {runner.spec.name}: approve or reject it as it is")
         ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name)

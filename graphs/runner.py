@@ -7,6 +7,7 @@ from the checkpoint afterwards, never inferred from the stream.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -42,7 +43,11 @@ class NotAtGate(Conflict):
 
 
 class DigestMismatch(Conflict):
-    pass
+    """The expected digest was the content's at an earlier gate visit: it changed since."""
+
+
+class UnknownDigest(InvalidInput):
+    """The expected digest was never the thread's content (mistyped, or another thread's)."""
 
 
 class UnknownGraph(SignoffError):
@@ -117,6 +122,25 @@ class ThreadRunner:
 
     def history(self, thread_id: str) -> list[StateSnapshot]:
         return list(self.graph.get_state_history(config_for(thread_id)))
+
+    def digest_refusal(self, thread_id: str, current: str, expected: str) -> SignoffError:
+        """Why `expected` is not accepted for the content now at the gate (digest `current`):
+        it changed since, if the thread waited at a gate with that digest before (one read of
+        its history, only on this path); otherwise there is no such digest, and nobody is told
+        the content changed when nothing did."""
+        seen = set()
+        for snapshot in self.history(thread_id):
+            if self.gate_of(snapshot):
+                try:
+                    seen.add(content_digest(self.spec.review_content(snapshot.values)))
+                except (KeyError, TypeError, ValueError):  # a gate visit of an older shape: no digest to match
+                    continue
+        if expected in seen:
+            return DigestMismatch(f"the content changed since you reviewed it (digest {current}, you expected {expected}): "
+                                  f"run `signoff show {thread_id}` again")
+        named = f" {expected!r}" if re.fullmatch(r"[0-9a-f]{1,64}", expected) else ""  # never echo other text back
+        return UnknownDigest(f"no such digest{named} for thread {thread_id}: run `signoff show {thread_id}` "
+                             "to review its content and the digest shown with it")
 
     # --- running -------------------------------------------------------------------------
 
@@ -333,7 +357,7 @@ class ThreadRunner:
                 raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
             digest = content_digest(self.spec.review_content(snapshot.values))
             if expect_digest is not None and expect_digest != digest:
-                raise DigestMismatch(f"the content changed since you reviewed it (digest {digest}, you expected {expect_digest}): run `signoff show {thread_id}` again")
+                raise self.digest_refusal(thread_id, digest, expect_digest)
             amount = self.spec.action_amount(snapshot.values)
             detail = None
             if amount is not None and verdict == "expired":

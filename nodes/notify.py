@@ -2,8 +2,10 @@
 plain-text email over SMTP. Each takes one rendered notification and delivers it or raises
 DeliveryError with a short reason; retrying is the outbox's job (checkpoint/notifications.py).
 
-Content from customers and models (the summary) is untrusted: Slack gets it as plain_text
-(no mrkdwn, so no `<!channel>` or planted links), email headers get one printable line.
+Content from customers and models (the summary) is untrusted: Slack gets every block as
+plain_text (no mrkdwn, so no `<!channel>` or planted links) and the top-level `text` (the
+notification fallback, which Slack always parses) with its control characters escaped;
+email headers get one printable line.
 """
 
 from __future__ import annotations
@@ -80,20 +82,27 @@ def send_webhook(url: str, secret: bytes, note: Rendered, timeout: float) -> Non
                       "X-Signoff-Signature": webhook_signature(secret, timestamp, body)}, timeout)
 
 
+def slack_escaped(text: str) -> str:
+    """Text for a field Slack parses (the top-level `text`): its three control characters as
+    the entities Slack documents, so `<!channel>` and `<http://x|label>` show as typed."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def slack_message(note: Rendered) -> dict[str, Any]:
-    """Block Kit: header, summary (plain text), the facts, Approve / Reject / Open buttons
-    that are links to the confirmation pages (a click never decides by itself)."""
+    """Block Kit: header, summary, the facts, Approve / Reject / Open buttons that are links to
+    the confirmation pages (a click never decides by itself). Every text object is plain_text:
+    nothing in a notification needs formatting, so no field can carry a mention or a link."""
     def text(value: str) -> dict[str, Any]:
         return {"type": "plain_text", "text": value, "emoji": False}
 
     return {
-        "text": f"{note.headline()}: {note.summary[:150]}",
+        "text": slack_escaped(f"{note.headline()}: {note.summary[:150]}"),
         "blocks": [
             {"type": "header", "text": text(note.headline()[:150])},
             {"type": "section", "text": text(note.summary or "(no summary)")},
             {"type": "section", "fields": [
-                {"type": "mrkdwn", "text": f"*Graph*\n{note.graph}"}, {"type": "mrkdwn", "text": f"*Gate*\n{note.gate}"},
-                {"type": "mrkdwn", "text": f"*Deadline*\n{note.deadline}"}, {"type": "mrkdwn", "text": f"*Digest*\n`{note.digest}`"},
+                text(f"Graph: {note.graph}"), text(f"Gate: {note.gate}"),
+                text(f"Deadline: {note.deadline}"), text(f"Digest: {note.digest}"),
             ]},
             {"type": "actions", "elements": [
                 {"type": "button", "text": text("Approve"), "style": "primary", "url": note.approve_url, "action_id": "approve"},

@@ -106,11 +106,12 @@ def test_approving_twice_says_the_thread_is_not_waiting(cli, server, pool, datab
     assert count_rows(pool, "outbox", thread_id=tid) == 1
 
 
-def test_approve_with_a_stale_digest_is_refused(cli, server, pool):
+def test_approve_with_a_digest_the_thread_never_had_is_refused_as_no_such_digest(cli, server, pool):
     server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
     tid = thread_id_from(cli("start", "support", "I was charged twice this month").output)
     result = cli("approve", tid, "--expect", "000000000000")
-    assert result.exit_code != 0 and "content changed" in result.output
+    assert result.exit_code == 2 and f"no such digest '000000000000' for thread {tid}" in result.output
+    assert "content changed" not in result.output
     assert count_rows(pool, "approvals") == 0
 
 
@@ -175,3 +176,73 @@ def test_a_thread_started_in_one_process_is_approved_from_another(env, server, p
     assert "finished" in approved.stdout
     assert count_rows(pool, "outbox", thread_id=tid) == 1
     assert count_rows(pool, "tickets", thread_id=tid) == 1
+
+
+#: Credentials planted in every form a variable can carry one; none may reach `config`'s output.
+PLANTED_SECRETS = {
+    "OPENAI_BASE_URL": "http://user:hunter2pass@llm.example/v1?api_key=sk-live-123",
+    "OPENAI_API_KEY": "sk-openai-key-777",
+    "DATABASE_URL": "postgresql://signoff:db-pass-31@db.example/signoff?sslmode=require",
+    "SIGNOFF_PAYMENTS_URL": "https://pay:pay-pass-42@pay.example/v2?token=pay-token-43",
+    "SIGNOFF_PAYMENTS_KEY": "pay-bearer-44",
+    "SIGNOFF_SECRET_KEY": "s" * 20 + "secret-key-45" + "s" * 10,
+    "SIGNOFF_NOTIFY_WEBHOOK": "https://hooks.example/in/hook-path-46?sig=hook-sig-47",
+    "SIGNOFF_NOTIFY_WEBHOOK_SECRET": "hook-secret-48",
+    "SIGNOFF_NOTIFY_SLACK": "https://hooks.slack.com/services/T000/B000/slack-path-49",
+    "SIGNOFF_NOTIFY_SMTP": "smtp://mailer:smtp-pass-50@mail.example:587?from=signoff@example.com&to=lead@example.com&starttls=1",
+    "SIGNOFF_TOKEN": "sgn_cli-token-51",
+}
+SECRET_PARTS = ("hunter2pass", "sk-live-123", "sk-openai-key-777", "db-pass-31", "pay-pass-42", "pay-token-43", "pay-bearer-44",
+                "secret-key-45", "hook-path-46", "hook-sig-47", "hook-secret-48", "slack-path-49", "smtp-pass-50", "cli-token-51")
+
+
+def readme_variables() -> set[str]:
+    """Every variable the README's configuration table names (`_WEBHOOK_SECRET` after
+    `SIGNOFF_NOTIFY_WEBHOOK` is SIGNOFF_NOTIFY_WEBHOOK_SECRET)."""
+    from tests.procs import ROOT
+
+    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    names: set[str] = set()
+    for line in section.splitlines():
+        if not line.startswith("| `"):
+            continue
+        first, *rest = re.findall(r"`(_?[A-Z][A-Z0-9_<>]*)`", line.split("|")[1])
+        names.add(first)
+        names.update(first.rsplit("_", 1)[0] + part if part.startswith("_") else part for part in rest)
+        names.update(re.findall(r"`((?:SIGNOFF|OPENAI)_[A-Z0-9_<>]+)`", line))
+    return names
+
+
+def test_config_hides_every_credential_and_lists_every_variable_the_readme_documents(tmp_path):
+    import json
+
+    env = {"SIGNOFF_HOME": str(tmp_path), "SIGNOFF_MODEL": "openai:test-model", **PLANTED_SECRETS}
+    table = CliRunner().invoke(app, ["config"], env=env)
+    as_json = CliRunner().invoke(app, ["config", "--json"], env=env)
+    assert table.exit_code == 0 and as_json.exit_code == 0, table.output + as_json.output
+    for output in (table.output, as_json.output):
+        assert [part for part in SECRET_PARTS if part in output] == []
+    listed = {row["variable"]: row["value"] for row in json.loads(as_json.output)["settings"]}
+    documented = readme_variables()
+    assert len(documented) > 20 and documented - set(listed) == set()
+    assert listed["SIGNOFF_SECRET_KEY"] == "set (hidden)" and listed["SIGNOFF_PAYMENTS_KEY"] == "set (hidden)"
+    assert listed["OPENAI_BASE_URL"] == "http://user:***@llm.example/v1?api_key=***"
+    assert listed["SIGNOFF_NOTIFY_SMTP"].startswith("smtp://mailer:***@mail.example:587?from=signoff@example.com")
+    unset = json.loads(CliRunner().invoke(app, ["config", "--json"], env={"SIGNOFF_HOME": str(tmp_path)}).output)["settings"]
+    assert {row["variable"]: row["value"] for row in unset}["SIGNOFF_SECRET_KEY"].startswith("(unset")
+
+
+@pytest.mark.parametrize("absent", [("python_multipart", "multipart"), ("uvicorn",)])
+def test_serve_without_the_web_extra_refuses_to_start_in_one_line_naming_the_extra(env, tmp_path, absent):
+    """The missing packages are shadowed by ones that fail to import, as an uninstalled one does."""
+    from tests.procs import ROOT, process_env
+
+    for name in absent:
+        (tmp_path / "shadow" / name).mkdir(parents=True)
+        (tmp_path / "shadow" / name / "__init__.py").write_text(f"raise ModuleNotFoundError(\"No module named {name}\", name={name!r})\n")
+    shadowed = {**env, "PYTHONPATH": os.pathsep.join([str(tmp_path / "shadow"), str(ROOT)])}
+    result = subprocess.run([sys.executable, "-m", "cli", "serve", "--port", "1"], cwd=ROOT, env=process_env(shadowed),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 5, result.stderr
+    assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert 'pip install -e ".[web]"' in result.stderr and "Traceback" not in result.stderr

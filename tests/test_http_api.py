@@ -43,6 +43,10 @@ def refusals(pool, tid="-"):
     return [e["detail"] for e in events_of(pool, tid) if e["kind"] == "http_refused"]
 
 
+def anonymous_rows(pool):
+    return [e["detail"] for e in events_of(pool, "-") if e["kind"] == "http_refused" and e["actor"] == "anonymous"]
+
+
 def test_missing_wrong_and_revoked_tokens_get_401_change_nothing_and_are_audited(client, pool, database_url, waiting):
     alice = tokens.create(pool, "alice")
     digest = review_digest(database_url, "h1")
@@ -56,10 +60,11 @@ def test_missing_wrong_and_revoked_tokens_get_401_change_nothing_and_are_audited
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
     assert "bad or revoked token" in response.json()["error"]
     after = table_counts(database_url)
-    assert after["audit_events"] == before["audit_events"] + 5 and after["approvals"] == before["approvals"]
+    assert after["audit_events"] == before["audit_events"] + 1 and after["approvals"] == before["approvals"]  # one row per source and minute
     assert {k: v for k, v in after.items() if k not in ("audit_events", "reviewer_tokens")} == \
            {k: v for k, v in before.items() if k not in ("audit_events", "reviewer_tokens")}
-    assert [r["status"] for r in refusals(pool, "h1")] == [401, 401]
+    [row] = anonymous_rows(pool)
+    assert (row["source"], row["count"], row["statuses"], row["last_path"]) == ("testclient", 5, {"401": 5}, "/api/threads/h1/approve")
     assert status_of(pool, "h1") == "waiting"
 
 
@@ -104,17 +109,19 @@ def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     before = table_counts(database_url)
     cases = [
         ("/api/threads/h1/approve", {}, 400, "expect"),
-        ("/api/threads/h1/approve", {"expect": "000000000000"}, 412, "the content changed since you reviewed it"),
+        ("/api/threads/h1/approve", {"expect": "000000000000"}, 400, "no such digest '000000000000' for thread h1"),
         ("/api/threads/h1/approve", {"expect": 12}, 400, "expect must be"),
         ("/api/threads/h1/reject", {}, 400, "the feedback is empty"),
         ("/api/threads/h1/reject", {"feedback": "  "}, 400, "the feedback is empty"),
         ("/api/threads/h1/reject", {"feedback": "a\x00b"}, 400, "NUL"),
+        ("/api/threads/h1/reject", b'{"feedback": "fix \\ud800 this"}', 400, "the feedback is not valid UTF-8"),  # a lone surrogate
         ("/api/threads/h1/reject", {"feedback": "x" * 70000}, 413, "limit"),
         ("/api/threads/h1/reject", {"handover": "yes"}, 400, "handover must be true or false"),
         ("/api/threads/nope/approve", {"expect": "x"}, 404, "no thread 'nope'"),
     ]
     for path, body, status, says in cases:
-        response = client.post(path, json=body, headers=bearer(token))
+        sent = {"content": body} if isinstance(body, bytes) else {"json": body}
+        response = client.post(path, **sent, headers=bearer(token))
         assert (response.status_code, says in response.json()["error"]) == (status, True), (path, body, response.text)
     assert client.post("/api/threads/h1/approve", content=b"not json", headers=bearer(token)).status_code == 400
     assert client.post("/api/threads/h1/approve", content=b"[1]", headers=bearer(token)).status_code == 400
@@ -128,7 +135,8 @@ def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     after = table_counts(database_url)
     assert {k: v for k, v in after.items() if k not in ("audit_events", "reviewer_tokens")} == \
            {k: v for k, v in before.items() if k not in ("audit_events", "reviewer_tokens")}
-    assert [r["status"] for r in refusals(pool, "h1")] == [400, 412, 400, 400, 400, 400, 413, 400, 400, 400, 413, 411]
+    assert [r["status"] for r in refusals(pool, "h1")] == [400, 400, 400, 400, 400, 400, 400, 413, 400, 400, 400]
+    assert anonymous_rows(pool)[0]["statuses"] == {"413": 1, "411": 1}  # refused before the token was read
 
     # Past its deadline the gate's default action applies: refused, and a worker is asked to expire it.
     ctx.clock = lambda: datetime.now(timezone.utc) + timedelta(days=2)
@@ -169,3 +177,76 @@ def test_a_decision_over_http_is_finished_by_a_worker(client, pool, database_url
     assert count_rows(pool, "outbox", thread_id="h1") == 1
     with pool.connection() as conn:
         assert [r["actor"] for r in conn.execute("SELECT actor FROM approvals WHERE thread_id = 'h1' ORDER BY id")] == ["alice", "alice"]
+
+
+def test_a_digest_the_thread_never_had_is_no_such_digest_and_an_earlier_one_has_changed(client, cli, pool, database_url, waiting):
+    token = tokens.create(pool, "alice")
+    for never in ("000000000000", review_digest(database_url, "h2")):  # a typo; another thread's digest
+        response = client.post("/api/threads/h1/approve", json={"expect": never}, headers=bearer(token))
+        assert response.status_code == 400 and f"no such digest '{never}' for thread h1" in response.json()["error"], response.text
+    reviewed = review_digest(database_url, "h1")
+    assert cli("reject", "h1", "--feedback", "Name the version that fixes the sync engine").exit_code == 0  # redrafted
+    current = review_digest(database_url, "h1")
+    assert current != reviewed
+    response = client.post("/api/threads/h1/approve", json={"expect": reviewed}, headers=bearer(token))
+    assert response.status_code == 412, response.text
+    assert f"the content changed since you reviewed it (digest {current}, you expected {reviewed})" in response.json()["error"]
+    assert count_rows(pool, "approvals", thread_id="h1", decision="approved") == 0
+
+
+#: Paths no route can use: NULs, non-UTF-8 bytes, overlong ids, in every place an id or token goes.
+HOSTILE_PATHS = ["/api/threads/%00", "/api/threads/h1%00", "/api/threads/%ff%fe", "/api/threads/" + "a" * 5000,
+                 "/api/threads/%00/approve", "/threads/%00", "/threads/h1%00/confirm/x%00", "/threads/h1/confirm/%ff.%00",
+                 "/threads/%c0%80/confirm/" + "x" * 5000, "/api/threads?status=%00", "/login?next=/%00%0d%0a"]
+
+
+def test_hostile_paths_get_a_4xx_with_one_line_never_a_500_and_are_audited(ctx, pool, waiting):
+    token = tokens.create(pool, "alice")
+    with TestClient(create_app(ctx), base_url="http://127.0.0.1", follow_redirects=False) as strict:  # a 500 raises here
+        for path in HOSTILE_PATHS:
+            for headers in ({}, bearer(token)):
+                response = strict.get(path, headers=headers)
+                assert response.status_code < 500, (path, response.status_code)
+                if response.headers.get("content-type", "").startswith("application/json"):
+                    assert "\n" not in response.json()["error"] and response.status_code in (400, 401, 404)
+        posted = strict.post("/threads/%00/approve", data={"csrf": "x\x00\u00e9"})
+        assert posted.status_code == 401
+    refused = [e for e in events_of(pool, "-") if e["kind"] == "http_refused"]
+    assert any("\\x00" in str(e["detail"]) for e in refused)  # the NUL is recorded as typed, and the write succeeded
+
+
+def test_every_response_carries_the_framing_and_content_security_headers(client, pool, waiting):
+    token = tokens.create(pool, "alice")
+    responses = [client.get("/api/threads", headers=bearer(token)), client.get("/api/threads"), client.get("/login"),
+                 client.get("/inbox", follow_redirects=False), client.get("/static/style.css"), client.get("/nope"),
+                 client.post("/api/threads/h1/reject", content=b"{" + b" " * (MAX_BODY + 10) + b"}", headers=bearer(token))]
+    for response in responses:
+        headers = response.headers
+        assert (headers["x-frame-options"], headers["x-content-type-options"], headers["referrer-policy"]) == ("DENY", "nosniff", "no-referrer")
+        policy = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in policy and "default-src 'none'" in policy and "unsafe-inline" not in policy
+        assert "script-src" not in policy  # no script may run at all
+    assert [r.status_code for r in responses] == [200, 401, 200, 303, 200, 404, 413]
+
+
+def test_refused_anonymous_requests_are_rate_limited_and_audited_as_one_counted_row(pool, database_url, waiting):
+    from tests.web_fixtures import KEY
+    from web.app import WebContext
+    from web.refusals import RefusalLimit
+
+    now = [datetime.now(timezone.utc)]
+    ctx = WebContext(pool=pool, key=KEY, public_url="http://127.0.0.1:8321", clock=lambda: now[0],
+                     refusals=RefusalLimit(limit=5, window_seconds=60))
+    alice = tokens.create(pool, "alice")
+    before = count_rows(pool, "audit_events")
+    with TestClient(create_app(ctx), base_url="http://127.0.0.1") as client:
+        answers = [client.get("/api/threads/h1", headers=bearer(f"sgn_guess{n}")).status_code for n in range(200)]
+        assert answers == [401] * 5 + [429] * 195
+        blocked = client.get("/api/threads", headers=bearer(alice))  # the source is refused, whatever it sends
+        assert blocked.status_code == 429 and 0 < int(blocked.headers["Retry-After"]) <= 60
+        assert client.post("/login", data={"token": alice}).status_code == 429
+        assert count_rows(pool, "audit_events") == before + 1  # 203 requests, one row
+        now[0] += timedelta(seconds=61)
+        assert client.get("/api/threads", headers=bearer(alice)).status_code == 200
+    [row] = [e["detail"] for e in events_of(pool, "-") if e["kind"] == "http_refused"]
+    assert row["source"] == "testclient" and row["statuses"]["401"] == 5 and row["statuses"]["429"] >= 1

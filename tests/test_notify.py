@@ -207,6 +207,32 @@ def test_the_summary_cannot_inject_slack_markup_or_mail_headers(pool, env):
     assert message["Bcc"] is None and "\n" not in message["Subject"]
 
 
+def test_slack_gets_customer_text_only_as_plain_text_and_escapes_its_fallback_text():
+    planted = "Refund now <!channel> <http://evil.example/pay|Open Signoff to approve> & thanks"
+    row = {"thread_id": "x2", "visit": "v", "event": "waiting", "channel": "slack",
+           "facts": {"graph": "support", "gate": "review", "summary": planted, "digest": "abc123def456",
+                     "deadline": datetime.now(timezone.utc).isoformat()}}
+    from nodes.notify import slack_message
+
+    message = slack_message(notifications.render(NotifyConfig(), KEY.encode(), row))
+
+    def text_objects(node):
+        if isinstance(node, dict):
+            if "type" in node and isinstance(node.get("text"), str):
+                yield node
+            for value in node.values():
+                yield from text_objects(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from text_objects(value)
+
+    assert {obj["type"] for obj in text_objects(message["blocks"])} == {"plain_text"}
+    assert planted in message["blocks"][1]["text"]["text"]  # plain_text shows it exactly as written
+    fallback = message["text"]
+    assert "<" not in fallback and ">" not in fallback
+    assert "&lt;!channel&gt; &lt;http://evil.example/pay|Open Signoff to approve&gt; &amp; thanks" in fallback
+
+
 def test_a_worker_delivers_the_outbox_retrying_a_failing_receiver(pool, env, hook, slack, smtp, workers):
     from tests.test_worker import decide
     from tests.worker_procs import submit

@@ -124,3 +124,9 @@ def test_the_adapter_comes_from_the_environment(pool, provider):
                 {"SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "nan"}):
         with pytest.raises(PaymentsConfigError):
             payments_from_env(pool, bad)
+
+
+def test_a_refused_payments_url_is_quoted_without_its_credentials():
+    with pytest.raises(PaymentsConfigError, match="must be an http") as refused:
+        payments_from_env(None, {"SIGNOFF_PAYMENTS_URL": "https://shop:pay-pass-9@pay.example/v1?api_key=sk-9 x"})  # a space in it
+    assert "pay-pass-9" not in str(refused.value) and "sk-9" not in str(refused.value) and "shop:***@pay.example" in str(refused.value)

@@ -199,3 +199,21 @@ def test_serving_beyond_loopback_warns_to_put_tls_in_front(pool, tmp_path, monke
     run_server(pool, tmp_path, "127.0.0.1", 8321, log=lines.append, warn=warnings.append)
     assert len(warnings) == 1 and "without TLS" in warnings[0] and "0.0.0.0" in warnings[0]
     assert [kw["host"] for kw in started] == ["0.0.0.0", "127.0.0.1"]
+
+
+def test_hostile_paths_to_the_real_server_get_a_4xx_and_leave_no_traceback(pool, web_env, serve):
+    import http.client
+
+    port = int(web_env["SIGNOFF_PORT"])
+    answers = {}
+    for path in ("/api/threads/%00", "/api/threads/h1%00/approve", "/threads/%00", "/threads/%ff%fe/confirm/%00.%ff",
+                 "/api/threads/" + "a" * 4000, "/login?next=/%00%0d%0aSet-Cookie:%20x=1"):
+        for method in ("GET", "POST"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            conn.request(method, path, body=b"" if method == "POST" else None)
+            answers[(method, path)] = conn.getresponse().status
+            conn.close()
+    assert all(status < 500 for status in answers.values()), answers
+    assert answers[("GET", "/api/threads/%00")] == 401 and answers[("GET", "/threads/%00")] == 303
+    serve.kill()
+    assert "Traceback" not in "\n".join(serve.err) and "Exception" not in "\n".join(serve.err), serve.err

@@ -57,6 +57,16 @@ def csrf_of(page: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
 
+def anonymous_refusals(pool) -> dict[str, int]:
+    """Refusals before sign-in, by status, summed over their per-source rows."""
+    totals: dict[str, int] = {}
+    for event in events_of(pool, "-"):
+        if event["kind"] == "http_refused" and event["actor"] == "anonymous":
+            for status, n in event["detail"]["statuses"].items():
+                totals[status] = totals.get(status, 0) + n
+    return totals
+
+
 def unchanged(before: dict[str, int], after: dict[str, int], *, refusals: int = 0) -> bool:
     return after.pop("audit_events") == before.pop("audit_events") + refusals and \
         {k: v for k, v in after.items() if k != "reviewer_tokens"} == {k: v for k, v in before.items() if k != "reviewer_tokens"}
@@ -100,7 +110,7 @@ def test_only_the_confirmation_post_with_its_csrf_token_decides_and_names_the_re
     with pool.connection() as conn:
         assert conn.execute("SELECT actor, note FROM approvals WHERE thread_id = 'w1'").fetchone() == {"actor": "alice", "note": "approve link"}
     kinds = [(e["kind"], e["actor"], e["detail"].get("status")) for e in events_of(pool, "w1")]
-    assert kinds.count(("http_refused", "anonymous", 401)) == 1 and kinds.count(("http_refused", "alice", 403)) == 2
+    assert anonymous_refusals(pool) == {"401": 1} and kinds.count(("http_refused", "alice", 403)) == 2
     assert ("decision_approved", "alice", None) in kinds
 
     # The same link again, by GET or POST: refused, saying who decided.
@@ -161,7 +171,7 @@ def test_sign_in_is_protected_and_a_revoked_token_ends_the_session(ctx, pool, da
     assert evil.headers["location"] == "/inbox"  # no open redirect
     tokens.revoke(pool, "alice")
     assert client.get("/inbox").headers["location"] == "/login?next=%2Finbox"
-    assert [e["detail"]["status"] for e in events_of(pool, "-") if e["kind"] == "http_refused"] == [403, 401, 403]
+    assert anonymous_refusals(pool) == {"403": 2, "401": 1}
 
 
 def test_the_inbox_forms_need_the_session_csrf_and_keep_the_digest_rule(ctx, pool, database_url, waiting):
@@ -173,7 +183,7 @@ def test_the_inbox_forms_need_the_session_csrf_and_keep_the_digest_rule(ctx, poo
     digest = re.search(r'name="expect" value="([^"]+)"', page).group(1)
     before = table_counts(database_url)
     assert client.post("/threads/w1/approve", data={"expect": digest}).status_code == 403
-    assert client.post("/threads/w1/approve", data={"expect": "000000000000", "csrf": csrf}).status_code == 412
+    assert client.post("/threads/w1/approve", data={"expect": "000000000000", "csrf": csrf}).status_code == 400  # no such digest
     assert client.post("/threads/w1/reject", data={"feedback": " ", "csrf": csrf}).status_code == 400
     assert client.post("/threads/w1/reject", data={"feedback": "x" * 70_000, "csrf": csrf}).status_code == 413
     assert client.post("/threads/w1/frobnicate", data={"csrf": csrf}).status_code == 404
@@ -182,6 +192,47 @@ def test_the_inbox_forms_need_the_session_csrf_and_keep_the_digest_rule(ctx, poo
     done = client.post("/threads/w1/approve", data={"expect": digest, "csrf": csrf, "note": "ok"})
     assert done.status_code == 303 and done.headers["location"] == "/threads/w1?done=approved"
     assert count_rows(pool, "approvals", thread_id="w1", actor="alice") == 1
+
+
+def test_the_inbox_approves_only_with_the_digest_of_the_content_reviewed(ctx, pool, database_url, waiting):
+    token = tokens.create(pool, "alice")
+    client = browser(ctx)
+    sign_in(client, token)
+    csrf = csrf_of(client.get("/threads/w1").text)
+    before = table_counts(database_url)
+    for form in ({"csrf": csrf}, {"csrf": csrf, "expect": ""}):
+        response = client.post("/threads/w1/approve", data=form)
+        assert response.status_code == 400 and "needs the digest of the content you reviewed" in response.text
+    assert unchanged(before, table_counts(database_url), refusals=2)
+    assert ThreadRunner.for_thread(pool, "w1").thread_row("w1").status == "waiting"
+
+
+def test_signing_out_ends_the_session_for_every_copy_of_its_cookie_and_a_session_ends_on_time(ctx, pool, database_url, waiting):
+    token = tokens.create(pool, "alice")
+    client = browser(ctx)
+    sign_in(client, token)
+    copied = browser(ctx)
+    copied.cookies.set("signoff_session", client.cookies["signoff_session"])
+    assert copied.get("/inbox").status_code == 200
+    assert client.post("/logout", data={"csrf": csrf_of(client.get("/inbox").text)}).status_code == 303
+    assert copied.get("/inbox").headers["location"] == "/login?next=%2Finbox"
+    assert copied.get("/threads/w1").status_code == 303
+    assert count_rows(pool, "web_sessions") == 0
+
+    sign_in(client, token)
+    assert client.get("/inbox").status_code == 200
+    ctx.clock = lambda: datetime.now(timezone.utc) + timedelta(hours=12, seconds=1)
+    assert client.get("/inbox").headers["location"] == "/login?next=%2Finbox"
+
+
+def test_a_decision_page_shows_only_its_own_confirmations_never_text_from_the_link(ctx, pool, waiting):
+    token = tokens.create(pool, "alice")
+    client = browser(ctx)
+    sign_in(client, token)
+    planted = client.get("/threads/w1", params={"done": "approved by the CFO. Call +1-555-0100 to confirm"})
+    assert planted.status_code == 200 and "CFO" not in planted.text and "555" not in planted.text and 'id="flash"' not in planted.text
+    shown = client.get("/threads/w1", params={"done": "handed-over"})
+    assert "Recorded: handed over by alice." in shown.text
 
 
 def test_the_secret_key_is_generated_once_with_mode_0600_and_a_short_one_is_refused(tmp_path):

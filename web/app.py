@@ -7,7 +7,9 @@ model's server. Handlers are async and run every database call in the thread poo
 
 Who decides is never a name the caller types: the API takes a reviewer token (Bearer), the
 pages a session opened by signing in with that token; the decision's actor is the token's
-owner. Refusals (401, 404, 409, 412, 413, bad links) are audited as `http_refused`.
+owner. Refusals (401, 404, 409, 412, 413, bad links) are audited as `http_refused`: one row
+each when a reviewer is known, one counted row per source and minute before anyone signed in,
+which is also what rate-limits a source (web/refusals.py).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from checkpoint.audit import record_event
 from checkpoint.tokens import Reviewer, authenticate
 from web.decide import HttpError, decide, load, valid_text, valid_thread_id
+from web.refusals import RefusalLimit, audit_anonymous
 
 HERE = Path(__file__).resolve().parent
 #: Largest request body accepted (a 64 KiB note plus form overhead); larger is 413 unread.
@@ -42,6 +45,7 @@ class WebContext:
     key: bytes
     public_url: str
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
+    refusals: RefusalLimit = field(default_factory=RefusalLimit)
 
     @property
     def secure_cookies(self) -> bool:
@@ -50,6 +54,8 @@ class WebContext:
 
 def audit_refusal(ctx: WebContext, request: Request, thread_id: str | None, actor: str, status: int, reason: str) -> None:
     """Record a refused request (never its body or a token)."""
+    if actor == "anonymous":
+        return audit_anonymous(ctx.pool, ctx.refusals, request.scope, status, reason, ctx.clock())
     tid = thread_id if thread_id and valid_id(thread_id) else "-"
     record_event(ctx.pool, tid, actor, "http_refused",
                  {"status": status, "reason": reason[:200], "method": request.method, "path": request.url.path[:200]})
@@ -84,15 +90,9 @@ class BodyLimit:
 
 
 async def refuse_body(scope: dict[str, Any], send: Any, status: int, message: str, ctx: "WebContext | None" = None) -> None:
-    """Answer without reading the body, and audit the attempt (against the thread its path names)."""
-    import re
-
+    """Answer without reading the body (nor checking who sent it), and audit the attempt."""
     if ctx is not None:
-        path = str(scope.get("path", ""))
-        match = re.match(r"/(?:api/)?threads/([^/]+)", path)
-        tid = match.group(1) if match and valid_id(match.group(1)) else "-"
-        detail = {"status": status, "reason": message, "method": scope.get("method"), "path": path[:200]}
-        await run_in_threadpool(record_event, ctx.pool, tid, "anonymous", "http_refused", detail)
+        await run_in_threadpool(audit_anonymous, ctx.pool, ctx.refusals, scope, status, message, ctx.clock())
     await JSONResponse({"error": message, "status": status}, status_code=status)(scope, None, send)  # type: ignore[arg-type]
 
 
@@ -225,4 +225,6 @@ def create_app(ctx: WebContext) -> Any:
     ]
     app = Starlette(routes=routes)
     app.state.ctx = ctx
-    return BodyLimit(app)
+    from web.guards import RefusalGate, SecurityHeaders
+
+    return SecurityHeaders(RefusalGate(BodyLimit(app), ctx))

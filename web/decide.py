@@ -51,6 +51,10 @@ def valid_text(text: Any, what: str, *, required: bool) -> str:
         raise HttpError(400, f"the {what} must be a string")
     if len(text.encode("utf-8", "surrogatepass")) > MAX_INPUT_BYTES:
         raise HttpError(413, f"the {what} is over the {MAX_INPUT_BYTES}-byte limit: shorten it")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800"): no database column can store it
+        raise HttpError(400, f"the {what} is not valid UTF-8 text: send plain text") from None
     if "\x00" in text:
         raise HttpError(400, f"the {what} contains a NUL character: remove it")
     if required and not text.strip():
@@ -85,6 +89,9 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     from checkpoint.errors import Conflict, InvalidInput
     from graphs.runner import DigestMismatch
 
+    if verdict == "approved" and not expect:  # every route: an approval names the content it approves
+        raise HttpError(400, "an approval needs the digest of the content you reviewed: reload the thread and approve from its page "
+                             "(API: \"expect\" from GET /api/threads/ID)")
     runner, review = load(pool, thread_id)
     now = now or datetime.now(timezone.utc)
     if visit is not None and review.visit != visit:

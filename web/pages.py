@@ -3,14 +3,17 @@
 A GET never decides. A decision link (from Slack, mail or the webhook) opens a confirmation
 page; only the POST from that page, carrying the session's CSRF token, records the decision.
 Links do not name a reviewer (a Slack channel is shared), so the page asks the reviewer to
-sign in with their token once; the session cookie (HttpOnly, SameSite=Lax) names the token,
-and revoking the token ends every session opened with it.
+sign in with their token once; the session cookie (HttpOnly, SameSite=Lax) names a session
+kept on the server (checkpoint/web_sessions.py): signing out, its 12-hour end and revoking
+the token each end it, for every copy of the cookie.
+
+Nothing a request carries is shown back as a message: after a decision the page shows one of
+a fixed set of confirmations (FLASHES), chosen by a code in the query.
 """
 
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -20,14 +23,16 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from checkpoint.signing import LinkError, csrf_ok, csrf_token, read_link, read_session, sign_session
+from checkpoint.signing import LinkError, csrf_ok, csrf_token, read_link
 from checkpoint.tokens import Reviewer, authenticate, reviewer_by_id
+from checkpoint.web_sessions import SESSION_HOURS, end_session, open_session, session_token
 from web.app import HERE, WebContext, audit_refusal, list_threads, thread_detail
 from web.decide import HttpError, decide, load, valid_text, valid_thread_id
 
 SESSION = "signoff_session"
 LOGIN_NONCE = "signoff_login"
-SESSION_HOURS = 12
+#: What `?done=CODE` may show on a thread's page after a decision: nothing else is ever shown.
+FLASHES = {"approved": "approved", "rejected": "rejected", "handed-over": "handed over"}
 
 
 def _visible(text: Any) -> str:
@@ -51,19 +56,22 @@ def page(name: str, http_status: int = 200, **values: Any) -> HTMLResponse:
 
 def error_page(status: int, message: str, reviewer: Reviewer | None = None) -> HTMLResponse:
     titles = {400: "Bad request", 401: "Sign-in failed", 403: "Refused", 404: "Not found", 409: "Cannot decide now",
-              410: "Link expired", 412: "The content changed", 413: "Too large"}
+              410: "Link expired", 412: "The content changed", 413: "Too large", 429: "Too many requests"}
     return page("error.html", status, title=titles.get(status, "Error"), message=message, reviewer=None, status=status)
 
 
 async def current_reviewer(request: Request) -> Reviewer | None:
     ctx: WebContext = request.app.state.ctx
-    token_id = read_session(ctx.key, request.cookies.get(SESSION, ""), ctx.clock())
+    session_id = request.cookies.get(SESSION, "")
+    token_id = await run_in_threadpool(session_token, ctx.pool, session_id, ctx.clock()) if session_id else None
     return await run_in_threadpool(reviewer_by_id, ctx.pool, token_id) if token_id is not None else None
 
 
 def to_login(request: Request) -> RedirectResponse:
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    response = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+    response.delete_cookie(SESSION)  # an ended session's cookie is not sent again
+    return response
 
 
 def safe_next(target: str) -> str:
@@ -102,10 +110,9 @@ async def login(request: Request) -> Response:
     reviewer = await run_in_threadpool(authenticate, ctx.pool, form.get("token", "").strip())
     if reviewer is None:
         return await refuse(request, 401, "that token is not valid (wrong, or revoked): ask for a new one (`signoff token create NAME`)", None)
-    expires = int((ctx.clock() + timedelta(hours=SESSION_HOURS)).timestamp())
+    session_id = await run_in_threadpool(open_session, ctx.pool, reviewer.token_id, ctx.clock())
     response = RedirectResponse(safe_next(form.get("next", "/inbox")), status_code=303)
-    response.set_cookie(SESSION, sign_session(ctx.key, reviewer.token_id, expires), httponly=True, samesite="lax",
-                        secure=ctx.secure_cookies, max_age=SESSION_HOURS * 3600)
+    response.set_cookie(SESSION, session_id, httponly=True, samesite="lax", secure=ctx.secure_cookies, max_age=SESSION_HOURS * 3600)
     response.delete_cookie(LOGIN_NONCE)
     return response
 
@@ -115,6 +122,7 @@ async def logout(request: Request) -> Response:
     form = await form_of(request)
     if not csrf_ok(ctx.key, request.cookies.get(SESSION, ""), form.get("csrf", "")):
         return await refuse(request, 403, "refused: reload the page and try again", None)
+    await run_in_threadpool(end_session, ctx.pool, request.cookies.get(SESSION, ""))
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION)
     return response
@@ -147,7 +155,7 @@ async def thread_page(request: Request) -> Response:
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
     return page("thread.html", t=detail, reviewer=reviewer, csrf=csrf_token(ctx.key, request.cookies[SESSION]),
-                moving=detail["status"] in ("queued", "running") or detail["job_active"], flash=request.query_params.get("done", ""))
+                moving=detail["status"] in ("queued", "running") or detail["job_active"], flash=FLASHES.get(request.query_params.get("done", ""), ""))
 
 
 async def inbox_decision(request: Request) -> Response:
@@ -172,7 +180,7 @@ async def inbox_decision(request: Request) -> Response:
                                                expect=form.get("expect") or None, now=ctx.clock(), handover=action == "handover"))
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
-    return RedirectResponse(f"/threads/{tid}?done={'handed%20over' if action == 'handover' else verdict}", status_code=303)
+    return RedirectResponse(f"/threads/{tid}?done={'handed-over' if action == 'handover' else verdict}", status_code=303)
 
 
 # --- decision links --------------------------------------------------------------------------------

@@ -10,6 +10,32 @@ import ipaddress
 from typing import Any, Callable
 
 LOOPBACK_NAMES = {"localhost"}
+#: What the `web` extra installs that `serve` imports (python-multipart is checked as Starlette finds it).
+WEB_MODULES = ("starlette", "uvicorn", "jinja2")
+INSTALL_WEB = 'pip install -e ".[web]" from the Signoff checkout (or signoff[web])'
+
+
+def require_web_extra() -> None:
+    """Refuse to start without the `web` extra, in one line naming it. Without it the server
+    would start, and its first form (the sign-in) would answer a bare 500: Starlette only
+    notices the missing form parser when it parses one."""
+    import importlib
+
+    from checkpoint.errors import Unavailable
+
+    missing = []
+    for name in WEB_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if "starlette" not in missing:
+        from starlette import requests
+
+        if requests.parse_options_header is None:  # Starlette's own test for python-multipart
+            missing.append("python-multipart")
+    if missing:
+        raise Unavailable(f"`signoff serve` needs the web extra ({', '.join(missing)} not installed): {INSTALL_WEB}")
 
 
 def is_loopback(host: str) -> bool:

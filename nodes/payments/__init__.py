@@ -49,7 +49,7 @@ class PaymentsPort(Protocol):
 def payments_from_env(pool: ConnectionPool, environ: dict[str, str] | None = None) -> PaymentsPort:
     """SIGNOFF_PAYMENTS_URL set: the HTTP provider there (SIGNOFF_PAYMENTS_KEY as its bearer
     token, SIGNOFF_PAYMENTS_TIMEOUT seconds per call, default 10); unset: the ledger."""
-    from checkpoint.settings import SettingsError, bounded_number
+    from checkpoint.settings import SettingsError, bounded_number, redacted
 
     env = os.environ if environ is None else environ
     url = (env.get("SIGNOFF_PAYMENTS_URL") or "").strip()
@@ -60,7 +60,7 @@ def payments_from_env(pool: ConnectionPool, environ: dict[str, str] | None = Non
     from nodes.payments.http import HttpPayments
 
     if not url.startswith(("http://", "https://")) or any(not ch.isprintable() or ch.isspace() for ch in url):
-        raise PaymentsConfigError(f"SIGNOFF_PAYMENTS_URL must be an http(s) URL, not {url[:80]!r}: fix or unset it")
+        raise PaymentsConfigError(f"SIGNOFF_PAYMENTS_URL must be an http(s) URL, not {redacted('SIGNOFF_PAYMENTS_URL', url)[:80]!r}: fix or unset it")
     raw = (env.get("SIGNOFF_PAYMENTS_TIMEOUT") or "").strip()
     try:
         timeout = bounded_number(raw, "SIGNOFF_PAYMENTS_TIMEOUT", upper=600.0) if raw else 10.0
