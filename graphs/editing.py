@@ -65,7 +65,7 @@ def parse_edit(text: str, values: dict[str, Any]) -> Edit:
     """What the reviewer saved, checked: a reply (one printable text, within the size limit) and,
     for an action, a positive amount in the same currency (check_raise bounds a higher one)."""
     from nodes.orders import parse_amount
-    from nodes.refunds import proposed_action
+    from nodes.refunds import proposed_action, unpaid_amounts
 
     if "\x00" in text:
         raise EditRefused("the edited text contains a NUL character: nothing was approved")
@@ -79,6 +79,9 @@ def parse_edit(text: str, values: dict[str, Any]) -> Edit:
         raise EditRefused(f"the edited reply is over {MAX_INPUT_BYTES} bytes: nothing was approved")
     case = values.get("refund") or {}
     if not proposed_action(values):
+        if case and (promised := unpaid_amounts(reply, f"{values.get('draft', '')}\n{values.get('message', '')}")):
+            raise EditRefused(f"the reply states {', '.join(promised)}, but no refund is proposed for this request: "
+                              "take the amount out; nothing was approved")
         return Edit(reply, None)
     lines = [line.strip() for line in head.splitlines() if line.strip() and not line.startswith("#")]
     amounts = [line for line in lines if line.lower().startswith("amount:")]

@@ -321,6 +321,14 @@ def amount_problem(reply: str, amount_cents: int, currency: str) -> str | None:
     return None
 
 
+def unpaid_amounts(reply: str, known: str) -> list[str]:
+    """The amounts of money `reply` states that `known` (the customer's message, the reply as
+    drafted) does not: on a request no refund is proposed for, each would promise money that
+    is not paid."""
+    written = {abs(n.value) for n in written_numbers(known)}
+    return list(dict.fromkeys(m.text for m in money_mentions(reply) if abs(m.value) not in written))
+
+
 def amount_checks(values: dict[str, Any]) -> list[str]:
     """The reply's amounts against the action's, for the gate (see `amount_problem`)."""
     if not proposed_action(values):

@@ -121,6 +121,15 @@ def test_editing_a_reply_without_an_action(env, pool, database_url, tmp_path, cl
         assert conn.execute("SELECT body FROM outbox WHERE thread_id = 'x1'").fetchone()["body"].startswith("Sorry: order 1007")
 
 
+def test_an_edit_that_promises_money_on_a_request_with_no_refund_is_refused(env, pool, database_url, tmp_path, cli, orders):
+    assert cli("start", "support", "Please refund order 1007", "--email", "liam.chen@example.com", "--thread", "x2").exit_code == 0
+    before = expect(database_url, "x2")
+    promise = editor(tmp_path, "sed -i 's/^Order 1007 was placed/We have refunded 49.00 USD. Order 1007 was placed/' \"$1\"")
+    result = run(env, "approve", "x2", "--edit", EDITOR=promise)
+    assert result.exit_code == 2 and "the reply states 49.00 USD, but no refund is proposed for this request" in flat(result.output), result.output
+    assert expect(database_url, "x2") == before and count_rows(pool, "approvals") == 0 and count_rows(pool, "outbox") == 0
+
+
 def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool, database_url, tmp_path, server, monkeypatch, orders):
     path = tmp_path / "signoff.toml"
     path.write_text(POLICY, encoding="utf-8")
