@@ -110,7 +110,7 @@ def _restated(reply: str, case: dict[str, Any], cents: int) -> tuple[str, bool]:
 
     restated = reply
     if cents != case["amount_cents"]:
-        restated = replace_amount(reply, Decimal(case["amount_cents"]) / 100, format_amount(cents))
+        restated = replace_amount(reply, Decimal(case["amount_cents"]) / 100, format_amount(cents), case["currency"])
     if problem := amount_problem(restated, cents, case["currency"]):
         raise EditRefused(f"{problem}: make the reply state the amount refunded; nothing was approved")
     return restated, restated != reply

@@ -8,6 +8,7 @@ refuses it (`refundable_cents`).
 
 from __future__ import annotations
 
+import functools
 import re
 from decimal import Decimal, InvalidOperation
 from typing import NamedTuple
@@ -17,14 +18,26 @@ from nodes.orders import MAX_AMOUNT_CENTS
 _NUMBER = r"(?:\d(?:[\d,]*\d)?(?:\.\d+)?|\.\d+)"
 _SIGN = r"(?:(?<![\w.])[-−])?"
 _SYMBOL = r"[$€£]"
-_CODE = r"(?:usd|eur|gbp|dollars?|euros?|pounds?|bucks?|cents?)"
-#: a number with a currency symbol or word before or after it
-MONEY = re.compile(
-    rf"(?P<s1>{_SIGN}){_SYMBOL}\s?(?P<s2>[-−]?)(?P<a>{_NUMBER})"
-    rf"|(?P<s3>{_SIGN})(?P<b>{_NUMBER})\s?(?:{_SYMBOL}|{_CODE}\b)"
-    rf"|\b(?:usd|eur|gbp)\s?(?P<s4>[-−]?)(?P<c>{_NUMBER})",
-    re.IGNORECASE,
+_WORD = r"(?:usd|eur|gbp|dollars?|euros?|pounds?|bucks?|cents?)"
+#: ISO 4217 codes written in capitals ("1000 JPY"); a currency an order uses is added per call
+ISO_CODES = frozenset(
+    "USD EUR GBP JPY CHF CAD AUD NZD SEK NOK DKK ISK PLN CZK HUF RON BGN UAH INR CNY HKD SGD KRW TWD THB MYR IDR "
+    "BRL MXN ARS CLP COP ZAR TRY ILS AED SAR".split()
 )
+
+
+@functools.lru_cache(maxsize=64)
+def _money(codes: frozenset[str]) -> re.Pattern[str]:
+    """A number with a currency symbol, word or one of `codes` before or after it."""
+    iso = "(?-i:" + "|".join(sorted(codes)) + ")"
+    return re.compile(
+        rf"(?P<s1>{_SIGN}){_SYMBOL}\s?(?P<s2>[-−]?)(?P<a>{_NUMBER})"
+        rf"|(?P<s3>{_SIGN})(?P<b>{_NUMBER})\s?(?:{_SYMBOL}|(?:{_WORD}|{iso})\b)"
+        rf"|\b(?:usd|eur|gbp|{iso})\s?(?P<s4>[-−]?)(?P<c>{_NUMBER})",
+        re.IGNORECASE,
+    )
+
+
 #: any number written, with its sign
 NUMBER = re.compile(rf"{_SIGN}{_NUMBER}")
 
@@ -41,10 +54,11 @@ def _decimal(text: str) -> Decimal | None:
         return None
 
 
-def money_mentions(text: str) -> list[Mention]:
-    """Every amount of money the text writes, in order, with its sign."""
+def money_mentions(text: str, currency: str = "") -> list[Mention]:
+    """Every amount of money the text writes, in order, with its sign; `currency`: a code
+    to read besides the usual ones (the order's)."""
     found = []
-    for match in MONEY.finditer(text or ""):
+    for match in _money(ISO_CODES | {currency} - {""}).finditer(text or ""):
         digits = match.group("a") or match.group("b") or match.group("c")
         negative = any(match.group(g) for g in ("s1", "s2", "s3", "s4"))
         value = _decimal(digits)
@@ -77,20 +91,24 @@ def same_amount(written: Decimal, read: Decimal) -> bool:
     return abs(written - read) <= max(Decimal("0.001"), abs(written) * Decimal("1e-12"))
 
 
-#: what a symbol or word names; "$" and "dollars" name any dollar (USD, CAD, AUD, ...)
-_CURRENCY_WORDS = {"€": "EUR", "euro": "EUR", "eur": "EUR", "£": "GBP", "pound": "GBP", "gbp": "GBP", "usd": "USD"}
+#: what a symbol or word names (None: any dollar, USD, CAD, AUD, ...), the first found deciding
+_NAMES = (("$", None), ("dollar", None), ("buck", None), ("€", "EUR"), ("euro", "EUR"), ("eur", "EUR"),
+          ("£", "GBP"), ("pound", "GBP"), ("gbp", "GBP"), ("usd", "USD"))
 
 
 def in_currency(text: str, currency: str) -> bool:
     """Could the amount written as `text` be in `currency`? False only when it names another."""
+    code = re.search(r"\b[A-Z]{3}\b", text)
+    if code:
+        return code.group(0) == currency
     lowered = text.lower()
-    if "$" in lowered or "dollar" in lowered or "buck" in lowered:
-        return currency.endswith("D")
-    named = {code for word, code in _CURRENCY_WORDS.items() if word in lowered}
-    return not named or named == {currency}
+    for name, named in _NAMES:
+        if name in lowered:
+            return currency.endswith("D") if named is None else named == currency
+    return True
 
 
-def replace_amount(text: str, old: Decimal, new: str) -> str:
+def replace_amount(text: str, old: Decimal, new: str, currency: str = "") -> str:
     """`text` with every amount of money worth `old` written as `new` instead, each in its
     own style ("$50" -> "$149.00", "50.00 USD" -> "149.00 USD")."""
     def swap(match: re.Match[str]) -> str:
@@ -100,4 +118,4 @@ def replace_amount(text: str, old: Decimal, new: str) -> str:
         start, end = match.span(group)
         return match.group(0)[: start - match.start()] + new + match.group(0)[end - match.start():]
 
-    return MONEY.sub(swap, text)
+    return _money(ISO_CODES | {currency} - {""}).sub(swap, text)

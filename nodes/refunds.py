@@ -311,7 +311,7 @@ def amount_problem(reply: str, amount_cents: int, currency: str) -> str | None:
     """Why `reply` does not tell the customer the refund that is made, or None: it must state
     the amount, and no other amount of money (a reply never promises money that is not paid)."""
     want = Decimal(amount_cents) / 100
-    stated = money_mentions(reply)
+    stated = money_mentions(reply, currency)
     other = [m.text for m in stated if m.value != want or not in_currency(m.text, currency)]
     refund = f"{format_amount(amount_cents)} {currency}"
     if other:

@@ -10,7 +10,7 @@ import pytest
 
 from checkpoint import threads
 from nodes.orders import Order
-from nodes.refunds import RefundCase, assess, read_amount, read_order_id
+from nodes.refunds import RefundCase, amount_problem, assess, read_amount, read_order_id
 from tests.conftest import count_rows, expect
 from tests.fault_server import ok
 from tests.payment_provider import PaymentProvider
@@ -89,6 +89,14 @@ def test_an_amount_no_refund_can_be_is_flagged_never_read_as_the_whole_order(mes
 def test_a_requested_amount_of_zero_from_an_older_thread_is_not_the_whole_order():
     assessed = assess(ORDER, RefundCase(order_id="1042", requested_cents=0), OWNER, NOW, 14, 0)
     assert (assessed["reason"], assessed.get("amount_cents")) == ("bad_amount", None)
+
+
+def test_a_reply_must_state_the_refund_in_its_amount_and_currency():
+    assert amount_problem("We have refunded 1000.00 JPY for order 9.", 100000, "JPY") is None
+    assert amount_problem("We have refunded 12.50 XTS for order 9.", 1250, "XTS") is None, "any currency an order uses"
+    assert amount_problem("We have refunded 1000.00 JPY for order 9.", 100000, "USD") == "the reply states 1000.00 JPY, but the refund is 1000.00 USD"
+    assert amount_problem("We have refunded $1000 for order 9.", 100000, "EUR") == "the reply states $1000, but the refund is 1000.00 EUR"
+    assert amount_problem("Your refund is on its way.", 100000, "EUR") == "the reply does not state the amount refunded (1000.00 EUR)"
 
 
 def test_model_output_is_used_only_where_the_message_says_it():
