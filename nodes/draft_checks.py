@@ -76,8 +76,8 @@ def whole_sentences(text: str) -> str:
     return text[: ends[-1].end()].rstrip() if ends else ""
 
 
-#: what a support reply may only repeat, never supply: an email address, a link, a phone number
-#: (issue 9: "never promising what no article says"); amounts of money are nodes/amounts.py's
+#: what a support reply may only repeat, never supply (a reply never promises what no article
+#: says): an email address, a link, a phone number; amounts of money are read by nodes/amounts.py
 _CONTACT = re.compile(
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s)>\]]+|\bwww\.[^\s)>\]]+|\+?\d[\d ()-]{7,}\d",
     re.IGNORECASE,
@@ -168,6 +168,10 @@ def without_customers_words(reply: str, message: str) -> str:
     return _without_sentences(reply, lambda sentence: _copied(sentence, message_words))
 
 
+#: a sentence this long or longer that is nothing but words of an instruction in a row repeats it
+_WHOLE_INSTRUCTION = 3
+
+
 def _label_of(sentence: str, labels: Sequence[str]) -> str | None:
     lowered = sentence.strip().lstrip("#>*-_ \"'").lower()
     return next((label for label in labels if lowered.startswith(label.lower())), None)
@@ -176,7 +180,7 @@ def _label_of(sentence: str, labels: Sequence[str]) -> str | None:
 def _in_instructions(words: list[str], instructions: list[list[str]]) -> bool:
     for text in instructions:
         run = SequenceMatcher(None, words, text, autojunk=False).find_longest_match(0, len(words), 0, len(text))
-        if run.size >= _COPIED_RUN or (run.size == len(words) >= 3):
+        if run.size >= _COPIED_RUN or run.size == len(words) >= _WHOLE_INSTRUCTION:
             return True
     return False
 
