@@ -190,10 +190,10 @@ def without_prompt_text(draft: str, *, labels: Sequence[str], instructions: Sequ
     start with one of the prompt's `labels` ("Customer message:", "Reviewer feedback:"), that
     repeat its fixed `instructions` (five words in a row, or a whole short sentence of them),
     or that are one of the reviewer's `notes` word for word. A draft that carries two of the
-    labels is the prompt played back, not a draft: nothing of it is kept (""), so no prompt
-    text ever reaches a gate as if a writer had written it."""
-    found = {label for sentence in _sentences(draft) if (label := _label_of(sentence, labels))}
-    if len(found) >= 2:
+    labels anywhere is the prompt played back, not a draft: nothing of it is kept (""), so no
+    prompt text ever reaches a gate as if a writer had written it."""
+    lowered = draft.lower()
+    if sum(label.lower() in lowered for label in labels) >= 2:  # wherever they stand, even run together on one line
         return ""
     told = [_WORD.findall(text.lower()) for text in instructions]
     noted = {tuple(_WORD.findall(note.lower())) for note in notes if note.strip()}

@@ -140,6 +140,7 @@ RULES = "Speak to the customer as \"you\". Use two to four sentences. No greetin
     ("Request a new link. No greeting placeholders, no signature.", "Request a new link."),
     ("Be brief.\n\nRequest a new link.", "Request a new link."),  # the reviewer's note, word for word
     ("Customer message: my link expired.\n\nReviewer feedback: be brief\n\nRequest a new link.", ""),  # the prompt played back
+    ("Request a new link (customer message: my link expired; reviewer feedback: be brief)", ""),  # run together
 ])
 def test_prompt_text_is_dropped_and_a_played_back_prompt_leaves_nothing(draft, kept):
     assert without_prompt_text(draft, labels=LABELS, instructions=[RULES], notes=["be brief"]) == kept
