@@ -284,12 +284,13 @@ def facts(state: SupportState) -> str:
 
 
 def whole_reply(state: SupportState, result: AgentResult) -> str:
-    """The reply without a last sentence the model did not finish (it ran into its token limit:
-    2 of the 0.5B's 130 replies in five benchmark runs), without sentences giving a contact or
-    an amount that neither the article nor the message gives, and without the customer's own
-    sentences copied back in their voice or the prompt's labels (session 9: 20 of 65 of the
-    0.5B's replies on two blind sets), so a reviewer approves whole, sourced sentences only;
-    "" when none is left."""
+    """The reply without what it copied from its prompt (labels, instructions, the reviewer's
+    note; all of it when it is the prompt played back), without a last sentence the model did
+    not finish (it ran into its token limit: 2 of the 0.5B's 130 replies in five benchmark
+    runs), without sentences giving a contact or an amount that neither the article, the
+    message nor the refund under review gives, and without the customer's own sentences copied
+    back (20 of 65 of the 0.5B's replies on two blind sets), so a reviewer approves whole,
+    sourced sentences only; "" when none is left."""
     text = draft_checks.without_prompt_text(result.text.strip(), labels=PROMPT_LABELS, instructions=INSTRUCTIONS, notes=[feedback(state)])
     message = state.get("message", "")
     if result.cut_off or draft_checks.unfinished_ending(text):
