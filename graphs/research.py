@@ -86,11 +86,13 @@ class Plan(BaseModel):
 
 # --- plan ----------------------------------------------------------------------------------
 
+PLAN_TASK = "Split the research topic into 3 to 5 short questions, one per subtask. Answer in JSON."
 PLAN_PROMPT = (
-    "Split the research topic into 3 to 5 short questions, one per subtask. Answer in JSON.\n"
+    f"{PLAN_TASK}\n"
     'Topic: "coffee brewing" -> {"subtasks": ["How does grind size change extraction?", '
     '"What water temperature works best?", "How do brewing methods differ?"]}'
 )
+PLAN_LABELS = ("Topic:", "The library has articles on:")
 
 
 def plan_prompt(state: ResearchState) -> list[Any]:
@@ -100,16 +102,22 @@ def plan_prompt(state: ResearchState) -> list[Any]:
 
 
 def _planned(state: ResearchState, result: AgentResult) -> dict[str, Any]:
+    """The plan's subtasks, once each, without any the model copied from its prompt (each is
+    researched and named in the report); none left: the generic plan."""
     unique = list(dict.fromkeys(result.parsed.subtasks))  # type: ignore[union-attr]
-    return {"subtasks": unique}
+    kept = [s for s in unique if draft_checks.without_prompt_text(s, labels=PLAN_LABELS, instructions=(PLAN_TASK,))]
+    return {"subtasks": kept} if kept else generic_plan(state, "the plan was only its prompt played back")
 
 
-def _plan_fallback(state: ResearchState, result: AgentResult) -> dict[str, Any]:
+def generic_plan(state: ResearchState, why: str) -> dict[str, Any]:
     """No plan from any model: research three generic angles rather than stop."""
     topic = state["topic"]
     subtasks = [f"What is {topic}?", f"How is {topic} done in practice?", f"What are the risks and pitfalls of {topic}?"]
-    return {"subtasks": subtasks, "needs_human": False, "error": None,
-            "warnings": [f"planner failed ({result.record['error']}): using a generic three-part plan"]}
+    return {"subtasks": subtasks, "needs_human": False, "error": None, "warnings": [f"planner failed ({why}): using a generic three-part plan"]}
+
+
+def _plan_fallback(state: ResearchState, result: AgentResult) -> dict[str, Any]:
+    return generic_plan(state, str(result.record["error"]))
 
 
 plan = ResilientAgentNode("plan", plan_prompt, _planned, schema=Plan, on_failure=_plan_fallback)

@@ -86,6 +86,14 @@ def test_a_researcher_that_plays_its_prompt_back_is_a_failure_not_a_finding(run)
     assert "Passages:" not in writer_prompt.split("Brief:", 1)[1]
 
 
+def test_a_subtask_the_planner_copied_from_its_prompt_is_not_researched(run):
+    copied = ("Split the research topic", json.dumps({"subtasks": ["Split the research topic into 3 to 5 short questions", *SUBTASKS[:2]]}))
+    runner, events, options = run([copied, SUMMARY, WRITE, REVIEW])
+    stop = runner.start("q-plan", TOPIC, options, events.append)
+    assert stop.values["subtasks"] == SUBTASKS[:2]
+    assert "Split the research topic" not in stop.values["document"]
+
+
 def test_all_researchers_failing_stops_at_the_gate_with_the_failure_explained(run, pool):
     runner, events, options = run([PLAN, ("Summarise what the passages say", RuntimeError("no model")), WRITE, REVIEW])
     stop = runner.start("q3", TOPIC, options, events.append)
