@@ -92,6 +92,8 @@ def edit_and_approve(thread_id: str, name: str, by: Optional[str], note: str, ex
         if not unchanged:
             digest = apply_edit(runner, thread_id, edit, actor=name, expect_digest=before)
             out.print(f"edited [bold]{thread_id}[/bold]: digest {before} -> {digest}")
+        if edit.restated:
+            out.print("the reply stated the old amount, so it now states the new one", soft_wrap=True)
         if edit.raised:
             out.print(f"the amount went up, so this is a proposal, not an approval: no earlier approval counts for it, and "
                       f"{safe_line(name)}, who raised it, may not approve it", soft_wrap=True)

@@ -46,6 +46,7 @@ class Edit:
     draft: str
     amount_cents: int | None  # None: the thread has no action
     raised: bool = False  # the amount went up: a proposal, not an approval
+    restated: bool = False  # the reply still stated the old amount, so it now states the new one
 
 
 def editable_text(values: dict[str, Any]) -> str:
@@ -64,7 +65,7 @@ def parse_edit(text: str, values: dict[str, Any]) -> Edit:
     """What the reviewer saved, checked: a reply (one printable text, within the size limit) and,
     for an action, a positive amount in the same currency (check_raise bounds a higher one)."""
     from nodes.orders import parse_amount
-    from nodes.refunds import proposed_action
+    from nodes.refunds import proposed_action, unpaid_amounts
 
     if "\x00" in text:
         raise EditRefused("the edited text contains a NUL character: nothing was approved")
@@ -78,6 +79,9 @@ def parse_edit(text: str, values: dict[str, Any]) -> Edit:
         raise EditRefused(f"the edited reply is over {MAX_INPUT_BYTES} bytes: nothing was approved")
     case = values.get("refund") or {}
     if not proposed_action(values):
+        if case and (promised := unpaid_amounts(reply, f"{values.get('draft', '')}\n{values.get('message', '')}")):
+            raise EditRefused(f"the reply states {', '.join(promised)}, but no refund is proposed for this request: "
+                              "take the amount out; nothing was approved")
         return Edit(reply, None)
     lines = [line.strip() for line in head.splitlines() if line.strip() and not line.startswith("#")]
     amounts = [line for line in lines if line.lower().startswith("amount:")]
@@ -90,7 +94,26 @@ def parse_edit(text: str, values: dict[str, Any]) -> Edit:
         cents = parse_amount(words[0])
     except ValueError as exc:
         raise EditRefused(f"{exc}: nothing was approved") from None
-    return Edit(reply, cents, raised=cents > case["amount_cents"])
+    reply, restated = _restated(reply, case, cents)
+    return Edit(reply, cents, raised=cents > case["amount_cents"], restated=restated)
+
+
+def _restated(reply: str, case: dict[str, Any], cents: int) -> tuple[str, bool]:
+    """The reply to go with the amount: where it still states the old amount (the reviewer
+    changed only the amount line), it states the new one; then it must state that amount and
+    no other, or the edit is refused (the customer is told the refund that is made)."""
+    from decimal import Decimal
+
+    from nodes.amounts import replace_amount
+    from nodes.orders import format_amount
+    from nodes.refunds import amount_problem
+
+    restated = reply
+    if cents != case["amount_cents"]:
+        restated = replace_amount(reply, Decimal(case["amount_cents"]) / 100, format_amount(cents), case["currency"])
+    if problem := amount_problem(restated, cents, case["currency"]):
+        raise EditRefused(f"{problem}: make the reply state the amount refunded; nothing was approved")
+    return restated, restated != reply
 
 
 def check_raise(pool: Any, thread_id: str, values: dict[str, Any], edit: Edit) -> None:
@@ -103,7 +126,10 @@ def check_raise(pool: Any, thread_id: str, values: dict[str, Any], edit: Edit) -
         return
     case = values["refund"]
     order = get_order(pool, case["order_id"])
-    left = (order.amount_cents - refunded_cents(pool, order.order_id, thread_id)) if order else 0
+    if order is None:
+        raise EditRefused(f"order {case['order_id']} is no longer in the orders (signoff orders list), so no higher amount can be "
+                          "checked against it: nothing was changed")
+    left = order.amount_cents - refunded_cents(pool, order.order_id, thread_id)
     if edit.amount_cents > left:
         raise EditRefused(f"{format_amount(edit.amount_cents)} {case['currency']} is more than the {format_amount(max(left, 0))} "
                           f"{case['currency']} left to refund on order {case['order_id']}: nothing was changed")
@@ -160,7 +186,7 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
                                  f"run `signoff show {thread_id}` again")
         old_visit = runner._checkpoint_id(snapshot)
         old_chain = describe(runner.pool, runner.spec, thread_id, old_visit, expect_digest, dict(snapshot.values), gate)
-        update: dict[str, Any] = {"draft": edit.draft}
+        update: dict[str, Any] = {"draft": edit.draft, "flags": []}  # the reviewer wrote this text: no model flag holds for it
         if edit.amount_cents is not None:
             update["refund"] = {**snapshot.values["refund"], "amount_cents": edit.amount_cents}
         runner.graph.update_state(config_for(thread_id), update)

@@ -21,6 +21,7 @@ from langgraph.types import Send
 from pydantic import BaseModel, Field, StringConstraints
 from typing_extensions import TypedDict
 
+from nodes import draft_checks
 from nodes.context import SignoffContext
 from nodes.corpus import ensure_corpus, list_documents, search
 from nodes.resilient import AgentResult, ResilientAgentNode, call_model, emitter
@@ -85,11 +86,13 @@ class Plan(BaseModel):
 
 # --- plan ----------------------------------------------------------------------------------
 
+PLAN_TASK = "Split the research topic into 3 to 5 short questions, one per subtask. Answer in JSON."
 PLAN_PROMPT = (
-    "Split the research topic into 3 to 5 short questions, one per subtask. Answer in JSON.\n"
+    f"{PLAN_TASK}\n"
     'Topic: "coffee brewing" -> {"subtasks": ["How does grind size change extraction?", '
     '"What water temperature works best?", "How do brewing methods differ?"]}'
 )
+PLAN_LABELS = ("Topic:", "The library has articles on:")
 
 
 def plan_prompt(state: ResearchState) -> list[Any]:
@@ -99,16 +102,22 @@ def plan_prompt(state: ResearchState) -> list[Any]:
 
 
 def _planned(state: ResearchState, result: AgentResult) -> dict[str, Any]:
+    """The plan's subtasks, once each, without any the model copied from its prompt (each is
+    researched and named in the report); none left: the generic plan."""
     unique = list(dict.fromkeys(result.parsed.subtasks))  # type: ignore[union-attr]
-    return {"subtasks": unique}
+    kept = [s for s in unique if draft_checks.without_prompt_text(s, labels=PLAN_LABELS, instructions=(PLAN_TASK,))]
+    return {"subtasks": kept} if kept else generic_plan(state, "the plan was only its prompt played back")
 
 
-def _plan_fallback(state: ResearchState, result: AgentResult) -> dict[str, Any]:
+def generic_plan(state: ResearchState, why: str) -> dict[str, Any]:
     """No plan from any model: research three generic angles rather than stop."""
     topic = state["topic"]
     subtasks = [f"What is {topic}?", f"How is {topic} done in practice?", f"What are the risks and pitfalls of {topic}?"]
-    return {"subtasks": subtasks, "needs_human": False, "error": None,
-            "warnings": [f"planner failed ({result.record['error']}): using a generic three-part plan"]}
+    return {"subtasks": subtasks, "needs_human": False, "error": None, "warnings": [f"planner failed ({why}): using a generic three-part plan"]}
+
+
+def _plan_fallback(state: ResearchState, result: AgentResult) -> dict[str, Any]:
+    return generic_plan(state, str(result.record["error"]))
 
 
 plan = ResilientAgentNode("plan", plan_prompt, _planned, schema=Plan, on_failure=_plan_fallback)
@@ -117,11 +126,20 @@ plan = ResilientAgentNode("plan", plan_prompt, _planned, schema=Plan, on_failure
 # --- research (one per subtask, in parallel) -----------------------------------------------
 
 RESEARCH_PROMPT = "Summarise what the passages say about the question in two or three sentences. Use only the passages."
+RESEARCH_LABELS = ("Question:", "Passages:")
 
 
 def researcher_prompt(task: ResearcherInput, passages: list[Any]) -> list[Any]:
     quoted = "\n\n".join(f"[{n}] {p.heading}\n{p.body}" for n, p in enumerate(passages, 1))
     return [SystemMessage(RESEARCH_PROMPT), HumanMessage(f"Question: {task['subtask']}\n\nPassages:\n{quoted}")]
+
+
+def summarised(task: ResearcherInput, passages: list[Any], text: str) -> str:
+    """The summary without what the model copied from its prompt (the question, the labels)
+    and without sentences giving a contact or an amount no passage gives: the checks every
+    model draft gets (nodes/draft_checks.py), since the report is written from these."""
+    text = draft_checks.without_prompt_text(text, labels=RESEARCH_LABELS, instructions=(RESEARCH_PROMPT,), notes=[task["subtask"]])
+    return draft_checks.without_unsupported(text, "\n".join(f"{p.heading}\n{p.body}" for p in passages))
 
 
 def _task_id() -> str:
@@ -143,9 +161,10 @@ def research(task: ResearcherInput, runtime: Runtime[SignoffContext]) -> dict[st
         return {"failures": failed("no passage in the corpus matches")}
     result = call_model("research", researcher_prompt(task, passages), context.models, context.policy, stream_tokens=False, emit=emit)
     update: dict[str, Any] = {"calls": [result.record]}
-    summary = result.text.strip()[:MAX_SUMMARY_CHARS]
+    summary = summarised(task, passages, result.text.strip()[:MAX_SUMMARY_CHARS])
     if not result.ok or not summary:
-        update["failures"] = failed(result.record["error"] or "the model returned an empty summary")
+        empty = "the model returned only its prompt or unsupported sentences" if result.text.strip() else "the model returned an empty summary"
+        update["failures"] = failed(result.record["error"] or empty)
     else:
         sources = list(dict.fromkeys(p.citation for p in passages))
         update["findings"] = [Finding(round=task["round"], index=task["index"], subtask=task["subtask"], summary=summary, sources=sources)]

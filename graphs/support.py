@@ -19,9 +19,9 @@ from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 from typing_extensions import NotRequired, TypedDict
 
-from nodes import draft_checks
+from nodes import draft_checks, refunds
 from nodes.context import SignoffContext
-from nodes.gates import Decision, gate_node
+from nodes.gates import Decision, content_digest, gate_node
 from nodes.handover import Playbook
 from nodes.knowledge import ensure_loaded
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
@@ -82,6 +82,10 @@ class SupportState(SupportInput, total=False):
     refund: RefundCase
     #: what the last node wants the reviewer to know (printed with its progress line)
     warnings: list[str]
+    #: what the reviewer must know about the reply at the gate (shown with it: refunds.review_content)
+    flags: list[str]
+    #: digests of the replies rejected at the gate, so a redraft that is one of them is told apart
+    rejected_replies: list[str]
 
 
 class IntentChoice(BaseModel):
@@ -250,29 +254,48 @@ def chosen_passage(state: SupportState) -> str:
     return by_slug.get(state.get("article") or "", "")
 
 
+REPLY_TASK = "Write the reply to the customer for the {intent} team."
+REDRAFT_TASK = "Rewrite the support reply so that it follows the reviewer's feedback; answer with the new reply only."
+#: the labels of the reply prompts' parts: a reply that starts a sentence with one copied its prompt
+PROMPT_LABELS = ("Help article:", "Customer message:", "Your earlier reply:", "Reviewer feedback:")
+#: the prompts' fixed instructions, which a reply never repeats
+INSTRUCTIONS = (REPLY_SYSTEM, REPLY_RULES, REPLY_TASK, REDRAFT_TASK)
+
+
 def reply_prompt(state: SupportState) -> list[Any]:
     """Article, message, then the task, all in the user turn: with the 0.5B local model this
     order gave replies drawn from the article, where the article in the system prompt gave
     invented confirmations ("the billing team has confirmed you were charged twice")."""
     task = (
         f"Help article:\n{chosen_passage(state)}\n\nCustomer message: {state['message']}\n\n"
-        f"Write the reply to the customer for the {state.get('intent', 'general')} team. {REPLY_RULES}"
+        f"{REPLY_TASK.format(intent=state.get('intent', 'general'))} {REPLY_RULES}"
     )
     return [SystemMessage(REPLY_SYSTEM), HumanMessage(task)]
 
 
+def feedback(state: SupportState) -> str:
+    return (state.get("last_decision") or {}).get("note", "")
+
+
+def facts(state: SupportState) -> str:
+    """What a reply may state besides its article and the message: the refund under review."""
+    action = refunds.proposed_action(dict(state))
+    return refunds.money(state["refund"]) if action else ""
+
+
 def whole_reply(state: SupportState, result: AgentResult) -> str:
-    """The reply without a last sentence the model did not finish (it ran into its token limit:
-    2 of the 0.5B's 130 replies in five benchmark runs), without sentences giving a contact or
-    an amount that neither the article nor the message gives, and without the customer's own
-    sentences copied back in their voice or the prompt's labels (session 9: 20 of 65 of the
-    0.5B's replies on two blind sets), so a reviewer approves whole, sourced sentences only;
-    "" when none is left."""
-    text = result.text.strip()
+    """The reply without what it copied from its prompt (labels, instructions, the reviewer's
+    note; all of it when it is the prompt played back), without a last sentence the model did
+    not finish (it ran into its token limit: 2 of the 0.5B's 130 replies in five benchmark
+    runs), without sentences giving a contact or an amount that neither the article, the
+    message nor the refund under review gives, and without the customer's own sentences copied
+    back (20 of 65 of the 0.5B's replies on two blind sets), so a reviewer approves whole,
+    sourced sentences only; "" when none is left."""
+    text = draft_checks.without_prompt_text(result.text.strip(), labels=PROMPT_LABELS, instructions=INSTRUCTIONS, notes=[feedback(state)])
     message = state.get("message", "")
     if result.cut_off or draft_checks.unfinished_ending(text):
         text = draft_checks.whole_sentences(text)
-    text = draft_checks.without_unsupported(text, f"{chosen_passage(state)}\n{message}")
+    text = draft_checks.without_unsupported(text, f"{chosen_passage(state)}\n{message}\n{facts(state)}")
     return draft_checks.without_customers_words(text, message)
 
 
@@ -303,26 +326,52 @@ draft_reply = ResilientAgentNode("draft_reply", reply_prompt, _replied)
 
 
 def redraft_prompt(state: SupportState) -> list[Any]:
-    feedback = (state.get("last_decision") or {}).get("note", "")
     task = (
         f"Help article:\n{chosen_passage(state) or '(none)'}\n\nCustomer message: {state['message']}\n\n"
-        f"Your earlier reply: {state.get('draft', '')}\n\nReviewer feedback: {feedback}\n\n"
-        f"Rewrite the support reply so that it follows the reviewer's feedback; answer with the new reply only. {REPLY_RULES}"
+        f"Your earlier reply: {state.get('draft', '')}\n\nReviewer feedback: {feedback(state)}\n\n"
+        f"{REDRAFT_TASK} {REPLY_RULES}"
     )
     return [SystemMessage(REPLY_SYSTEM), HumanMessage(task)]
 
 
+def offered_again(why: str) -> str:
+    """The flag on a redraft that offers the reviewer nothing new."""
+    return f"{why}: edit it (approve --edit), hand it over (reject --hand-over) or reject it again"
+
+
+def _rejected(state: SupportState) -> list[str]:
+    """The digests of every reply rejected so far, the one just rejected included."""
+    return [*state.get("rejected_replies", []), content_digest(state.get("draft", ""))]
+
+
 def _redrafted(state: SupportState, result: AgentResult) -> dict[str, Any]:
-    return {"draft": whole_reply(state, result) or state.get("draft", ""), "redrafts": state.get("redrafts", 0) + 1}
+    """The redraft, checked as the first draft is (whole_reply) and against what the reviewer
+    already saw: nothing left of it (the prompt played back), a refund amount it misstates, or
+    a reply already rejected is flagged at the gate, never offered as new."""
+    earlier, rejected, draft = state.get("draft", ""), _rejected(state), whole_reply(state, result)
+    action = refunds.proposed_action(dict(state))
+    problem = action and refunds.amount_problem(draft, state["refund"]["amount_cents"], state["refund"]["currency"])
+    if not draft:
+        why = "the redraft was the prompt played back or had no sentence its sources support, so the rejected reply is offered again"
+    elif problem:
+        why, draft = f"the redraft was dropped ({problem}), so the rejected reply is offered again", ""
+    elif content_digest(draft) in rejected:
+        why = "the redraft is a reply you already rejected, word for word"
+    else:
+        why = ""
+    flags = [offered_again(why)] if why else []
+    return {"draft": draft or earlier, "redrafts": state.get("redrafts", 0) + 1, "rejected_replies": rejected,
+            "flags": flags, "warnings": flags}
 
 
-redraft = ResilientAgentNode(
-    "redraft",
-    redraft_prompt,
-    _redrafted,
-    # The old draft stays for the reviewer; the bound still advances so the loop ends.
-    on_failure=lambda state, result: {"redrafts": state.get("redrafts", 0) + 1},
-)
+def _redraft_failed(state: SupportState, result: AgentResult) -> dict[str, Any]:
+    """The old draft stays for the reviewer, flagged as the one they rejected; the bound still
+    advances so the loop ends."""
+    flags = [offered_again(f"the redraft failed ({result.record['error']}), so the rejected reply is offered again")]
+    return {"redrafts": state.get("redrafts", 0) + 1, "rejected_replies": _rejected(state), "flags": flags, "warnings": flags}
+
+
+redraft = ResilientAgentNode("redraft", redraft_prompt, _redrafted, on_failure=_redraft_failed)
 
 
 # --- plain nodes ---------------------------------------------------------------------------

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import re
 from difflib import SequenceMatcher
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
+
+from nodes.amounts import money_mentions, written_numbers
 
 #: a score a draft with a finding can have at most: below the default publish threshold (0.8)
 #: and below a middling model score, so the writer revises it and a clean draft wins the round
@@ -74,10 +76,10 @@ def whole_sentences(text: str) -> str:
     return text[: ends[-1].end()].rstrip() if ends else ""
 
 
-#: what a support reply may only repeat, never supply: an email address, a link, a phone number,
-#: an amount of money (issue 9: "never promising what no article says")
-_CONTACT_OR_MONEY = re.compile(
-    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s)>\]]+|\bwww\.[^\s)>\]]+|\+?\d[\d ()-]{7,}\d|[$€£]\s?\d[\d,]*(?:\.\d+)?",
+#: what a support reply may only repeat, never supply (a reply never promises what no article
+#: says): an email address, a link, a phone number; amounts of money are read by nodes/amounts.py
+_CONTACT = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|https?://[^\s)>\]]+|\bwww\.[^\s)>\]]+|\+?\d[\d ()-]{7,}\d",
     re.IGNORECASE,
 )
 
@@ -86,22 +88,33 @@ def _squash(text: str) -> str:
     return re.sub(r"\s+", "", text).casefold()
 
 
-def _unknown(sentence: str, known: str) -> list[str]:
-    found = (m.rstrip(".,;:") for m in _CONTACT_OR_MONEY.findall(sentence))
-    return [m for m in found if _squash(m) not in known]
+class _Known:
+    """What the sources give, read once per reply: their text and the numbers they write."""
+
+    def __init__(self, sources: str) -> None:
+        self.text = _squash(sources)
+        self.numbers = {abs(n.value) for n in written_numbers(sources)}
+
+
+def _unknown(sentence: str, known: _Known) -> list[str]:
+    contacts = [(m.start(), m.group(0).rstrip(".,;:")) for m in _CONTACT.finditer(sentence)]
+    contacts = [(at, c) for at, c in contacts if _squash(c) not in known.text]
+    # an amount in any form ("$60", "60 USD", "60 dollars") is supported when its number is in a source
+    amounts = [(sentence.find(m.text), m.text) for m in money_mentions(sentence) if abs(m.value) not in known.numbers]
+    return [text for _, text in sorted(contacts + amounts)]
 
 
 def unsupported(sentence: str, sources: str) -> list[str]:
     """The contacts and amounts in `sentence` that `sources` (the article and the customer's
     message) do not contain."""
-    return _unknown(sentence, _squash(sources))
+    return _unknown(sentence, _Known(sources))
 
 
 def without_unsupported(reply: str, sources: str) -> str:
     """The reply without the sentences that give a contact or an amount its sources do not: a
     small model invents a support address now and then ("support@acmecloudnotes.com"), and a
     reviewer skimming a long reply may not notice; "" when nothing else is left."""
-    known = _squash(sources)  # once per reply, not per sentence
+    known = _Known(sources)  # once per reply, not per sentence
     return _without_sentences(reply, lambda sentence: bool(_unknown(sentence, known)))
 
 
@@ -126,17 +139,19 @@ _PROMPT_LABELS = ("customer message:", "help article:")
 _CUSTOMERS_VOICE = re.compile(r"\b(i|i'm|i've|i'd|i'll|me|my|mine|we|we're|we've|our|ours|us)\b|\?\s*$")
 #: words in a row a reply sentence must share with the message to count as copied from it
 _COPIED_RUN = 5
+#: a sentence this long or longer that is nothing but words of the message in a row is copied
+_WHOLE_SENTENCE = 4
 
 
 def _copied(sentence: str, message_words: list[str]) -> bool:
     lowered = sentence.strip().lower()
     if lowered.startswith(_PROMPT_LABELS):
         return True
-    if not _CUSTOMERS_VOICE.search(lowered):
-        return False
     words = _WORD.findall(lowered)
     run = SequenceMatcher(None, words, message_words, autojunk=False).find_longest_match(0, len(words), 0, len(message_words))
-    return run.size >= _COPIED_RUN
+    if run.size == len(words) >= _WHOLE_SENTENCE:  # a whole sentence of theirs ("Please fix this ASAP."), in any voice
+        return True
+    return run.size >= _COPIED_RUN and _CUSTOMERS_VOICE.search(lowered) is not None
 
 
 def customers_words(sentence: str, message: str) -> bool:
@@ -151,6 +166,43 @@ def without_customers_words(reply: str, message: str) -> str:
     carrying the prompt's labels (`customers_words`); "" when nothing else is left."""
     message_words = _WORD.findall(message.lower())  # once per reply, not per sentence
     return _without_sentences(reply, lambda sentence: _copied(sentence, message_words))
+
+
+#: a sentence this long or longer that is nothing but words of an instruction in a row repeats it
+_WHOLE_INSTRUCTION = 3
+
+
+def _label_of(sentence: str, labels: Sequence[str]) -> str | None:
+    lowered = sentence.strip().lstrip("#>*-_ \"'").lower()
+    return next((label for label in labels if lowered.startswith(label.lower())), None)
+
+
+def _in_instructions(words: list[str], instructions: list[list[str]]) -> bool:
+    for text in instructions:
+        run = SequenceMatcher(None, words, text, autojunk=False).find_longest_match(0, len(words), 0, len(text))
+        if run.size >= _COPIED_RUN or run.size == len(words) >= _WHOLE_INSTRUCTION:
+            return True
+    return False
+
+
+def without_prompt_text(draft: str, *, labels: Sequence[str], instructions: Sequence[str] = (), notes: Sequence[str] = ()) -> str:
+    """The draft without what a writer copied from its prompt instead of writing: sentences that
+    start with one of the prompt's `labels` ("Customer message:", "Reviewer feedback:"), that
+    repeat its fixed `instructions` (five words in a row, or a whole short sentence of them),
+    or that are one of the reviewer's `notes` word for word. A draft that carries two of the
+    labels anywhere is the prompt played back, not a draft: nothing of it is kept (""), so no
+    prompt text ever reaches a gate as if a writer had written it."""
+    lowered = draft.lower()
+    if sum(label.lower() in lowered for label in labels) >= 2:  # wherever they stand, even run together on one line
+        return ""
+    told = [_WORD.findall(text.lower()) for text in instructions]
+    noted = {tuple(_WORD.findall(note.lower())) for note in notes if note.strip()}
+
+    def prompt_text(sentence: str) -> bool:
+        words = _WORD.findall(sentence.lower())
+        return bool(words) and (_label_of(sentence, labels) is not None or tuple(words) in noted or _in_instructions(words, told))
+
+    return _without_sentences(draft, prompt_text)
 
 
 #: words that say nothing about what a sentence is about: left out when comparing it with a text

@@ -174,3 +174,9 @@ def get_order(pool: ConnectionPool, order_id: str) -> Order | None:
     with pool.connection() as conn:
         row = conn.execute("SELECT * FROM orders WHERE order_id = %s", (order_id,)).fetchone()
     return _order(row) if row else None
+
+
+def orders_loaded(pool: ConnectionPool) -> bool:
+    """Are there any orders to look an order up in? Without them, "not found" means nothing."""
+    with pool.connection() as conn:
+        return conn.execute("SELECT EXISTS (SELECT 1 FROM orders) AS loaded").fetchone()["loaded"]

@@ -128,7 +128,8 @@ def place_credit_note(state: dict[str, Any], runtime: Runtime[SignoffContext]) -
             # The refusal is this step's recorded outcome, under its key (a failed credit note that
             # never reached the provider), with its audit row in the same transaction: a run that
             # dies before its checkpoint and reruns this node finds it and audits nothing again.
-            failure = "the order was refunded by another request meanwhile: nothing was done"
+            failure = ("the order was refunded by another request meanwhile: nothing was done" if order is not None else
+                       f"order {case['order_id']} is no longer in the orders: nothing was done")
             key = idempotency_key(thread_id, "credit_note")
             conn.execute(
                 "INSERT INTO payment_operations (idempotency_key, thread_id, step, order_id, amount_cents, currency, status, error) "

@@ -23,8 +23,9 @@ from psycopg_pool import ConnectionPool
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
+from nodes.amounts import in_currency, money_mentions, refundable_cents, same_amount, written_numbers
 from nodes.context import SignoffContext
-from nodes.orders import MAX_AMOUNT_CENTS, ORDER_ID, Order, format_amount, get_order
+from nodes.orders import ORDER_ID, Order, format_amount, get_order, orders_loaded
 from nodes.resilient import ResilientAgentNode
 
 #: A message asking for money back. A cheap pre-filter, so the other messages pay no extra
@@ -37,7 +38,8 @@ DEFAULT_WINDOW_DAYS = 14
 #: "within **14 days**" in the policy article (nodes/data/kb/billing-refund-policy.md)
 WINDOW_IN_POLICY = re.compile(r"within\s+\**\s*(\d{1,3})\s+days", re.IGNORECASE)
 
-Reason = Literal["eligible", "no_order", "not_found", "identity", "cancelled", "already_refunded", "window", "exceeds_paid"]
+Reason = Literal["eligible", "no_order", "not_found", "identity", "cancelled", "already_refunded", "window", "exceeds_paid",
+                 "unchecked", "no_sender", "bad_amount"]
 
 
 class RefundCase(TypedDict, total=False):
@@ -45,6 +47,7 @@ class RefundCase(TypedDict, total=False):
 
     order_id: str | None
     requested_cents: int | None  # what the customer asked back; None: the whole order
+    unrefundable: str  # what the customer asked back, as written, when no refund can be of it ("$0")
     amount_cents: int  # what is proposed (and, once approved, refunded)
     currency: str
     reason: Reason
@@ -108,30 +111,42 @@ def read_order_id(message: str, proposed: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def read_amount(message: str, proposed: float | None, order_id: str | None = None) -> int | None:
-    """The model's amount in cents if that number is written in the message (and is not the
-    order number), else None (the whole order): an amount the customer never wrote is never
-    proposed."""
-    if proposed is None:
-        return None
-    try:
-        value = Decimal(str(proposed))
-    except InvalidOperation:
-        return None
-    if not value.is_finite() or value <= 0 or value * 100 > MAX_AMOUNT_CENTS:
-        return None
-    written = {Decimal(n.replace(",", "")) for n in re.findall(r"\d[\d,]*(?:\.\d{1,2})?", message) if n != order_id}
-    if value not in written:
-        return None
-    return int((value * 100).to_integral_value())
+def read_amount(message: str, proposed: float | None, order_id: str | None = None) -> tuple[int | None, str | None]:
+    """What the customer asks back: (cents, None); (None, None) for the whole order when they
+    name no amount; or (None, what they asked) when that cannot be refunded (zero, negative,
+    not a number, finer than a cent, beyond any order): the reviewer is told, and it is never
+    read as the whole order.
+
+    The model's number counts only if the message writes it (an amount the customer never
+    wrote is never proposed), and it is checked as written, not as the model's float. When
+    the model gives none, an amount of money the message writes once ("$20") is the one."""
+    money = money_mentions(message)
+    bad = next((m.text for m in money if refundable_cents(m.value) is None), None)
+    if bad is not None:
+        return None, bad
+    if proposed is not None:
+        try:
+            value = Decimal(str(proposed))
+        except InvalidOperation:
+            value = Decimal("NaN")
+        if not value.is_finite() or value < 0:
+            return None, str(proposed)
+        order = {order_id} if order_id else set()
+        written = [n for n in written_numbers(message) if n.text.lstrip("-−") not in order]
+        match = next((n for n in written if same_amount(abs(n.value), value)), None)
+        if match is not None:
+            cents = refundable_cents(match.value)
+            return (cents, None) if cents is not None else (None, match.text)
+    amounts = list(dict.fromkeys(m.value for m in money))
+    return (refundable_cents(amounts[0]), None) if len(amounts) == 1 else (None, None)
 
 
 def _extracted(state: dict[str, Any], request: RefundRequest | None) -> dict[str, Any]:
     message = state["message"]
     order_id = read_order_id(message, request.order_id if request else None)
-    return {"intent": "billing", "refund": RefundCase(
-        order_id=order_id, requested_cents=read_amount(message, request.amount if request else None, order_id),
-    )}
+    cents, unrefundable = read_amount(message, request.amount if request else None, order_id)
+    case = RefundCase(order_id=order_id, requested_cents=cents)
+    return {"intent": "billing", "refund": {**case, "unrefundable": unrefundable} if unrefundable else case}
 
 
 extract_refund = ResilientAgentNode(
@@ -169,9 +184,13 @@ def refunded_cents(pool: ConnectionPool, order_id: str, thread_id: str) -> int:
     return int(row["cents"])
 
 
-def assess(order: Order | None, case: RefundCase, email: str | None, now: datetime, window_days: int, refunded: int) -> RefundCase:
+def assess(order: Order | None, case: RefundCase, email: str | None, now: datetime, window_days: int, refunded: int,
+           *, loaded: bool = True) -> RefundCase:
     """The refund policy, as a pure function of the facts: identity first (nothing about an
-    order is told to someone who does not own it), then status, window and amount."""
+    order is told to someone who does not own it), then status, window and amount. A check
+    that had nothing to check against (no orders loaded: `loaded`; no sender address) is
+    not a finding about the customer's order: it has a reason of its own, which the reply
+    does not pretend was a failed lookup and the reviewer is told about."""
     result: dict[str, Any] = {**case, "window_days": window_days}
 
     def decided(reason: Reason, **more: Any) -> RefundCase:
@@ -179,9 +198,13 @@ def assess(order: Order | None, case: RefundCase, email: str | None, now: dateti
 
     if not case.get("order_id"):
         return decided("no_order")
+    if order is None and not loaded:
+        return decided("unchecked")
+    if not email or not email.strip():
+        return decided("no_sender")
     if order is None:
         return decided("not_found")
-    if not email or email.strip().lower() != order.email.lower():
+    if email.strip().lower() != order.email.lower():
         return decided("identity")
     result["currency"] = order.currency
     if order.status == "cancelled":
@@ -191,7 +214,10 @@ def assess(order: Order | None, case: RefundCase, email: str | None, now: dateti
     if now - order.ordered_at > timedelta(days=window_days):
         return decided("window")
     left = order.amount_cents - refunded
-    wanted = case.get("requested_cents") or left
+    requested = case.get("requested_cents")
+    if case.get("unrefundable") or (requested is not None and requested <= 0):
+        return decided("bad_amount")
+    wanted = left if requested is None else requested
     if wanted > left:
         return decided("exceeds_paid", amount_cents=wanted)
     return decided("eligible", amount_cents=wanted)
@@ -204,7 +230,8 @@ def check_refund(state: dict[str, Any], runtime: Runtime[SignoffContext]) -> dic
     case = RefundCase(**(state.get("refund") or {}))
     order = get_order(pool, case["order_id"]) if case.get("order_id") else None
     refunded = refunded_cents(pool, order.order_id, current_thread_id()) if order else 0
-    assessed = assess(order, case, state.get("email"), runtime.context.clock(), refund_window_days(pool), refunded)
+    loaded = order is not None or not case.get("order_id") or orders_loaded(pool)
+    assessed = assess(order, case, state.get("email"), runtime.context.clock(), refund_window_days(pool), refunded, loaded=loaded)
     return {"refund": assessed, "sources": [POLICY_SLUG]}
 
 
@@ -243,6 +270,12 @@ def explain_refund(state: dict[str, Any]) -> dict[str, Any]:
         "window": f"Order {order_id} was placed more than {days} days ago, which is outside our {days}-day refund window. "
                   "Your plan stays active until the end of the period you paid for.",
         "exceeds_paid": f"The amount you asked for is more than what is left to refund on order {order_id}. Please check the amount and reply.",
+        # Nothing was looked up: the reply claims no finding, and the reviewer is told (case_checks).
+        "unchecked": f"Thank you for your refund request for order {order_id}. A team member will look at your order and reply to you personally.",
+        "no_sender": f"To look at a refund for order {order_id}, we need to know that the order is yours. Please write to us from the "
+                     "email address you used for the order.",
+        "bad_amount": f"The amount in your message is not one we can refund. Please reply with the amount you would like back for "
+                      f"order {order_id}, or tell us if you would like the whole order refunded.",
     }
     return {"draft": reasons.get(case.get("reason", "no_order"), reasons["no_order"])}
 
@@ -258,12 +291,66 @@ def proposed_action(values: dict[str, Any]) -> str | None:
     return f"refund({case['order_id']}, {format_amount(case['amount_cents'])}, {case['currency']})"
 
 
+def case_checks(case: RefundCase) -> list[str]:
+    """What the reviewer must know about a request no refund is proposed for because a check
+    had nothing to go on, or the amount asked cannot be refunded."""
+    order_id, reason = case.get("order_id"), case.get("reason")
+    if reason == "unchecked":
+        return [f"no orders are loaded, so order {order_id} was not looked up and no refund is proposed: load them "
+                "(signoff orders load FILE) and send the request again, or send this reply"]
+    if reason == "no_sender":
+        return [f"the message has no sender address, so whether order {order_id} is theirs was not checked and no refund is proposed"]
+    if reason == "bad_amount":
+        asked = case.get("unrefundable") or format_amount(case.get("requested_cents") or 0)
+        return [f"the customer asked for {asked}, which no refund can be (zero, negative, not a number or too large): "
+                "no refund is proposed"]
+    return []
+
+
+def amount_problem(reply: str, amount_cents: int, currency: str) -> str | None:
+    """Why `reply` does not tell the customer the refund that is made, or None: it must state
+    the amount, and no other amount of money (a reply never promises money that is not paid)."""
+    want = Decimal(amount_cents) / 100
+    stated = money_mentions(reply, currency)
+    other = [m.text for m in stated if m.value != want or not in_currency(m.text, currency)]
+    refund = f"{format_amount(amount_cents)} {currency}"
+    if other:
+        return f"the reply states {', '.join(dict.fromkeys(other))}, but the refund is {refund}"
+    if not stated:
+        return f"the reply does not state the amount refunded ({refund})"
+    return None
+
+
+def unpaid_amounts(reply: str, known: str) -> list[str]:
+    """The amounts of money `reply` states that `known` (the customer's message, the reply as
+    drafted) does not: on a request no refund is proposed for, each would promise money that
+    is not paid."""
+    written = {abs(n.value) for n in written_numbers(known)}
+    return list(dict.fromkeys(m.text for m in money_mentions(reply) if abs(m.value) not in written))
+
+
+def amount_checks(values: dict[str, Any]) -> list[str]:
+    """The reply's amounts against the action's, for the gate (see `amount_problem`)."""
+    if not proposed_action(values):
+        return []
+    case = values["refund"]
+    problem = amount_problem(values.get("draft", ""), case["amount_cents"], case["currency"])
+    return [f"{problem}: edit them to agree (approve --edit) or reject"] if problem else []
+
+
 def review_content(values: dict[str, Any]) -> str:
     """What a reviewer signs off: the action (if any) and the reply, under one digest, so an
-    `approve --expect` binds to both; a reply with no action is the reply alone."""
+    `approve --expect` binds to both; a reply with no action is the reply alone. What the
+    reviewer must know about them comes first, one `check:` line each, under the same digest:
+    a refund nothing was checked for, a reply whose amount is not the action's, a redraft that
+    is the rejected reply again (`flags`, set by the node that drafted it)."""
     action = proposed_action(values)
     draft = values.get("draft", "")
-    return f"action: {action}\nreply:\n{draft}" if action else draft
+    checks = [*case_checks(values.get("refund") or {}), *amount_checks(values), *(values.get("flags") or [])]
+    head = "".join(f"check: {check}\n" for check in checks)
+    if action:
+        return f"{head}action: {action}\nreply:\n{draft}"
+    return f"{head}reply:\n{draft}" if head else draft
 
 
 def route_after_check(state: dict[str, Any]) -> Literal["propose_refund", "explain_refund"]:

@@ -26,7 +26,7 @@ from typing_extensions import TypedDict
 
 from nodes import draft_checks
 from nodes.context import SignoffContext
-from nodes.gates import Decision, gate_node
+from nodes.gates import Decision, content_digest, gate_node
 from nodes.publishing import publish_node, route_after_publish
 from nodes.resilient import AgentResult, CallRecord, ResilientAgentNode
 
@@ -78,6 +78,10 @@ class WritingState(TypedDict, total=False):
     document: str | None
     document_score: float | None
     gate_warning: str | None
+    #: what the reviewer must know about the document at the gate (shown with it: review_content)
+    flags: list[str]
+    #: digests of every draft sent to the gate (each was rejected when the loop runs again)
+    offered: Annotated[list[str], operator.add]
     warnings: Annotated[list[str], operator.add]
     needs_human: bool
     error: str | None
@@ -135,8 +139,13 @@ def loop_limits(state: WritingState, context: SignoffContext) -> dict[str, Any]:
 
 
 def review_content(values: dict[str, Any]) -> str:
-    """What the reviewer signs off at the gate: the document, or why there is none."""
-    return values.get("document") or f"Nothing to publish: {values.get('error') or 'no draft was written'}"
+    """What the reviewer signs off at the gate: the document, or why there is none; what the
+    reviewer must know about it first, one `check:` line each, under the same digest."""
+    document = values.get("document")
+    if not document:
+        return f"Nothing to publish: {values.get('error') or 'no draft was written'}"
+    head = "".join(f"check: {flag}\n" for flag in values.get("flags") or [])
+    return f"{head}\n{document}" if head else document
 
 
 def outcome_line(values: dict[str, Any]) -> str:
@@ -169,6 +178,12 @@ def _previous_draft(state: WritingState) -> tuple[str | None, str | None]:
     return state.get("draft") or None, state.get("feedback") or "improve it"
 
 
+IMPROVE, WRITE = "Write an improved version.", "Write the document."
+#: the labels of the writer prompt's parts, and its fixed instructions: no draft repeats them
+WRITER_LABELS = ("Brief:", "Editor's feedback", "Previous draft:", "Reviewer feedback:")
+WRITER_INSTRUCTIONS = (WRITER_PROMPT, IMPROVE, WRITE)
+
+
 def writer_prompt(state: WritingState) -> list[Any]:
     parts = [f"Brief: {state['brief']}"]
     if notes := editor_notes(state):
@@ -177,16 +192,26 @@ def writer_prompt(state: WritingState) -> list[Any]:
     if previous:
         parts.append(f"Previous draft:\n{previous[:MAX_PREVIOUS_DRAFT_CHARS]}")
         parts += [f"Reviewer feedback: {feedback}"] if feedback else []
-        parts.append("Write an improved version.")
+        parts.append(IMPROVE)
     else:
-        parts.append("Write the document.")
+        parts.append(WRITE)
     return [SystemMessage(WRITER_PROMPT), *WRITER_EXAMPLE, HumanMessage("\n\n".join(parts))]
 
 
+def written(state: WritingState, text: str) -> str:
+    """The writer's text without what it copied from its prompt and without sentences giving a
+    contact or an amount that neither the brief nor the feedback gives: the checks every
+    model draft gets (nodes/draft_checks.py)."""
+    notes = [*editor_notes(state), state.get("feedback") or ""]
+    text = draft_checks.without_prompt_text(text, labels=WRITER_LABELS, instructions=WRITER_INSTRUCTIONS, notes=notes)
+    return draft_checks.without_unsupported(text, "\n".join([state.get("brief", ""), *notes]))
+
+
 def _wrote(state: WritingState, result: AgentResult) -> dict[str, Any]:
-    text = result.text.strip()
+    text = written(state, result.text.strip())
     if not text:
-        return {**_no_new_draft(state, "the model returned an empty draft"), "needs_human": True, "error": "write: the model returned an empty draft"}
+        error = "the model returned only its prompt or unsupported sentences" if result.text.strip() else "the model returned an empty draft"
+        return {**_no_new_draft(state, error), "needs_human": True, "error": f"write: {error}"}
     fresh = is_new_round(state) or not state.get("draft")
     update: dict[str, Any] = {
         "draft": text, "revisions": 0 if fresh else state.get("revisions", 0) + 1, "round": rejections(state),
@@ -233,9 +258,23 @@ def _record(state: WritingState, score: float | None, feedback: str) -> DraftRec
     return DraftRecord(round=state.get("round", 0), revision=state.get("revisions", 0), text=state["draft"], score=score, feedback=feedback)
 
 
+def rejected_before(state: WritingState, text: str) -> bool:
+    """Is `text` a draft the editor already rejected at the gate (the same digest)?"""
+    return content_digest(text.strip()) in (state.get("offered") or [])
+
+
+#: the reviewer's finding on a draft the editor already rejected, which the writer gets as feedback
+UNCHANGED = "This is the draft the editor rejected, unchanged: rewrite it as the editor's feedback asks."
+#: the flag at the gate on such a draft when no revision got past it
+REJECTED_AGAIN = ("this is a document you already rejected, word for word: the writer did not act on the feedback; "
+                  "reject it with other words, or approve it as it is")
+
+
 def _reviewed(state: WritingState, result: AgentResult) -> dict[str, Any]:
     review: Review = result.parsed  # type: ignore[assignment]
     score, feedback = draft_checks.capped(review.score, review.feedback, state["draft"], cut_off=state.get("draft_cut_off", False))
+    if rejected_before(state, state["draft"]):
+        score, feedback = min(score, draft_checks.CAP), UNCHANGED
     record = _record(state, score, feedback)
     best = state.get("best")
     if best is None or best["score"] is None or score >= best["score"]:  # a tie goes to the newer draft
@@ -276,6 +315,15 @@ def choose_draft_node(compose: Callable[[Any, str], str]) -> Callable[[Any], dic
     # Typed as a plain dict on purpose: LangGraph narrows a node's input to the TypedDict it
     # is annotated with, and `compose` needs the graph's own fields (sources, topic).
     def choose_draft(state: dict[str, Any]) -> dict[str, Any]:
+        """What `_choose` picks, remembered as offered, and flagged if the editor rejected it already."""
+        chosen = _choose(state)
+        text = chosen.get("chosen")
+        if not text:
+            return {**chosen, "flags": []}
+        flags = [REJECTED_AGAIN] if rejected_before(state, text) else []
+        return {**chosen, "offered": [content_digest(text.strip())], "flags": flags, "warnings": [*chosen.get("warnings", []), *flags]}
+
+    def _choose(state: dict[str, Any]) -> dict[str, Any]:
         if not state.get("draft"):
             return {"chosen": None, "document": None, "document_score": None, "gate_warning": None}
         threshold = state.get("score_threshold", DEFAULT_THRESHOLD)

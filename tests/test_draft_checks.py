@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from nodes.draft_checks import (CAP, capped, customers_words, draws_on, findings, unfinished_ending, unsupported, whole_sentences,
-                                 without_customers_words, without_unsupported)
+                                 without_customers_words, without_prompt_text, without_unsupported)
 
 FINISHED = [
     "# Notes\n\nWe ship on Friday.",
@@ -81,6 +81,11 @@ def test_a_contact_or_amount_no_source_gives_is_found():
     assert unsupported("We will refund $60 today.", ARTICLE) == ["$60"]
 
 
+def test_an_amount_written_in_words_or_codes_is_checked_like_one_with_a_symbol():
+    assert unsupported("We have refunded 60.00 USD, that is 60 dollars.", ARTICLE) == ["60.00 USD", "60 dollars"]
+    assert unsupported("Plus is 8 USD a month.", ARTICLE) == []
+
+
 def test_a_sentence_with_an_invented_contact_is_dropped_and_the_rest_kept():
     reply = "Plus costs $8 a month. For help, write to help@acme-support.example.\n\n- Open Settings."
     assert without_unsupported(reply, ARTICLE) == "Plus costs $8 a month.\n\n- Open Settings."
@@ -122,3 +127,34 @@ def test_a_reply_that_takes_a_sentence_from_its_article_draws_on_it():
 def test_a_reply_that_only_acknowledges_the_message_does_not_draw_on_its_article():
     assert not draws_on("You clicked the reset link this morning but it says expired. Now what?", RESET_ARTICLE)
     assert not draws_on("", RESET_ARTICLE)
+
+
+LABELS = ("Customer message:", "Reviewer feedback:")
+RULES = "Speak to the customer as \"you\". Use two to four sentences. No greeting placeholders, no signature."
+
+
+@pytest.mark.parametrize("draft, kept", [
+    ("Customer message: my link expired. The link is valid for 1 hour.", "The link is valid for 1 hour."),
+    ("**Reviewer feedback:** be brief\n\nRequest a new link.", "Request a new link."),
+    ("Request a new link. Speak to the customer as \"you\".", "Request a new link."),
+    ("Request a new link. No greeting placeholders, no signature.", "Request a new link."),
+    ("Be brief.\n\nRequest a new link.", "Request a new link."),  # the reviewer's note, word for word
+    ("Customer message: my link expired.\n\nReviewer feedback: be brief\n\nRequest a new link.", ""),  # the prompt played back
+    ("Request a new link (customer message: my link expired; reviewer feedback: be brief)", ""),  # run together
+])
+def test_prompt_text_is_dropped_and_a_played_back_prompt_leaves_nothing(draft, kept):
+    assert without_prompt_text(draft, labels=LABELS, instructions=[RULES], notes=["be brief"]) == kept
+
+
+@pytest.mark.parametrize("draft", [
+    "Use the link in the email within an hour.",  # shares words with the rules, but is an answer
+    "Be brief when you write to billing, and say which invoice.",  # contains the note, is more
+    "You can write to us as often as you like.",
+])
+def test_a_reply_that_only_shares_words_with_the_prompt_is_kept(draft):
+    assert without_prompt_text(draft, labels=LABELS, instructions=[RULES], notes=["be brief"]) == draft
+
+
+def test_a_whole_sentence_of_the_customers_is_copied_in_any_voice():
+    assert customers_words("Please fix this ASAP.", "I was charged twice. Please fix this ASAP.")
+    assert not customers_words("We will fix this.", "I was charged twice. Please fix this ASAP.")

@@ -59,6 +59,10 @@ def test_an_edited_down_amount_is_approved_and_refunded_with_both_digests_audite
     ("sed -i 's/^amount: 149.00 USD/amount: 100.00 EUR/' \"$1\"", "the currency cannot change", 2),
     ("sed -i 's/^amount: 149.00 USD/amount: nan USD/' \"$1\"", "must be a positive number", 2),
     ("sed -i '/^amount:/d' \"$1\"", "keep exactly one 'amount", 2),
+    ("sed -i 's/refunded 149.00 USD/refunded 200.00 USD/' \"$1\"", "the reply states 200.00 USD, but the refund is 149.00 USD", 2),
+    ("sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/; s/refunded 149.00 USD/refunded 100 dollars/' \"$1\"",
+     "the reply states 100 dollars, but the refund is 90.00 USD", 2),
+    ("sed -i 's/We have refunded 149.00 USD for/We have refunded/' \"$1\"", "the reply does not state the amount refunded (149.00 USD)", 2),
     ("printf '# only comments\\n--- reply ---\\n# nothing\\n' > \"$1\"", "the edited reply is empty", 2),
     ("printf 'amount: 1 USD\\n' > \"$1\"", "lost its '--- reply ---' line", 2),
     ("exit 3", "the editor exited with code 3", 4),
@@ -71,6 +75,25 @@ def test_a_refused_edit_changes_nothing(env, pool, database_url, tmp_path, waiti
     assert expect(database_url, "e1") == before
     assert count_rows(pool, "approvals") == 0 and count_rows(pool, "payment_operations") == 0
     assert count_rows(pool, "audit_events", kind="content_edited") == 0
+
+
+def sent_reply(pool, tid: str) -> str:
+    with pool.connection() as conn:
+        return conn.execute("SELECT body FROM outbox WHERE thread_id = %s AND kind = 'reply'", (tid,)).fetchone()["body"]
+
+
+def ledger(pool) -> list[tuple[str, int]]:
+    with pool.connection() as conn:
+        return [(r["kind"], r["amount_cents"]) for r in conn.execute("SELECT kind, amount_cents FROM ledger_entries ORDER BY id")]
+
+
+def test_lowering_only_the_amount_line_tells_the_customer_the_lower_amount_paid(env, pool, tmp_path, waiting):
+    lower = editor(tmp_path, "sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/' \"$1\"")
+    result = run(env, "approve", "e1", "--by", "lead", "--edit", EDITOR=lower)
+    assert result.exit_code == 0 and "the reply stated the old amount, so it now states the new one" in flat(result.output), result.output
+    assert ledger(pool) == [("credit_note", 9000), ("refund", 9000)]
+    sent = sent_reply(pool, "e1")
+    assert "We have refunded 90.00 USD for order 1042" in sent and "149" not in sent, "no promise of money that is not paid"
 
 
 def test_the_requester_may_not_even_open_the_editor(env, pool, tmp_path, waiting):
@@ -96,6 +119,15 @@ def test_editing_a_reply_without_an_action(env, pool, database_url, tmp_path, cl
     assert result.exit_code == 0, result.output
     with pool.connection() as conn:
         assert conn.execute("SELECT body FROM outbox WHERE thread_id = 'x1'").fetchone()["body"].startswith("Sorry: order 1007")
+
+
+def test_an_edit_that_promises_money_on_a_request_with_no_refund_is_refused(env, pool, database_url, tmp_path, cli, orders):
+    assert cli("start", "support", "Please refund order 1007", "--email", "liam.chen@example.com", "--thread", "x2").exit_code == 0
+    before = expect(database_url, "x2")
+    promise = editor(tmp_path, "sed -i 's/^Order 1007 was placed/We have refunded 49.00 USD. Order 1007 was placed/' \"$1\"")
+    result = run(env, "approve", "x2", "--edit", EDITOR=promise)
+    assert result.exit_code == 2 and "the reply states 49.00 USD, but no refund is proposed for this request" in flat(result.output), result.output
+    assert expect(database_url, "x2") == before and count_rows(pool, "approvals") == 0 and count_rows(pool, "outbox") == 0
 
 
 def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool, database_url, tmp_path, server, monkeypatch, orders):
@@ -240,3 +272,17 @@ def test_an_edit_approval_hands_the_run_to_a_worker_as_plain_approve_does(env, p
     assert result.exit_code == 0 and "approved e1 by lead; handed to a worker" in flat(result.output), result.output
     assert jobs.active_job(pool, "e1") is not None
     assert count_rows(pool, "approvals") == 1 and count_rows(pool, "payment_operations") == 0
+
+
+def test_raising_only_the_amount_line_tells_the_customer_the_amount_paid(pool, database_url, tmp_path, server, as_user):
+    ask_for(server, as_user, "1042", 50, OWNER, "m1")
+    assert "We have refunded 50.00 USD for order 1042" in flat(as_user("x", "show", "m1").output)
+    raised = as_user("sam", "approve", "m1", "--edit", EDITOR=editor(tmp_path, "sed -i 's/^amount: 50.00 USD/amount: 149.00 USD/' \"$1\""))
+    assert raised.exit_code == 0 and "now states the new one" in flat(raised.output), raised.output
+    shown = flat(as_user("x", "show", "m1").output)
+    assert "action: refund(1042, 149.00, USD)" in shown and "We have refunded 149.00 USD for order 1042" in shown and "50.00" not in shown
+    done = as_user("alice", "approve", "m1", *expect(database_url, "m1"))
+    assert done.exit_code == 0 and "refunded 149.00 USD on order 1042" in flat(done.output), done.output
+    assert ledger(pool) == [("credit_note", 14900), ("refund", 14900)]
+    sent = sent_reply(pool, "m1")
+    assert "We have refunded 149.00 USD" in sent and "50.00" not in sent, "the reply states the amount paid"

@@ -10,7 +10,7 @@ import pytest
 
 from checkpoint import threads
 from nodes.orders import Order
-from nodes.refunds import RefundCase, assess, read_amount, read_order_id
+from nodes.refunds import RefundCase, amount_problem, assess, read_amount, read_order_id
 from tests.conftest import count_rows, expect
 from tests.fault_server import ok
 from tests.payment_provider import PaymentProvider
@@ -47,7 +47,7 @@ ORDER = Order("1042", OWNER, 14900, "USD", NOW - timedelta(days=3), "delivered")
     (ORDER, {"order_id": "1042"}, OWNER, 4900, "eligible", 10000),
     (ORDER, {"order_id": "1042"}, OWNER, 14900, "already_refunded", None),
     (ORDER, {"order_id": "1042"}, "someone@else.com", 0, "identity", None),
-    (ORDER, {"order_id": "1042"}, None, 0, "identity", None),
+    (ORDER, {"order_id": "1042"}, None, 0, "no_sender", None),
     (None, {"order_id": "9999"}, OWNER, 0, "not_found", None),
     (None, {"order_id": None}, OWNER, 0, "no_order", None),
     (Order("1", OWNER, 100, "USD", NOW - timedelta(days=15), "delivered"), {"order_id": "1"}, OWNER, 0, "window", None),
@@ -59,6 +59,44 @@ def test_eligibility(order, case, email, refunded, reason, amount):
     assert result["reason"] == reason
     assert result["status"] == ("proposed" if reason == "eligible" else "declined")
     assert result.get("amount_cents") == amount
+
+
+def test_a_check_with_nothing_to_check_against_is_its_own_reason_not_a_finding():
+    assert assess(None, RefundCase(order_id="1042"), OWNER, NOW, 14, 0, loaded=False)["reason"] == "unchecked"
+    assert assess(None, RefundCase(order_id="1042"), OWNER, NOW, 14, 0, loaded=True)["reason"] == "not_found"
+    assert assess(ORDER, RefundCase(order_id="1042"), " ", NOW, 14, 0)["reason"] == "no_sender"
+
+
+@pytest.mark.parametrize("message, proposed, asked", [
+    ("Refund $0 for order 1042", None, "$0"),
+    ("Refund $0 for order 1042", 0.0, "$0"),
+    ("Refund $99999999999999999999 for order 1042", 1e20, "$99999999999999999999"),
+    ("Refund 99999999999999999999 of order 1042", 1e20, "99999999999999999999"),
+    ("Refund -5 dollars of order 1042", None, "-5 dollars"),
+    ("Refund -5 of order 1042", 5.0, "-5"),
+    ("Refund 0 of order 1042", 0.0, "0"),
+    ("Refund 20 of order 1042", float("nan"), "nan"),
+    ("Refund order 1042", float("inf"), "inf"),
+    ("Refund 20.001 dollars of order 1042", 20.001, "20.001 dollars"),
+])
+def test_an_amount_no_refund_can_be_is_flagged_never_read_as_the_whole_order(message, proposed, asked):
+    assert read_amount(message, proposed, "1042") == (None, asked)
+    case = RefundCase(order_id="1042", requested_cents=None, unrefundable=asked)
+    assessed = assess(ORDER, case, OWNER, NOW, 14, 0)
+    assert (assessed["reason"], assessed.get("amount_cents")) == ("bad_amount", None)
+
+
+def test_a_requested_amount_of_zero_from_an_older_thread_is_not_the_whole_order():
+    assessed = assess(ORDER, RefundCase(order_id="1042", requested_cents=0), OWNER, NOW, 14, 0)
+    assert (assessed["reason"], assessed.get("amount_cents")) == ("bad_amount", None)
+
+
+def test_a_reply_must_state_the_refund_in_its_amount_and_currency():
+    assert amount_problem("We have refunded 1000.00 JPY for order 9.", 100000, "JPY") is None
+    assert amount_problem("We have refunded 12.50 XTS for order 9.", 1250, "XTS") is None, "any currency an order uses"
+    assert amount_problem("We have refunded 1000.00 JPY for order 9.", 100000, "USD") == "the reply states 1000.00 JPY, but the refund is 1000.00 USD"
+    assert amount_problem("We have refunded $1000 for order 9.", 100000, "EUR") == "the reply states $1000, but the refund is 1000.00 EUR"
+    assert amount_problem("Your refund is on its way.", 100000, "EUR") == "the reply does not state the amount refunded (1000.00 EUR)"
 
 
 def test_model_output_is_used_only_where_the_message_says_it():
@@ -77,11 +115,10 @@ def test_a_quantity_the_model_reads_as_an_order_number_is_not_taken():
     assert read_order_id("I was charged $96 and would like at least $60 back", "96") is None
     assert read_order_id("We have 12 seats; refund order 12 please", "12") == "12", "named as an order, it is one"
     assert read_order_id("refund 2231 please, it arrived 3 days late", "2231") == "2231"
-    assert read_amount("refund 20 of order 1042", 20.0) == 2000
-    assert read_amount("refund 1,200.50 of order 1042", 1200.5) == 120050
-    assert read_amount("refund order 1042", 500.0) is None, "an amount the customer never wrote is never proposed"
-    assert read_amount("refund order 1042", 1042.0, "1042") is None, "the order number is not an amount"
-    assert read_amount("refund 20", float("nan")) is None and read_amount("refund -5", -5.0) is None
+    assert read_amount("refund 20 of order 1042", 20.0) == (2000, None)
+    assert read_amount("refund 1,200.50 of order 1042", 1200.5) == (120050, None)
+    assert read_amount("refund order 1042", 500.0) == (None, None), "an amount the customer never wrote is never proposed"
+    assert read_amount("refund order 1042", 1042.0, "1042") == (None, None), "the order number is not an amount"
 
 
 # --- through the graph ----------------------------------------------------------------------------
@@ -123,7 +160,7 @@ def test_the_gate_shows_the_action_and_the_reply_under_one_digest_and_nothing_mo
 
 @pytest.mark.parametrize("message, email, says", [
     (REFUND_MESSAGE, "mallory@example.com", "could not find an order 1042 placed with the email address you wrote from"),
-    (REFUND_MESSAGE, None, "could not find an order 1042 placed with the email address"),
+    (REFUND_MESSAGE, None, "write to us from the email address you used for the order"),
     ("Please refund order 1007, I never used it", "liam.chen@example.com", "outside our 14-day refund window"),
     ("Please refund order 1013", "sofia.rossi@example.com", "has already been refunded"),
     ("Please refund order 1038", "olivia.brown@example.com", "was cancelled"),
@@ -141,6 +178,57 @@ def test_a_request_that_is_not_eligible_gets_an_explaining_reply_and_never_a_ref
     assert cli("approve", "n1", *expect(database_url, "n1")).exit_code == 0
     assert count_rows(pool, "payment_operations") == 0 and count_rows(pool, "ledger_entries") == 0
     assert count_rows(pool, "outbox", thread_id="n1", kind="reply") == 1
+
+
+def test_a_refund_asked_before_any_orders_are_loaded_claims_no_failed_lookup_and_warns_the_reviewer(cli, pool, database_url, server):
+    assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "u1").exit_code == 0
+    shown = flat(cli("show", "u1").output)
+    assert "could not find" not in shown and "action:" not in shown, shown
+    assert "check: no orders are loaded, so order 1042 was not looked up and no refund is proposed" in shown
+    assert "A team member will look at your order and reply to you personally" in shown
+    assert cli("approve", "u1", "--by", "lead", *expect(database_url, "u1")).exit_code == 0
+    assert count_rows(pool, "payment_operations") == 0
+    with pool.connection() as conn:
+        sent = conn.execute("SELECT body FROM outbox WHERE thread_id = 'u1'").fetchone()["body"]
+    assert "could not find" not in sent and "check:" not in sent, "the customer gets the reply, not the reviewer's check"
+
+
+def test_a_request_without_a_sender_address_claims_no_failed_lookup_and_warns_the_reviewer(cli, server, orders):
+    assert cli("start", "support", REFUND_MESSAGE, "--thread", "s1").exit_code == 0
+    shown = flat(cli("show", "s1").output)
+    assert "could not find" not in shown and "action:" not in shown, shown
+    assert "check: the message has no sender address, so whether order 1042 is theirs was not checked" in shown
+
+
+@pytest.mark.parametrize("message, model", [
+    ("Refund $0 for order 1042", '{"order_id": "1042", "amount": 0}'),
+    ("Refund $0 for order 1042", '{"order_id": "1042", "amount": null}'),
+    ("Refund $99999999999999999999 for order 1042", '{"order_id": "1042", "amount": 99999999999999999999}'),
+    ("Refund -5 dollars of order 1042", '{"order_id": "1042", "amount": -5}'),
+])
+def test_an_amount_no_refund_can_be_is_flagged_at_the_gate_and_refunds_nothing(cli, pool, database_url, server, orders, message, model):
+    server.rule("Extract the refund request", ok(model))
+    assert cli("start", "support", message, "--email", OWNER, "--thread", "z1").exit_code == 0
+    shown = flat(cli("show", "z1").output)
+    assert "action:" not in shown and "149.00" not in shown, "never the whole order"
+    assert "check: the customer asked for" in shown and "no refund is proposed" in shown
+    assert "The amount in your message is not one we can refund" in shown
+    assert cli("approve", "z1", "--by", "lead", *expect(database_url, "z1")).exit_code == 0
+    assert count_rows(pool, "payment_operations") == 0
+
+
+def test_a_redraft_that_misstates_the_refund_is_not_offered_and_the_reviewer_is_told(cli, pool, database_url, server, orders):
+    server.once("Rewrite the support reply", ok("Good news: your refund of 50.00 USD for order 1042 is on its way."))
+    assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "w1").exit_code == 0
+    assert cli("reject", "w1", "--feedback", "warmer please").exit_code == 0
+    shown = flat(cli("show", "w1").output)
+    assert "50.00" not in shown and "We have refunded 149.00 USD for order 1042" in shown, shown
+    assert "check: the redraft" in shown and "the rejected reply is offered again" in shown
+    server.once("Rewrite the support reply", ok("Good news: your refund for order 1042 is on its way."))
+    assert cli("reject", "w1", "--feedback", "warmer still").exit_code == 0
+    shown = flat(cli("show", "w1").output)
+    assert "We have refunded 149.00 USD for order 1042" in shown and "Good news" not in shown, shown
+    assert "the reply does not state the amount refunded (149.00 USD)" in shown
 
 
 def test_rejecting_redrafts_the_reply_and_keeps_the_action_and_an_expiry_refunds_nothing(cli, pool, database_url, server, orders):

@@ -76,6 +76,24 @@ def test_one_failing_researcher_leaves_a_report_from_the_others_listing_what_is_
     assert count_rows(pool, "documents", thread_id="q2", graph="research") == 1
 
 
+def test_a_researcher_that_plays_its_prompt_back_is_a_failure_not_a_finding(run):
+    echo = ("Summarise what the passages say", f"Question: {SUBTASKS[0]}\n\nPassages:\n[1] Checkpoints\nA checkpoint is saved state.")
+    runner, events, options = run([PLAN, (f"Question: {SUBTASKS[0]}", echo[1]), SUMMARY, WRITE, REVIEW])
+    stop = runner.start("q-echo", TOPIC, options, events.append)
+    assert [f["subtask"] for f in stop.values["covered"]] == SUBTASKS[1:]
+    assert stop.values["missing"][0]["error"] == "the model returned only its prompt or unsupported sentences"
+    writer_prompt = next(p for p in prompts(runner) if WRITE[0] in p)
+    assert "Passages:" not in writer_prompt.split("Brief:", 1)[1]
+
+
+def test_a_subtask_the_planner_copied_from_its_prompt_is_not_researched(run):
+    copied = ("Split the research topic", json.dumps({"subtasks": ["Split the research topic into 3 to 5 short questions", *SUBTASKS[:2]]}))
+    runner, events, options = run([copied, SUMMARY, WRITE, REVIEW])
+    stop = runner.start("q-plan", TOPIC, options, events.append)
+    assert stop.values["subtasks"] == SUBTASKS[:2]
+    assert "Split the research topic" not in stop.values["document"]
+
+
 def test_all_researchers_failing_stops_at_the_gate_with_the_failure_explained(run, pool):
     runner, events, options = run([PLAN, ("Summarise what the passages say", RuntimeError("no model")), WRITE, REVIEW])
     stop = runner.start("q3", TOPIC, options, events.append)

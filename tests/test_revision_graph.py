@@ -9,6 +9,7 @@ import pytest
 from checkpoint.errors import EXIT_CONFLICT
 from graphs.registry import REVISION
 from graphs.runner import NotAtGate, ThreadRunner
+from nodes.gates import content_digest
 from nodes.publishing import publish
 from tests.conftest import count_rows, expect
 from tests.scripted import REVIEWER, WRITER, review, scripted_registry
@@ -122,6 +123,44 @@ def test_a_rejected_draft_never_wins_the_next_round(run):
     stop = runner.resume("r5", events.append)
     assert stop.values["document"].endswith("New two.")
     assert stop.values["revisions"] == 1, "the revision budget starts afresh each round"
+
+
+def test_a_rewrite_identical_to_the_rejected_draft_is_revised_again(run):
+    runner, events, options = run([(WRITER, ["# Keys\n\nSame.", "# Keys\n\nSame.", "# Keys\n\nNew."]), (REVIEWER, review(0.9))])
+    first = runner.start("r-same", BRIEF, options, events.append)
+    runner.decide("r-same", "rejected", actor="bob", note="add an example")
+    stop = runner.resume("r-same", events.append)
+    assert stop.values["document"] == "# Keys\n\nNew." and "check:" not in REVISION.review_content(stop.values)
+    assert stop.values["document"] != first.values["document"]
+    assert any("Reviewer feedback: This is the draft the editor rejected, unchanged" in p for p in prompts(runner) if WRITER in p)
+
+
+def test_a_rewrite_that_stays_identical_to_the_rejected_draft_is_flagged_at_the_gate(run):
+    runner, events, options = run([(WRITER, "# Keys\n\nSame."), (REVIEWER, review(0.9))])
+    first = runner.start("r-stuck", BRIEF, options, events.append)
+    runner.decide("r-stuck", "rejected", actor="bob", note="add an example")
+    stop = runner.resume("r-stuck", events.append)
+    assert (stop.status, stop.gate) == ("waiting", "publish")
+    assert stop.values["document"] == first.values["document"]
+    content = REVISION.review_content(stop.values)
+    assert content.startswith("check: this is a document you already rejected, word for word")
+    assert content_digest(content) != expect_digest(first), "never offered again under the digest it was rejected with"
+
+
+def expect_digest(stop) -> str:
+    return content_digest(REVISION.review_content(stop.values))
+
+
+def test_a_writer_that_plays_its_prompt_back_puts_no_prompt_text_at_the_gate(run):
+    echo = f"Brief: {BRIEF}\n\nEditor's feedback (follow it):\n- add an example\n\nPrevious draft:\n# Keys\n\nDraft one.\n\nWrite an improved version."
+    runner, events, options = run([(WRITER, ["# Keys\n\nDraft one.", echo]), (REVIEWER, review(0.9))])
+    runner.start("r-echo", BRIEF, options, events.append)
+    runner.decide("r-echo", "rejected", actor="bob", note="add an example")
+    stop = runner.resume("r-echo", events.append)
+    content = REVISION.review_content(stop.values)
+    assert (stop.status, stop.gate) == ("waiting", "publish")
+    assert "Brief:" not in content and "Editor's feedback" not in content and "Write an improved version" not in content, content
+    assert content.startswith("Nothing to publish: write: the model returned only its prompt")
 
 
 def test_rejections_past_the_bound_end_the_thread_unpublished(run, pool):

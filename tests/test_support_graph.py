@@ -8,8 +8,8 @@ import pytest
 
 from graphs.registry import SUPPORT
 from graphs.runner import AwaitingDecision, ThreadRunner
-from graphs.support import HOLDING_REPLY, QUOTED_WARNING, build_graph
-from nodes.gates import GateError
+from graphs.support import HOLDING_REPLY, QUOTED_WARNING, REDRAFT_TASK, REPLY_RULES, build_graph, redraft_prompt
+from nodes.gates import GateError, content_digest
 from nodes.handover import load_playbook
 from tests.conftest import count_rows
 from tests.scripted import ANSWERED, CLASSIFY, REDRAFT, REPLY, agent, scripted_registry, support_rules
@@ -81,6 +81,70 @@ def test_rejection_with_feedback_redrafts_and_returns_to_the_gate(run, pool):
     stop = runner.resume("t3", events.append)
     assert stop.values["outcome"] == "replied"
     assert count_rows(pool, "outbox", thread_id="t3", kind="reply") == 1
+
+
+FIRST_REPLY = "A duplicate charge is usually a pending authorization that drops off in 3-5 business days."
+URGENT = "I was charged twice this month. Please fix this ASAP."
+FEEDBACK = "apologise; don't say contact Support"
+
+
+def redrafted(runner, tid: str, answer) -> dict:
+    """Reject the waiting reply with FEEDBACK; the redraft answers `answer` (a function of the
+    prompt the redraft is given, or a text); the thread's values back at the gate."""
+    values = runner.snapshot(tid).values
+    if callable(answer):
+        answer = answer(redraft_prompt({**values, "last_decision": {"note": FEEDBACK}})[1].content)
+    runner.context.models.primary.chat.rules.insert(0, (REDRAFT, answer))
+    runner.decide(tid, "rejected", actor="carol", note=FEEDBACK)
+    stop = runner.resume(tid, lambda event: None)
+    assert (stop.status, stop.gate) == ("waiting", "review")
+    return stop.values
+
+
+@pytest.mark.parametrize("answer", [
+    lambda prompt: prompt,  # the prompt played back whole, labels and all
+    lambda prompt: f"Please fix this ASAP. {REDRAFT_TASK} {REPLY_RULES}",  # its instructions and the customer's words, no label
+    lambda prompt: prompt.replace("\n\n", " "),  # the same, on one line
+])
+def test_a_redraft_that_plays_the_prompt_back_never_reaches_the_gate(run, answer):
+    runner, events = run(support_rules("billing", FIRST_REPLY))
+    runner.start("t-echo", URGENT, {}, events.append)
+    values = redrafted(runner, "t-echo", answer)
+    content = SUPPORT.review_content(values)
+    for prompt_text in ("Rewrite the support reply", "Reviewer feedback", "Speak to the customer", "Please fix this ASAP", FEEDBACK, "Customer message"):
+        assert prompt_text not in values["draft"], prompt_text
+    assert values["draft"] == FIRST_REPLY
+    assert content.startswith("check: the redraft was the prompt played back or had no sentence its sources support, so the rejected reply is offered again")
+
+
+def test_a_redraft_identical_to_a_rejected_reply_is_flagged_not_offered_as_new(run):
+    runner, events = run(support_rules("billing", FIRST_REPLY))
+    first = runner.start("t-same", URGENT, {}, events.append)
+    values = redrafted(runner, "t-same", FIRST_REPLY)
+    content = SUPPORT.review_content(values)
+    assert values["draft"] == FIRST_REPLY and content.startswith("check: the redraft is a reply you already rejected, word for word")
+    assert content_digest(content) != content_digest(SUPPORT.review_content(first.values)), "the reviewer sees it is not new"
+    values = redrafted(runner, "t-same", "Sorry for the trouble: the second charge is a pending authorization.")
+    assert "check:" not in SUPPORT.review_content(values), "a new reply is offered as new"
+
+
+def test_a_reply_rejected_two_redrafts_ago_is_flagged_when_it_comes_back(pool, make_context):
+    models = scripted_registry([*support_rules("billing", FIRST_REPLY), (REDRAFT, ["Sorry: the second charge is a pending authorization.", FIRST_REPLY])])
+    runner = ThreadRunner(pool, SUPPORT, make_context(models, max_redrafts=3))
+    runner.start("t-back", URGENT, {}, lambda event: None)
+    for _ in range(2):
+        runner.decide("t-back", "rejected", actor="carol", note="no")
+        stop = runner.resume("t-back", lambda event: None)
+    assert stop.values["draft"] == FIRST_REPLY
+    assert SUPPORT.review_content(stop.values).startswith("check: the redraft is a reply you already rejected")
+
+
+def test_a_failed_redraft_keeps_the_rejected_reply_and_says_so(run):
+    runner, events = run(support_rules("billing", FIRST_REPLY))
+    runner.start("t-fail", URGENT, {}, events.append)
+    values = redrafted(runner, "t-fail", RuntimeError("model down"))
+    assert values["draft"] == FIRST_REPLY
+    assert SUPPORT.review_content(values).startswith("check: the redraft failed (RuntimeError: model down), so the rejected reply is offered again")
 
 
 def test_rejected_past_the_bound_sends_a_holding_reply_and_keeps_the_ticket_open(run, pool):
