@@ -124,7 +124,6 @@ def env(database_url: str, server, tmp_path: Path) -> dict[str, str]:
         "SIGNOFF_MODEL": "openai:test-model",
         "OPENAI_BASE_URL": server.base_url,
         "OPENAI_API_KEY": "test-key",
-        "SIGNOFF_USER": "tester",
     }
 
 
