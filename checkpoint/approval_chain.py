@@ -241,19 +241,17 @@ def check_allowed(chain: Chain, actor: str, verdict: str = "approved", token: To
 
 
 def check_closing(chain: Chain, actor: str, verdict: str, token: Token | None = None) -> None:
-    """A chain already complete when a decision arrives (a policy loaded since asks for less):
-    the decision is recorded only from someone who could have given its last approval, one of
-    its approvers, or the requester withdrawing; never the requester's own approval."""
+    """A chain already complete when a decision arrives (its approvals carried over to a lowered
+    amount, or a policy loaded since asks for less): the decision is recorded from someone the
+    policy gives a role (anyone, with no roles configured), or the requester withdrawing; never
+    the requester's own approval."""
     if verdict == "approved":
         ensure_not_own(chain, actor, token)
     elif actor == chain.requester:
         return
-    if any(actor in view.approvers for view in chain.stages):
-        return
-    last = chain.stages[-1]
-    if chain.policy.roles_configured and last.stage.role and actor not in last.members:
-        raise NotAllowed(f"{actor} is not a member of {last.stage.role} ({', '.join(last.members) or 'no members'}), "
-                         f"which decides stage {last.index}, the last of this chain")
+    members = {m for names in chain.policy.roles.values() for m in names}
+    if chain.policy.roles_configured and actor not in members:
+        raise NotAllowed(f"{actor} has no role in the approval policy ({chain.policy.source}), so may not decide this refund")
 
 
 def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thread_id: str, checkpoint_id: str, digest: str,

@@ -75,8 +75,10 @@ def text_rows(command: str, *after: str, what: str = "text") -> list[Row]:
 
 
 def name_rows(command: str, *args: str) -> list[Row]:
-    return [row(command, *args, "--by", bad, says="reviewer name") for bad in BAD_NAMES] + [
-        row(command, *args, says="reviewer name", SIGNOFF_USER="signoff (deadline)"),
+    """Who acts is never a typed name; a token that is not live is refused."""
+    return [row(command, *args, "--by", bad, says="--by no longer chooses who acts") for bad in BAD_NAMES[:3]] + [
+        row(command, *args, says="SIGNOFF_USER no longer chooses who acts", SIGNOFF_USER="signoff (deadline)"),
+        row(command, *args, says="SIGNOFF_TOKEN is not a live reviewer token", SIGNOFF_TOKEN="sgn_not-a-token"),
     ]
 
 
@@ -272,7 +274,7 @@ def env(module_db: str, module_server: FaultServer, tmp_path_factory: pytest.Tem
     (home / "leaky" / "link.md").symlink_to(outside)
     environment = {
         "DATABASE_URL": module_db, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:test-model",
-        "OPENAI_BASE_URL": module_server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester",
+        "OPENAI_BASE_URL": module_server.base_url, "OPENAI_API_KEY": "test-key",
     }
     runner = CliRunner()
     for args in (["start", "support", "The app crashes", "--thread", WAITING],
