@@ -221,6 +221,7 @@ ROWS: list[Row] = [
     row("policy load", "{leaky_dir}", says="is a folder"),
     row("policy load", says="Missing argument"),
     row("policy show", "--nope", says="No such option: --nope"),
+    row("policy history", "--nope", says="No such option: --nope"),
     row("policy show", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
     row("approve", WAITING, "--edit", says="the editor exited with code 1", code=EXIT_CONFLICT, EDITOR="false"),
     row("approve", WAITING, "--edit", says="cannot run the editor", EDITOR="/nonexistent/editor"),
