@@ -584,13 +584,15 @@ app.add_typer(token_app, name="token")
 def token_create(name: str = typer.Argument(..., help="The reviewer's name, recorded as the actor of their decisions.")) -> None:
     """Create a reviewer's token; it is shown once, only its hash is stored. Administrators only."""
     from checkpoint import tokens
-    from checkpoint.identity import cli_identity, ensure_admin
+    from checkpoint.identity import cli_identity, ensure_admin, ensure_may_mint
     from checkpoint.policy import current_policy
 
     tokens.valid_name(name)
     with open_db(settings(), checkpoints=False) as pool:
         who = cli_identity(pool)
-        ensure_admin(current_policy(pool), who, "creating a reviewer token")
+        policy = current_policy(pool)
+        ensure_admin(policy, who, "creating a reviewer token")
+        ensure_may_mint(policy, who, name.strip())
         token = tokens.create(pool, name, created_by=who.name)
     out.file.write(token + "\n")
     out.file.flush()

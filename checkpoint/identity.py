@@ -88,3 +88,10 @@ def ensure_admin(policy: Policy, who: Identity, act: str) -> None:
     elif who.token_id is not None:
         raise NotAllowed(f"{act} is for the administrator, which until a policy names `admins` is the local "
                          f"operating-system user, not a reviewer token: unset {TOKEN_VARIABLE}")
+
+
+def ensure_may_mint(policy: Policy, who: Identity, name: str) -> None:
+    """An administrator's token is created only by that administrator: otherwise one
+    administrator could act, and load policies, under another's name."""
+    if name in policy.admins and name != who.name:
+        raise NotAllowed(f"{name} is an administrator: only {name} creates a token for {name}")

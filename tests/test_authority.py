@@ -212,10 +212,12 @@ def test_a_typed_name_or_a_bad_token_is_refused_in_one_line(signoff, server, poo
 def test_only_the_named_administrators_create_tokens_and_load_policies(signoff, pool, tmp_path):
     through_token = signoff("root", "token", "create", "carol", token=mint(signoff, "root", "alice"))
     assert through_token.exit_code == 4 and "the local operating-system user, not a reviewer token" in flat(through_token.output)
-    assert load(signoff, tmp_path, "root", 'admins = ["ops"]\n' + POLICY).exit_code == 0
+    assert load(signoff, tmp_path, "root", 'admins = ["ops", "ada"]\n' + POLICY).exit_code == 0
     for refused in (signoff("root", "token", "create", "mallory"), signoff("root", "token", "revoke", "alice"),
                     load(signoff, tmp_path, "root", 'admins = ["root"]\n' + POLICY, "mine.toml")):
-        assert refused.exit_code == 4 and "for the administrators the policy names (ops); you act as root" in flat(refused.output), refused.output
+        assert refused.exit_code == 4 and "for the administrators the policy names (ops, ada); you act as root" in flat(refused.output), refused.output
+    as_another = signoff("ops", "token", "create", "ada")
+    assert as_another.exit_code == 4 and "only ada creates a token for ada" in as_another.output
     dropped = load(signoff, tmp_path, "ops", POLICY, "no-admins.toml")
     assert dropped.exit_code == 2 and "keep an `admins = [...]` list" in flat(dropped.output)
     assert [t for t in (r["name"] for r in _tokens(pool))] == ["alice"]
