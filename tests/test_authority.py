@@ -188,8 +188,11 @@ def test_the_command_line_acts_as_the_token_owner_else_the_os_login(signoff, ser
     alice = mint(signoff, "root", "alice")
     ask(server, signoff, "1042", "maya.lopez@example.com", "t1", user="mia")
     ask(server, signoff, "1042", "maya.lopez@example.com", "t2", user="mia", token=alice)
+    queued = signoff("mia", "start", "support", "Please refund order 1042", "--thread", "t3", "--detach", token=alice)
+    assert queued.exit_code == 0, queued.output
     with pool.connection() as conn:
-        assert {r["thread_id"]: r["requested_by"] for r in conn.execute("SELECT thread_id, requested_by FROM threads")} == {"t1": "mia", "t2": "alice"}
+        requesters = {r["thread_id"]: r["requested_by"] for r in conn.execute("SELECT thread_id, requested_by FROM threads")}
+    assert requesters == {"t1": "mia", "t2": "alice", "t3": "alice"}, "the token's owner requests, also through a worker's queue"
     approved = signoff("carol", "approve", "t1", *expect(database_url, "t1"), token=alice)  # the OS login is carol; the token is alice's
     assert approved.exit_code == 0 and decided(pool, "t1") == [("approved", "alice")], approved.output
 
