@@ -287,8 +287,11 @@ def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thre
         return None
     with conn.transaction():
         conn.execute(
+            # An earlier approval of this content by the same person that no longer counts (its
+            # stage or role changed, or they left the role and came back to another) is replaced.
             "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note, token_id) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (thread_id, checkpoint_id, digest, actor) DO UPDATE SET "
+            "stage = EXCLUDED.stage, role = EXCLUDED.role, note = EXCLUDED.note, token_id = EXCLUDED.token_id, decided_at = now()",
             (thread_id, gate, checkpoint_id, digest, stage.index, stage.stage.role, actor, note, token_id),
         )
         record_event_on(conn, thread_id, actor, "stage_approved", {

@@ -181,6 +181,21 @@ def test_a_member_removed_from_the_policy_no_longer_counts(signoff, server, pool
     assert erin.exit_code == 0 and "refunded 5000.00 USD" in flat(erin.output), erin.output
 
 
+def test_a_member_whose_approval_no_longer_counts_may_approve_again_in_their_new_role(signoff, server, pool, database_url, tmp_path, with_roles):
+    ask(server, signoff, "1021", "noah.kim@example.com", "moved", user="mia")
+    digest = expect(database_url, "moved")
+    assert signoff("alice", "approve", "moved", *digest).exit_code == 0
+    assert signoff("carol", "approve", "moved", *digest).exit_code == 0  # finance, 1 of 2
+    moved = (POLICY.replace('support-lead = ["alice", "bob"]', 'support-lead = ["alice", "bob", "carol"]')
+             .replace('{ role = "finance", above = 1000, quorum = 2, deadline_hours = 48 }', '{ role = "support-lead", above = 1000, quorum = 2 }'))
+    assert load(signoff, tmp_path, "root", moved, "moved.toml").exit_code == 0
+    again = signoff("carol", "approve", "moved", *digest)
+    assert again.exit_code == 0 and "waiting for stage 2/2 support-lead (2 of alice, bob, carol, 1 so far)" in flat(again.output), again.output
+    assert stage_approvers(pool, "moved") == ["alice", "carol"]
+    done = signoff("bob", "approve", "moved", *digest)
+    assert done.exit_code == 0 and decided(pool, "moved") == [("approved", "bob")], done.output
+
+
 # --- who acts on the command line ----------------------------------------------------------------------
 
 
