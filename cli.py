@@ -248,17 +248,16 @@ def approve(
 
         edit_and_approve(valid_thread_id(thread_id), note, expect, detach=detach)
         return
-    decide(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
+    decide(thread_id, "approved", note, expect, yes=yes, detach=detach)
 
 
-def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
+def decide(thread_id: str, verdict: str, note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
            handover: bool = False) -> None:
     """Check that an approval binds to content the person saw: the digest given with --expect,
     or the content shown at a terminal (graphs/deciding.py). Without a terminal and without
     --expect nothing was shown, so it is refused. Who decides is worked out there."""
     from graphs.deciding import decide_and_resume
 
-    refuse_by(by)
     if verdict == "approved" and expect is None and not interactive():
         raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
@@ -282,7 +281,7 @@ def reject(
         raise UsageError("reject needs --feedback TEXT (what to change: the model redrafts) or, for support, "
                          "--hand-over (a specialist takes the thread)")
     note = valid_text(feedback, "feedback") if feedback is not None else ""
-    decide(thread_id, "rejected", by, note, expect, detach=detach, handover=hand_over)
+    decide(thread_id, "rejected", note, expect, detach=detach, handover=hand_over)
 
 
 @app.command()
