@@ -472,7 +472,7 @@ def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [role
         who, in_force = cli_identity(pool), current_policy(pool)
         ensure_admin(in_force, who, "loading a policy")
         check_successor(in_force, policy)
-        version = store_policy(pool, policy, who.name)
+        version = store_policy(pool, policy, who.name, loaded_through=who.token_created_by)
     out.print(f"policy version {version} loaded from {safe_line(path)} by {safe_line(who.name)}: "
               f"{len(policy.roles)} roles, {len(policy.gates)} gates", soft_wrap=True)
 
@@ -592,7 +592,7 @@ def token_create(name: str = typer.Argument(..., help="The reviewer's name, reco
         policy = current_policy(pool)
         ensure_admin(policy, who, "creating a reviewer token")
         ensure_may_mint(policy, who, name.strip())
-        token = tokens.create(pool, name, created_by=who.name)
+        token = tokens.create(pool, name, created_by=who.name, created_through=who.token_created_by)
     out.file.write(token + "\n")
     out.file.flush()
     err.print(f"token for {safe_line(name.strip())} created: it is shown this once; send it as `Authorization: Bearer <token>` "

@@ -129,7 +129,8 @@ def chains_for(pool: ConnectionPool, waits: list[Wait], conn: Any = None) -> dic
     ids = [w.thread_id for w in waits]
     with connection_for(pool, conn) as c:
         approvals = c.execute(
-            "SELECT s.thread_id, s.checkpoint_id, s.digest, s.stage, s.role, s.actor, t.created_by AS minted_by, t.created_at AS minted_at "
+            "SELECT s.thread_id, s.checkpoint_id, s.digest, s.stage, s.role, s.actor, t.created_by AS minted_by, "
+            "t.created_through AS minted_through, t.created_at AS minted_at "
             "FROM stage_approvals s LEFT JOIN reviewer_tokens t ON t.id = s.token_id WHERE s.thread_id = ANY(%s) ORDER BY s.id",
             (ids,)).fetchall()
         requests = {r["thread_id"]: r for r in c.execute(
@@ -147,7 +148,8 @@ def chains_for(pool: ConnectionPool, waits: list[Wait], conn: Any = None) -> dic
         request = requests.get(wait.thread_id) or {}
         requester, requested_at = request.get("requested_by"), request.get("created_at")
         rows = [r for r in approvals if (r["thread_id"], r["checkpoint_id"], r["digest"]) == (wait.thread_id, wait.checkpoint_id, wait.digest)
-                and r["actor"] != requester and not minted_for_own_request(r["minted_by"], r["minted_at"], requester, requested_at)]
+                and r["actor"] != requester
+                and not minted_for_own_request((r["minted_by"], r["minted_through"]), r["minted_at"], requester, requested_at)]
         stages = policy.chain(wait.graph, wait.gate, wait.amount_cents, wait.currency)
         # An approval counts for the stage it was given at only while that stage still asks for the
         # same role and its giver is still one of the role's members: a policy loaded meanwhile that
@@ -166,9 +168,11 @@ def chains_for(pool: ConnectionPool, waits: list[Wait], conn: Any = None) -> dic
     return chains
 
 
-def minted_for_own_request(minted_by: str | None, minted_at: datetime | None, requester: str | None, requested_at: datetime | None) -> bool:
-    """A reviewer token the requester minted after the request: it never counts for that request."""
-    return (minted_by is not None and minted_by == requester and minted_at is not None and requested_at is not None
+def minted_for_own_request(minted_by: tuple[str | None, ...], minted_at: datetime | None, requester: str | None,
+                           requested_at: datetime | None) -> bool:
+    """A reviewer token the requester minted after the request (themselves, or through a token
+    they had minted: `minted_by` is both names): it never counts for that request."""
+    return (requester is not None and requester in minted_by and minted_at is not None and requested_at is not None
             and minted_at > requested_at)
 
 
@@ -185,14 +189,15 @@ class Token:
     id: int
     created_by: str | None
     created_at: datetime
+    created_through: str | None = None
 
 
 def token_of(pool: ConnectionPool, token_id: int | None, conn: Any = None) -> Token | None:
     if token_id is None:
         return None
     with connection_for(pool, conn) as c:
-        row = c.execute("SELECT id, created_by, created_at FROM reviewer_tokens WHERE id = %s", (token_id,)).fetchone()
-    return Token(int(row["id"]), row["created_by"], row["created_at"]) if row else None
+        row = c.execute("SELECT id, created_by, created_at, created_through FROM reviewer_tokens WHERE id = %s", (token_id,)).fetchone()
+    return Token(int(row["id"]), row["created_by"], row["created_at"], row["created_through"]) if row else None
 
 
 @dataclass(frozen=True)
@@ -218,9 +223,10 @@ def ensure_not_own(chain: Chain, actor: str, token: Token | None = None) -> None
     if actor in chain.barred:
         raise NotAllowed(f"{actor} raised the amount of this refund, which makes it their proposal: another "
                          f"{name} member must approve it")
-    if token is not None and minted_for_own_request(token.created_by, token.created_at, chain.requester, chain.requested_at):
-        raise NotAllowed(f"this reviewer token was created by {token.created_by}, who requested this refund, after the request: "
-                         f"it cannot approve it; ask an administrator other than {token.created_by} for a token")
+    if token is not None and minted_for_own_request((token.created_by, token.created_through), token.created_at, chain.requester,
+                                                    chain.requested_at):
+        raise NotAllowed(f"this reviewer token was created by {chain.requester}, who requested this refund, after the request: "
+                         f"it cannot approve it; ask an administrator other than {chain.requester} for a token")
 
 
 def check_allowed(chain: Chain, actor: str, verdict: str = "approved", token: Token | None = None) -> StageView:

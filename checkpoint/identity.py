@@ -33,8 +33,9 @@ RESERVED = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
 @dataclass(frozen=True)
 class Identity:
     name: str
-    #: the reviewer token acted through (None: the operating-system login)
+    #: the reviewer token acted through (None: the operating-system login), and who minted it
     token_id: int | None = None
+    token_created_by: str | None = None
 
     @property
     def how(self) -> str:
@@ -72,7 +73,7 @@ def cli_identity(pool: ConnectionPool, environ: Mapping[str, str] | None = None)
         if reviewer is None:
             raise InvalidInput(f"{TOKEN_VARIABLE} is not a live reviewer token (wrong, or revoked): unset it to act as "
                                f"your operating-system login ({os_user()}), or ask an administrator for a new one")
-        return Identity(reviewer.name, reviewer.token_id)
+        return Identity(reviewer.name, reviewer.token_id, reviewer.created_by)
     name = os_user()
     if RESERVED.fullmatch(name) or not name.isprintable():
         raise InvalidInput(f"the login {name!r} is reserved for Signoff's own actions: act through a reviewer token ({TOKEN_VARIABLE})")

@@ -81,10 +81,17 @@ class Policy:
     currency: str = DEFAULT_CURRENCY  # the currency of every threshold
     #: who may load a policy and create or revoke tokens (none named: the local OS user)
     admins: tuple[str, ...] = ()
-    #: the stored version (None: the defaults, never loaded), who loaded it and when
+    #: the stored version (None: the defaults, never loaded), who loaded it (and who minted the
+    #: token they loaded it through) and when
     version: int | None = None
     loaded_by: str | None = None
     loaded_at: datetime | None = None
+    loaded_through: str | None = None
+
+    def loaded_for(self, requester: str | None, requested_at: datetime | None) -> bool:
+        """Loaded by the requester (or through a token they minted) after the request."""
+        return (requester is not None and requested_at is not None and self.loaded_at is not None
+                and requester in (self.loaded_by, self.loaded_through) and self.loaded_at > requested_at)
 
     @property
     def roles_configured(self) -> bool:
@@ -192,20 +199,22 @@ def _from_row(row: dict[str, Any]) -> Policy:
     return Policy({r: tuple(m) for r, m in document["roles"].items()},
                   {k: tuple(Stage(s["role"], s["above_cents"], s["quorum"], s["deadline_hours"]) for s in v) for k, v in document["gates"].items()},
                   row["source"], document.get("currency", DEFAULT_CURRENCY),  # stored before the currency key: the default
-                  tuple(document.get("admins") or ()), int(row["version"]), row["loaded_by"], row["loaded_at"])
+                  tuple(document.get("admins") or ()), int(row["version"]), row["loaded_by"], row["loaded_at"], row["loaded_through"])
 
 
-_COLUMNS = "version, source, document, loaded_by, loaded_at"
+_COLUMNS = "version, source, document, loaded_by, loaded_at, loaded_through"
 
 
-def store_policy(pool: ConnectionPool, policy: Policy, actor: str) -> int:
-    """Keep `policy` as the newest version, loaded by `actor`, audited in the same transaction;
-    its version number. Earlier versions stay as they were."""
+def store_policy(pool: ConnectionPool, policy: Policy, actor: str, loaded_through: str | None = None) -> int:
+    """Keep `policy` as the newest version, loaded by `actor` (through a token minted by
+    `loaded_through`, if any), audited in the same transaction; its version number. Earlier
+    versions stay as they were."""
     with pool.connection() as conn, conn.transaction():
-        version = int(conn.execute("INSERT INTO policy_versions (source, document, loaded_by) VALUES (%s, %s, %s) RETURNING version",
-                                   (policy.source, Jsonb(_as_document(policy)), actor)).fetchone()["version"])
+        version = int(conn.execute("INSERT INTO policy_versions (source, document, loaded_by, loaded_through) VALUES (%s, %s, %s, %s) "
+                                   "RETURNING version", (policy.source, Jsonb(_as_document(policy)), actor, loaded_through)).fetchone()["version"])
         record_event_on(conn, ADMIN_TRAIL, actor, "policy_loaded", {"version": version, "source": policy.source[:200],
-                                                                    "admins": list(policy.admins), "roles": sorted(policy.roles)})
+                                                                    "admins": list(policy.admins), "roles": sorted(policy.roles)}
+                        | ({"through_token_minted_by": loaded_through} if loaded_through else {}))
     return version
 
 
@@ -219,13 +228,14 @@ def current_policy(pool: ConnectionPool, conn: Any = None) -> Policy:
 def policy_for_request(pool: ConnectionPool, requester: str | None, requested_at: datetime | None, conn: Any = None,
                        newest: Policy | None = None) -> Policy:
     """The policy that applies to a request: the newest version, unless its requester loaded it
-    after the request; then the newest one they did not load since (no one changes the rules of
-    their own request). `newest`: current_policy, when the caller already has it."""
+    after the request (themselves, or through a token they minted); then the newest one they
+    did not load since (no one changes the rules of their own request). `newest`:
+    current_policy, when the caller already has it."""
     newest = newest if newest is not None else current_policy(pool, conn)
-    if requester is None or requested_at is None or newest.loaded_by != requester or newest.loaded_at is None or newest.loaded_at <= requested_at:
+    if not newest.loaded_for(requester, requested_at):
         return newest
     with connection_for(pool, conn) as c:
-        row = c.execute(f"SELECT {_COLUMNS} FROM policy_versions WHERE NOT (loaded_by = %s AND loaded_at > %s) "
+        row = c.execute(f"SELECT {_COLUMNS} FROM policy_versions WHERE NOT (%s IN (loaded_by, coalesce(loaded_through, '')) AND loaded_at > %s) "
                         "ORDER BY version DESC LIMIT 1", (requester, requested_at)).fetchone()
     return _from_row(row) if row else DEFAULT
 

@@ -37,6 +37,8 @@ _RESERVED = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
 class Reviewer:
     token_id: int
     name: str
+    #: who minted the token (None: not recorded)
+    created_by: str | None = None
 
 
 def valid_name(name: str) -> str:
@@ -57,16 +59,17 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
-def create(pool: ConnectionPool, name: str, created_by: str | None = None) -> str:
+def create(pool: ConnectionPool, name: str, created_by: str | None = None, created_through: str | None = None) -> str:
     """A new token for `name`, minted by `created_by` and audited (its only copy: the caller
     shows it once). Conflict if the name already has a live token (revoke it first).
-    `created_by` None: minted by a program, not by an administrator through the CLI."""
+    `created_by` None: minted by a program, not by an administrator through the CLI;
+    `created_through`: who minted the token `created_by` acted through, if any."""
     name = valid_name(name)
     token = PREFIX + secrets.token_urlsafe(32)
     try:
         with pool.connection() as conn, conn.transaction():
-            row = conn.execute("INSERT INTO reviewer_tokens (name, token_hash, created_by) VALUES (%s, %s, %s) RETURNING id",
-                               (name, _hash(token), created_by)).fetchone()
+            row = conn.execute("INSERT INTO reviewer_tokens (name, token_hash, created_by, created_through) VALUES (%s, %s, %s, %s) "
+                               "RETURNING id", (name, _hash(token), created_by, created_through)).fetchone()
             record_event_on(conn, ADMIN_TRAIL, created_by or UNRECORDED, "token_created", {"name": name, "token": int(row["id"])})
     except psycopg.errors.UniqueViolation:
         raise Conflict(f"{name!r} already has a live token: `signoff token revoke {name}` first, then create a new one") from None
@@ -92,10 +95,10 @@ def authenticate(pool: ConnectionPool, token: str) -> Reviewer | None:
         return None
     with pool.connection() as conn:
         row = conn.execute(
-            "UPDATE reviewer_tokens SET last_used_at = now() WHERE token_hash = %s AND revoked_at IS NULL RETURNING id, name",
+            "UPDATE reviewer_tokens SET last_used_at = now() WHERE token_hash = %s AND revoked_at IS NULL RETURNING id, name, created_by",
             (_hash(token),),
         ).fetchone()
-    return Reviewer(int(row["id"]), row["name"]) if row else None
+    return Reviewer(int(row["id"]), row["name"], row["created_by"]) if row else None
 
 
 def reviewer_by_id(pool: ConnectionPool, token_id: int) -> Reviewer | None:

@@ -9,8 +9,10 @@ UPDATE threads t SET requested_by = s.actor
         WHERE kind = 'thread_started' ORDER BY thread_id, id) s
  WHERE s.thread_id = t.thread_id;
 
--- Who minted and who revoked each token (an administrator; NULL for tokens from before).
-ALTER TABLE reviewer_tokens ADD COLUMN created_by text, ADD COLUMN revoked_by text;
+-- Who minted and who revoked each token (an administrator; NULL for tokens from before), and
+-- when the minter acted through a token of their own, who had minted that one: an act through
+-- a token the requester minted counts as the requester's own.
+ALTER TABLE reviewer_tokens ADD COLUMN created_by text, ADD COLUMN created_through text, ADD COLUMN revoked_by text;
 
 -- The token a stage approval came through (NULL: the CLI as an OS login), so an approval
 -- through a token the requester minted after the request is never counted for it.
@@ -22,6 +24,8 @@ CREATE TABLE policy_versions (
     source    text NOT NULL,
     document  jsonb NOT NULL,
     loaded_by text NOT NULL,
+    -- who had minted the token it was loaded through (NULL: loaded as an OS login)
+    loaded_through text,
     loaded_at timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO policy_versions (source, document, loaded_by, loaded_at)

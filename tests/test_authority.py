@@ -52,10 +52,17 @@ def mint(signoff, admin: str, name: str) -> str:
     return re.search(r"sgn_\S+", created.stdout).group(0)
 
 
-def load(signoff, tmp_path, user: str, text: str, name: str = "signoff.toml"):
+def mint_as(signoff, token: str, name: str) -> str:
+    """`signoff token create NAME` run through a reviewer token; the token it printed."""
+    created = signoff("x", "token", "create", name, token=token)
+    assert created.exit_code == 0, created.output
+    return re.search(r"sgn_\S+", created.stdout).group(0)
+
+
+def load(signoff, tmp_path, user: str, text: str, name: str = "signoff.toml", token: str | None = None):
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
-    return signoff(user, "policy", "load", str(path))
+    return signoff(user, "policy", "load", str(path), token=token)
 
 
 @pytest.fixture
@@ -141,6 +148,25 @@ def test_a_policy_the_requester_loads_after_the_request_does_not_apply_to_it(sig
     assert decided(pool, "mine") == []
     ask(server, signoff, "1021", "noah.kim@example.com", "theirs", user="mia")
     assert "approval needed: stage 1/1 review" in flat(signoff("x", "show", "theirs").output), "the new policy applies to others"
+
+
+def test_what_is_done_through_a_token_the_requester_minted_counts_as_their_own(signoff, server, pool, database_url, tmp_path, with_roles):
+    """root requests, mints a deputy's token and makes the deputy an administrator; what the
+    deputy then loads or mints is root's doing: it never helps root's request."""
+    mint(signoff, "root", "bob")
+    ask(server, signoff, "1021", "noah.kim@example.com", "laundered", user="root")
+    deputy = mint(signoff, "root", "deputy")
+    assert load(signoff, tmp_path, "root", 'admins = ["root", "deputy"]\n' + POLICY, "deputy.toml").exit_code == 0
+    lax = 'admins = ["root", "deputy"]\n' + POLICY.replace("above = 100 }", "above = 5000 }").replace("above = 1000,", "above = 9000,")
+    assert load(signoff, tmp_path, "x", lax, "lax.toml", token=deputy).exit_code == 0
+    assert "approval needed: stage 1/2 support-lead (1 of alice, bob)" in flat(signoff("x", "show", "laundered").output)
+    assert signoff("x", "token", "revoke", "bob", token=deputy).exit_code == 0
+    bob = mint_as(signoff, deputy, "bob")
+    with api(pool) as client:
+        answer = client.post("/api/threads/laundered/approve", json={"expect": expect(database_url, "laundered")[1]},
+                             headers={"Authorization": f"Bearer {bob}"})
+    assert answer.status_code == 409 and "created by root, who requested this refund" in answer.json()["error"], answer.text
+    assert stage_approvers(pool, "laundered") == [] and decided(pool, "laundered") == []
 
 
 def test_a_chain_a_policy_change_completes_is_not_closed_by_its_requester(signoff, server, pool, database_url, tmp_path, with_roles):
