@@ -7,7 +7,6 @@ Imports nothing heavy at start-up: each command imports what it needs when it ru
 
 from __future__ import annotations
 
-import getpass
 import os
 import re
 import sys
@@ -36,10 +35,6 @@ app.add_typer(model_app, name="model")
 
 #: Whole-string match (fullmatch): `$` would also accept a trailing newline.
 THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-#: Names Signoff itself records as the actor; a person may not decide under them.
-RESERVED_ACTOR = re.compile(r"(signoff|cli)(\s*\(.*\))?", re.IGNORECASE)
-MAX_ACTOR_CHARS = 100
-
 UsageError = InvalidInput  # bad input from the command line: exit 2
 
 
@@ -66,15 +61,13 @@ def valid_thread_id(thread_id: str) -> str:
     return thread_id
 
 
-def actor(by: str | None) -> str:
-    """Who decides: --by, else SIGNOFF_USER, else the login name; one printable line, and
-    never one of the names Signoff records for its own actions."""
-    name = valid_text(by or os.environ.get("SIGNOFF_USER") or getpass.getuser(), "reviewer name")
-    if len(name) > MAX_ACTOR_CHARS or any(not ch.isprintable() for ch in name):
-        raise UsageError(f"the reviewer name must be one line of at most {MAX_ACTOR_CHARS} printable characters: fix --by or SIGNOFF_USER")
-    if RESERVED_ACTOR.fullmatch(name):
-        raise UsageError(f"the reviewer name {name!r} is reserved for Signoff's own actions: pass your own name with --by or SIGNOFF_USER")
-    return name
+def refuse_by(by: str | None) -> None:
+    """`--by` once named who decides; it is refused with the one line saying who acts now
+    (the SIGNOFF_TOKEN owner, else the OS login: checkpoint/identity.py)."""
+    if by is not None:
+        from checkpoint.identity import retired_by_option
+
+        raise retired_by_option()
 
 
 def interactive() -> bool:
@@ -128,7 +121,7 @@ def start_support(
 ) -> None:
     """Support escalation: classify, answer from the knowledge base or escalate, human review."""
     email = valid_text(email, "email") if email is not None else None
-    start_thread("support", message, thread, {"email": email, "actor": actor(None)}, deadline, detach=detach)
+    start_thread("support", message, thread, {"email": email}, deadline, detach=detach)
 
 
 def out_dir_option(out_dir: Optional[Path]) -> str:
@@ -154,7 +147,7 @@ def start_revision(
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
     """Revision loop: write, review and revise until good enough (bounded), then sign-off to publish."""
-    start_thread("revision", brief, thread, {"out_dir": out_dir_option(out_dir), "actor": actor(None)}, deadline, detach=detach)
+    start_thread("revision", brief, thread, {"out_dir": out_dir_option(out_dir)}, deadline, detach=detach)
 
 
 @start_app.command("research")
@@ -167,7 +160,7 @@ def start_research(
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
     """Research pipeline: plan, research the corpus in parallel, write and review, sign-off to publish."""
-    start_thread("research", topic, thread, {"out_dir": out_dir_option(out_dir), "actor": actor(None)}, deadline, detach=detach)
+    start_thread("research", topic, thread, {"out_dir": out_dir_option(out_dir)}, deadline, detach=detach)
 
 
 #: A graph name as `--graph` takes it (checked against the registry only when it names no thread).
@@ -239,36 +232,36 @@ def show(
 def approve(
     thread_id: str = typer.Argument(..., help="The thread waiting at a gate."),
     note: str = typer.Option("", "--note", help="A note for the audit trail."),
-    by: Optional[str] = typer.Option(None, "--by", envvar="SIGNOFF_USER", help="Who approves (default: your user name)."),
+    by: Optional[str] = typer.Option(None, "--by", hidden=True, help="No longer accepted: you act as your OS login, or as the owner of the token in SIGNOFF_TOKEN."),
     expect: Optional[str] = typer.Option(None, "--expect", help="The digest of the content you reviewed (see `show`); required without a terminal."),
     yes: bool = typer.Option(False, "--yes", "-y", help="At a terminal: show the content and approve it without asking."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
     edit: bool = typer.Option(False, "--edit", help="Edit the reply and amount in $EDITOR first, then approve the edited content (a raised amount is only proposed)."),
 ) -> None:
-    """Approve what a thread waits on, then resume it to its next stop."""
+    """Approve what a thread waits on, then resume it to its next stop. You approve as the owner
+    of the reviewer token in SIGNOFF_TOKEN, else as your OS login."""
+    refuse_by(by)
     if note:
         valid_text(note, "note")
     if edit:
         from graphs.deciding import edit_and_approve
 
-        name = actor(by)
-        edit_and_approve(valid_thread_id(thread_id), name, by, note, expect, detach=detach)
+        edit_and_approve(valid_thread_id(thread_id), note, expect, detach=detach)
         return
-    decide(thread_id, "approved", by, note, expect, yes=yes, detach=detach)
+    decide(thread_id, "approved", note, expect, yes=yes, detach=detach)
 
 
-def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
+def decide(thread_id: str, verdict: str, note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
            handover: bool = False) -> None:
-    """Check who decides, and that an approval binds to content the person saw: the digest
-    given with --expect, or the content shown at a terminal (graphs/deciding.py). Without a
-    terminal and without --expect nothing was shown, so it is refused."""
+    """Check that an approval binds to content the person saw: the digest given with --expect,
+    or the content shown at a terminal (graphs/deciding.py). Without a terminal and without
+    --expect nothing was shown, so it is refused. Who decides is worked out there."""
     from graphs.deciding import decide_and_resume
 
-    name = actor(by)
     if verdict == "approved" and expect is None and not interactive():
         raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
-    decide_and_resume(valid_thread_id(thread_id), verdict, name, by, note, expect, yes=yes, detach=detach, handover=handover)
+    decide_and_resume(valid_thread_id(thread_id), verdict, note, expect, yes=yes, detach=detach, handover=handover)
 
 
 @app.command()
@@ -278,16 +271,17 @@ def reject(
     feedback: Optional[str] = typer.Option(None, "--feedback", help="What to change; it reaches the model that redrafts."),
     hand_over: bool = typer.Option(False, "--hand-over", help="Support: give the thread to a specialist instead (the customer "
                                    "gets the holding reply, a ticket is opened, no redraft); --feedback is then the why, optional."),
-    by: Optional[str] = typer.Option(None, "--by", envvar="SIGNOFF_USER", help="Who rejects (default: your user name)."),
+    by: Optional[str] = typer.Option(None, "--by", hidden=True, help="No longer accepted: you act as your OS login, or as the owner of the token in SIGNOFF_TOKEN."),
     expect: Optional[str] = typer.Option(None, "--expect", help="Refuse if the content's digest is not this (see `show`)."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
 ) -> None:
     """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist."""
+    refuse_by(by)
     if feedback is None and not hand_over:
         raise UsageError("reject needs --feedback TEXT (what to change: the model redrafts) or, for support, "
                          "--hand-over (a specialist takes the thread)")
     note = valid_text(feedback, "feedback") if feedback is not None else ""
-    decide(thread_id, "rejected", by, note, expect, detach=detach, handover=hand_over)
+    decide(thread_id, "rejected", note, expect, detach=detach, handover=hand_over)
 
 
 @app.command()
@@ -466,15 +460,33 @@ app.add_typer(policy_app, name="policy")
 @policy_app.command("load")
 @friendly
 def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (README: Refunds).")) -> None:
-    """Load the approval policy into the database, for every process; replaces the one in force."""
-    from checkpoint.policy import PolicyError, os_user, parse_policy, store_policy
+    """Load the approval policy into the database, for every process, as its newest version (the
+    earlier ones are kept: `policy history`). Administrators only (the policy's `admins`)."""
+    from checkpoint.identity import cli_identity, ensure_admin
+    from checkpoint.policy import PolicyError, check_successor, current_policy, parse_policy, store_policy
     from nodes.knowledge import PathNotFound, read_file_argument
 
     text = read_file_argument(path, PolicyError, PathNotFound, expected="a signoff.toml", as_file="a signoff.toml file")
     policy = parse_policy(text, str(path))  # checked before any write
     with open_db(settings()) as pool:
-        store_policy(pool, policy, os_user())
-    out.print(f"policy loaded from {safe_line(path)}: {len(policy.roles)} roles, {len(policy.gates)} gates")
+        who, in_force = cli_identity(pool), current_policy(pool)
+        ensure_admin(in_force, who, "loading a policy")
+        check_successor(in_force, policy)
+        version = store_policy(pool, policy, who.name, loaded_through=who.token_created_by)
+    out.print(f"policy version {version} loaded from {safe_line(path)} by {safe_line(who.name)}: "
+              f"{len(policy.roles)} roles, {len(policy.gates)} gates", soft_wrap=True)
+
+
+@policy_app.command("history")
+@friendly
+def policy_history(as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout.")) -> None:
+    """Every policy version loaded, oldest first: when, by whom, from which file."""
+    from checkpoint.policy import history
+    from graphs.admin_display import print_policy_history
+
+    with open_db(settings()) as pool:
+        versions = history(pool)
+    print_policy_history(versions, as_json=as_json)
 
 
 @policy_app.command("show")
@@ -569,12 +581,18 @@ app.add_typer(token_app, name="token")
 @token_app.command("create")
 @friendly
 def token_create(name: str = typer.Argument(..., help="The reviewer's name, recorded as the actor of their decisions.")) -> None:
-    """Create a reviewer's token; it is shown once, only its hash is stored."""
+    """Create a reviewer's token; it is shown once, only its hash is stored. Administrators only."""
     from checkpoint import tokens
+    from checkpoint.identity import cli_identity, ensure_admin, ensure_may_mint
+    from checkpoint.policy import current_policy
 
     tokens.valid_name(name)
     with open_db(settings(), checkpoints=False) as pool:
-        token = tokens.create(pool, name)
+        who = cli_identity(pool)
+        policy = current_policy(pool)
+        ensure_admin(policy, who, "creating a reviewer token")
+        ensure_may_mint(policy, who, name.strip())
+        token = tokens.create(pool, name, created_by=who.name, created_through=who.token_created_by)
     out.file.write(token + "\n")
     out.file.flush()
     err.print(f"token for {safe_line(name.strip())} created: it is shown this once; send it as `Authorization: Bearer <token>` "
@@ -584,19 +602,23 @@ def token_create(name: str = typer.Argument(..., help="The reviewer's name, reco
 @token_app.command("revoke")
 @friendly
 def token_revoke(name: str = typer.Argument(..., help="The reviewer whose live token to revoke.")) -> None:
-    """Revoke a reviewer's token (their API calls and browser sessions stop working at once)."""
+    """Revoke a reviewer's token (their API calls and browser sessions stop working at once). Administrators only."""
     from checkpoint import tokens
+    from checkpoint.identity import cli_identity, ensure_admin
+    from checkpoint.policy import current_policy
 
     tokens.valid_name(name)
     with open_db(settings(), checkpoints=False) as pool:
-        tokens.revoke(pool, name)
+        who = cli_identity(pool)
+        ensure_admin(current_policy(pool), who, "revoking a reviewer token")
+        tokens.revoke(pool, name, revoked_by=who.name)
     out.print(f"revoked the token of {safe_line(name.strip())}")
 
 
 @token_app.command("list")
 @friendly
 def token_list() -> None:
-    """Reviewer tokens: name, created, last used, revoked (never the tokens themselves)."""
+    """Reviewer tokens: name, created (by whom), last used, revoked (by whom); never the tokens themselves."""
     from checkpoint import tokens
     from graphs.admin_display import print_tokens
 

@@ -15,18 +15,25 @@ and `show` name the same stage and role a decision would apply.
 
 Called by ThreadRunner.decide under the thread's row lock, so two approvers of one thread are
 serialised and a quorum is never counted twice.
+
+Approvals are counted against the policy that applies when they are counted
+(checkpoint.policy.policy_for_request): an approval by someone no longer a member of the
+stage's role no longer counts, nor one given through a reviewer token the requester minted
+after the request. No one approves their own request: not the requester, not whoever raised
+its amount, not through such a token, whichever route the decision comes by (CLI, API, inbox,
+signed link: all reach decide_stage).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from psycopg_pool import ConnectionPool
 
 from checkpoint.audit import record_event_on
-from checkpoint.policy import NotAllowed, Policy, Stage, current_policy
+from checkpoint.policy import DEFAULT, NotAllowed, Policy, Stage, connection_for, current_policy, policy_for_request
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,9 @@ class Chain:
     barred: tuple[str, ...] = ()
     #: the amount is in a currency the policy has no thresholds for: every stage applies
     every_stage_because: str = ""
+    #: when the requester started the thread, and the policy the chain is counted against
+    requested_at: datetime | None = None
+    policy: Policy = DEFAULT
 
     @property
     def current(self) -> StageView | None:
@@ -109,44 +119,85 @@ class Wait:
     currency: str | None = None
 
 
-def chains_for(pool: ConnectionPool, policy: Policy, waits: list[Wait]) -> dict[str, Chain]:
-    """thread -> the chain for its content at its gate visit, with the approvals it has so far
-    (three queries for any number of threads). Each approval counts for the stage that was
-    waiting when it was given."""
+def chains_for(pool: ConnectionPool, waits: list[Wait], conn: Any = None) -> dict[str, Chain]:
+    """thread -> the chain for its content at its gate visit, with the approvals that count for
+    it now (a few queries for any number of threads). Each approval counts for the stage that
+    was waiting when it was given, under the policy that applies to the thread's request now.
+    `conn`: the connection the caller holds (the thread's row lock), used for every read."""
     if not waits:
         return {}
     ids = [w.thread_id for w in waits]
-    with pool.connection() as conn:
-        approvals = conn.execute(
-            "SELECT thread_id, checkpoint_id, digest, stage, role, actor FROM stage_approvals WHERE thread_id = ANY(%s) ORDER BY id",
+    with connection_for(pool, conn) as c:
+        approvals = c.execute(
+            "SELECT s.thread_id, s.checkpoint_id, s.digest, s.stage, s.role, s.actor, t.created_by AS minted_by, "
+            "t.created_through AS minted_through, t.created_at AS minted_at "
+            "FROM stage_approvals s LEFT JOIN reviewer_tokens t ON t.id = s.token_id WHERE s.thread_id = ANY(%s) ORDER BY s.id",
             (ids,)).fetchall()
-        requesters = {r["thread_id"]: r["actor"] for r in conn.execute(
-            "SELECT DISTINCT ON (thread_id) thread_id, actor FROM audit_events WHERE thread_id = ANY(%s) AND kind = 'thread_started' "
-            "ORDER BY thread_id, id", (ids,))}
-        edits = conn.execute(
+        requests = {r["thread_id"]: r for r in c.execute(
+            "SELECT thread_id, requested_by, created_at FROM threads WHERE thread_id = ANY(%s)", (ids,))}
+        edits = c.execute(
             "SELECT thread_id, detail FROM audit_events WHERE thread_id = ANY(%s) AND kind = 'content_edited' ORDER BY id", (ids,)).fetchall()
+        newest = current_policy(pool, c)
+        policies = {}
+        for wait in waits:
+            request = requests.get(wait.thread_id) or {}
+            policies[wait.thread_id] = policy_for_request(pool, request.get("requested_by"), request.get("created_at"), c, newest)
     chains = {}
     for wait in waits:
-        rows = [r for r in approvals if (r["thread_id"], r["checkpoint_id"], r["digest"]) == (wait.thread_id, wait.checkpoint_id, wait.digest)]
+        policy = policies[wait.thread_id]
+        request = requests.get(wait.thread_id) or {}
+        requester, requested_at = request.get("requested_by"), request.get("created_at")
+        rows = [r for r in approvals if (r["thread_id"], r["checkpoint_id"], r["digest"]) == (wait.thread_id, wait.checkpoint_id, wait.digest)
+                and r["actor"] != requester
+                and not minted_for_own_request((r["minted_by"], r["minted_through"]), r["minted_at"], requester, requested_at)]
         stages = policy.chain(wait.graph, wait.gate, wait.amount_cents, wait.currency)
         # An approval counts for the stage it was given at only while that stage still asks for the
-        # same role: a policy loaded meanwhile that reorders or renames stages voids it, never
-        # turns a support-lead approval into a finance one.
-        views = tuple(StageView(n, stage, tuple(r["actor"] for r in rows if r["stage"] == n and r["role"] == stage.role), policy.members(stage))
+        # same role and its giver is still one of the role's members: a policy loaded meanwhile that
+        # reorders or renames stages, or removes the member, voids it; it never turns a
+        # support-lead approval into a finance one.
+        views = tuple(StageView(n, stage, tuple(r["actor"] for r in rows if r["stage"] == n and r["role"] == stage.role
+                                                and (not policy.members(stage) or r["actor"] in policy.members(stage))),
+                                policy.members(stage))
                       for n, stage in enumerate(stages, start=1))
         barred = next((tuple(e["detail"].get("may_not_approve") or ()) for e in reversed(edits)
                        if e["thread_id"] == wait.thread_id and e["detail"].get("after_digest") == wait.digest
                        and e["detail"].get("visit") == wait.checkpoint_id), ())
         why = (f"every stage: the amount is in {wait.currency}, the policy's thresholds in {policy.currency}"
                if policy.foreign(wait.currency) else "")
-        chains[wait.thread_id] = Chain(views, requesters.get(wait.thread_id), barred, why)
+        chains[wait.thread_id] = Chain(views, requester, barred, why, requested_at, policy)
     return chains
 
 
-def chain_of(pool: ConnectionPool, policy: Policy, *, graph: str, gate: str, thread_id: str, checkpoint_id: str,
-             digest: str, amount_cents: int, currency: str | None = None) -> Chain:
+def minted_for_own_request(minted_by: tuple[str | None, ...], minted_at: datetime | None, requester: str | None,
+                           requested_at: datetime | None) -> bool:
+    """A reviewer token the requester minted after the request (themselves, or through a token
+    they had minted: `minted_by` is both names): it never counts for that request."""
+    return (requester is not None and requester in minted_by and minted_at is not None and requested_at is not None
+            and minted_at > requested_at)
+
+
+def chain_of(pool: ConnectionPool, *, graph: str, gate: str, thread_id: str, checkpoint_id: str,
+             digest: str, amount_cents: int, currency: str | None = None, conn: Any = None) -> Chain:
     """The chain of one thread's content at this gate visit (see chains_for)."""
-    return chains_for(pool, policy, [Wait(thread_id, graph, gate, checkpoint_id, digest, amount_cents, currency)])[thread_id]
+    return chains_for(pool, [Wait(thread_id, graph, gate, checkpoint_id, digest, amount_cents, currency)], conn)[thread_id]
+
+
+@dataclass(frozen=True)
+class Token:
+    """The reviewer token a decision came through: who minted it, when."""
+
+    id: int
+    created_by: str | None
+    created_at: datetime
+    created_through: str | None = None
+
+
+def token_of(pool: ConnectionPool, token_id: int | None, conn: Any = None) -> Token | None:
+    if token_id is None:
+        return None
+    with connection_for(pool, conn) as c:
+        row = c.execute("SELECT id, created_by, created_at, created_through FROM reviewer_tokens WHERE id = %s", (token_id,)).fetchone()
+    return Token(int(row["id"]), row["created_by"], row["created_at"], row["created_through"]) if row else None
 
 
 @dataclass(frozen=True)
@@ -162,17 +213,30 @@ class Progress:
         return not self.chain.complete
 
 
-def check_allowed(chain: Chain, actor: str, policy: Policy, verdict: str = "approved") -> StageView:
+def ensure_not_own(chain: Chain, actor: str, token: Token | None = None) -> None:
+    """NotAllowed when approving would be `actor` approving their own request: they started
+    it, they raised its amount, or the token they decide through was minted by the requester
+    after the request (whoever it names)."""
+    name = chain.current.stage.name if chain.current else "review"
+    if chain.requester is not None and actor == chain.requester:
+        raise NotAllowed(f"{actor} started this thread and may not decide its approval: ask a {name} member")
+    if actor in chain.barred:
+        raise NotAllowed(f"{actor} raised the amount of this refund, which makes it their proposal: another "
+                         f"{name} member must approve it")
+    if token is not None and minted_for_own_request((token.created_by, token.created_through), token.created_at, chain.requester,
+                                                    chain.requested_at):
+        raise NotAllowed(f"this reviewer token was created by {chain.requester}, who requested this refund, after the request: "
+                         f"it cannot approve it; ask an administrator other than {chain.requester} for a token")
+
+
+def check_allowed(chain: Chain, actor: str, verdict: str = "approved", token: Token | None = None) -> StageView:
     """The stage `actor` decides now; NotAllowed with the reason otherwise. The requester may
     reject (withdraw) but never approve; only the waiting stage's members decide it."""
     current = chain.current
     assert current is not None
-    if verdict == "approved" and chain.requester is not None and actor == chain.requester:
-        raise NotAllowed(f"{actor} started this thread and may not decide its approval: ask a {current.stage.name} member")
-    if verdict == "approved" and actor in chain.barred:
-        raise NotAllowed(f"{actor} raised the amount of this refund, which makes it their proposal: another "
-                         f"{current.stage.name} member must approve it")
-    if policy.roles_configured and current.stage.role and actor not in current.members:
+    if verdict == "approved":
+        ensure_not_own(chain, actor, token)
+    if chain.policy.roles_configured and current.stage.role and actor not in current.members:
         raise NotAllowed(f"{actor} is not a member of {current.stage.role} ({', '.join(current.members) or 'no members'}), "
                          f"which decides stage {current.index} now")
     for view in chain.stages:
@@ -182,29 +246,46 @@ def check_allowed(chain: Chain, actor: str, policy: Policy, verdict: str = "appr
     return current
 
 
+def check_closing(chain: Chain, actor: str, verdict: str, token: Token | None = None) -> None:
+    """A chain already complete when a decision arrives (its approvals carried over to a lowered
+    amount, or a policy loaded since asks for less): the decision is recorded from someone the
+    policy gives a role (anyone, with no roles configured), or the requester withdrawing; never
+    the requester's own approval."""
+    if verdict == "approved":
+        ensure_not_own(chain, actor, token)
+    elif actor == chain.requester:
+        return
+    members = {m for names in chain.policy.roles.values() for m in names}
+    if chain.policy.roles_configured and actor not in members:
+        raise NotAllowed(f"{actor} has no role in the approval policy ({chain.policy.source}), so may not decide this refund")
+
+
 def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thread_id: str, checkpoint_id: str, digest: str,
                  amount_cents: int, verdict: str, actor: str, note: str, now: datetime,
-                 default_deadline_hours: float, currency: str | None = None) -> Progress | None:
+                 default_deadline_hours: float, currency: str | None = None, token_id: int | None = None) -> Progress | None:
     """Apply one person's decision to the chain. None: the gate's decision is to be recorded
     now (the chain completed, or it was a rejection); a Progress: recorded as a stage
-    approval, the thread waits for the next one.
+    approval, the thread waits for the next one. `token_id`: the reviewer token the decision
+    came through (None: the CLI as an OS login).
 
-    `conn` is the connection holding the thread's row lock (in its transaction): the stage's
-    writes commit with it, and updating the thread's deadline never waits on our own lock."""
-    policy = current_policy(pool)
-    chain = chain_of(pool, policy, graph=graph, gate=gate, thread_id=thread_id, checkpoint_id=checkpoint_id,
-                     digest=digest, amount_cents=amount_cents, currency=currency)
-    if chain.complete:  # an approval whose gate decision never got recorded (the process died)
+    `conn` is the connection holding the thread's row lock (in its transaction): the chain is
+    read and the stage's writes commit through it, and updating the thread's deadline never
+    waits on our own lock."""
+    chain = chain_of(pool, graph=graph, gate=gate, thread_id=thread_id, checkpoint_id=checkpoint_id,
+                     digest=digest, amount_cents=amount_cents, currency=currency, conn=conn)
+    token = token_of(pool, token_id, conn)
+    if chain.complete:
+        check_closing(chain, actor, verdict, token)
         return None
-    if verdict == "approved" and any(actor in v.approvers for v in chain.stages) and (
-            chain.requester is None or actor != chain.requester) and actor not in chain.barred:
-        return Progress(chain, None, again=True)
-    stage = check_allowed(chain, actor, policy, verdict)
+    if verdict == "approved":
+        ensure_not_own(chain, actor, token)
+        if any(actor in v.approvers for v in chain.stages):
+            return Progress(chain, None, again=True)
+    stage = check_allowed(chain, actor, verdict, token)
     if verdict != "approved":
         return None  # a rejection by a member of the waiting stage ends the chain
     after = StageView(stage.index, stage.stage, stage.approvers + (actor,), stage.members)
-    updated = Chain(tuple(after if v.index == stage.index else v for v in chain.stages), chain.requester, chain.barred,
-                    chain.every_stage_because)
+    updated = replace(chain, stages=tuple(after if v.index == stage.index else v for v in chain.stages))
     nxt = updated.current
     if nxt is None:
         # The approval that completes the chain is the gate's decision itself (approvals row and
@@ -212,13 +293,17 @@ def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thre
         return None
     with conn.transaction():
         conn.execute(
-            "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note) "
-            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (thread_id, gate, checkpoint_id, digest, stage.index, stage.stage.role, actor, note),
+            # An earlier approval of this content by the same person that no longer counts (its
+            # stage or role changed, or they left the role and came back to another) is replaced.
+            "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note, token_id) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (thread_id, checkpoint_id, digest, actor) DO UPDATE SET "
+            "stage = EXCLUDED.stage, role = EXCLUDED.role, note = EXCLUDED.note, token_id = EXCLUDED.token_id, decided_at = now()",
+            (thread_id, gate, checkpoint_id, digest, stage.index, stage.stage.role, actor, note, token_id),
         )
         record_event_on(conn, thread_id, actor, "stage_approved", {
             "gate": gate, "stage": stage.index, "of": len(chain.stages), "role": stage.stage.role,
-            "approvals": len(after.approvers), "quorum": stage.stage.quorum, "digest": digest})
+            "approvals": len(after.approvers), "quorum": stage.stage.quorum, "digest": digest, "policy_version": chain.policy.version}
+            | token_detail(token))
         if nxt.index != stage.index:  # the next stage begins to wait: its own deadline and audit row
             hours = nxt.stage.deadline_hours or default_deadline_hours
             conn.execute("UPDATE threads SET deadline = %s, updated_at = now() WHERE thread_id = %s",
@@ -262,7 +347,7 @@ def on_wait(pool: ConnectionPool, spec: Any, thread_id: str, gate: str, checkpoi
     wait = wait_of(spec, thread_id, gate, checkpoint_id, digest, values)
     if wait is None:
         return None
-    chain = chains_for(pool, current_policy(pool), [wait])[thread_id]
+    chain = chains_for(pool, [wait])[thread_id]
     with pool.connection() as conn:
         conn.execute(
             "INSERT INTO approval_waits (thread_id, waiting_for, graph, gate, checkpoint_id, digest, amount_cents, currency) "
@@ -292,7 +377,7 @@ def waiting(pool: ConnectionPool, thread_ids: list[str]) -> dict[str, Waiting]:
         rows = conn.execute("SELECT * FROM approval_waits WHERE thread_id = ANY(%s)", (thread_ids,)).fetchall()
     waits = [Wait(r["thread_id"], r["graph"], r["gate"], r["checkpoint_id"], r["digest"], int(r["amount_cents"]), r["currency"])
              for r in rows if r["checkpoint_id"] is not None]
-    chains = chains_for(pool, current_policy(pool), waits) if waits else {}
+    chains = chains_for(pool, waits) if waits else {}
     out = {}
     for r in rows:
         chain = chains.get(r["thread_id"])
@@ -318,13 +403,18 @@ def wait_of(spec: Any, thread_id: str, gate: str, checkpoint_id: str, digest: st
 def describe(pool: ConnectionPool, spec: Any, thread_id: str, checkpoint_id: str, digest: str, values: dict[str, Any], gate: str) -> Chain | None:
     """The chain of what a thread waits on, or None when its content has no amount."""
     wait = wait_of(spec, thread_id, gate, checkpoint_id, digest, values)
-    return None if wait is None else chains_for(pool, current_policy(pool), [wait])[thread_id]
+    return None if wait is None else chains_for(pool, [wait])[thread_id]
 
 
 def ensure_may_approve(pool: ConnectionPool, spec: Any, thread_id: str, gate: str, checkpoint_id: str, digest: str,
-                       values: dict[str, Any], actor: str) -> None:
+                       values: dict[str, Any], actor: str, token_id: int | None = None) -> None:
     """NotAllowed unless `actor` may approve the stage now waiting (checked before an edit, so
     nobody edits what they may not approve)."""
     chain = describe(pool, spec, thread_id, checkpoint_id, digest, values, gate)
     if chain is not None and not chain.complete:
-        check_allowed(chain, actor, current_policy(pool))
+        check_allowed(chain, actor, "approved", token_of(pool, token_id))
+
+
+def token_detail(token: Token | None) -> dict[str, Any]:
+    """What an approval's audit row says of the token it came through (nothing for an OS login)."""
+    return {} if token is None else {"token": token.id, "token_created_by": token.created_by}

@@ -73,14 +73,14 @@ def submit(
     pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict[str, Any], deadline_hours: float, actor: str
 ) -> int:
     """Register a new thread as 'queued' and its start job, in one transaction: a worker
-    runs it. ThreadExists if the id is taken (nothing is written then)."""
+    runs it. `actor` requested it. ThreadExists if the id is taken (nothing is written then)."""
     from checkpoint.threads import ThreadExists
 
     with pool.connection() as conn, conn.transaction():
         row = conn.execute(
-            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours) "
-            "VALUES (%s, %s, 'queued', %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours),
+            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours, requested_by) "
+            "VALUES (%s, %s, 'queued', %s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours, actor),
         ).fetchone()
         if row is None:
             raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")

@@ -12,9 +12,15 @@ The shipped example, `examples/signoff.toml` (the tests load it), shows every fi
 A gate's chain for an action of amount A is every stage with `above` < A, in order of `above`;
 none (A at or under every threshold): one stage that any reviewer may decide. With no policy
 loaded the defaults apply (support-lead above 100, finance above 1000, one approval each) and
-no roles are configured: anyone may decide a stage under a name of their choosing (--by), as
-for every other gate. Whoever started a thread never approves a stage of its chain, and one
-person counts once per chain (separation of duties).
+no roles are configured: anyone but the requester may decide a stage. Who acts is never a
+typed name (checkpoint/identity.py). Whoever started a thread never approves a stage of its
+chain, and one person counts once per chain (separation of duties).
+
+Loading a policy is an administrative act, for the `admins` the policy in force names. Every
+load is a new version (`policy_versions`), never an overwrite; the newest is in force, except
+for a request whose requester loaded it after the request: that request keeps the version
+before (no one changes the rules of their own request). Approvals are counted against the
+policy that applies when they are counted: a member removed since no longer counts.
 
 Thresholds are amounts in one currency, the policy's `currency`. An action in another currency
 is never compared with them (no exchange rates, and 100 JPY is not 100 USD): it needs every
@@ -24,16 +30,21 @@ large one, never as a small one).
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Iterator
 
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
+from checkpoint.audit import record_event_on
 from checkpoint.errors import Conflict, InvalidInput
+
+#: The audit trail of acts on no thread (policy loads, tokens), under an id no thread can have.
+ADMIN_TRAIL = "-"
 
 MAX_POLICY_BYTES = 64 * 1024
 ROLE_NAME = re.compile(r"[a-z][a-z0-9-]{0,39}")
@@ -68,6 +79,19 @@ class Policy:
     gates: dict[str, tuple[Stage, ...]] = field(default_factory=dict)
     source: str = "defaults"
     currency: str = DEFAULT_CURRENCY  # the currency of every threshold
+    #: who may load a policy and create or revoke tokens (none named: the local OS user)
+    admins: tuple[str, ...] = ()
+    #: the stored version (None: the defaults, never loaded), who loaded it (and who minted the
+    #: token they loaded it through) and when
+    version: int | None = None
+    loaded_by: str | None = None
+    loaded_at: datetime | None = None
+    loaded_through: str | None = None
+
+    def loaded_for(self, requester: str | None, requested_at: datetime | None) -> bool:
+        """Loaded by the requester (or through a token they minted) after the request."""
+        return (requester is not None and requested_at is not None and self.loaded_at is not None
+                and requester in (self.loaded_by, self.loaded_through) and self.loaded_at > requested_at)
 
     @property
     def roles_configured(self) -> bool:
@@ -112,9 +136,12 @@ def parse_policy(text: str, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError(f"{source}: not valid TOML ({exc})") from None
-    unknown = set(data) - {"roles", "gates", "currency"}
+    unknown = set(data) - {"roles", "gates", "currency", "admins"}
     if unknown:
-        raise PolicyError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}: only currency, [roles] and [gates.\"GRAPH.GATE\"]")
+        raise PolicyError(f"{source}: unknown section(s) {', '.join(sorted(unknown))}: only currency, admins, [roles] and [gates.\"GRAPH.GATE\"]")
+    admins = data.get("admins", [])
+    if not _names(admins) or ("admins" in data and not admins):
+        raise PolicyError(f"{source}: admins needs a list of 1-{MAX_MEMBERS} user names (printable, no spaces around)")
     currency = data.get("currency", DEFAULT_CURRENCY)
     if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
         raise PolicyError(f"{source}: currency must be a three-letter code such as \"USD\" (the currency of every `above`), not {str(currency)[:20]!r}")
@@ -122,8 +149,7 @@ def parse_policy(text: str, source: str) -> Policy:
     for role, members in (data.get("roles") or {}).items():
         if not ROLE_NAME.fullmatch(role):
             raise PolicyError(f"{source}: role {role[:40]!r} must be lower-case letters, digits and '-'")
-        if not isinstance(members, list) or not members or len(members) > MAX_MEMBERS or not all(
-                isinstance(m, str) and m and len(m) <= 100 and m.isprintable() and m.strip() == m for m in members):
+        if not members or not _names(members):
             raise PolicyError(f"{source}: role {role} needs a list of 1-{MAX_MEMBERS} user names (printable, no spaces around)")
         roles[role] = tuple(dict.fromkeys(members))
     gates: dict[str, tuple[Stage, ...]] = {}
@@ -153,57 +179,86 @@ def parse_policy(text: str, source: str) -> Policy:
     if roles and "support.review" not in gates and not {s.role for s in DEFAULT_STAGES} <= set(roles):
         raise PolicyError(f"{source}: with [roles], either define [gates.\"support.review\"] stages or the roles of its "
                           f"default stages ({', '.join(str(s.role) for s in DEFAULT_STAGES)}), so refunds have someone to approve them")
-    return Policy(roles, gates, source, currency)
+    return Policy(roles, gates, source, currency, tuple(dict.fromkeys(admins)))
+
+
+def _names(value: Any) -> bool:
+    """A list of at most MAX_MEMBERS user names (one printable line each, no spaces around)."""
+    return isinstance(value, list) and len(value) <= MAX_MEMBERS and all(
+        isinstance(m, str) and m and len(m) <= 100 and m.isprintable() and m.strip() == m for m in value)
 
 
 def _as_document(policy: Policy) -> dict[str, Any]:
-    return {"currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
+    return {"currency": policy.currency, "admins": list(policy.admins), "roles": {r: list(m) for r, m in policy.roles.items()},
             "gates": {k: [{"role": s.role, "above_cents": s.above_cents, "quorum": s.quorum, "deadline_hours": s.deadline_hours} for s in v]
                       for k, v in policy.gates.items()}}
 
 
-def _from_document(document: dict[str, Any], source: str) -> Policy:
+def _from_row(row: dict[str, Any]) -> Policy:
+    document = row["document"]
     return Policy({r: tuple(m) for r, m in document["roles"].items()},
                   {k: tuple(Stage(s["role"], s["above_cents"], s["quorum"], s["deadline_hours"]) for s in v) for k, v in document["gates"].items()},
-                  source, document.get("currency", DEFAULT_CURRENCY))  # stored before the currency key: the default
+                  row["source"], document.get("currency", DEFAULT_CURRENCY),  # stored before the currency key: the default
+                  tuple(document.get("admins") or ()), int(row["version"]), row["loaded_by"], row["loaded_at"], row["loaded_through"])
 
 
-def store_policy(pool: ConnectionPool, policy: Policy, actor: str) -> None:
+_COLUMNS = "version, source, document, loaded_by, loaded_at, loaded_through"
+
+
+def store_policy(pool: ConnectionPool, policy: Policy, actor: str, loaded_through: str | None = None) -> int:
+    """Keep `policy` as the newest version, loaded by `actor` (through a token minted by
+    `loaded_through`, if any), audited in the same transaction; its version number. Earlier
+    versions stay as they were."""
     with pool.connection() as conn, conn.transaction():
-        conn.execute(
-            "INSERT INTO approval_policy (id, source, document, loaded_by) VALUES (1, %s, %s, %s) "
-            "ON CONFLICT (id) DO UPDATE SET source = EXCLUDED.source, document = EXCLUDED.document, "
-            "loaded_by = EXCLUDED.loaded_by, loaded_at = now()",
-            (policy.source, Jsonb(_as_document(policy)), actor),
-        )
+        version = int(conn.execute("INSERT INTO policy_versions (source, document, loaded_by, loaded_through) VALUES (%s, %s, %s, %s) "
+                                   "RETURNING version", (policy.source, Jsonb(_as_document(policy)), actor, loaded_through)).fetchone()["version"])
+        record_event_on(conn, ADMIN_TRAIL, actor, "policy_loaded", {"version": version, "source": policy.source[:200],
+                                                                    "admins": list(policy.admins), "roles": sorted(policy.roles)}
+                        | ({"through_token_minted_by": loaded_through} if loaded_through else {}))
+    return version
 
 
-def current_policy(pool: ConnectionPool) -> Policy:
+def current_policy(pool: ConnectionPool, conn: Any = None) -> Policy:
+    """The newest version loaded (the defaults when none was)."""
+    with connection_for(pool, conn) as c:
+        row = c.execute(f"SELECT {_COLUMNS} FROM policy_versions ORDER BY version DESC LIMIT 1").fetchone()
+    return _from_row(row) if row else DEFAULT
+
+
+def policy_for_request(pool: ConnectionPool, requester: str | None, requested_at: datetime | None, conn: Any = None,
+                       newest: Policy | None = None) -> Policy:
+    """The policy that applies to a request: the newest version, unless its requester loaded it
+    after the request (themselves, or through a token they minted); then the newest one they
+    did not load since (no one changes the rules of their own request). `newest`:
+    current_policy, when the caller already has it."""
+    newest = newest if newest is not None else current_policy(pool, conn)
+    if not newest.loaded_for(requester, requested_at):
+        return newest
+    with connection_for(pool, conn) as c:
+        row = c.execute(f"SELECT {_COLUMNS} FROM policy_versions WHERE NOT (%s IN (loaded_by, coalesce(loaded_through, '')) AND loaded_at > %s) "
+                        "ORDER BY version DESC LIMIT 1", (requester, requested_at)).fetchone()
+    return _from_row(row) if row else DEFAULT
+
+
+def history(pool: ConnectionPool) -> list[Policy]:
+    """Every version loaded, oldest first."""
     with pool.connection() as conn:
-        row = conn.execute("SELECT source, document FROM approval_policy WHERE id = 1").fetchone()
-    return _from_document(row["document"], row["source"]) if row else DEFAULT
+        return [_from_row(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM policy_versions ORDER BY version")]
 
 
-# --- who decides ---------------------------------------------------------------------------------
+def check_successor(current: Policy, new: Policy) -> None:
+    """A policy that names administrators is followed only by one that names them too: a
+    version without `admins` would make every local user one again."""
+    if current.admins and not new.admins:
+        raise PolicyError(f"{new.source}: the policy in force names administrators ({', '.join(current.admins)}): "
+                          "keep an `admins = [...]` list, or every local user would become one")
 
 
-def os_user() -> str:
-    """The OS account running this process (the real one, not $USER, which anyone can set)."""
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:  # a uid without a passwd entry (some containers)
-        return f"uid-{os.getuid()}"
-
-
-def decider(policy: Policy, given: str | None) -> str | None:
-    """Who decides: with roles configured, the OS user, and a different --by/SIGNOFF_USER is
-    refused (None: keep the name as given)."""
-    if not policy.roles_configured:
-        return None
-    me = os_user()
-    if given is not None and given != me:
-        raise InvalidInput(f"roles are configured ({policy.source}): you decide as your OS user {me!r}; "
-                           "drop --by and SIGNOFF_USER (or set it to that name)")
-    return me
+@contextmanager
+def connection_for(pool: ConnectionPool, conn: Any) -> Iterator[Any]:
+    """`conn` when the caller holds one (never a second from the pool meanwhile), else one from the pool."""
+    if conn is not None:
+        yield conn
+    else:
+        with pool.connection() as pooled:
+            yield pooled

@@ -34,6 +34,8 @@ class ThreadRow:
     #: the digest and content under review, stored while the thread waits at its gate (migration 005)
     digest: str | None = None
     review: str | None = None
+    #: who started the thread (migration 011): never an approver of its own request
+    requested_by: str | None = None
 
     @classmethod
     def from_db(cls, row: dict) -> "ThreadRow":
@@ -49,13 +51,14 @@ class ThreadExists(Conflict):
     """The thread id is taken."""
 
 
-def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict, deadline_hours: float) -> None:
-    """Claim a new thread id; ThreadExists if it is taken."""
+def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict, deadline_hours: float,
+             requested_by: str | None = None) -> None:
+    """Claim a new thread id, recording who requested it; ThreadExists if it is taken."""
     with pool.connection() as conn:
         row = conn.execute(
-            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours) "
-            "VALUES (%s, %s, 'running', %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours),
+            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours, requested_by) "
+            "VALUES (%s, %s, 'running', %s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours, requested_by),
         ).fetchone()
     if row is None:
         raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")

@@ -84,11 +84,17 @@ def print_policy(policy: Any, *, as_json: bool) -> None:
 
     gates = dict(policy.gates) or {"support.review": DEFAULT_STAGES}
     if as_json:
-        emit({"source": policy.source, "currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
+        emit({"source": policy.source, "version": policy.version, "loaded_by": policy.loaded_by,
+              "loaded_at": policy.loaded_at.isoformat() if policy.loaded_at else None, "admins": list(policy.admins),
+              "currency": policy.currency, "roles": {r: list(m) for r, m in policy.roles.items()},
               "gates": {k: [{"role": st.role, "above": st.above_cents / 100, "quorum": st.quorum, "deadline_hours": st.deadline_hours}
                             for st in v] for k, v in gates.items()}})
         return
-    out.print(f"policy: {safe_line(policy.source)}" + ("" if policy.roles_configured else " (no roles configured: any reviewer but the requester decides, --by allowed)"))
+    loaded = f" (version {policy.version}, loaded by {safe_line(policy.loaded_by)} at {policy.loaded_at:%Y-%m-%d %H:%M %Z})" if policy.version else ""
+    out.print(f"policy: {safe_line(policy.source)}{loaded}" + ("" if policy.roles_configured else "; no roles configured: any reviewer but the requester decides"),
+              soft_wrap=True)
+    out.print(f"administrators: {safe_line(', '.join(policy.admins))}" if policy.admins else
+              "administrators: none named; the local operating-system user loads policies and creates tokens", soft_wrap=True)
     out.print(f"thresholds in {policy.currency}: an amount in another currency needs every stage of its gate")
     for role, members in policy.roles.items():
         out.print(f"role {safe_line(role)}: {safe_line(', '.join(members))}", soft_wrap=True)
@@ -133,8 +139,21 @@ def print_tokens(rows: list[Any]) -> None:
         out.print("no reviewer tokens: create one with `signoff token create NAME`")
     for t in rows:
         used = f"{t.last_used_at:%Y-%m-%d %H:%M}" if t.last_used_at else "never"
-        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" if t.revoked_at else "live"
-        out.print(f"{safe_line(t.name)}  created {t.created_at:%Y-%m-%d %H:%M}  last used {used}  {state}", soft_wrap=True)
+        state = f"revoked {t.revoked_at:%Y-%m-%d %H:%M}" + (f" by {safe_line(t.revoked_by)}" if t.revoked_by else "") if t.revoked_at else "live"
+        by = f" by {safe_line(t.created_by)}" if t.created_by else ""
+        out.print(f"{safe_line(t.name)}  created {t.created_at:%Y-%m-%d %H:%M}{by}  last used {used}  {state}", soft_wrap=True)
+
+
+def print_policy_history(versions: list[Any], *, as_json: bool) -> None:
+    """Every policy version loaded, oldest first."""
+    if as_json:
+        emit([{"version": p.version, "source": p.source, "loaded_by": p.loaded_by, "loaded_at": p.loaded_at.isoformat(),
+               "admins": list(p.admins), "roles": {r: list(m) for r, m in p.roles.items()}} for p in versions])
+        return
+    if not versions:
+        out.print("no policy was loaded: the defaults apply (`signoff policy show`)")
+    for p in versions:
+        out.print(f"version {p.version}  {p.loaded_at:%Y-%m-%d %H:%M:%S %Z}  by {safe_line(p.loaded_by)}  from {safe_line(p.source)}", soft_wrap=True)
 
 
 def print_workers(rows: list[Any]) -> None:

@@ -1,8 +1,9 @@
 """A reviewer's decision from the terminal: record it bound to the content they saw, then run
 the thread on (`approve`, `reject`), or edit the reply and amount first (`approve --edit`).
 
-The command line is checked in cli.py (reviewer name, --note, --expect without a terminal);
-what is here needs the thread: the deadline deciding first, the digest, the approval chain.
+The command line is checked in cli.py (--note, --expect without a terminal); what is here
+needs the database: who acts (checkpoint/identity.py: the SIGNOFF_TOKEN owner, else the OS
+login), the deadline deciding first, the digest, the approval chain.
 """
 
 from __future__ import annotations
@@ -30,61 +31,64 @@ def refuse_if_expired(runner: Any, thread_id: str) -> None:
         raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])  # type: ignore[index]
 
 
-def decide_and_resume(thread_id: str, verdict: str, name: str, by: Optional[str], note: str, expect: Optional[str], *,
+def decide_and_resume(thread_id: str, verdict: str, note: str, expect: Optional[str], *,
                       yes: bool = False, detach: bool = False, handover: bool = False) -> None:
     """Record a decision bound to the content the person saw, then run the thread on.
 
     An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
     the content printed right here before the question (--yes skips the question, not the
-    printing). `name` is the checked reviewer name; with roles configured the OS user decides."""
+    printing). Who decides is who runs the command (checkpoint/identity.py)."""
+    from checkpoint.identity import cli_identity
     from nodes.gates import content_digest
 
     with existing_thread(thread_id) as runner:
-        from checkpoint.policy import current_policy, decider
-
-        name = decider(current_policy(runner.pool), by) or name  # issue 12: roles configured -> the OS user
+        who = cli_identity(runner.pool)
+        name = who.name
         refuse_if_expired(runner, thread_id)
         if verdict == "approved" and expect is None:
             snapshot = runner.snapshot(thread_id)
             if runner.gate_of(snapshot) is None:
-                runner.decide(thread_id, verdict, actor=name, note=note)  # raises the one-line reason
+                runner.decide(thread_id, verdict, actor=name, note=note, token_id=who.token_id)  # raises the one-line reason
             content = runner.spec.review_content(snapshot.values)
             expect = content_digest(content)
             print_review(content, expect)
             if not yes and not typer.confirm(f"approve this as {name}?", default=False):
                 fail("not approved: nothing was recorded", EXIT_FAILED)
-        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect, handover=handover)  # type: ignore[arg-type]
-        if progress is not None:  # issue 12: one stage of an approval chain; the thread waits for the next
+        progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect, handover=handover,  # type: ignore[arg-type]
+                                 token_id=who.token_id)
+        if progress is not None:  # one stage of an approval chain; the thread waits for the next
             print_stage_progress(thread_id, name, progress)
             return
         run_on(runner, thread_id, "handed over" if handover else verdict, name, detach=detach)  # a worker runs it on, or this terminal does
 
 
-def edit_and_approve(thread_id: str, name: str, by: Optional[str], note: str, expect: Optional[str], *, detach: bool = False) -> None:
-    """`approve --edit` (issue 12): the reviewer edits the reply (and the amount) in $EDITOR.
+def edit_and_approve(thread_id: str, note: str, expect: Optional[str], *, detach: bool = False) -> None:
+    """`approve --edit`: the reviewer edits the reply (and the amount) in $EDITOR.
     The same or a lower amount: they approve exactly what they saved (a new digest, both
     audited with the diff). A higher one is a proposal: nothing is approved, the chain starts
     over at the first stage the new amount needs, and the editor may not approve it.
     The file in the editor is what they reviewed, so no --expect is needed (given, it must
     match the content before the edit)."""
     from checkpoint.approval_chain import ensure_may_approve
-    from checkpoint.policy import current_policy, decider
+    from checkpoint.identity import cli_identity
     from graphs.editing import apply_edit, check_raise, editable_text, parse_edit, run_editor
     from nodes.gates import content_digest
 
     with existing_thread(thread_id) as runner:
-        name = decider(current_policy(runner.pool), by) or name
+        who = cli_identity(runner.pool)
+        name = who.name
         refuse_if_expired(runner, thread_id)  # the deadline decided first: nothing to edit
         snapshot = runner.snapshot(thread_id)
         gate = runner.gate_of(snapshot)
         if gate is None or snapshot.values.get("decision"):
-            runner.decide(thread_id, "approved", actor=name, note=note)  # raises the one-line reason
+            runner.decide(thread_id, "approved", actor=name, note=note, token_id=who.token_id)  # raises the one-line reason
         before = content_digest(runner.spec.review_content(snapshot.values))
         if expect is not None and expect != before:
             raise runner.digest_refusal(thread_id, before, expect)
         if "draft" not in snapshot.values:
             raise InvalidInput(f"--edit edits support replies; thread {thread_id} runs {runner.spec.name}: approve or reject it as it is")
-        ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name)
+        ensure_may_approve(runner.pool, runner.spec, thread_id, gate, runner._checkpoint_id(snapshot), before, snapshot.values, name,
+                           who.token_id)
         edit = parse_edit(run_editor(editable_text(snapshot.values)), snapshot.values)
         check_raise(runner.pool, thread_id, snapshot.values, edit)
         digest = before
@@ -99,7 +103,7 @@ def edit_and_approve(thread_id: str, name: str, by: Optional[str], note: str, ex
                       f"{safe_line(name)}, who raised it, may not approve it", soft_wrap=True)
             print_waiting_stage(runner.pool, thread_id)
             return
-        progress = runner.decide(thread_id, "approved", actor=name, note=note, expect_digest=digest)
+        progress = runner.decide(thread_id, "approved", actor=name, note=note, expect_digest=digest, token_id=who.token_id)
         if progress is not None:
             print_stage_progress(thread_id, name, progress)
             return

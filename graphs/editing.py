@@ -221,8 +221,8 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
 def _carry_over(conn: Any, thread_id: str, old_visit: str, old_digest: str, new_visit: str, new_digest: str) -> list[str]:
     """Stage approvals of the edited content count for the new content (by role)."""
     rows = conn.execute(
-        "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note) "
-        "SELECT thread_id, gate, %s, %s, stage, role, actor, 'carried over from ' || digest FROM stage_approvals "
+        "INSERT INTO stage_approvals (thread_id, gate, checkpoint_id, digest, stage, role, actor, note, token_id) "
+        "SELECT thread_id, gate, %s, %s, stage, role, actor, 'carried over from ' || digest, token_id FROM stage_approvals "
         "WHERE thread_id = %s AND checkpoint_id = %s AND digest = %s RETURNING actor",
         (new_visit, new_digest, thread_id, old_visit, old_digest),
     ).fetchall()

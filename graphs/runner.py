@@ -147,8 +147,9 @@ class ThreadRunner:
     def start(self, thread_id: str, text: str, options: dict[str, Any], sink: EventSink, control: RunControl | None = None) -> Stop:
         graph_input = self.spec.make_input(text, options)
         hours = float(options.get("deadline_hours") or self.spec.deadline_hours)
-        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours)
-        record_event(self.pool, thread_id, options.get("actor", "cli"), "thread_started", {"graph": self.spec.name})
+        requester = options.get("actor", "cli")
+        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours, requested_by=requester)
+        record_event(self.pool, thread_id, requester, "thread_started", {"graph": self.spec.name})
         # register wrote it 'running': no second write (a commit) for it, for this run only
         was, self.marked_running = self.marked_running, True
         try:
@@ -327,8 +328,9 @@ class ThreadRunner:
     # --- signing off ---------------------------------------------------------------------
 
     def decide(self, thread_id: str, verdict: Verdict, *, actor: str, note: str = "", expect_digest: str | None = None,
-               handover: bool = False) -> Any:
+               handover: bool = False, token_id: int | None = None) -> Any:
         """Record one decision for the gate the thread waits at and write it into the thread.
+        `token_id`: the reviewer token the decision came through (None: an OS login, or Signoff).
 
         `handover`: a rejection that gives the thread to a specialist rather than asking for a
         redraft (GraphSpec.hands_over); it is recorded as a rejection whose note says so.
@@ -379,9 +381,11 @@ class ThreadRunner:
                     amount_cents=amount, verdict=verdict, actor=actor, note=note,
                     now=self.context.clock() if self.context else datetime.now(timezone.utc),
                     default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours,
-                    currency=self.spec.action_currency(snapshot.values))
+                    currency=self.spec.action_currency(snapshot.values), token_id=token_id)
                 if progress is not None:
                     return progress  # a stage approved; the thread waits for the next one
+            if token_id is not None:
+                detail = {**(detail or {}), "token": token_id}
             recorded = record_decision(
                 self.pool, thread_id=thread_id, gate=gate, checkpoint_id=str(current_id),
                 verdict=verdict, actor=actor, note=note, digest=digest, detail=detail, handover=handover,

@@ -95,9 +95,9 @@ def start_thread(config: Settings, graph: str, text: str, thread_id: str, option
     from graphs.runner import ThreadRunner
 
     with open_db(config) as pool:
-        from checkpoint.policy import current_policy, decider
+        from checkpoint.identity import cli_identity
 
-        options["actor"] = decider(current_policy(pool), None) or options.get("actor", "cli")  # issue 12: the requester
+        options["actor"] = cli_identity(pool).name  # the requester: who runs this command, never a typed name
         worker = worker_available(pool)
         if detach or worker:
             spec = get_spec(graph)

@@ -124,23 +124,47 @@ def env(database_url: str, server, tmp_path: Path) -> dict[str, str]:
         "SIGNOFF_MODEL": "openai:test-model",
         "OPENAI_BASE_URL": server.base_url,
         "OPENAI_API_KEY": "test-key",
-        "SIGNOFF_USER": "tester",
     }
 
 
 @pytest.fixture
 def cli(env: dict[str, str]):
-    """`cli("start", "support", "...")` runs the CLI in-process with `env`."""
+    """`cli("start", "support", "...")` runs the CLI in-process with `env` (and any variables
+    given as keywords: `cli("approve", ..., SIGNOFF_TOKEN=token)`)."""
     from typer.testing import CliRunner
 
     from cli import app
 
     runner = CliRunner()
 
-    def invoke(*args: str):
-        return runner.invoke(app, list(args), env=env)
+    def invoke(*args: str, **extra: str):
+        return runner.invoke(app, list(args), env={**env, **extra})
 
     return invoke
+
+
+@pytest.fixture
+def reviewer(env: dict[str, str], pool: ConnectionPool):
+    """`reviewer("alice")("approve", ...)`: the CLI run by reviewer "alice", through a reviewer
+    token of hers in SIGNOFF_TOKEN (who acts is never a typed name)."""
+    from typer.testing import CliRunner
+
+    from checkpoint import tokens
+    from cli import app
+
+    made: dict[str, str] = {}
+
+    def as_reviewer(name: str):
+        if name not in made:
+            made[name] = tokens.create(pool, name)
+        token = made[name]
+
+        def invoke(*args: str):
+            return CliRunner().invoke(app, list(args), env={**env, "SIGNOFF_TOKEN": token})
+
+        return invoke
+
+    return as_reviewer
 
 
 def review_digest(database_url: str, thread_id: str) -> str:

@@ -1,5 +1,6 @@
 """What the refund tests share: the demo order they refund (1042, 149.00 USD, owned by
-OWNER), a model script that asks for that refund, the demo orders loaded, and `flat`.
+OWNER), a model script that asks for that refund, the demo orders loaded, a reviewer who may
+approve it (`lead`), and `flat`.
 
 Import what a module uses (`from tests.refund_fixtures import OWNER, orders, server  # noqa: F401`).
 """
@@ -21,6 +22,13 @@ def server():
         server.rule("Classify the customer message", ok('{"intent": "billing"}'))
         server.rule("Extract the refund request", ok('{"order_id": "1042", "amount": null}'))
         yield server
+
+
+@pytest.fixture
+def lead(reviewer):
+    """`lead("approve", ...)`: the CLI run by "lead", a reviewer other than the requester (the
+    OS login that started the thread), through a reviewer token in SIGNOFF_TOKEN."""
+    return reviewer("lead")
 
 
 @pytest.fixture

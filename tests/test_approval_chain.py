@@ -35,13 +35,13 @@ def server():
 
 @pytest.fixture
 def signoff(env, monkeypatch):
-    """`signoff(user, *args)`: the CLI run by that OS user (no SIGNOFF_USER set)."""
+    """`signoff(user, *args)`: the CLI run by that OS user."""
     runner = CliRunner()
 
     def invoke(user: str, *args: str):
-        monkeypatch.setattr("checkpoint.policy.os_user", lambda: user)
+        monkeypatch.setattr("checkpoint.identity.os_user", lambda: user)
         # a notification channel, so each stage's own notification is queued (no worker delivers it here)
-        return runner.invoke(app, list(args), env={**env, "SIGNOFF_USER": None, "SIGNOFF_NOTIFY_WEBHOOK": "http://127.0.0.1:9/hook",
+        return runner.invoke(app, list(args), env={**env, "SIGNOFF_NOTIFY_WEBHOOK": "http://127.0.0.1:9/hook",
                                                   "SIGNOFF_NOTIFY_WEBHOOK_SECRET": "test-secret"})
 
     return invoke
@@ -104,14 +104,14 @@ def test_a_bad_policy_is_refused_saying_where(text, says):
 # --- without roles (zero setup) -------------------------------------------------------------------
 
 
-def test_without_roles_one_stage_by_anyone_but_the_requester(cli, server, pool, database_url):
-    assert cli("orders", "load").exit_code == 0
+def test_without_roles_one_stage_by_anyone_but_the_requester(signoff, server, pool, database_url):
+    assert signoff("root", "orders", "load").exit_code == 0
     server.rule("Extract the refund request", ok('{"order_id": "1030", "amount": null}'))  # 29.00 USD
-    assert cli("start", "support", "Please refund order 1030", "--email", "emma.novak@example.com", "--thread", "s1").exit_code == 0
-    assert "stage 1/1 review (1 reviewer other than the requester, no roles configured)" in flat(cli("show", "s1").output)
-    own = cli("approve", "s1", *expect(database_url, "s1"))
-    assert own.exit_code == 4 and "tester started this thread" in own.output
-    done = cli("approve", "s1", "--by", "sam", *expect(database_url, "s1"))
+    assert signoff("mia", "start", "support", "Please refund order 1030", "--email", "emma.novak@example.com", "--thread", "s1").exit_code == 0
+    assert "stage 1/1 review (1 reviewer other than the requester, no roles configured)" in flat(signoff("x", "show", "s1").output)
+    own = signoff("mia", "approve", "s1", *expect(database_url, "s1"))
+    assert own.exit_code == 4 and "mia started this thread" in own.output
+    done = signoff("sam", "approve", "s1", *expect(database_url, "s1"))
     assert done.exit_code == 0 and "refunded 29.00 USD" in flat(done.output), done.output
     assert count_rows(pool, "ledger_entries", kind="refund") == 1
 
@@ -127,7 +127,7 @@ def test_above_both_thresholds_support_lead_then_two_of_three_finance(signoff, s
     refused = signoff("carol", "approve", "big", *digest)
     assert refused.exit_code == 4 and "carol is not a member of support-lead" in refused.output
     by_flag = signoff("alice", "approve", "big", "--by", "bob", *digest)
-    assert by_flag.exit_code == 2 and "you decide as your OS user 'alice'" in by_flag.output
+    assert by_flag.exit_code == 2 and "--by no longer chooses who acts" in by_flag.output
 
     first = signoff("alice", "approve", "big", *digest)
     assert first.exit_code == 0 and "approved stage 1/2 (support-lead)" in flat(first.output), first.output

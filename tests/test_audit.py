@@ -8,6 +8,7 @@ import re
 import pytest
 
 from graphs.runner import EXPIRY_ACTOR
+from checkpoint.identity import os_user
 from tests.conftest import expect
 from tests.fault_server import ok, status
 
@@ -34,12 +35,12 @@ def events(output: str) -> list[tuple[str, str, str]]:
     return rows
 
 
-def test_audit_lists_start_retries_fallbacks_side_effects_and_decisions_with_time_and_actor(cli, server, database_url):
+def test_audit_lists_start_retries_fallbacks_side_effects_and_decisions_with_time_and_actor(cli, server, database_url, reviewer):
     server.script(status(500, retry_after=0))  # classify: one transient failure, then the rule answers
     server.once("technical support agent", status(401))  # the primary is refused: the fallback answers
     started = cli("start", "support", "The sync engine corrupts my notes", "--thread", "a1")
     assert started.exit_code == 0, started.output
-    assert cli("approve", "a1", "--by", "alice", "--note", "ok to send", *expect(database_url, "a1")).exit_code == 0
+    assert reviewer("alice")("approve", "a1", "--note", "ok to send", *expect(database_url, "a1")).exit_code == 0
 
     result = cli("audit", "a1")
     assert result.exit_code == 0, result.output
@@ -47,7 +48,7 @@ def test_audit_lists_start_retries_fallbacks_side_effects_and_decisions_with_tim
     kinds = [kind for _, kind, _ in rows]
     assert kinds == ["thread_started", "retry", "fallback", "ticket_opened", "decision_approved", "reply_sent"], result.output
     by_kind = {kind: (who, detail) for who, kind, detail in rows}
-    assert by_kind["thread_started"][0] == "tester"
+    assert by_kind["thread_started"][0] == os_user()
     assert by_kind["retry"][0] == "signoff" and "HTTP 500" in by_kind["retry"][1] and '"node": "classify"' in by_kind["retry"][1]
     assert by_kind["fallback"][0] == "signoff" and "openai:other-model" in by_kind["fallback"][1] and "HTTP 401" in by_kind["fallback"][1]
     assert '"ticket_id"' in by_kind["ticket_opened"][1]
@@ -65,10 +66,10 @@ def test_audit_shows_an_expiry_and_its_holding_reply(cli, pool):
     assert [kind for _, kind, _ in rows][-1] == "reply_sent" and '"kind": "holding"' in rows[-1][2]
 
 
-def test_audit_of_a_rejection_names_the_reviewer_and_the_feedback(cli, server):
+def test_audit_of_a_rejection_names_the_reviewer_and_the_feedback(cli, server, reviewer):
     server.rule("Rewrite the support reply", ok("We are on it: a specialist will reply today."))
     assert cli("start", "support", "The sync engine corrupts my notes", "--thread", "a3").exit_code == 0
-    assert cli("reject", "a3", "--by", "bob", "--feedback", "promise a time").exit_code == 0
+    assert reviewer("bob")("reject", "a3", "--feedback", "promise a time").exit_code == 0
     rows = events(cli("audit", "a3").output)
     assert [(who, detail) for who, kind, detail in rows if kind == "decision_rejected"][0][0] == "bob"
     assert "promise a time" in [detail for _, kind, detail in rows if kind == "decision_rejected"][0]

@@ -75,8 +75,10 @@ def text_rows(command: str, *after: str, what: str = "text") -> list[Row]:
 
 
 def name_rows(command: str, *args: str) -> list[Row]:
-    return [row(command, *args, "--by", bad, says="reviewer name") for bad in BAD_NAMES] + [
-        row(command, *args, says="reviewer name", SIGNOFF_USER="signoff (deadline)"),
+    """Who acts is never a typed name; a token that is not live is refused."""
+    return [row(command, *args, "--by", bad, says="--by no longer chooses who acts") for bad in BAD_NAMES[:3]] + [
+        row(command, *args, says="SIGNOFF_USER no longer chooses who acts", SIGNOFF_USER="signoff (deadline)"),
+        row(command, *args, says="SIGNOFF_TOKEN is not a live reviewer token", SIGNOFF_TOKEN="sgn_not-a-token"),
     ]
 
 
@@ -219,6 +221,7 @@ ROWS: list[Row] = [
     row("policy load", "{leaky_dir}", says="is a folder"),
     row("policy load", says="Missing argument"),
     row("policy show", "--nope", says="No such option: --nope"),
+    row("policy history", "--nope", says="No such option: --nope"),
     row("policy show", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
     row("approve", WAITING, "--edit", says="the editor exited with code 1", code=EXIT_CONFLICT, EDITOR="false"),
     row("approve", WAITING, "--edit", says="cannot run the editor", EDITOR="/nonexistent/editor"),
@@ -272,7 +275,7 @@ def env(module_db: str, module_server: FaultServer, tmp_path_factory: pytest.Tem
     (home / "leaky" / "link.md").symlink_to(outside)
     environment = {
         "DATABASE_URL": module_db, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:test-model",
-        "OPENAI_BASE_URL": module_server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester",
+        "OPENAI_BASE_URL": module_server.base_url, "OPENAI_API_KEY": "test-key",
     }
     runner = CliRunner()
     for args in (["start", "support", "The app crashes", "--thread", WAITING],

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from tests.conftest import count_rows, expect
+from checkpoint.identity import os_user
 from tests.fault_server import ok
 from tests.scripted import ANSWERED, CANNOT_ANSWER
 
@@ -70,7 +71,7 @@ def test_approve_finishes_the_thread_with_one_outbox_row(cli, server, pool, data
     assert result.exit_code == 0, result.output
     assert "finished" in result.output and "replied" in result.output
     assert count_rows(pool, "outbox", thread_id=tid) == 1
-    assert count_rows(pool, "approvals", thread_id=tid, actor="tester", note="looks right") == 1
+    assert count_rows(pool, "approvals", thread_id=tid, actor=os_user(), note="looks right") == 1
 
 
 def test_reject_redrafts_with_the_feedback_and_waits_again(cli, server):
@@ -170,7 +171,7 @@ def test_a_thread_started_in_one_process_is_approved_from_another(env, server, p
     assert started.returncode == 0, started.stderr
     tid = thread_id_from(started.stdout)
     assert "waiting at gate review" in started.stdout
-    approved = subprocess.run([sys.executable, "-m", "cli", "approve", tid, "--by", "second-shell", *expect(env["DATABASE_URL"], tid)],
+    approved = subprocess.run([sys.executable, "-m", "cli", "approve", tid, *expect(env["DATABASE_URL"], tid)],
                               env=proc_env, capture_output=True, text=True, timeout=120)
     assert approved.returncode == 0, approved.stderr
     assert "finished" in approved.stdout

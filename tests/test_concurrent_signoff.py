@@ -121,12 +121,15 @@ def digest_in(output: str) -> str:
 
 def test_approve_and_reject_from_two_processes_at_once_record_one_and_the_loser_exits_nonzero(cli, env, database_url, pool):
     assert cli("start", "support", "I was charged twice this month", "--thread", "race").exit_code == 0
+    from checkpoint import tokens as reviewer_tokens
+
+    tokens = {name: reviewer_tokens.create(pool, name) for name in ("alice", "bob")}
     # Hold the thread's row so both processes queue on it, then let them go together.
     with psycopg.connect(database_url) as holder:
         holder.execute("SELECT 1 FROM threads WHERE thread_id = 'race' FOR NO KEY UPDATE")
         procs = {
-            "alice": spawn_cli(["approve", "race", "--by", "alice", *expect(database_url, "race")], env),
-            "bob": spawn_cli(["reject", "race", "--by", "bob", "--feedback", "apologise first"], env),
+            "alice": spawn_cli(["approve", "race", *expect(database_url, "race")], {**env, "SIGNOFF_TOKEN": tokens["alice"]}),
+            "bob": spawn_cli(["reject", "race", "--feedback", "apologise first"], {**env, "SIGNOFF_TOKEN": tokens["bob"]}),
         }
 
         def queued() -> bool:

@@ -41,7 +41,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 import pytest
 
-from checkpoint import threads
+from checkpoint import threads, tokens
+from checkpoint.identity import os_user
 from cli import start_app
 from graphs.registry import GRAPHS, get_spec
 from graphs.runner import EXPIRY_ACTOR, ThreadRunner
@@ -52,7 +53,7 @@ from tests.payment_provider import PaymentProvider
 from tests.procs import StatementBlock, WarmCli, sessions_named, spawn_cli, wait_until
 from tests.refund_fixtures import OWNER, REFUND_MESSAGE
 
-USER = "tester"
+USER = os_user()  # who starts and decides, unless a phase says otherwise
 VICTIM = "signoff-victim"
 NODE_LINE = re.compile(r"^[✓x] (\S+)\s")
 
@@ -67,7 +68,7 @@ class Phase:
     decision: str | None = None  # the verdict it records, for approve/reject/expire
     writes: tuple[str, ...] = ()  # tables it inserts side effects into
     past_deadline: bool = False  # set the gate's deadline in the past first (expire)
-    by: str = USER  # who decides (a refund's requester may not approve it)
+    by: str = USER  # who decides (a refund's requester may not approve it): another reviewer acts through a token
 
     @property
     def verb(self) -> str:
@@ -234,7 +235,7 @@ SCENARIOS += [
         **REFUND_SCENARIO,
         phases=(
             REFUND_START,
-            Phase(("approve", "{tid}", "--by", "lead", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "send_approved_reply"),
+            Phase(("approve", "{tid}", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "send_approved_reply"),
                   decision="approved", writes=("payment_operations", "outbox"), by="lead"),
         ),
         effects={"outbox": 1, "payment_operations": 2},
@@ -251,7 +252,7 @@ SCENARIOS += [
         **REFUND_SCENARIO,
         phases=(
             REFUND_START,
-            Phase(("approve", "{tid}", "--by", "lead", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "void_credit_note", "send_holding_reply"),
+            Phase(("approve", "{tid}", "--expect", "{digest}"), ("review", "place_credit_note", "issue_refund", "void_credit_note", "send_holding_reply"),
                   decision="approved", writes=("payment_operations", "tickets", "outbox"), by="lead"),
         ),
         effects={"outbox": 1, "payment_operations": 3, "tickets": 1},
@@ -350,7 +351,7 @@ def provider():
 
 @pytest.fixture
 def env(env: dict[str, str], provider: PaymentProvider) -> dict[str, str]:
-    return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2", "SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "0.5"}
+    return {**env, "SIGNOFF_MAX_ATTEMPTS": "2", "SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "0.5"}
 
 
 def has_start_command(graph: str) -> bool:
@@ -378,6 +379,12 @@ class Drive:
             provider.always(op, kind)
         if scenario.setup is not None:
             scenario.setup(pool)
+        #: reviewer tokens of the phases decided by someone other than USER (SIGNOFF_TOKEN)
+        self.tokens = {p.by: tokens.create(pool, p.by) for p in scenario.phases if p.by != USER}
+
+    def env_of(self, phase: Phase) -> dict[str, str]:
+        """What the phase's command runs with besides the test's env: its reviewer's token."""
+        return {"SIGNOFF_TOKEN": self.tokens[phase.by]} if phase.by in self.tokens else {}
 
     def prepare(self, phase: Phase) -> None:
         if phase.past_deadline:
@@ -386,7 +393,7 @@ class Drive:
 
     def run(self, phase: Phase) -> list[str]:
         self.prepare(phase)
-        result = self.cli(*phase.argv(self.tid, self.out, self.url))
+        result = self.cli(*phase.argv(self.tid, self.out, self.url), **self.env_of(phase))
         assert result.exit_code == 0, result.output
         return [m[1] for m in map(NODE_LINE.match, result.output.splitlines()) if m]
 
@@ -487,7 +494,7 @@ def test_kill_at_every_point_then_recover_finishes_with_one_of_each_side_effect(
 
         # libpq names the victim's sessions, so the test can wait until the last statement it
         # had sent has finished or died (a person never resumes within those milliseconds).
-        proc = warm.run(phase.argv(run.tid, run.out, run.url), {**env, "PGAPPNAME": VICTIM})
+        proc = warm.run(phase.argv(run.tid, run.out, run.url), {**env, **run.env_of(phase), "PGAPPNAME": VICTIM})
         blocked = None
         if point.kind == "after":
             proc.wait_for(rf"^✓ {point.target}\s")
@@ -558,7 +565,7 @@ def recover(run: Drive, phase: Phase, point: KillPoint, decided_before: int) -> 
         # Recorded, but the process died before running on it: deciding again is refused,
         # and `recover` finds the thread and applies the recorded decision.
         if phase.verb in ("approve", "reject"):
-            again = run.cli(*phase.argv(run.tid, run.out, run.url))
+            again = run.cli(*phase.argv(run.tid, run.out, run.url), **run.env_of(phase))
             assert again.exit_code != 0 and re.search(r"already decided by \S+ at \d{4}-", again.output), again.output
         result = run.cli("recover")
         assert result.exit_code == 0 and f"recovering {run.tid}" in result.output, result.output

@@ -161,7 +161,7 @@ def server():
 def env(database_url: str, server: FaultServer, tmp_path: Path) -> dict[str, str]:
     return {
         "DATABASE_URL": database_url, "SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_MODEL": "openai:test-model",
-        "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester",
+        "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key",
     }
 
 

@@ -72,7 +72,7 @@ def model_server():
 
 def env_for(model_server: FaultServer, home: Path, **extra: str) -> dict[str, str]:
     return {"SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:test-model", "OPENAI_BASE_URL": model_server.base_url,
-            "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester", **extra}
+            "OPENAI_API_KEY": "test-key", **extra}
 
 
 @pytest.mark.parametrize("round_", range(20))

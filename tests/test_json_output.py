@@ -13,6 +13,7 @@ import typer
 
 from checkpoint.errors import EXIT_NOT_FOUND, EXIT_UNAVAILABLE, EXIT_USAGE
 from cli import app
+from checkpoint.identity import os_user
 from tests.conftest import expect
 from tests.procs import ROOT, process_env, table_counts
 
@@ -95,7 +96,7 @@ def test_pending_and_show_carry_the_exact_untrusted_text_inert(cli, threads, dat
     assert shown["review"] and [s["node"] for s in shown["steps"]][:1] == ["classify"]
     finished = json.loads(cli("show", "f1", "--json").stdout)
     assert finished["status"] == "finished" and finished["gate"] is None and finished["digest"] is None
-    assert [(d["decision"], d["actor"]) for d in finished["decisions"]] == [("approved", "tester")]
+    assert [(d["decision"], d["actor"]) for d in finished["decisions"]] == [("approved", os_user())]
     events = json.loads(cli("audit", "f1", "--json").stdout)["events"]
     assert "decision_approved" in [e["kind"] for e in events] and all(set(e) == {"at", "actor", "kind", "detail"} for e in events)
 

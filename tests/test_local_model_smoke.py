@@ -37,7 +37,7 @@ def signoff(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
 
 def test_support_thread_runs_end_to_end_on_the_local_model(model_home: Path, database_url: str):
     env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV}
-    env.update(SIGNOFF_HOME=str(model_home), DATABASE_URL=database_url, SIGNOFF_USER="smoke")
+    env.update(SIGNOFF_HOME=str(model_home), DATABASE_URL=database_url)
 
     started = signoff(env, "start", "support", "I was charged twice this month")
     assert started.returncode == 0, started.stdout + started.stderr
@@ -68,7 +68,7 @@ def test_a_revision_thread_on_the_local_model_goes_to_its_gate_unscored_and_says
     """The 0.5B cannot judge drafts (nodes/local_model.py `judges`): its draft reaches the person
     at the gate without a score, never with a made-up one, and the warning names the setting."""
     env = {k: v for k, v in os.environ.items() if k not in MODEL_ENV + ("SIGNOFF_REVIEW_MODEL",)}
-    env.update(SIGNOFF_HOME=str(model_home), DATABASE_URL=database_url, SIGNOFF_USER="smoke")
+    env.update(SIGNOFF_HOME=str(model_home), DATABASE_URL=database_url)
 
     started = signoff(env, "start", "revision", "Explain in two short paragraphs why backups matter.")
     assert started.returncode == 0, started.stdout + started.stderr

@@ -80,7 +80,7 @@ def test_an_approved_document_that_cannot_be_written_waits_at_its_gate_again(dat
     with FaultServer() as server:
         server.script(ok("# Idempotency keys\n\nThey make retries safe."), ok('{"score": 0.9, "feedback": "Good."}'))
         env = {"DATABASE_URL": database_url, "SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_MODEL": "openai:test-model",
-               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester"}
+               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key"}
 
         def cli(*args: str):
             return CliRunner().invoke(app, list(args), env=env)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from checkpoint.identity import os_user
 from cli import app
 from tests.conftest import count_rows, expect
 from tests.fault_server import ok
@@ -31,14 +32,22 @@ def run(env, *args, **extra):
 
 
 @pytest.fixture
+def lead(pool) -> str:
+    """SIGNOFF_TOKEN for "lead", a reviewer other than the requester (the OS login)."""
+    from checkpoint import tokens
+
+    return tokens.create(pool, "lead")
+
+
+@pytest.fixture
 def waiting(cli, orders):
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "e1").exit_code == 0
 
 
-def test_an_edited_down_amount_is_approved_and_refunded_with_both_digests_audited(env, pool, database_url, tmp_path, waiting):
+def test_an_edited_down_amount_is_approved_and_refunded_with_both_digests_audited(env, pool, database_url, tmp_path, waiting, lead):
     before = expect(database_url, "e1")[1]
     lower = editor(tmp_path, "sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/; s/refunded 149.00 USD/refunded 90.00 USD/' \"$1\"")
-    result = run(env, "approve", "e1", "--by", "lead", "--edit", EDITOR=lower)
+    result = run(env, "approve", "e1", "--edit", EDITOR=lower, SIGNOFF_TOKEN=lead)
     assert result.exit_code == 0, result.output
     assert f"digest {before} ->" in flat(result.output) and "refunded 90.00 USD on order 1042" in flat(result.output)
     with pool.connection() as conn:
@@ -67,9 +76,9 @@ def test_an_edited_down_amount_is_approved_and_refunded_with_both_digests_audite
     ("printf 'amount: 1 USD\\n' > \"$1\"", "lost its '--- reply ---' line", 2),
     ("exit 3", "the editor exited with code 3", 4),
 ])
-def test_a_refused_edit_changes_nothing(env, pool, database_url, tmp_path, waiting, script, says, code):
+def test_a_refused_edit_changes_nothing(env, pool, database_url, tmp_path, waiting, lead, script, says, code):
     before = expect(database_url, "e1")
-    result = run(env, "approve", "e1", "--by", "lead", "--edit", EDITOR=editor(tmp_path, script))
+    result = run(env, "approve", "e1", "--edit", EDITOR=editor(tmp_path, script), SIGNOFF_TOKEN=lead)
     assert result.exit_code == code and says in flat(result.output), result.output
     assert len([line for line in result.output.splitlines() if line.strip()]) == 1
     assert expect(database_url, "e1") == before
@@ -87,9 +96,9 @@ def ledger(pool) -> list[tuple[str, int]]:
         return [(r["kind"], r["amount_cents"]) for r in conn.execute("SELECT kind, amount_cents FROM ledger_entries ORDER BY id")]
 
 
-def test_lowering_only_the_amount_line_tells_the_customer_the_lower_amount_paid(env, pool, tmp_path, waiting):
+def test_lowering_only_the_amount_line_tells_the_customer_the_lower_amount_paid(env, pool, tmp_path, waiting, lead):
     lower = editor(tmp_path, "sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/' \"$1\"")
-    result = run(env, "approve", "e1", "--by", "lead", "--edit", EDITOR=lower)
+    result = run(env, "approve", "e1", "--edit", EDITOR=lower, SIGNOFF_TOKEN=lead)
     assert result.exit_code == 0 and "the reply stated the old amount, so it now states the new one" in flat(result.output), result.output
     assert ledger(pool) == [("credit_note", 9000), ("refund", 9000)]
     sent = sent_reply(pool, "e1")
@@ -99,13 +108,13 @@ def test_lowering_only_the_amount_line_tells_the_customer_the_lower_amount_paid(
 def test_the_requester_may_not_even_open_the_editor(env, pool, tmp_path, waiting):
     touched = tmp_path / "touched"
     result = run(env, "approve", "e1", "--edit", EDITOR=editor(tmp_path, f"touch {touched}"))
-    assert result.exit_code == 4 and "tester started this thread" in result.output
+    assert result.exit_code == 4 and f"{os_user()} started this thread" in result.output
     assert not touched.exists()
 
 
-def test_an_unchanged_edit_approves_the_same_digest(env, pool, database_url, tmp_path, waiting):
+def test_an_unchanged_edit_approves_the_same_digest(env, pool, database_url, tmp_path, waiting, lead):
     before = expect(database_url, "e1")[1]
-    result = run(env, "approve", "e1", "--by", "lead", "--edit", EDITOR=editor(tmp_path, "true"))
+    result = run(env, "approve", "e1", "--edit", EDITOR=editor(tmp_path, "true"), SIGNOFF_TOKEN=lead)
     assert result.exit_code == 0 and "refunded 149.00 USD" in flat(result.output)
     with pool.connection() as conn:
         assert conn.execute("SELECT digest FROM approvals").fetchone()["digest"] == before
@@ -135,8 +144,8 @@ def test_finance_edits_down_and_the_support_lead_approval_carries_over(env, pool
     path.write_text(POLICY, encoding="utf-8")
 
     def as_user(user: str, *args: str, **extra: str):
-        monkeypatch.setattr("checkpoint.policy.os_user", lambda: user)
-        return run(env, *args, SIGNOFF_USER=None, **extra)  # type: ignore[arg-type]
+        monkeypatch.setattr("checkpoint.identity.os_user", lambda: user)
+        return run(env, *args, **extra)
 
     assert as_user("root", "policy", "load", str(path)).exit_code == 0
     server.rule("Extract the refund request", ok('{"order_id": "1021", "amount": null}'))
@@ -161,8 +170,8 @@ def as_user(env, tmp_path, monkeypatch, server, orders):
     """`as_user(user, *args, EDITOR=...)`: the CLI run by that OS user, with POLICY loaded."""
 
     def invoke(user: str, *args: str, **extra: str):
-        monkeypatch.setattr("checkpoint.policy.os_user", lambda: user)
-        return run(env, *args, SIGNOFF_USER=None, **extra)  # type: ignore[arg-type]
+        monkeypatch.setattr("checkpoint.identity.os_user", lambda: user)
+        return run(env, *args, **extra)
 
     path = tmp_path / "signoff.toml"
     path.write_text(POLICY, encoding="utf-8")
@@ -262,13 +271,13 @@ def test_a_raise_after_stage_one_voids_it(pool, database_url, tmp_path, server, 
     assert done.exit_code == 0 and "refunded 1200.00 USD on order 1021" in flat(done.output), done.output
 
 
-def test_an_edit_approval_hands_the_run_to_a_worker_as_plain_approve_does(env, pool, database_url, tmp_path, waiting):
+def test_an_edit_approval_hands_the_run_to_a_worker_as_plain_approve_does(env, pool, database_url, tmp_path, waiting, lead):
     """--detach (or a live worker: the same branch, `run_on`): the approval is recorded and the
     thread queued for a worker; this terminal moves no money itself."""
     from checkpoint import jobs
 
     lower = editor(tmp_path, "sed -i 's/^amount: 149.00 USD/amount: 90.00 USD/' \"$1\"")
-    result = run(env, "approve", "e1", "--by", "lead", "--edit", "--detach", EDITOR=lower)
+    result = run(env, "approve", "e1", "--edit", "--detach", EDITOR=lower, SIGNOFF_TOKEN=lead)
     assert result.exit_code == 0 and "approved e1 by lead; handed to a worker" in flat(result.output), result.output
     assert jobs.active_job(pool, "e1") is not None
     assert count_rows(pool, "approvals") == 1 and count_rows(pool, "payment_operations") == 0

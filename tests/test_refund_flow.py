@@ -9,12 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from checkpoint import threads
+from checkpoint.identity import os_user
 from nodes.orders import Order
 from nodes.refunds import RefundCase, amount_problem, assess, read_amount, read_order_id
 from tests.conftest import count_rows, expect
 from tests.fault_server import ok
 from tests.payment_provider import PaymentProvider
-from tests.refund_fixtures import OWNER, REFUND_MESSAGE, flat, orders, server  # noqa: F401 - fixtures
+from tests.refund_fixtures import OWNER, REFUND_MESSAGE, flat, lead, orders, server  # noqa: F401 - fixtures
 
 @pytest.fixture
 def provider():
@@ -124,7 +125,7 @@ def test_a_quantity_the_model_reads_as_an_order_number_is_not_taken():
 # --- through the graph ----------------------------------------------------------------------------
 
 
-def test_the_gate_shows_the_action_and_the_reply_under_one_digest_and_nothing_moves_before_approval(cli, pool, database_url, orders):
+def test_the_gate_shows_the_action_and_the_reply_under_one_digest_and_nothing_moves_before_approval(cli, pool, database_url, orders, lead):
     result = cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "r1")
     assert result.exit_code == 0, result.output
     assert "extract_refund" in result.output and "check_refund" in result.output and "propose_refund" in result.output
@@ -134,7 +135,7 @@ def test_the_gate_shows_the_action_and_the_reply_under_one_digest_and_nothing_mo
     assert "approval needed: stage 1/1 support-lead" in result.output, "start names the stage that must approve it"
     assert "approval needed: stage 1/1 support-lead" in shown
     own = cli("approve", "r1", *expect(database_url, "r1"))
-    assert own.exit_code == 4 and "tester started this thread and may not decide its approval" in own.output
+    assert own.exit_code == 4 and f"{os_user()} started this thread and may not decide its approval" in own.output
     assert count_rows(pool, "payment_operations") == 0 and count_rows(pool, "ledger_entries") == 0 and count_rows(pool, "outbox") == 0
 
     # A digest of the reply alone does not approve the action.
@@ -143,9 +144,9 @@ def test_the_gate_shows_the_action_and_the_reply_under_one_digest_and_nothing_mo
     from graphs.runner import ThreadRunner
 
     draft = ThreadRunner.for_thread(pool, "r1").snapshot("r1").values["draft"]
-    refused = cli("approve", "r1", "--by", "lead", "--expect", content_digest(draft))
+    refused = lead("approve", "r1", "--expect", content_digest(draft))
     assert refused.exit_code == 2 and "no such digest" in refused.output  # the reply alone was never what the gate showed
-    approved = cli("approve", "r1", "--by", "lead", *expect(database_url, "r1"))
+    approved = lead("approve", "r1", *expect(database_url, "r1"))
     assert approved.exit_code == 0, approved.output
     assert "refunded 149.00 USD on order 1042" in flat(approved.output)
     assert ops(pool, "r1") == [("credit_note", "done"), ("refund", "done")]
@@ -186,7 +187,7 @@ def test_a_refund_asked_before_any_orders_are_loaded_claims_no_failed_lookup_and
     assert "could not find" not in shown and "action:" not in shown, shown
     assert "check: no orders are loaded, so order 1042 was not looked up and no refund is proposed" in shown
     assert "A team member will look at your order and reply to you personally" in shown
-    assert cli("approve", "u1", "--by", "lead", *expect(database_url, "u1")).exit_code == 0
+    assert cli("approve", "u1", *expect(database_url, "u1")).exit_code == 0
     assert count_rows(pool, "payment_operations") == 0
     with pool.connection() as conn:
         sent = conn.execute("SELECT body FROM outbox WHERE thread_id = 'u1'").fetchone()["body"]
@@ -213,7 +214,7 @@ def test_an_amount_no_refund_can_be_is_flagged_at_the_gate_and_refunds_nothing(c
     assert "action:" not in shown and "149.00" not in shown, "never the whole order"
     assert "check: the customer asked for" in shown and "no refund is proposed" in shown
     assert "The amount in your message is not one we can refund" in shown
-    assert cli("approve", "z1", "--by", "lead", *expect(database_url, "z1")).exit_code == 0
+    assert cli("approve", "z1", *expect(database_url, "z1")).exit_code == 0
     assert count_rows(pool, "payment_operations") == 0
 
 
@@ -244,25 +245,25 @@ def test_rejecting_redrafts_the_reply_and_keeps_the_action_and_an_expiry_refunds
     assert count_rows(pool, "outbox", thread_id="r2", kind="holding") == 1
 
 
-def test_a_second_thread_cannot_refund_an_order_twice(cli, pool, database_url, orders):
+def test_a_second_thread_cannot_refund_an_order_twice(cli, pool, database_url, orders, lead):
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "a").exit_code == 0
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "b").exit_code == 0
-    assert cli("approve", "a", "--by", "lead", *expect(database_url, "a")).exit_code == 0
+    assert lead("approve", "a", *expect(database_url, "a")).exit_code == 0
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "c").exit_code == 0
     assert "has already been refunded" in flat(cli("show", "c").output)
     # b was eligible when proposed; its saga checks the order again before anything moves.
-    late = cli("approve", "b", "--by", "lead", *expect(database_url, "b"))
+    late = lead("approve", "b", *expect(database_url, "b"))
     assert late.exit_code == 0 and "refund failed (the order was refunded by another request meanwhile" in flat(late.output), late.output
     assert count_rows(pool, "ledger_entries", kind="refund") == 1 and count_rows(pool, "ledger_entries", kind="credit_note") == 1
     assert count_rows(pool, "outbox", thread_id="b", kind="holding") == 1 and count_rows(pool, "audit_events", thread_id="b", kind="saga_refused") == 1
 
 
-def test_a_permanent_refusal_compensates_once_in_reverse_order_and_keeps_the_ticket_open(cli, env, pool, database_url, provider, orders, monkeypatch):
+def test_a_permanent_refusal_compensates_once_in_reverse_order_and_keeps_the_ticket_open(cli, env, pool, database_url, provider, orders, monkeypatch, lead):
     monkeypatch.setenv("SIGNOFF_PAYMENTS_URL", provider.url)
     monkeypatch.setenv("SIGNOFF_PAYMENTS_TIMEOUT", "0.5")
     provider.always("refund", "decline")
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "f1").exit_code == 0
-    result = cli("approve", "f1", "--by", "lead", *expect(database_url, "f1"))
+    result = lead("approve", "f1", *expect(database_url, "f1"))
     assert result.exit_code == 0, result.output
     assert "refund failed (HTTP 402: the card was closed), credit note voided" in flat(result.output)
     assert provider.count("credit_note", "void") == 1 and provider.count("refund") == 0 and provider.count("void") == 1
@@ -279,13 +280,13 @@ def test_a_permanent_refusal_compensates_once_in_reverse_order_and_keeps_the_tic
     assert provider.calls("void") == 1 and count_rows(pool, "payment_operations", thread_id="f1") == 3
 
 
-def test_a_provider_that_stays_down_fails_the_thread_resumably_and_refunds_once_when_back(cli, pool, database_url, provider, orders, monkeypatch):
+def test_a_provider_that_stays_down_fails_the_thread_resumably_and_refunds_once_when_back(cli, pool, database_url, provider, orders, monkeypatch, lead):
     monkeypatch.setenv("SIGNOFF_PAYMENTS_URL", provider.url)
     monkeypatch.setenv("SIGNOFF_PAYMENTS_TIMEOUT", "0.3")
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "d1").exit_code == 0
     provider.always("refund", "error500")
     provider.fault("credit_note", "timeout_after_commit")
-    result = cli("approve", "d1", "--by", "lead", *expect(database_url, "d1"))
+    result = lead("approve", "d1", *expect(database_url, "d1"))
     assert result.exit_code != 0 and "payment provider failed" in result.output, result.output
     assert threads.get(pool, "d1").status == "failed"
     provider.always("refund", None)
@@ -295,7 +296,7 @@ def test_a_provider_that_stays_down_fails_the_thread_resumably_and_refunds_once_
     assert ops(pool, "d1") == [("credit_note", "done"), ("refund", "done")]
 
 
-def test_a_refusal_rerun_after_a_crash_is_recorded_and_audited_once(cli, pool, database_url, orders, monkeypatch):
+def test_a_refusal_rerun_after_a_crash_is_recorded_and_audited_once(cli, pool, database_url, orders, monkeypatch, lead):
     """The window between the refusal's commit and the node's checkpoint: a run killed there
     runs place_credit_note again on resume. Here it is run again directly, as resume would."""
     from types import SimpleNamespace
@@ -305,8 +306,8 @@ def test_a_refusal_rerun_after_a_crash_is_recorded_and_audited_once(cli, pool, d
 
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "a").exit_code == 0
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "b").exit_code == 0
-    assert cli("approve", "a", "--by", "lead", *expect(database_url, "a")).exit_code == 0
-    assert cli("approve", "b", "--by", "lead", *expect(database_url, "b")).exit_code == 0
+    assert lead("approve", "a", *expect(database_url, "a")).exit_code == 0
+    assert lead("approve", "b", *expect(database_url, "b")).exit_code == 0
     assert count_rows(pool, "audit_events", thread_id="b", kind="saga_refused") == 1
     case = ThreadRunner.for_thread(pool, "b").snapshot("b").values["refund"]
     state = {"refund": {k: v for k, v in case.items() if k not in ("status", "failure")}}  # as the node first saw it

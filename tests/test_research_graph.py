@@ -201,7 +201,7 @@ def test_cli_start_research_stops_at_publish_and_approve_publishes_the_report(da
         server.script(ok(json.dumps({"subtasks": SUBTASKS})), *[ok("A summary.") for _ in SUBTASKS],
                       ok("# Durable workflows\n\nBody."), ok('{"score": 0.9, "feedback": "Fine."}'))
         env = {"DATABASE_URL": database_url, "SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_MODEL": "openai:test-model",
-               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester"}
+               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key"}
         cli = lambda *args: CliRunner().invoke(app, list(args), env=env)  # noqa: E731
         started = cli("start", "research", TOPIC, "--out", str(out))
         assert started.exit_code == 0, started.output

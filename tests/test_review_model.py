@@ -119,7 +119,7 @@ def test_the_support_agents_hand_over_decision_goes_to_the_review_model(database
 
     with FaultServer() as server:
         server.rule(CLASSIFY, ok('{"intent": "billing"}')).rule("billing support agent", ok(ANSWERED)).rule(REPLY, ok("Pending authorizations drop off within 3-5 business days."))
-        env = {**environment(database_url, tmp_path / "home", server, SIGNOFF_REVIEW_MODEL="openai:review-model"), "SIGNOFF_USER": "tester"}
+        env = {**environment(database_url, tmp_path / "home", server, SIGNOFF_REVIEW_MODEL="openai:review-model")}
         started = CliRunner().invoke(app, ["start", "support", "I was charged twice this month"], env=env)
         asked = [(body["model"], next(n for n in (CLASSIFY, "billing support agent", REPLY) if n in str(body["messages"]))) for body in server.requests]
     assert started.exit_code == 0, started.output
@@ -138,7 +138,7 @@ def test_a_local_review_model_starts_no_server_for_a_thread_that_makes_no_judgem
     home = tmp_path / "home"
     with FaultServer() as server:
         server.rule(CLASSIFY, status(400))
-        env = {**environment(database_url, home, server, SIGNOFF_REVIEW_MODEL="local:1.5b"), "SIGNOFF_USER": "tester"}
+        env = {**environment(database_url, home, server, SIGNOFF_REVIEW_MODEL="local:1.5b")}
         try:
             started = CliRunner().invoke(app, ["start", "support", "My export fails with error 7."], env=env)
             assert started.exit_code == 0, started.output

@@ -232,7 +232,7 @@ def test_cli_start_revision_stops_at_publish_and_approve_publishes_file_and_row(
     with FaultServer() as server:
         server.script(ok("# Idempotency keys\n\nThey make retries safe."), ok('{"score": 0.9, "feedback": "Good."}'))
         env = {"DATABASE_URL": database_url, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:test-model",
-               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key", "SIGNOFF_USER": "tester"}
+               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key"}
         cli = lambda *args: CliRunner().invoke(app, list(args), env=env)  # noqa: E731
         started = cli("start", "revision", BRIEF)
         assert started.exit_code == 0, started.output

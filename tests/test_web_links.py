@@ -12,6 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from checkpoint import tokens
+from checkpoint.identity import os_user
 from checkpoint.audit import events_of
 from checkpoint.notifications import NotifyConfig, render
 from checkpoint.signing import Link, sign_link
@@ -155,7 +156,7 @@ def test_a_link_for_an_earlier_draft_is_refused(ctx, pool, database_url, waiting
     old = links_of(pool, "w1")
     assert cli("reject", "w1", "--feedback", "Say which version fixes it").exit_code == 0  # redrafted: a new gate visit
     page = client.get(old["approve"])
-    assert page.status_code == 409 and "already used: decided by tester" in page.text
+    assert page.status_code == 409 and f"already used: decided by {os_user()}" in page.text
 
 
 def test_sign_in_is_protected_and_a_revoked_token_ends_the_session(ctx, pool, database_url, waiting):

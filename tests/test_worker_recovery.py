@@ -25,7 +25,7 @@ from tests.conftest import count_rows
 from tests.fault_server import held, ok
 from tests.scripted import CANNOT_ANSWER
 from tests.procs import StatementBlock, wait_until
-from tests.test_crash_recovery import BY_NAME, SCENARIOS, USER, Drive, Phase, Scenario
+from tests.test_crash_recovery import BY_NAME, SCENARIOS, Drive, Phase, Scenario
 from tests.test_crash_recovery import provider  # noqa: F401 - fixture (the refund scenarios' payment provider)
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
@@ -35,7 +35,7 @@ HANDOVER_BOUND_SECONDS = 10.0
 
 @pytest.fixture
 def env(env: dict[str, str], provider) -> dict[str, str]:
-    return {**env, "SIGNOFF_USER": USER, "SIGNOFF_MAX_ATTEMPTS": "2", "SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "0.5"}
+    return {**env, "SIGNOFF_MAX_ATTEMPTS": "2", "SIGNOFF_PAYMENTS_URL": provider.url, "SIGNOFF_PAYMENTS_TIMEOUT": "0.5"}
 
 
 def argv(phase: Phase, tid: str, out: Path) -> list[str]:

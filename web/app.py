@@ -206,7 +206,7 @@ def api_decision(verdict: str) -> Callable[[WebContext, Request, Reviewer], Awai
                 raise HttpError(400, "handover must be true or false: true gives a support thread to a specialist")
             note = valid_text(body.get("feedback"), "feedback", required=not handover)
         result = await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note, expect=expect,
-                                                        now=ctx.clock(), handover=handover))
+                                                        now=ctx.clock(), handover=handover, token_id=reviewer.token_id))
         return JSONResponse(result, status_code=202)
 
     return handler

@@ -82,9 +82,10 @@ def load(pool: ConnectionPool, thread_id: str) -> tuple[Any, Review]:
 
 
 def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, note: str, expect: str | None,
-           visit: str | None = None, now: datetime | None = None, handover: bool = False) -> dict[str, Any]:
+           visit: str | None = None, now: datetime | None = None, handover: bool = False, token_id: int | None = None) -> dict[str, Any]:
     """Record the decision and queue the thread for a worker; what was recorded. `handover`: a
-    rejection that gives a support thread to a specialist (runner.decide)."""
+    rejection that gives a support thread to a specialist (runner.decide). `actor` is the
+    owner of the reviewer token `token_id` the request came with (bearer or session)."""
     from checkpoint.decisions import AlreadyDecided, decision_for
     from checkpoint.errors import Conflict, InvalidInput
     from graphs.runner import DigestMismatch
@@ -103,7 +104,8 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
         jobs.enqueue(pool, thread_id, "deadline")  # a worker applies the gate's default action
         raise HttpError(409, f"the deadline passed at {review.row.deadline:%Y-%m-%d %H:%M %Z}: the gate's default action applies")
     try:
-        progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect, handover=handover)
+        progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect, handover=handover,
+                                   token_id=token_id)
     except DigestMismatch as exc:
         raise HttpError(412, str(exc)) from None
     except InvalidInput as exc:

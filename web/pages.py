@@ -177,7 +177,8 @@ async def inbox_decision(request: Request) -> Response:
         note = valid_text(form.get("note") if verdict == "approved" else form.get("feedback"), "note" if verdict == "approved" else "feedback",
                           required=action == "reject")
         await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note,
-                                               expect=form.get("expect") or None, now=ctx.clock(), handover=action == "handover"))
+                                               expect=form.get("expect") or None, now=ctx.clock(), handover=action == "handover",
+                                               token_id=reviewer.token_id))
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
     return RedirectResponse(f"/threads/{tid}?done={'handed-over' if action == 'handover' else verdict}", status_code=303)
@@ -223,7 +224,7 @@ async def confirm(request: Request) -> Response:
         note = valid_text(form.get("feedback") if verdict == "rejected" else form.get("note"), "feedback" if verdict == "rejected" else "note",
                           required=verdict == "rejected")
         await run_in_threadpool(lambda: decide(ctx.pool, tid, verdict, actor=reviewer.name, note=note or f"{link.action} link",
-                                               expect=link.digest, visit=link.visit, now=ctx.clock()))
+                                               expect=link.digest, visit=link.visit, now=ctx.clock(), token_id=reviewer.token_id))
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
     return RedirectResponse(f"/threads/{tid}?done={verdict}", status_code=303)

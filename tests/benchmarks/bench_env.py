@@ -78,7 +78,7 @@ def cli_env(database_url: str, home: Path, model_url: str) -> dict[str, str]:
     keep = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")}
     return {
         **keep, "DATABASE_URL": database_url, "SIGNOFF_HOME": str(home), "SIGNOFF_MODEL": "openai:bench-model",
-        "OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "bench-key", "SIGNOFF_USER": "bench",
+        "OPENAI_BASE_URL": model_url, "OPENAI_API_KEY": "bench-key",
     }
 
 
