@@ -1,0 +1,67 @@
+"""OpenTelemetry traces, exported by real `signoff` processes to a local OTLP/HTTP receiver."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import expect
+from tests.fault_server import ok
+from tests.otlp_receiver import OtlpReceiver
+from tests.scripted import ANSWERED
+from tests.test_cli import BILLING_ANSWER, thread_id_from
+
+
+@pytest.fixture
+def receiver():
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+def test_a_thread_started_in_one_process_and_approved_in_another_is_one_trace(env, server, receiver):
+    server.script(ok('{"intent": "billing"}', prompt_tokens=11, completion_tokens=5), ok(ANSWERED), ok(BILLING_ANSWER, prompt_tokens=40, completion_tokens=20))
+    traced = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "signoff-test"}
+    started = run_cli(["start", "support", "I was charged twice this month"], traced)
+    assert started.returncode == 0, started.stderr
+    tid = thread_id_from(started.stdout)
+    approved = run_cli(["approve", tid, "--by", "second-shell", *expect(env["DATABASE_URL"], tid)], traced)
+    assert approved.returncode == 0, approved.stderr
+
+    spans = list(receiver.spans)  # both processes flushed before they exited: nothing to wait for
+    assert {s.trace_id for s in spans} == {spans[0].trace_id}, "one trace for the thread, across both processes"
+    assert all(s.attributes.get("signoff.thread_id") == tid for s in spans), [s.name for s in spans]
+    assert {s.service for s in spans} == {"signoff-test"}
+    ids = {s.span_id for s in spans}
+    roots = [s for s in spans if not s.parent_id]
+    assert len(roots) == 1 and all(s.parent_id in ids for s in spans if s.parent_id), "one tree"
+
+    nodes = {s.name: s for s in spans if "signoff.node" in s.attributes and not s.name.startswith("chat ")}
+    for node in ("classify", "billing_agent", "draft_reply", "review", "send_approved_reply"):
+        assert node in nodes, sorted(nodes)
+        assert nodes[node].attributes["signoff.graph"] == "support"
+        assert nodes[node].attributes["signoff.attempt"] == 1
+    assert nodes["classify"].attributes["signoff.step"] < nodes["draft_reply"].attributes["signoff.step"]
+
+    calls = [s for s in spans if s.name == "chat test-model"]
+    assert len(calls) == 3
+    by_node = {c.attributes["signoff.node"]: c for c in calls}
+    for call in calls:
+        assert call.attributes["gen_ai.operation.name"] == "chat"
+        assert call.attributes["gen_ai.provider.name"] == "openai"
+        assert call.attributes["gen_ai.request.model"] == "test-model"
+        assert call.parent_id == nodes[call.attributes["signoff.node"]].span_id
+    assert (by_node["classify"].attributes["gen_ai.usage.input_tokens"], by_node["classify"].attributes["gen_ai.usage.output_tokens"]) == (11, 5)
+    # the reply is streamed: its usage too
+    assert (by_node["draft_reply"].attributes["gen_ai.usage.input_tokens"], by_node["draft_reply"].attributes["gen_ai.usage.output_tokens"]) == (40, 20)
+
+    [gate] = [s for s in spans if s.name == "gate review"]
+    assert gate.attributes["signoff.decision"] == "approved" and gate.attributes["signoff.actor"] == "second-shell"
+    assert nodes["draft_reply"].end_ns <= gate.start_ns < gate.end_ns <= nodes["send_approved_reply"].start_ns
