@@ -178,11 +178,12 @@ def _handler_class() -> Any:
                 span, node_span = self.calls.pop(run_id, (None, None))
             if span is None:
                 return
-            kind = error.__class__.__name__
+            cause = _client_error(error)
+            kind = cause.__class__.__name__
             span.set_attribute("error.type", kind)
-            span.record_exception(error)
-            span.set_status(Status(StatusCode.ERROR, f"{kind}: {str(error).splitlines()[0] if str(error) else ''}"[:300]))
-            if kind in _TIMEOUTS or isinstance(error, TimeoutError):
+            span.record_exception(cause)
+            span.set_status(Status(StatusCode.ERROR, f"{kind}: {str(cause).splitlines()[0] if str(cause) else ''}"[:300]))
+            if kind in _TIMEOUTS or isinstance(cause, TimeoutError):
                 span.add_event("timeout")
                 if node_span is not None:
                     node_span.add_event("timeout", {"signoff.model": str(span.attributes.get("signoff.model", ""))})
@@ -191,6 +192,15 @@ def _handler_class() -> Any:
             span.end()
 
     return Spans
+
+
+def _client_error(error: BaseException) -> BaseException:
+    """The model client's own error (openai.APITimeoutError, openai.InternalServerError...),
+    not the wrapper LangChain raises it in."""
+    seen = 0
+    while error.__class__.__module__.startswith("langchain") and error.__cause__ is not None and seen < 5:
+        error, seen = error.__cause__, seen + 1
+    return error
 
 
 def _usage(response: Any) -> tuple[dict[str, Any] | None, str | None, str | None]:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from tests.conftest import expect
-from tests.fault_server import ok
+from tests.fault_server import hang, ok, status
 from tests.otlp_receiver import OtlpReceiver
 from tests.scripted import ANSWERED
 from tests.test_cli import BILLING_ANSWER, thread_id_from
@@ -65,3 +65,39 @@ def test_a_thread_started_in_one_process_and_approved_in_another_is_one_trace(en
     [gate] = [s for s in spans if s.name == "gate review"]
     assert gate.attributes["signoff.decision"] == "approved" and gate.attributes["signoff.actor"] == "second-shell"
     assert nodes["draft_reply"].end_ns <= gate.start_ns < gate.end_ns <= nodes["send_approved_reply"].start_ns
+
+
+def test_retries_timeouts_and_fallbacks_are_events_on_the_node_span(env, server, receiver):
+    server.script(hang(5), status(503), ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
+    traced = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "SIGNOFF_FALLBACK_MODEL": "openai:other-model",
+              "SIGNOFF_CALL_TIMEOUT": "1", "SIGNOFF_MAX_ATTEMPTS": "2"}
+    started = run_cli(["start", "support", "I was charged twice this month"], traced)
+    assert started.returncode == 0, started.stderr
+
+    [classify] = receiver.named("classify")
+    assert [name for name, _ in classify.events] == ["timeout", "retry", "fallback"]
+    retry, fallback = classify.events[1][1], classify.events[2][1]
+    assert retry["signoff.attempt"] == 2 and retry["error.type"] == "APITimeoutError"
+    assert fallback["gen_ai.request.model"] == "other-model" and fallback["error.type"] == "InternalServerError"
+    calls = sorted((s for s in receiver.spans if s.parent_id == classify.span_id), key=lambda s: s.start_ns)
+    assert [c.attributes["gen_ai.request.model"] for c in calls] == ["test-model", "test-model", "other-model"]
+    assert [c.attributes.get("error.type") for c in calls] == ["APITimeoutError", "InternalServerError", None]
+    assert [c.status_code for c in calls] == [2, 2, 0]  # ERROR, ERROR, UNSET
+
+
+def test_a_collector_that_never_answers_delays_a_command_by_the_exporter_timeout_at_most(env, server):
+    server.rule("Classify", ok('{"intent": "billing"}'))
+    server.rule("billing", ok(BILLING_ANSWER))
+    began = time.monotonic()
+    plain = run_cli(["start", "support", "I was charged twice this month"], env)
+    untraced = time.monotonic() - began
+    assert plain.returncode == 0, plain.stderr
+    with OtlpReceiver(hold=True) as hanging:
+        began = time.monotonic()
+        traced = run_cli(["start", "support", "I was charged twice this month"],
+                         {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": hanging.endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+        elapsed = time.monotonic() - began
+        assert hanging.requests >= 1, "the spans were sent"
+    assert traced.returncode == 0, traced.stderr
+    assert "waiting at gate review" in traced.stdout, "no step lost"
+    assert elapsed < untraced + 1 + 2.5, (elapsed, untraced)
