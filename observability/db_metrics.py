@@ -97,7 +97,9 @@ class DatabaseCollector:
 
 
 def _le(bound: float) -> str:
-    return str(int(bound)) if bound == int(bound) else str(bound)
+    from prometheus_client.utils import floatToGoString
+
+    return floatToGoString(bound)
 
 
 _registered: set[int] = set()

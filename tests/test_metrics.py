@@ -1,0 +1,97 @@
+"""Prometheus metrics, health and structured logs of real `signoff worker` and `signoff serve`
+processes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from checkpoint import jobs, threads
+from graphs.registry import SUPPORT
+from graphs.runner import ThreadRunner
+from tests.fault_server import ok
+from tests.procs import wait_until
+from tests.scripted import CANNOT_ANSWER
+from tests.worker_procs import submit, workers  # noqa: F401 - fixture
+
+
+@pytest.fixture
+def server(server):
+    """The support graph escalates (technical, no answer): two model calls per thread."""
+    server.rule("Classify the customer message", ok('{"intent": "technical"}', prompt_tokens=11, completion_tokens=5))
+    server.rule("technical support agent", ok(CANNOT_ANSWER, prompt_tokens=30, completion_tokens=9))
+    return server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics, keyed by (name, sorted labels)."""
+    status, text = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, text
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def at_gate(pool, *tids: str) -> bool:
+    return all((row := threads.get(pool, tid)) is not None and row.status == "waiting" and jobs.active_job(pool, tid) is None for tid in tids)
+
+
+def test_a_workers_metrics_grow_while_it_works_and_count_the_threads_waiting_at_gates(pool, workers, env):
+    port = free_port()
+    workers("--concurrency", "4", "--metrics-port", str(port))
+    submit(pool, "support", "m1", "The sync engine corrupts my notes")
+    submit(pool, "support", "m2", "The sync engine corrupts my notes")
+    wait_until(lambda: at_gate(pool, "m1", "m2"), timeout=30, what="both threads at their gate")
+    first = scrape(port)
+    assert value(first, "signoff_threads", graph="support", status="waiting") == 2
+    assert value(first, "signoff_gate_waiting_threads", graph="support", gate="review") == 2
+    assert value(first, "signoff_node_runs_total", graph="support", node="classify", outcome="ok") == 2
+    assert value(first, "signoff_node_duration_seconds_count", graph="support", node="escalate") == 2
+    assert value(first, "signoff_model_calls_total", model="openai:test-model", outcome="ok") == 4
+    assert value(first, "signoff_model_tokens_total", model="openai:test-model", direction="input") == 2 * (11 + 30)
+    assert value(first, "signoff_model_tokens_total", model="openai:test-model", direction="output") == 2 * (5 + 9)
+    assert value(first, "signoff_job_pickup_seconds_count", kind="start") == 2
+
+    submit(pool, "support", "m3", "The sync engine corrupts my notes")
+    ThreadRunner(pool, SUPPORT).decide("m1", "approved", actor="tester")
+    jobs.enqueue(pool, "m1", "decision")
+    wait_until(lambda: at_gate(pool, "m3") and threads.get(pool, "m1").status == "finished" and jobs.active_job(pool, "m1") is None,
+               timeout=30, what="m3 at its gate and m1 finished")
+    later = scrape(port)
+    assert value(later, "signoff_node_runs_total", graph="support", node="classify", outcome="ok") == 3
+    assert value(later, "signoff_node_runs_total", graph="support", node="send_approved_reply", outcome="ok") == 1
+    assert value(later, "signoff_model_calls_total", model="openai:test-model", outcome="ok") == 6
+    assert value(later, "signoff_threads", graph="support", status="waiting") == 2
+    assert value(later, "signoff_threads", graph="support", status="finished") == 1
+    assert value(later, "signoff_decisions_total", kind="approved") == 1
+    assert value(later, "signoff_gate_wait_seconds_count", graph="support", gate="review") == 1
+    assert value(later, "signoff_gate_wait_seconds_bucket", graph="support", gate="review", le="60.0") == 1
+    assert 0 < value(later, "signoff_gate_wait_seconds_sum", graph="support", gate="review") < 60
+    assert value(later, "signoff_jobs_queued") == 0
+    assert not any("thread" in dict(labels) for _, labels in later), "no thread ids as labels"
+
+    assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    status, body = get(f"http://127.0.0.1:{port}/readyz")
+    assert status == 200 and json.loads(body)["status"] == "ready", body
