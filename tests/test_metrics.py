@@ -95,3 +95,70 @@ def test_a_workers_metrics_grow_while_it_works_and_count_the_threads_waiting_at_
     assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     status, body = get(f"http://127.0.0.1:{port}/readyz")
     assert status == 200 and json.loads(body)["status"] == "ready", body
+
+
+def test_a_worker_with_json_logs_writes_one_json_object_a_line_with_the_thread_id(pool, workers):
+    worker = workers("--concurrency", "2", extra_env={"SIGNOFF_LOG_FORMAT": "json"})
+    submit(pool, "support", "j1", "The sync engine corrupts my notes")
+    wait_until(lambda: at_gate(pool, "j1"), timeout=30, what="j1 at its gate")
+    worker.wait_for(r'"event":"job_done"')
+    lines = [json.loads(line) for line in worker.out]
+    assert all({"time", "level", "event", "thread_id", "message"} <= set(line) for line in lines)
+    [done] = [line for line in lines if line["event"] == "job_done"]
+    assert done["thread_id"] == "j1" and done["level"] == "info" and done["result"] == "waiting" and done["kind"] == "start"
+
+
+@pytest.fixture
+def serve(env):
+    import subprocess
+    import sys
+
+    from tests.procs import ROOT, CliProcess, process_env
+
+    port = free_port()
+    popen = subprocess.Popen([sys.executable, "-m", "cli", "serve", "--port", str(port)], cwd=ROOT,
+                             env=process_env({**env, "SIGNOFF_LOG_FORMAT": "json"}), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    proc = CliProcess(popen)
+    try:
+        proc.wait_for(r"serving on http://127\.0\.0\.1:\d+", timeout=60)
+        wait_until(lambda: get_or_none(f"http://127.0.0.1:{port}/healthz"), timeout=20, what="the server to answer")
+        yield proc, port
+    finally:
+        proc.kill()
+        for stream in (popen.stdout, popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def get_or_none(url: str) -> tuple[int, str] | None:
+    try:
+        return get(url)
+    except OSError:
+        return None
+
+
+def test_serve_answers_health_readiness_and_metrics_and_logs_each_request_as_json(pool, cli, serve):
+    started = cli("start", "support", "The sync engine corrupts my notes", "--thread", "s1")
+    assert started.exit_code == 0, started.output
+    proc, port = serve
+    base = f"http://127.0.0.1:{port}"
+    assert get(f"{base}/healthz") == (200, '{"status":"ok"}')
+    status, body = get(f"{base}/readyz")
+    assert status == 200 and json.loads(body)["migrations"] == "current"
+    samples = scrape(port)
+    assert value(samples, "signoff_threads", graph="support", status="waiting") == 1
+    assert value(samples, "signoff_database_up") == 1
+    assert get(f"{base}/api/threads/s1")[0] == 401
+
+    with pool.connection() as conn:  # as if this version shipped a migration the database lacks
+        conn.execute("DELETE FROM signoff_migrations WHERE version = (SELECT max(version) FROM signoff_migrations)")
+    status, body = get(f"{base}/readyz")
+    assert status == 503 and "pending" in json.loads(body)["migrations"]
+
+    proc.wait_for(r'"path":"/readyz","status":503')
+    requests = [json.loads(line) for line in proc.out if '"http_request"' in line][-5:]  # after the fixture's own /healthz
+    assert [(r["method"], r["path"], r["status"]) for r in requests] == [
+        ("GET", "/healthz", 200), ("GET", "/readyz", 200), ("GET", "/metrics", 200), ("GET", "/api/threads/s1", 401), ("GET", "/readyz", 503)]
+    assert [r["thread_id"] for r in requests] == [None, None, None, "s1", None]
+    assert all(r["level"] in ("info", "error") and r["time"] and r["duration_ms"] >= 0 for r in requests)
