@@ -621,7 +621,9 @@ def serve(
     if not host or any(not ch.isprintable() or ch.isspace() for ch in host):
         raise UsageError("--host must be an address or host name, like 127.0.0.1")
     from observability.logs import make_logger
+    from observability.usage import model_prices
 
+    model_prices()  # a bad SIGNOFF_MODEL_PRICES fails here, not in each thread's API answer
     log = make_logger(lambda line: out.print(safe_line(line), soft_wrap=True))  # SIGNOFF_LOG_FORMAT=json: one JSON object a line
     config = settings()
     with open_db(config) as pool:  # then a bad SIGNOFF_SECRET_KEY fails before the server starts
