@@ -22,7 +22,7 @@ HOSTILE = "Refund me \x1b[2J\x1b]8;;http://evil\x07now\u202e\nfake-1  support  r
 FIELDS = {
     ("pending",): {"total", "limit", "threads"},
     ("show", "w1"): {"thread_id", "graph", "status", "gate", "summary", "deadline", "digest", "review", "error",
-                     "created_at", "updated_at", "steps", "decisions", "stage"},
+                     "created_at", "updated_at", "steps", "tokens", "decisions", "stage"},
     ("audit", "w1"): {"thread_id", "events"},
     ("config",): {"settings"},
     ("db", "status"): {"migrations"},
