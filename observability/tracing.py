@@ -98,9 +98,21 @@ def flush() -> None:
     if provider is None:
         return
     try:
-        provider.force_flush()
+        provider.force_flush(timeout_millis=int(1000 * export_timeout()))
     except Exception:  # noqa: BLE001 - traces are best effort; the command's result is not
         pass
+
+
+def export_timeout() -> float:
+    """Seconds the exporter waits for the collector (OTEL_EXPORTER_OTLP_[TRACES_]TIMEOUT, 10)."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"):
+        try:
+            value = float(os.environ.get(name) or "nan")
+        except ValueError:
+            continue
+        if 0 < value < 3600:
+            return value
+    return 10.0
 
 
 def nanoseconds(at: datetime) -> int:

@@ -128,3 +128,18 @@ def test_a_thread_run_by_a_worker_and_approved_from_the_cli_is_one_trace(env, se
     [gate] = receiver.named("gate review")
     assert gate.attributes["signoff.actor"] == "cli-reviewer"
     assert len([s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]) == 3
+
+
+def test_without_otel_variables_no_exporter_or_span_processor_is_loaded(env, server):
+    """(LangSmith, under LangChain, imports the SDK's trace module whenever it is installed;
+    what tracing would add, the exporter and the batch processor with its thread, stays out.)"""
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
+    untraced = {k: v for k, v in {**os.environ, **env}.items() if not k.startswith("OTEL_")}
+    started = subprocess.run([sys.executable, "-X", "importtime", "-m", "cli", "start", "support", "I was charged twice this month"],
+                             env=untraced, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    assert "waiting at gate review" in started.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in started.stderr.splitlines() if line.startswith("import time:")]
+    assert "graphs.runner" in imported and "observability.hooks" in imported
+    loaded = [name for name in imported if name.startswith(("opentelemetry.exporter", "opentelemetry.sdk.trace.export"))]
+    assert not loaded, "nothing of tracing is set up in an untraced run"
