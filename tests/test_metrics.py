@@ -162,3 +162,24 @@ def test_serve_answers_health_readiness_and_metrics_and_logs_each_request_as_jso
         ("GET", "/healthz", 200), ("GET", "/readyz", 200), ("GET", "/metrics", 200), ("GET", "/api/threads/s1", 401), ("GET", "/readyz", 503)]
     assert [r["thread_id"] for r in requests] == [None, None, None, "s1", None]
     assert all(r["level"] in ("info", "error") and r["time"] and r["duration_ms"] >= 0 for r in requests)
+
+
+def test_a_taken_metrics_port_is_one_line_and_exit_2(env):
+    from tests.procs import spawn_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        proc = spawn_cli(["worker", "--metrics-port", str(taken.getsockname()[1])], env)
+        code = proc.wait(60)
+    assert code == 2, proc.output
+    assert len(proc.err) == 1 and "choose another --metrics-port" in proc.err[0] and not proc.out, proc.output
+
+
+@pytest.mark.parametrize("command", [["worker"], ["serve", "--port", "1"]])
+def test_an_unknown_log_format_is_one_line_and_exit_2(env, command):
+    from tests.procs import spawn_cli
+
+    proc = spawn_cli(command, {**env, "SIGNOFF_LOG_FORMAT": "xml"})
+    assert proc.wait(60) == 2, proc.output
+    assert proc.err == ["error: SIGNOFF_LOG_FORMAT must be text or json"] and not proc.out, proc.output

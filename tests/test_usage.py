@@ -75,3 +75,11 @@ def test_an_unusable_price_table_is_one_line_and_exit_2(cli, billing, monkeypatc
     shown = cli("show", billing)
     assert shown.exit_code == 2
     assert shown.output.count("\n") == 1 and "SIGNOFF_MODEL_PRICES" in shown.output and "Traceback" not in shown.output
+
+
+def test_config_shows_the_price_table_and_says_when_it_cannot_be_used(cli, monkeypatch):
+    settings = lambda: {s["variable"]: s["value"] for s in json.loads(cli("config", "--json").stdout)["settings"]}  # noqa: E731
+    monkeypatch.setenv("SIGNOFF_MODEL_PRICES", PRICES)
+    assert settings()["SIGNOFF_MODEL_PRICES"] == "1 models priced"
+    monkeypatch.setenv("SIGNOFF_MODEL_PRICES", "[1, 2]")
+    assert settings()["SIGNOFF_MODEL_PRICES"].startswith("CANNOT BE USED: SIGNOFF_MODEL_PRICES must be a JSON object")
