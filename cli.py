@@ -631,6 +631,27 @@ def serve(
                    warn=lambda line: err.print(f"warning: {safe_line(line)}", soft_wrap=True))
 
 
+@app.command()
+@friendly
+def stats(
+    since: str = typer.Option("7d", "--since", help="The period to look back over: 30m, 2h, 3d, 1w."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
+    """Threads by status, gate waits (median, p95), decisions by kind and reviewer, failures
+    by reason, tokens and cost by model, over a recent period."""
+    from datetime import datetime, timezone
+
+    from checkpoint.listing import parse_duration
+    from observability.stats import gather, print_stats
+    from observability.usage import model_prices
+
+    period = parse_duration(since, "--since")
+    prices = model_prices()
+    with open_db(settings(), checkpoints=False) as pool:
+        found = gather(pool, datetime.now(timezone.utc) - period, prices)
+    print_stats(found, period, json_output=as_json)
+
+
 @app.command("workers")
 @friendly
 def list_workers() -> None:
