@@ -29,6 +29,7 @@ FIELDS = {
     ("model", "status"): {"running", "pid", "base_url", "model", "weights", "started_at"},
     ("kb", "search", "app crashes"): {"query", "hits"},
     ("corpus", "list"): {"documents"},
+    ("stats",): {"since", "period_seconds", "threads", "gate_waits", "decisions", "failures", "tokens"},
 }
 PENDING_THREAD = {"thread_id", "graph", "gate", "waiting_since", "age_seconds", "deadline", "overdue", "digest", "summary",
                   "waiting_for", "stage"}  # issue 12: the approval stage it waits for (words, fields), or null
