@@ -10,6 +10,8 @@ from typing import Any, Awaitable, Callable
 
 _THREAD_IN_PATH = re.compile(r"^/(?:api/)?threads/([A-Za-z0-9][A-Za-z0-9._-]{0,63})(?:/|$)")
 OWN_PATHS = ("/metrics", "/healthz", "/readyz")
+#: A signed decision link carries its capability in the path: never written to a log.
+_SIGNED_LINK = re.compile(r"(/confirm/)[^/]+")
 
 
 class Observed:
@@ -60,7 +62,7 @@ class Observed:
         await response(scope, receive, send)
 
     def _log(self, scope: dict[str, Any], code: int, seconds: float) -> None:
-        path = str(scope.get("path", ""))[:200]
+        path = _SIGNED_LINK.sub(r"\1***", str(scope.get("path", "")))[:200]
         match = _THREAD_IN_PATH.match(path)
         method = str(scope.get("method", ""))
         try:

@@ -150,6 +150,7 @@ def test_serve_answers_health_readiness_and_metrics_and_logs_each_request_as_jso
     assert value(samples, "signoff_threads", graph="support", status="waiting") == 1
     assert value(samples, "signoff_database_up") == 1
     assert get(f"{base}/api/threads/s1")[0] == 401
+    get(f"{base}/threads/s1/confirm/SIGNED-LINK-SECRET")
 
     with pool.connection() as conn:  # as if this version shipped a migration the database lacks
         conn.execute("DELETE FROM signoff_migrations WHERE version = (SELECT max(version) FROM signoff_migrations)")
@@ -157,10 +158,12 @@ def test_serve_answers_health_readiness_and_metrics_and_logs_each_request_as_jso
     assert status == 503 and "pending" in json.loads(body)["migrations"]
 
     proc.wait_for(r'"path":"/readyz","status":503')
-    requests = [json.loads(line) for line in proc.out if '"http_request"' in line][-5:]  # after the fixture's own /healthz
-    assert [(r["method"], r["path"], r["status"]) for r in requests] == [
-        ("GET", "/healthz", 200), ("GET", "/readyz", 200), ("GET", "/metrics", 200), ("GET", "/api/threads/s1", 401), ("GET", "/readyz", 503)]
-    assert [r["thread_id"] for r in requests] == [None, None, None, "s1", None]
+    requests = [json.loads(line) for line in proc.out if '"http_request"' in line][-6:]  # after the fixture's own /healthz
+    assert [(r["method"], r["path"]) for r in requests] == [("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"),
+                                                            ("GET", "/api/threads/s1"), ("GET", "/threads/s1/confirm/***"), ("GET", "/readyz")]
+    assert [r["status"] for r in requests][:4] + [r["status"] for r in requests][5:] == [200, 200, 200, 401, 503]
+    assert [r["thread_id"] for r in requests] == [None, None, None, "s1", "s1", None]
+    assert "SIGNED-LINK-SECRET" not in proc.output, "a signed link's capability never reaches the log"
     assert all(r["level"] in ("info", "error") and r["time"] and r["duration_ms"] >= 0 for r in requests)
 
 
