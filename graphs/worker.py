@@ -307,7 +307,8 @@ class Worker:
             self._start_notifier(pool, context)
             if opts.prune_after_days is not None:
                 threading.Thread(target=self._prune, args=(pool,), name="signoff-prune", daemon=True).start()
-            self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}")
+            self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}",
+                     event="worker_started", worker=self.worker_id)
             self.ready.set()
             return self._serve(pool, context, session, writer, graphs, executor)
         finally:
@@ -378,7 +379,7 @@ class Worker:
                     return 5
             if self._stopping.is_set():
                 if not self.running:
-                    self.log(f"worker {self.worker_id} drained")
+                    self.log(f"worker {self.worker_id} drained", event="worker_drained", worker=self.worker_id)
                     return 0
             else:
                 if now >= next_sweep:

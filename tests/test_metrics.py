@@ -104,6 +104,7 @@ def test_a_worker_with_json_logs_writes_one_json_object_a_line_with_the_thread_i
     worker.wait_for(r'"event":"job_done"')
     lines = [json.loads(line) for line in worker.out]
     assert all({"time", "level", "event", "thread_id", "message"} <= set(line) for line in lines)
+    assert [line["level"] for line in lines if line["event"] == "worker_started"] == ["info"]
     [done] = [line for line in lines if line["event"] == "job_done"]
     assert done["thread_id"] == "j1" and done["level"] == "info" and done["result"] == "waiting" and done["kind"] == "start"
 
