@@ -593,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:  # `python -m graphs.worker [--c
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args(argv)
 
-    def log(line: str) -> None:
+    def log(line: str, **fields: Any) -> None:
         print(line, flush=True)
 
     return serve(args.concurrency, log=log)
