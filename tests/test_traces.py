@@ -143,3 +143,40 @@ def test_without_otel_variables_no_exporter_or_span_processor_is_loaded(env, ser
     assert "graphs.runner" in imported and "observability.hooks" in imported
     loaded = [name for name in imported if name.startswith(("opentelemetry.exporter", "opentelemetry.sdk.trace.export"))]
     assert not loaded, "nothing of tracing is set up in an untraced run"
+
+
+def test_a_decision_made_through_serve_joins_the_threads_trace(env, server, receiver, cli):
+    import json
+    import urllib.request
+
+    from checkpoint.database import open_pool
+    from checkpoint.tokens import create as create_token
+    from tests.procs import spawn_cli, wait_until
+    from tests.test_metrics import free_port, get_or_none
+
+    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
+    traced = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    started = run_cli(["start", "support", "I was charged twice this month", "--thread", "sv1"], traced)
+    assert started.returncode == 0, started.stderr
+    pool = open_pool(env["DATABASE_URL"])
+    try:
+        token = create_token(pool, "web-reviewer")
+    finally:
+        pool.close()
+    port = free_port()
+    serving = spawn_cli(["serve", "--port", str(port)], traced)
+    try:
+        wait_until(lambda: get_or_none(f"http://127.0.0.1:{port}/healthz"), timeout=60, what="serve to answer")
+        digest = expect(env["DATABASE_URL"], "sv1")[1]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/api/threads/sv1/approve", method="POST",
+                                         data=json.dumps({"expect": digest}).encode(),
+                                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 202
+        [gate] = wait_until(lambda: receiver.named("gate review"), timeout=30, what="serve's gate span")
+    finally:
+        serving.kill()
+        for stream in (serving.popen.stdout, serving.popen.stderr):
+            stream.close()
+    assert gate.attributes["signoff.actor"] == "web-reviewer" and gate.attributes["signoff.decision"] == "approved"
+    assert gate.trace_id == receiver.named("classify")[0].trace_id, "the decision joins the trace the CLI started"
