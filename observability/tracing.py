@@ -80,6 +80,7 @@ def _set_up() -> None:
             print("warning: the OTLP/HTTP exporter is not installed: pip install 'signoff[otel]' (running without traces)", file=sys.stderr)
             return
         exporter = OTLPSpanExporter()
+    _quiet_exporter_logs()
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "signoff"})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
@@ -90,6 +91,27 @@ def _set_up() -> None:
     _provider = provider
     _tracer = provider.get_tracer("signoff")
     atexit.register(flush)
+
+
+def _quiet_exporter_logs() -> None:
+    """One line on stderr the first time spans cannot be exported, then nothing: the SDK
+    logs every retry and failure (a traceback-sized message each), which would bury a
+    command's own output under a collector's outage that changes nothing of its work."""
+    import logging
+
+    class OnceToStderr(logging.Handler):
+        said = False
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno < logging.WARNING or OnceToStderr.said:
+                return
+            OnceToStderr.said = True
+            reason = record.getMessage().splitlines()[0][:200] if record.getMessage() else record.levelname
+            print(f"warning: traces could not be exported ({reason}); the run is not affected", file=sys.stderr)
+
+    logger = logging.getLogger("opentelemetry")
+    logger.addHandler(OnceToStderr())
+    logger.propagate = False
 
 
 def flush() -> None:

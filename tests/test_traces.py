@@ -99,6 +99,7 @@ def test_a_collector_that_never_answers_delays_a_command_by_the_exporter_timeout
         assert hanging.requests >= 1, "the spans were sent"
     assert traced.returncode == 0, traced.stderr
     assert "waiting at gate review" in traced.stdout, "no step lost"
+    assert len(traced.stderr.splitlines()) == 1 and "traces could not be exported" in traced.stderr, traced.stderr
     assert elapsed < untraced + 1 + 2.5, (elapsed, untraced)
 
 
