@@ -85,50 +85,27 @@ def test_retries_timeouts_and_fallbacks_are_events_on_the_node_span(env, server,
     assert [c.status_code for c in calls] == [2, 2, 0]  # ERROR, ERROR, UNSET
 
 
-def test_a_collector_that_never_answers_delays_a_command_by_the_exporter_timeout_at_most(env, server):
+@pytest.mark.parametrize("collector", ["hangs", "refuses connections"])
+def test_a_collector_that_cannot_take_spans_delays_a_command_by_the_exporter_timeout_at_most(env, server, collector):
     server.script(*[ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER)] * 2)
     began = time.monotonic()
     plain = run_cli(["start", "support", "I was charged twice this month"], env)
     untraced = time.monotonic() - began
     assert plain.returncode == 0, plain.stderr
     with OtlpReceiver(hold=True) as hanging:
+        endpoint = hanging.endpoint
+        if collector == "refuses connections":
+            hanging.__exit__()  # nothing listens there any more
         began = time.monotonic()
         traced = run_cli(["start", "support", "I was charged twice this month"],
-                         {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": hanging.endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
+                         {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, "OTEL_EXPORTER_OTLP_TIMEOUT": "1"})
         elapsed = time.monotonic() - began
-        assert hanging.requests >= 1, "the spans were sent"
+        if collector == "hangs":
+            assert hanging.requests >= 1, "the spans were sent"
     assert traced.returncode == 0, traced.stderr
     assert "waiting at gate review" in traced.stdout, "no step lost"
     assert len(traced.stderr.splitlines()) == 1 and "traces could not be exported" in traced.stderr, traced.stderr
     assert elapsed < untraced + 1 + 2.5, (elapsed, untraced)
-
-
-from tests.worker_procs import workers  # noqa: E402,F401 - fixture
-
-
-def test_a_thread_run_by_a_worker_and_approved_from_the_cli_is_one_trace(env, server, receiver, pool, workers):
-    from checkpoint import jobs, threads
-    from tests.procs import wait_until
-    from tests.worker_procs import submit
-
-    server.script(ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
-    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_BSP_SCHEDULE_DELAY": "100"}
-    workers("--concurrency", "2", extra_env=traced)
-    submit(pool, "support", "wt1", "I was charged twice this month")
-    wait_until(lambda: threads.get(pool, "wt1").status == "waiting" and jobs.active_job(pool, "wt1") is None, timeout=30, what="wt1 at its gate")
-    approved = run_cli(["approve", "wt1", "--by", "cli-reviewer", "--detach", *expect(env["DATABASE_URL"], "wt1")], {**env, **traced})
-    assert approved.returncode == 0, approved.stderr
-    wait_until(lambda: receiver.named("send_approved_reply"), timeout=30, what="the worker's spans of the run after the decision")
-
-    spans = list(receiver.spans)
-    assert {s.trace_id for s in spans} == {spans[0].trace_id}
-    assert all(s.attributes.get("signoff.thread_id") == "wt1" for s in spans)
-    names = [s.name for s in spans]
-    for node in ("classify", "billing_agent", "draft_reply", "review", "send_approved_reply"):
-        assert names.count(node) == 1, (node, names)
-    [gate] = receiver.named("gate review")
-    assert gate.attributes["signoff.actor"] == "cli-reviewer"
-    assert len([s for s in spans if s.attributes.get("gen_ai.operation.name") == "chat"]) == 3
 
 
 def test_without_otel_variables_no_exporter_or_span_processor_is_loaded(env, server):
