@@ -158,3 +158,30 @@ def test_a_decision_made_through_serve_joins_the_threads_trace(env, server, rece
             stream.close()
     assert gate.attributes["signoff.actor"] == "web-reviewer" and gate.attributes["signoff.decision"] == "approved"
     assert gate.trace_id == receiver.named("classify")[0].trace_id, "the decision joins the trace the CLI started"
+
+
+def test_a_node_run_again_after_its_process_died_is_its_second_attempt(env, server, receiver, pool):
+    import threading
+
+    from checkpoint import events
+    from tests.fault_server import held
+    from tests.procs import spawn_cli, wait_until
+
+    release = threading.Event()
+    server.script(held(release), ok('{"intent": "billing"}'), ok(ANSWERED), ok(BILLING_ANSWER))
+    traced = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
+    first = spawn_cli(["start", "support", "I was charged twice this month", "--thread", "k1"], traced)
+    try:
+        wait_until(lambda: server.request_count == 1, what="classify's model call")
+        wait_until(lambda: any(e.event["event"] == "node_start" for e in events.read_since(pool, "k1")), what="the node's start to be recorded")
+        first.kill()
+    finally:
+        release.set()
+        for stream in (first.popen.stdout, first.popen.stderr):
+            stream.close()
+    resumed = run_cli(["resume", "k1"], traced)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "waiting at gate review" in resumed.stdout
+    [classify] = receiver.named("classify")  # the killed process exported nothing
+    assert classify.attributes["signoff.attempt"] == 2
+    assert receiver.named("billing_agent")[0].attributes["signoff.attempt"] == 1
