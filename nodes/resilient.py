@@ -245,6 +245,7 @@ def call_model(
                     parsed = parse_structured(message, schema) if schema is not None else None
         except Exception as exc:  # every model failure becomes state, by design
             last_error = exc
+            emit({"event": "model_failed", "node": node, "model": handle.name, "error": describe_error(exc)})  # for metrics: its last attempt failed
             continue
         usage = message.usage_metadata
         return AgentResult(

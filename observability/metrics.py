@@ -35,7 +35,7 @@ class _Metrics:
         self.model_calls = Counter("signoff_model_calls_total", "Model calls (with their retries), by the model that answered "
                                    "(`none` when none did) and outcome.", ["model", "outcome"])
         self.model_retries = Counter("signoff_model_retries_total", "Model call attempts retried on the same model.", ["model"])
-        self.model_fallbacks = Counter("signoff_model_fallbacks_total", "Model calls answered by the fallback model.", ["model"])
+        self.model_fallbacks = Counter("signoff_model_fallbacks_total", "Model calls handed to the fallback model.", ["model"])
         self.model_errors = Counter("signoff_model_errors_total", "Failed model call attempts.", ["model"])
         self.model_tokens = Counter("signoff_model_tokens_total", "Tokens of model calls, by model and direction (input, output).",
                                     ["model", "direction"])
@@ -55,10 +55,23 @@ def enable() -> Any:
 
 
 def observe_event(graph: str, event: dict[str, Any]) -> None:
-    """Count a run's event (node_end carries the node's duration and its model calls)."""
-    if not _on or event.get("event") != "node_end":
+    """Count a run's event: a failed model attempt (retry: to be retried; model_failed: the
+    model's last), a fallback, or a node's end with its duration and model calls."""
+    if not _on:
         return
-    m = _metrics
+    m, kind = _metrics, event.get("event")
+    if kind == "retry":
+        m.model_retries.labels(str(event.get("model") or "none")).inc()
+        m.model_errors.labels(str(event.get("model") or "none")).inc()
+        return
+    if kind == "model_failed":
+        m.model_errors.labels(str(event.get("model") or "none")).inc()
+        return
+    if kind == "fallback":
+        m.model_fallbacks.labels(str(event.get("model") or "none")).inc()
+        return
+    if kind != "node_end":
+        return
     node = str(event.get("node") or "?")
     m.node_runs.labels(graph, node, "error" if event.get("error") else "ok").inc()
     m.node_seconds.labels(graph, node).observe(float(event.get("duration") or 0.0))
@@ -68,25 +81,10 @@ def observe_event(graph: str, event: dict[str, Any]) -> None:
 
 
 def observe_call(call: dict[str, Any]) -> None:
-    """One CallRecord (nodes/resilient.py): the call, its retries, fallback, failures, tokens."""
+    """One CallRecord (nodes/resilient.py): the call, by the model that answered, and its tokens."""
     m = _metrics
     model = str(call.get("model") or "none")
     m.model_calls.labels(model, "error" if call.get("error") else "ok").inc()
-    failed: dict[str, int] = {}
-    for retry in call.get("retries") or []:
-        name = str(retry.get("model") or "none")
-        m.model_retries.labels(name).inc()
-        failed[name] = failed.get(name, 0) + 1
-    tried = [str(r.get("model")) for r in call.get("retries") or [] if r.get("model")]
-    if call.get("fallback_used") and call.get("model"):
-        m.model_fallbacks.labels(model).inc()
-        primary = next((name for name in tried if name != model), None)
-        if primary is not None:  # its last attempt failed too, with no retry after it
-            failed[primary] = failed.get(primary, 0) + 1
-    if call.get("error") and tried:
-        failed[tried[-1]] = failed.get(tried[-1], 0) + 1
-    for name, count in failed.items():
-        m.model_errors.labels(name).inc(count)
     if call.get("input_tokens"):
         m.model_tokens.labels(model, "input").inc(int(call["input_tokens"]))
     if call.get("output_tokens"):

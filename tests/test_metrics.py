@@ -187,3 +187,20 @@ def test_an_unknown_log_format_is_one_line_and_exit_2(env, command):
     proc = spawn_cli(command, {**env, "SIGNOFF_LOG_FORMAT": "xml"})
     assert proc.wait(60) == 2, proc.output
     assert proc.err == ["error: SIGNOFF_LOG_FORMAT must be text or json"] and not proc.out, proc.output
+
+
+def test_a_workers_metrics_count_retries_fallbacks_and_failed_attempts_by_model(pool, workers, server):
+    from tests.fault_server import status
+
+    server.once("Classify the customer message", status(503))  # test-model: retried once, then answers
+    server.once("technical support agent", status(400))  # test-model: not retryable, so other-model answers
+    port = free_port()
+    workers("--metrics-port", str(port), extra_env={"SIGNOFF_FALLBACK_MODEL": "openai:other-model"})
+    submit(pool, "support", "r1", "The sync engine corrupts my notes")
+    wait_until(lambda: at_gate(pool, "r1"), timeout=30, what="r1 at its gate")
+    samples = scrape(port)
+    assert value(samples, "signoff_model_retries_total", model="openai:test-model") == 1
+    assert value(samples, "signoff_model_errors_total", model="openai:test-model") == 2
+    assert value(samples, "signoff_model_fallbacks_total", model="openai:other-model") == 1
+    assert value(samples, "signoff_model_calls_total", model="openai:test-model", outcome="ok") == 1
+    assert value(samples, "signoff_model_calls_total", model="openai:other-model", outcome="ok") == 1
