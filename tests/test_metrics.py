@@ -204,3 +204,24 @@ def test_a_workers_metrics_count_retries_fallbacks_and_failed_attempts_by_model(
     assert value(samples, "signoff_model_fallbacks_total", model="openai:other-model") == 1
     assert value(samples, "signoff_model_calls_total", model="openai:test-model", outcome="ok") == 1
     assert value(samples, "signoff_model_calls_total", model="openai:other-model", outcome="ok") == 1
+
+
+def test_a_workers_metrics_count_notifications_delivered_and_failed_by_channel(pool, workers, env):
+    from tests.http_receiver import HttpReceiver
+
+    with HttpReceiver() as hook, HttpReceiver() as slack:
+        slack.script(500)  # one attempt allowed: it fails for good
+        port = free_port()
+        workers("--metrics-port", str(port), extra_env={
+            "SIGNOFF_SECRET_KEY": "k" * 40, "SIGNOFF_NOTIFY_WEBHOOK": hook.url, "SIGNOFF_NOTIFY_WEBHOOK_SECRET": "s3",
+            "SIGNOFF_NOTIFY_SLACK": slack.url, "SIGNOFF_NOTIFY_MAX_ATTEMPTS": "1", "SIGNOFF_NOTIFY_BACKOFF": "1"})
+        submit(pool, "support", "n1", "The sync engine corrupts my notes")
+        wait_until(lambda: hook.delivered() and slack.received, timeout=60, what="the worker to try both channels")
+
+        def failed_recorded() -> dict | None:
+            samples = scrape(port)
+            return samples if value(samples, "signoff_notifications_total", channel="slack", outcome="failed") else None
+
+        samples = wait_until(failed_recorded, timeout=30, what="the failed delivery to be recorded")
+    assert value(samples, "signoff_notifications_total", channel="webhook", outcome="delivered") == 1
+    assert value(samples, "signoff_notifications_total", channel="slack", outcome="failed") == 1
