@@ -69,7 +69,7 @@ def _set_up() -> None:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 
-        exporter: Any = ConsoleSpanExporter()
+        exporter: Any = ConsoleSpanExporter(out=sys.stderr)  # stdout is the command's own (--json documents)
     else:
         if kind != "otlp" or (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")) != "http/protobuf":
             print(f"warning: Signoff exports traces as OTLP over HTTP (protobuf) only; OTEL_TRACES_EXPORTER={kind!r} "
