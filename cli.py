@@ -555,20 +555,24 @@ def model_stop() -> None:
 @friendly
 def worker(
     concurrency: int = typer.Option(10, "--concurrency", "-c", min=1, max=1000, help="Threads run at once in this process."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", min=1, max=65535, help="Serve /metrics, /healthz and /readyz on this port."),
+    metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port (0.0.0.0: every interface)."),
 ) -> None:
     """Run threads from the queue until stopped (Ctrl-C/SIGTERM drains; again exits at once)."""
     from graphs.display import visible
     from graphs.worker import serve
+    from observability.logs import make_logger
 
     pipe = PipeSafeStdout()
 
-    def log(line: str) -> None:
+    def write(line: str) -> None:
         # Plain text, not rich: a worker logs a line per job, and rich's rendering cost a busy
         # worker measurable CPU (issue 10). Untrusted parts are made visible, never raw.
-        pipe.write(visible(line, one_line=True) + "\n")
+        pipe.write(line + "\n")
         pipe.flush()
 
-    code = serve(concurrency, log=log)
+    log = make_logger(lambda line: write(visible(line, one_line=True)), write)  # SIGNOFF_LOG_FORMAT=json: one JSON object a line
+    code = serve(concurrency, log=log, metrics=(metrics_host, metrics_port) if metrics_port else None)
     raise typer.Exit(code)
 
 
@@ -639,10 +643,36 @@ def serve(
     if not host or any(not ch.isprintable() or ch.isspace() for ch in host):
         raise UsageError("--host must be an address or host name, like 127.0.0.1")
     require_web_extra()  # before the database starts: nothing to undo
+    from observability.logs import make_logger
+    from observability.usage import model_prices
+
+    model_prices()  # a bad SIGNOFF_MODEL_PRICES fails here, not in each thread's API answer
+    log = make_logger(lambda line: out.print(safe_line(line), soft_wrap=True))  # SIGNOFF_LOG_FORMAT=json: one JSON object a line
     config = settings()
     with open_db(config) as pool:  # then a bad SIGNOFF_SECRET_KEY fails before the server starts
-        run_server(pool, config.home, host, port, log=lambda line: out.print(safe_line(line), soft_wrap=True),
+        run_server(pool, config.home, host, port, log=log,
                    warn=lambda line: err.print(f"warning: {safe_line(line)}", soft_wrap=True))
+
+
+@app.command()
+@friendly
+def stats(
+    since: str = typer.Option("7d", "--since", help="The period to look back over: 30m, 2h, 3d, 1w."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+) -> None:
+    """Threads by status, gate waits (median, p95), decisions by kind and reviewer, failures
+    by reason, tokens and cost by model, over a recent period."""
+    from datetime import datetime, timezone
+
+    from checkpoint.listing import parse_duration
+    from observability.stats import gather, print_stats
+    from observability.usage import model_prices
+
+    period = parse_duration(since, "--since")
+    prices = model_prices()
+    with open_db(settings(), checkpoints=False) as pool:
+        found = gather(pool, datetime.now(timezone.utc) - period, prices)
+    print_stats(found, period, json_output=as_json)
 
 
 @app.command("workers")

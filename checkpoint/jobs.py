@@ -50,6 +50,8 @@ class Job:
     recoveries: int
     #: the graph input of a thread no process has run yet (it was 'queued'), else None
     fresh_input: dict[str, Any] | None = None
+    #: seconds from when it was due to its claim (the pickup latency a worker's metrics show)
+    waited: float | None = None
 
 
 def enqueue_on(conn: psycopg.Connection[Any], thread_id: str, kind: JobKind) -> int | None:
@@ -107,7 +109,7 @@ def claim(pool: ConnectionPool, worker_id: int, limit: int) -> list[Job]:
                 "  WHERE j.id IN (SELECT c.id FROM jobs c WHERE c.status = 'todo' AND c.run_after <= now() "
                 "    AND NOT EXISTS (SELECT 1 FROM jobs d WHERE d.thread_id = c.thread_id AND d.status = 'doing') "
                 "    ORDER BY c.run_after, c.id LIMIT %(n)s FOR UPDATE OF c SKIP LOCKED) "
-                "  RETURNING j.id, j.thread_id, j.kind, j.recoveries), "
+                "  RETURNING j.id, j.thread_id, j.kind, j.recoveries, extract(epoch FROM now() - greatest(j.created_at, j.run_after))::float8 AS waited), "
                 "started AS (UPDATE threads t SET status = 'running', updated_at = now() FROM taken "
                 "  WHERE t.thread_id = taken.thread_id AND t.status = 'queued' RETURNING t.thread_id) "
                 "SELECT taken.*, t.graph, t.input, (t.status = 'queued') AS fresh FROM taken JOIN threads t USING (thread_id)",
@@ -115,7 +117,7 @@ def claim(pool: ConnectionPool, worker_id: int, limit: int) -> list[Job]:
             ).fetchall()
     except psycopg.errors.UniqueViolation:
         return []
-    return [Job(r["id"], r["thread_id"], r["kind"], r["graph"], r["recoveries"], r["input"] if r["fresh"] else None)
+    return [Job(r["id"], r["thread_id"], r["kind"], r["graph"], r["recoveries"], r["input"] if r["fresh"] else None, r["waited"])
             for r in sorted(rows, key=lambda r: r["id"])]
 
 

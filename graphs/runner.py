@@ -29,6 +29,7 @@ from checkpoint import decisions
 from checkpoint.audit import record_event
 from checkpoint.decisions import AlreadyDecided, decision_for, record_decision
 from nodes.gates import Verdict, as_state_decision, content_digest, handover_note
+from observability.hooks import UNOBSERVED, decided, observing_run
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -244,24 +245,26 @@ class ThreadRunner:
     def _run_claimed(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
+        observer = UNOBSERVED
 
         def handle(event: Event) -> None:
             if event["event"] in ("retry", "fallback"):
                 record_event(self.pool, thread_id, "signoff", event["event"], {k: v for k, v in event.items() if k != "event"})
+            observer.event(event)
             sink(event)
 
-        with self._claim(thread_id) as claim, self._writing_through(claim):
+        with self._claim(thread_id) as claim, self._writing_through(claim), observing_run(self.pool, thread_id, self.spec.name) as observer:
             if not self.marked_running:
                 threads.set_status(self.pool, thread_id, "running")
             try:
                 for mode, payload in self.graph.stream(
-                    graph_input, **self._stream_options(thread_id, handle),
+                    graph_input, **observer.options(self._stream_options(thread_id, handle)),
                     durability="sync",  # every step is saved before the next starts
                     control=control,
                 ):
                     for event in _events(mode, payload, started):
                         handle(event)
-                return self.settle(thread_id)
+                return observer.stopped(self.settle(thread_id))
             except GraphDrained as drained:
                 threads.set_status(self.pool, thread_id, "interrupted")
                 record_event(self.pool, thread_id, "signoff", "run_interrupted", {"reason": drained.reason})
@@ -383,6 +386,7 @@ class ThreadRunner:
                     default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours,
                     currency=self.spec.action_currency(snapshot.values), token_id=token_id)
                 if progress is not None:
+                    decided(self, thread_id, gate, "stage_approved", actor)
                     return progress  # a stage approved; the thread waits for the next one
             if token_id is not None:
                 detail = {**(detail or {}), "token": token_id}
@@ -391,6 +395,7 @@ class ThreadRunner:
                 verdict=verdict, actor=actor, note=note, digest=digest, detail=detail, handover=handover,
             )
             self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note, handover=handover)})
+            decided(self, thread_id, gate, "handed_over" if handover else verdict, actor)
 
     def latest_decision(self, thread_id: str) -> dict[str, Any] | None:
         return decisions.latest_decision(self.pool, thread_id)

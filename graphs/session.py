@@ -33,7 +33,9 @@ def described(config: Settings) -> list[tuple[str, str, str]]:
     if not judges(config.review_model or config.model):
         checks["SIGNOFF_REVIEW_MODEL"] = ("NO JUDGEMENT CALLS: this model cannot judge, so drafts go unscored and support answers "
                                           "from the best-ranked article; set local:1.5b or openai:<model-name>")
-    return [(name, value, f"{note}; {checks[name]}" if name in checks else note) for name, value, note in config.describe()]
+    from observability.config_rows import rows
+
+    return [(name, value, f"{note}; {checks[name]}" if name in checks else note) for name, value, note in config.describe()] + rows()
 
 
 def open_db(config: Settings, *, checkpoints: bool = True) -> Any:

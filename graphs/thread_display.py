@@ -61,15 +61,16 @@ def read_thread(pool: Any, thread_id: str, *, notifications: bool = True) -> Thr
 
 def print_thread(thread_id: str, view: ThreadView, *, as_json: bool) -> None:
     row, values, gate, content, digest, stage = view.row, view.values, view.gate, view.content, view.digest, view.stage
+    from observability.usage import call_cost, model_prices, step_json, totals
+
     calls = [call for call in values.get("calls") or [] if isinstance(call, dict)]
+    prices = model_prices()
     if as_json:
         emit({
             "thread_id": thread_id, "graph": row.graph, "status": row.status, "gate": gate, "summary": row.summary,
             "deadline": row.deadline if gate else None, "digest": digest if gate else None, "review": content if gate else None,
             "error": values.get("error") or None, "created_at": row.created_at, "updated_at": row.updated_at,
-            "steps": [{"node": call.get("node"), "model": call.get("model"), "attempts": call.get("attempts"),
-                       "latency_ms": call.get("latency_ms"), "input_tokens": call.get("input_tokens"),
-                       "output_tokens": call.get("output_tokens"), "error": call.get("error")} for call in calls],
+            "steps": [step_json(call, prices) for call in calls], "tokens": totals(calls, prices),
             "decisions": [dict(d) for d in view.decisions], "stage": stage_json(stage, row.deadline),
         })
         return
@@ -84,15 +85,29 @@ def print_thread(thread_id: str, view: ThreadView, *, as_json: bool) -> None:
             print_stage(stage, row.deadline)
     if values.get("error"):
         out.print(f"[yellow]error:[/yellow] {safe_line(values['error'])}")
-    steps = Table("node", "model", "attempts", "latency", "tokens in/out", "error", title="steps", box=None, pad_edge=False)
+    steps = Table("node", "model", "attempts", "latency", "tokens in/out", *(["cost"] if prices else []), "error", title="steps", box=None, pad_edge=False)
     for call in calls:
         tokens = token_counts(call) or "-"
+        cost = [money(call_cost(call, prices))] if prices else []
         steps.add_row(safe_line(call.get("node") or "?"), safe_line(call.get("model") or "-"), safe_line(call.get("attempts")),
-                      f"{safe_line(call.get('latency_ms'))}ms", tokens, safe_line(call.get("error") or ""))
+                      f"{safe_line(call.get('latency_ms'))}ms", tokens, *cost, safe_line(call.get("error") or ""))
     out.print(steps)
+    if calls:
+        total = totals(calls, prices)
+        line = f"tokens: {total['input_tokens']} in, {total['output_tokens']} out"
+        if prices:
+            line += f", cost {money(total['cost'])}" + (f" ({total['unpriced_calls']} calls without a price or usage)" if total["unpriced_calls"] else "")
+        out.print(line)
     for d in view.decisions:
         out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {d['gate']}: {d['decision']} by {safe_line(d['actor'])}" + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
     print_failed_notifications(view.failed_notifications)
+
+
+def money(cost: Optional[float]) -> str:
+    """A cost in the price table's currency: `-` when unknown, more digits when tiny."""
+    if cost is None:
+        return "-"
+    return f"{cost:.6f}" if cost < 0.01 else f"{cost:.4f}"
 
 
 def print_failed_notifications(failed: list[dict[str, Any]]) -> None:

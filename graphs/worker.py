@@ -54,8 +54,10 @@ from graphs.registry import GRAPHS, GraphSpec
 from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, expire_if_due, stop_event
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
+from observability.hooks import jobs_claimed
 
-Log = Callable[[str], None]
+#: `log(line, event=..., thread_id=..., **fields)`: the fields are for structured logs (observability/logs.py)
+Log = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -234,7 +236,7 @@ def _is_checkpoint_save(target: Any) -> bool:
 class Worker:
     """One worker process's loop. `run()` blocks until `request_stop()` (drain) is done."""
 
-    def __init__(self, url: str, make_context: Callable[[ConnectionPool], SignoffContext], options: WorkerOptions = WorkerOptions(), *, log: Log = lambda line: None) -> None:
+    def __init__(self, url: str, make_context: Callable[[ConnectionPool], SignoffContext], options: WorkerOptions = WorkerOptions(), *, log: Log = lambda line, **fields: None) -> None:
         self.url, self.make_context, self.options, self.log = url, make_context, options, log
         self.worker_id: int | None = None
         self.done = 0
@@ -305,7 +307,8 @@ class Worker:
             self._start_notifier(pool, context)
             if opts.prune_after_days is not None:
                 threading.Thread(target=self._prune, args=(pool,), name="signoff-prune", daemon=True).start()
-            self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}")
+            self.log(f"worker {self.worker_id} started on {socket.gethostname()} pid {os.getpid()}, concurrency {opts.concurrency}",
+                     event="worker_started", worker=self.worker_id)
             self.ready.set()
             return self._serve(pool, context, session, writer, graphs, executor)
         finally:
@@ -376,7 +379,7 @@ class Worker:
                     return 5
             if self._stopping.is_set():
                 if not self.running:
-                    self.log(f"worker {self.worker_id} drained")
+                    self.log(f"worker {self.worker_id} drained", event="worker_drained", worker=self.worker_id)
                     return 0
             else:
                 if now >= next_sweep:
@@ -385,6 +388,7 @@ class Worker:
                 free = opts.concurrency - self.running
                 if free > 0:
                     claimed = jobs.claim(pool, self.worker_id, free)
+                    jobs_claimed(claimed)
                     held = self._take_claims(pool, session, claimed)
                     for job in claimed if held is not None else ():
                         self._start(job, pool, context, session, writer, graphs, executor, job.thread_id in held)
@@ -489,7 +493,7 @@ class Worker:
                 self._close(lambda: jobs.release(pool, job.id, f"database error: {reason}", delay_seconds=1.0, worker_id=self.worker_id))
             else:
                 self._close(lambda: jobs.finish(pool, job.id, reason, failed=True, worker_id=self.worker_id))
-            self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}")
+            self.log(f"{tid}: job {job.id} ({job.kind}) failed: {reason}", event="job_failed", level="error", thread_id=tid, job=job.id, kind=job.kind, error=reason)
             return False
         if stop is not None:
             sink({**stop_event(stop), "job": job.id})
@@ -497,7 +501,7 @@ class Worker:
             writer.flush()  # the stop is written before the job goes back: a watcher never misses it
             runner.give_back(tid)
             self._close(lambda: jobs.release(pool, job.id, "drained", worker_id=self.worker_id))
-            self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
+            self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}", event="job_done", thread_id=tid, job=job.id, kind=job.kind, result=result)
             return False
         # Closed by the writer, after the stop is written (a watcher never misses it), with the
         # other runs' jobs that ended meanwhile, their claims given back first: one statement
@@ -505,7 +509,7 @@ class Worker:
         # no other job of the thread is claimed before this one's stop is out; the worker's
         # drain writes the last batch (EventWriter.close) before it unregisters.
         writer.after_written((job.id, result, tid if runner.held else None))
-        self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}")
+        self.log(f"{tid}: job {job.id} ({job.kind}) -> {result}", event="job_done", thread_id=tid, job=job.id, kind=job.kind, result=result)
         return True
 
     def _close(self, write: Callable[[], None]) -> None:
@@ -551,15 +555,20 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
     return make
 
 
-def serve(concurrency: int, *, log: Log) -> int:
+def serve(concurrency: int, *, log: Log, metrics: tuple[str, int] | None = None) -> int:
     """Run a worker in this process with signal handling: the first SIGTERM/SIGINT drains,
-    a second exits at once (code 130)."""
+    a second exits at once (code 130). `metrics`: (host, port) to serve /metrics, /healthz
+    and /readyz on."""
     import signal
 
     from checkpoint.database import resolve_url
     from checkpoint.settings import Settings
 
     settings = Settings.from_env()
+    if metrics is not None:
+        from observability.endpoint import serve_metrics
+
+        serve_metrics(*metrics, resolve_url(settings))
     worker = Worker(resolve_url(settings), context_factory(settings, settings.model_concurrency),
                     WorkerOptions(concurrency=concurrency, prune_after_days=settings.prune_after_days), log=log)
 
@@ -584,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:  # `python -m graphs.worker [--c
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args(argv)
 
-    def log(line: str) -> None:
+    def log(line: str, **fields: Any) -> None:
         print(line, flush=True)
 
     return serve(args.concurrency, log=log)

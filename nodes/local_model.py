@@ -430,6 +430,7 @@ def _serve() -> None:
     - The GGUF's own Jinja chat template is never compiled (see ``_NoGgufTemplate``).
     - Its settings also read unprefixed env vars (PORT, HOST, API_KEY, MODEL, ...), and
       PORT/HOST even beat the command line; a user's shell must not reconfigure it.
+    - A streamed answer ends with its token usage (see ``_stream_usage``).
     """
     from llama_cpp import llama_chat_format, llama_grammar
     from llama_cpp.server import types
@@ -456,6 +457,49 @@ def _serve() -> None:
         rule.content.replace(r'[^"\\]', r'[^"\\\x7F\x00-\x1F]', 1), rule.deps
     )
     llama_chat_format.Jinja2ChatFormatter = _NoGgufTemplate  # type: ignore[misc,assignment]
+    import llama_cpp
+
+    _stream_usage(llama_cpp.Llama)
     from llama_cpp.server.__main__ import main
 
     main()  # type: ignore[no-untyped-call]
+
+
+def _stream_usage(llama_class: Any) -> None:
+    """End every streamed chat answer with its token usage, as OpenAI does for a request with
+    ``stream_options.include_usage`` (which llama_cpp's server ignores): otherwise the calls
+    that cost the most, the streamed drafts, would go uncounted. Counted as llama_cpp counts
+    a whole answer: the prompt's tokens, and the tokens generated before the end-of-generation
+    token. The server runs one request at a time per model, so the count kept on the model
+    object is the request's own."""
+    import llama_cpp
+
+    generate, chat = llama_class.generate, llama_class.create_chat_completion
+
+    def counting_generate(self: Any, tokens: Any, *args: Any, **kwargs: Any) -> Any:
+        usage = self._signoff_usage = [len(tokens), 0]
+        for token in generate(self, tokens, *args, **kwargs):
+            if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
+                usage[1] += 1
+            yield token
+
+    def chat_with_usage(self: Any, *args: Any, **kwargs: Any) -> Any:
+        answer = chat(self, *args, **kwargs)
+        if not kwargs.get("stream"):
+            return answer
+
+        def chunks() -> Any:
+            last = None
+            for chunk in answer:
+                last = chunk
+                yield chunk
+            if last is not None:
+                prompt, completion = getattr(self, "_signoff_usage", (0, 0))
+                yield {"id": last["id"], "object": "chat.completion.chunk", "created": last["created"], "model": last["model"],
+                       "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                                "total_tokens": prompt + completion}}
+
+        return chunks()
+
+    llama_class.generate = counting_generate
+    llama_class.create_chat_completion = chat_with_usage

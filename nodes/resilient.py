@@ -239,10 +239,13 @@ def call_model(
                 with attempt:
                     attempts += 1
                     with slot(handle.name):
-                        message = handle.bound(schema, stream=not tags).invoke(list(messages), config={"tags": tags, "metadata": {"signoff_model": handle.name}})
+                        # the attempt and fallback in the metadata are for traces (observability/run_trace.py)
+                        metadata = {"signoff_model": handle.name, "signoff_attempt": attempt.retry_state.attempt_number, "signoff_fallback": index > 0}
+                        message = handle.bound(schema, stream=not tags).invoke(list(messages), config={"tags": tags, "metadata": metadata})
                     parsed = parse_structured(message, schema) if schema is not None else None
         except Exception as exc:  # every model failure becomes state, by design
             last_error = exc
+            emit({"event": "model_failed", "node": node, "model": handle.name, "error": describe_error(exc)})  # for metrics: its last attempt failed
             continue
         usage = message.usage_metadata
         return AgentResult(

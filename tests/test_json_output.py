@@ -23,13 +23,14 @@ HOSTILE = "Refund me \x1b[2J\x1b]8;;http://evil\x07now\u202e\nfake-1  support  r
 FIELDS = {
     ("pending",): {"total", "limit", "threads"},
     ("show", "w1"): {"thread_id", "graph", "status", "gate", "summary", "deadline", "digest", "review", "error",
-                     "created_at", "updated_at", "steps", "decisions", "stage"},
+                     "created_at", "updated_at", "steps", "tokens", "decisions", "stage"},
     ("audit", "w1"): {"thread_id", "events"},
     ("config",): {"settings"},
     ("db", "status"): {"migrations"},
     ("model", "status"): {"running", "pid", "base_url", "model", "weights", "started_at"},
     ("kb", "search", "app crashes"): {"query", "hits"},
     ("corpus", "list"): {"documents"},
+    ("stats",): {"since", "period_seconds", "threads", "gate_waits", "decisions", "failures", "tokens"},
 }
 PENDING_THREAD = {"thread_id", "graph", "gate", "waiting_since", "age_seconds", "deadline", "overdue", "digest", "summary",
                   "waiting_for", "stage"}  # issue 12: the approval stage it waits for (words, fields), or null

@@ -52,6 +52,8 @@ def test_support_thread_runs_end_to_end_on_the_local_model(model_home: Path, dat
         assert values["sources"], "the knowledge base was searched"
         assert values.get("article") == values["sources"][0], "the 0.5B may not judge: the best-ranked article answers"
         assert [c["node"] for c in values["calls"]] == ["classify", "draft_reply"], "no judgement asked of the 0.5B"
+        draft = values["calls"][1]
+        assert draft["input_tokens"] > 50 and draft["output_tokens"] > 5, "the streamed draft's tokens are counted"
         assert values.get("draft"), "a reply was drafted for the reviewer"
         assert "review" in snapshot.next, "the thread stopped at its gate"
         assert "signoff approve" in started.stdout

@@ -164,7 +164,8 @@ def test_401_is_not_retried_and_the_fallback_answers(models, primary, fallback):
     assert result.record["attempts"] == 2
     assert result.record["retries"] == []
     assert (result.record["input_tokens"], result.record["output_tokens"]) == (9, 4)
-    assert events == [{"event": "fallback", "node": "node", "model": "openai:fallback-model", "error": "HTTP 401 (OpenAIAuthenticationError)"}]
+    assert events == [{"event": "model_failed", "node": "node", "model": "openai:primary-model", "error": "HTTP 401 (OpenAIAuthenticationError)"},
+                      {"event": "fallback", "node": "node", "model": "openai:fallback-model", "error": "HTTP 401 (OpenAIAuthenticationError)"}]
 
 
 @pytest.mark.parametrize("code", [400, 403, 404])
@@ -298,7 +299,7 @@ def test_graph_with_both_models_failing_ends_with_needs_human(models, primary, f
     [record] = final["calls"]
     assert record["model"] is None and record["error"] == "HTTP 500 (OpenAIAPIError)"
     assert record["attempts"] == 1 + FAST.max_attempts
-    assert [e["event"] for e in custom] == ["fallback", "retry", "retry"]
+    assert [e["event"] for e in custom] == ["model_failed", "fallback", "retry", "retry", "model_failed"]
     assert (primary.request_count, fallback.request_count) == (1, 3)
 
 

@@ -152,14 +152,17 @@ def thread_detail(ctx: WebContext, thread_id: str) -> dict[str, Any]:
     from checkpoint.audit import events_of
     from checkpoint.decisions import decisions_of
 
+    from observability.usage import model_prices, step_json, totals
+
     runner, review = load(ctx.pool, thread_id)
     calls = [c for c in review.values.get("calls") or [] if isinstance(c, dict)]
+    prices = model_prices()
     return {
         **thread_summary(review.row, ctx.clock()), "review": review.content if review.gate else None,
         "gate": review.gate, "job_active": jobs.active_job(ctx.pool, thread_id) is not None,
         "digest": review.digest or None, "error": review.values.get("error") or None,
         "hands_over": review.gate is not None and runner.spec.hands_over,
-        "steps": [{k: c.get(k) for k in ("node", "model", "attempts", "latency_ms", "input_tokens", "output_tokens", "error")} for c in calls],
+        "steps": [step_json(c, prices) for c in calls], "tokens": totals(calls, prices),
         "decisions": [{**d, "decided_at": d["decided_at"].isoformat()} for d in decisions_of(ctx.pool, thread_id)],
         "audit": [{**e, "at": e["at"].isoformat()} for e in events_of(ctx.pool, thread_id)],
         "notifications": [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in n.items()} for n in notifications.of_thread(ctx.pool, thread_id)],

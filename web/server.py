@@ -57,9 +57,12 @@ def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], No
     from web.app import WebContext, create_app
 
     public = (os.environ.get("SIGNOFF_PUBLIC_URL") or DEFAULT_PUBLIC_URL).rstrip("/")
-    app = create_app(WebContext(pool=pool, key=secret_key(home), public_url=public))
+    from observability.web import Observed
+
+    # /metrics, /healthz, /readyz and a log line per request, around the whole app
+    app = Observed(create_app(WebContext(pool=pool, key=secret_key(home), public_url=public)), pool, log)
     if not is_loopback(host):
         warn(f"serving on {host}, beyond this machine, without TLS: put a TLS-terminating proxy in front "
              "(tokens and session cookies travel in every request)")
-    log(f"serving on http://{host}:{port} (inbox /inbox, API /api/threads); links point at {public}; Ctrl-C stops")
+    log(f"serving on http://{host}:{port} (inbox /inbox, API /api/threads, /metrics, /healthz, /readyz); links point at {public}; Ctrl-C stops")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
