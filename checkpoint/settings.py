@@ -154,7 +154,7 @@ def service_rows(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
 
     graphs = sorted(name for name in env if _GRAPH_DEADLINE.fullmatch(name))
     rows = [
-        row("SIGNOFF_USER", "(your login name)", "the CLI's reviewer name"),
+        row("SIGNOFF_USER", "(unset)", "refused when set: who acts is SIGNOFF_TOKEN's owner or the OS login"),
         row("SIGNOFF_TOKEN", "(unset)", "a reviewer token: who acts on the CLI"),
         *(row(name, "", "this graph's gate deadline, hours") for name in graphs),
         *([] if graphs else [("SIGNOFF_<GRAPH>_DEADLINE_HOURS", "(none set)", "per graph, e.g. SIGNOFF_SUPPORT_DEADLINE_HOURS; "

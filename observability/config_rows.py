@@ -30,4 +30,6 @@ def rows(env: Any = None) -> list[tuple[str, str, str]]:
         ("SIGNOFF_MODEL_PRICES", priced, "per million input/output tokens per model, JSON"),
         ("SIGNOFF_LOG_FORMAT", fmt, "worker and serve logs: text or json"),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", traces, "OpenTelemetry traces over OTLP/HTTP (extra otel)"),
+        ("OTEL_SERVICE_NAME", env.get("OTEL_SERVICE_NAME") or "(unset: signoff)", "the service name on every span"),
+        ("OTEL_TRACES_EXPORTER", env.get("OTEL_TRACES_EXPORTER") or "(unset: otlp when an endpoint is set)", "otlp, console or none"),
     ]
