@@ -81,10 +81,11 @@ def decision_for(pool: ConnectionPool, thread_id: str, checkpoint_id: str) -> Re
 
 
 def latest_decision(pool: ConnectionPool, thread_id: str) -> dict[str, Any] | None:
-    """The thread's most recent decision (actor, decision, decided_at), for "already decided by"."""
+    """The thread's most recent decision (actor, decision, decided_at, digest), for "already
+    decided by" and for telling a repeated request from a competing one."""
     with pool.connection() as conn:
         return conn.execute(
-            "SELECT actor, decision, decided_at FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
+            "SELECT actor, decision, decided_at, digest FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
             (thread_id,),
         ).fetchone()
 

@@ -102,6 +102,9 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     except InvalidInput as exc:
         raise HttpError(400, str(exc)) from None
     except AlreadyDecided as exc:
+        repeated = _repeated(pool, thread_id, verdict, actor, expect or review.digest)
+        if repeated is not None:
+            return repeated
         raise HttpError(409, str(exc)) from None
     except Conflict as exc:
         raise HttpError(409, str(exc)) from None
@@ -113,3 +116,21 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
 
     return {"thread_id": thread_id, "decision": verdict, "actor": actor, "gate": review.gate, "digest": review.digest,
             "job": job, "worker_running": any_accepting(pool)} | ({"handover": True} if handover else {})
+
+
+def _repeated(pool: ConnectionPool, thread_id: str, verdict: str, actor: str, digest: str) -> dict[str, Any] | None:
+    """The answer to a request that repeats the thread's latest decision (same person, same
+    verdict, same content): a client that timed out, or sent it twice, is told it is recorded,
+    as the first time, not that someone decided first."""
+    from checkpoint.decisions import latest_decision
+    from checkpoint.workers import any_accepting
+
+    latest = latest_decision(pool, thread_id)
+    if latest is None or (latest["actor"], latest["decision"], latest["digest"]) != (actor, verdict, digest) or not digest:
+        return None
+    active = jobs.active_job(pool, thread_id)
+    row = threads.get(pool, thread_id)
+    # The first request may have ended between recording and queueing: queue the run-on now.
+    job = active["id"] if active else (jobs.enqueue(pool, thread_id, "decision") if row and row.status == "waiting" else None)
+    return {"thread_id": thread_id, "decision": verdict, "actor": actor, "digest": digest, "job": job,
+            "worker_running": any_accepting(pool), "already_recorded": True}
