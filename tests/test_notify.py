@@ -241,3 +241,53 @@ def test_a_worker_delivers_the_outbox_retrying_a_failing_receiver(pool, env, hoo
     assert [r.status for r in hook.received] == [500, 200]
     assert [(r["event"], r["status"]) for r in rows(pool, "nw1", channel="webhook")] == [("waiting", "sent"), ("expired", "pending"), ("reminder", "pending")]
     assert count_rows(pool, "outbox", thread_id="nw1") == 1
+
+
+def test_a_row_that_cannot_be_sent_fails_alone_is_retried_to_its_limit_then_failed_and_audited(cli, pool, env, slack, smtp):
+    """A webhook URL httpx refuses (InvalidURL) and a mail sender with a line break (the mail
+    library's ValueError): each of those rows fails on its own, the Slack row claimed in the
+    same pass goes out, and the bad rows end 'failed' at exactly their limit, audited."""
+    bad = {**env, "SIGNOFF_NOTIFY_WEBHOOK": "http://127.0.0.1:80a/hook",
+           "SIGNOFF_NOTIFY_SMTP": smtp.url(sender="signoff@example.com%0d%0aBcc:%20evil@example.com")}
+    assert cli("start", "support", "The app crashes", "--thread", "nb").exit_code == 0
+    now = datetime.now(timezone.utc)
+    first = dict(deliver(pool, bad, now))
+    waiting = {r["channel"]: r["id"] for r in channel_rows(pool, "nb", event="waiting")}
+    assert first == {waiting["slack"]: "sent", waiting["webhook"]: "retry", waiting["email"]: "retry"}
+    assert len(slack.delivered()) == 1 and smtp.messages == []
+    for minutes in range(1, 40):
+        deliver(pool, bad, now + timedelta(minutes=minutes))
+    for channel, says in (("webhook", "InvalidURL"), ("email", "ValueError")):
+        [row] = channel_rows(pool, "nb", event="waiting", channel=channel)
+        assert (row["status"], row["attempts"]) == ("failed", 4), row
+        assert says in row["last_error"]
+    failed = sorted(e["detail"]["channel"] for e in events_of(pool, "nb") if e["kind"] == "notification_failed")
+    assert failed == ["email", "webhook"]
+
+
+def test_a_row_whose_last_attempt_was_cut_short_is_failed_not_tried_past_its_limit(cli, pool, env, hook):
+    assert cli("start", "support", "The app crashes", "--thread", "nc").exit_code == 0
+    now = datetime.now(timezone.utc)
+    fanned_out(pool, env, now)
+    [row] = channel_rows(pool, "nc", event="waiting", channel="webhook")
+    with pool.connection() as conn:  # a process died mid-send at the fourth and last attempt; its lease ran out
+        conn.execute("UPDATE notifications SET attempts = 4, last_error = 'HTTP 500: injected' WHERE id = %s", (row["id"],))
+    assert dict(deliver(pool, env, now))[row["id"]] == "failed"
+    [after] = channel_rows(pool, "nc", event="waiting", channel="webhook")
+    assert (after["status"], after["attempts"]) == ("failed", 4)
+    assert hook.received == []
+
+
+def test_a_hanging_receiver_costs_a_pass_one_timeout_and_holds_up_no_other_channel(cli, pool, env, hook, slack, smtp):
+    hook.hang_seconds = 3.0
+    hook.script(*["hang"] * 4)
+    for n in range(4):
+        assert cli("start", "support", f"The app crashes ({n})", "--thread", f"nh{n}").exit_code == 0
+    import time
+
+    started = time.monotonic()
+    outcomes = deliver(pool, env)
+    took = time.monotonic() - started
+    assert sorted(o for _, o in outcomes) == ["retry"] * 4 + ["sent"] * 8
+    assert len(slack.delivered()) == 4 and len(smtp.messages) == 4
+    assert took < 0.5 * 4, f"one pass took {took:.1f}s: the hanging webhook rows were waited for one after another"
