@@ -117,6 +117,11 @@ def test_a_worker_expires_as_many_overdue_gates_as_it_runs_at_once_without_exhau
     with pool.connection() as conn:
         conn.execute("UPDATE threads SET deadline = %s WHERE thread_id LIKE 'due%%'", (now + timedelta(hours=1),))
     lines: list[str] = []
+    watch = NestingWatch()
+    import graphs.worker
+
+    opened = graphs.worker.open_pool
+    graphs.worker.open_pool = lambda *a, **k: watch.watch(opened(*a, **k))  # type: ignore[assignment]
     worker = Worker(database_url,
                     lambda p: SignoffContext(models=scripted_registry(TECHNICAL), pool=p, policy=FAST_POLICY, clock=lambda: at[0]),
                     WorkerOptions(concurrency=45, poll=0.05, sweep=0.05), log=lines.append)
@@ -132,9 +137,82 @@ def test_a_worker_expires_as_many_overdue_gates_as_it_runs_at_once_without_exhau
     finally:
         worker.request_stop("test over")
         runner.join(60)
+        graphs.worker.open_pool = opened  # type: ignore[assignment]
+    assert watch.nested == [], watch.nested[0]
     assert count_rows(pool, "approvals", decision="expired", actor=EXPIRY_ACTOR) == 45
     assert count_rows(pool, "approvals") == 45, "exactly one decision per gate visit"
     assert count_rows(pool, "jobs", status="failed") == 0
     assert {row.status for row in threads.list_by_status(pool, "waiting", "running", "failed", "finished")} == {"finished"}
     assert not [line for line in lines if "PoolTimeout" in line or "failed" in line], lines
     assert took < 30, f"the expiries took {took:.0f}s"
+
+
+class NestingWatch:
+    """Wraps the `connection()` of every pool opened while it watches, recording each checkout
+    made by a thread that already holds a connection of the same pool (the stack says where)."""
+
+    def __init__(self) -> None:
+        self.nested: list[str] = []
+
+    def watch(self, pool):
+        import traceback
+        from contextlib import contextmanager
+
+        original, depth = pool.connection, threading.local()
+
+        @contextmanager
+        def connection(*args, **kwargs):
+            held = getattr(depth, "n", 0)
+            if held:
+                self.nested.append("".join(traceback.format_stack(limit=12)))
+            depth.n = held + 1
+            try:
+                with original(*args, **kwargs) as conn:
+                    yield conn
+            finally:
+                depth.n = held
+
+        pool.connection = connection
+        return pool
+
+
+def test_no_command_waits_for_a_pool_connection_while_holding_one(cli, env, pool, database_url, server, monkeypatch):
+    """Runs, sign-offs (approve, reject, an approval chain and its refund saga), and the
+    deadline sweep, each in the CLI with every pool it opens watched."""
+    import checkpoint.database
+    from tests.fault_server import ok
+
+    watch = NestingWatch()
+    opened = checkpoint.database.open_pool
+    monkeypatch.setattr(checkpoint.database, "open_pool", lambda *a, **k: watch.watch(opened(*a, **k)))
+    server.rule("Classify the customer message", ok('{"intent": "billing"}'))
+    server.rule("Extract the refund request", ok('{"order_id": "1042", "amount": null}'))
+    from tests.conftest import expect
+
+    assert cli("orders", "load").exit_code == 0
+    assert cli("start", "support", "Please refund order 1042, it arrived broken", "--email", "maya.lopez@example.com",
+               "--thread", "r1").exit_code == 0
+    assert cli("reject", "r1", "--feedback", "Say sorry first").exit_code == 0
+    approved = cli("approve", "r1", "--by", "sam", *expect(database_url, "r1"))
+    assert approved.exit_code == 0 and "refunded" in approved.output, approved.output
+    assert cli("start", "support", "Please refund order 1042, it arrived broken", "--email", "maya.lopez@example.com",
+               "--thread", "r2", "--deadline", "0.0001").exit_code == 0
+    wait_until(lambda: cli("expire").exit_code == 0 and count_rows(pool, "approvals", thread_id="r2", decision="expired") == 1,
+               timeout=30, what="r2 to expire")
+
+    # the HTTP API's decision, on a pool of its own, watched the same way
+    from starlette.testclient import TestClient
+
+    from web.app import WebContext, create_app
+
+    assert cli("start", "support", "The app crashes on start", "--thread", "w1").exit_code == 0
+    web_pool = watch.watch(opened(database_url))
+    try:
+        client = TestClient(create_app(WebContext(pool=web_pool, key=b"k" * 40, public_url="http://127.0.0.1:8321")))
+        token = tokens.create(pool, "alice")
+        answer = client.post("/api/threads/w1/approve", json={"expect": expect(database_url, "w1")[1]},
+                             headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 202, answer.text
+    finally:
+        web_pool.close()
+    assert watch.nested == [], watch.nested[0]
