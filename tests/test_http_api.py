@@ -99,6 +99,22 @@ def test_approve_records_the_token_owner_and_queues_the_thread_for_a_worker(clie
     assert count_rows(pool, "approvals", thread_id="h1") == 1
 
 
+def test_a_decision_sent_again_by_its_reviewer_is_told_it_is_recorded_even_after_the_thread_ran_on(client, cli, pool, database_url, waiting):
+    token = tokens.create(pool, "alice")
+    digest = review_digest(database_url, "h1")
+    assert client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token)).status_code == 202
+    job = jobs.active_job(pool, "h1")["id"]
+    again = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))  # a client retrying after a timeout
+    assert again.status_code == 202 and again.json()["already_recorded"] is True and again.json()["job"] == job
+
+    assert cli("resume", "h1").exit_code == 0  # what a worker does with the job
+    assert status_of(pool, "h1") == "finished"
+    late = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))
+    assert late.status_code == 202 and late.json()["already_recorded"] is True, late.text
+    assert client.post("/api/threads/h1/reject", json={"feedback": "no"}, headers=bearer(token)).status_code == 409
+    assert count_rows(pool, "approvals", thread_id="h1") == 1
+
+
 def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     token = tokens.create(pool, "alice")
     before = table_counts(database_url)
