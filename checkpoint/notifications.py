@@ -174,17 +174,17 @@ def schedule(config: NotifyConfig, facts: dict[str, Any], queued: datetime) -> l
     return [("waiting", since), ("expired", deadline)] + ([("reminder", remind)] if 0 < config.remind_at < 1 and remind < deadline else [])
 
 
-def fan_out(pool: ConnectionPool, config: NotifyConfig, now: datetime, limit: int = 100) -> int:
-    """Turn announced visits that are due into one row per event and configured channel (each
-    then retried and audited on its own); how many visits. A row for a visit and channel that
-    exists already is kept as it is."""
+def fan_out(pool: ConnectionPool, config: NotifyConfig, now: datetime | None = None, limit: int = 100) -> int:
+    """Turn announced visits into one row per event and configured channel, each due when its
+    event is (then retried and audited on its own); how many visits. A row for a visit and
+    channel that exists already is kept as it is."""
     channels = config.channels()
     if not channels:
         return 0
     with pool.connection() as conn, conn.transaction():
         rows = conn.execute(
-            "SELECT * FROM notifications WHERE channel = %s AND status = 'pending' AND due_at <= %s ORDER BY due_at, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED", (ANNOUNCED, now, limit)).fetchall()
+            "SELECT * FROM notifications WHERE channel = %s AND status = 'pending' ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (ANNOUNCED, limit)).fetchall()
         if not rows:
             return 0
         with conn.cursor() as cur:

@@ -198,9 +198,15 @@ def claimed(pool: ConnectionPool, thread_id: str) -> Iterator[Claim]:
         got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]
         if not got:
             raise ThreadBusy(f"thread {thread_id} is running in another process: wait for it, or see `signoff show {thread_id}`")
-        yield Claim(conn, thread_id)
+        try:
+            yield Claim(conn, thread_id)
+        finally:
+            try:  # let go now: a closed session's locks are freed only as its backend exits, a moment later
+                conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))
+            except psycopg.Error:
+                pass  # the session is gone (database restarted), and its lock with it
     finally:
-        conn.close()  # the session ends, and the claim with it (a session already gone took it along)
+        conn.close()
 
 
 def is_claimed(pool: ConnectionPool, thread_id: str) -> bool:
