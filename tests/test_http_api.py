@@ -115,6 +115,23 @@ def test_a_decision_sent_again_by_its_reviewer_is_told_it_is_recorded_even_after
     assert count_rows(pool, "approvals", thread_id="h1") == 1
 
 
+def test_a_decision_recorded_before_a_failure_is_answered_as_recorded_and_a_worker_applies_it(client, cli, pool, database_url,
+                                                                                             waiting, monkeypatch):
+    token = tokens.create(pool, "alice")
+    digest = review_digest(database_url, "h1")
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("the database went away after the commit")
+
+    monkeypatch.setattr("graphs.runner.as_state_decision", lost)  # recorded, then writing it into the thread fails
+    response = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))
+    assert response.status_code == 202 and response.json()["already_recorded"] is True, response.text
+    assert jobs.active_job(pool, "h1")["kind"] == "decision"
+    monkeypatch.undo()
+    assert cli("resume", "h1").exit_code == 0  # what a worker does with the job: applies the recorded decision
+    assert status_of(pool, "h1") == "finished" and count_rows(pool, "approvals", thread_id="h1") == 1
+
+
 def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     token = tokens.create(pool, "alice")
     before = table_counts(database_url)
