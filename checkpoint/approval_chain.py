@@ -311,7 +311,10 @@ def decide_stage(pool: ConnectionPool, conn: Any, *, graph: str, gate: str, thre
             record_event_on(conn, thread_id, "signoff", "stage_waiting", {
                 "gate": gate, "stage": nxt.index, "role": nxt.stage.role, "members": list(nxt.members),
                 "quorum": nxt.stage.quorum, "deadline_hours": hours})
-            _notify(conn, graph, gate, thread_id, f"{checkpoint_id}:stage{nxt.index}", updated.waiting_for(), digest,
+            from checkpoint.notifications import cancel_visit_on, visit_key
+
+            cancel_visit_on(conn, thread_id, visit_key(checkpoint_id, stage.index), f"stage {stage.index} approved before it was sent")
+            _notify(conn, graph, gate, thread_id, visit_key(checkpoint_id, nxt.index), updated.waiting_for(), digest,
                     now + timedelta(hours=hours), now)
         _note_waiting(conn, thread_id, updated.waiting_for())
     return Progress(updated, after)

@@ -143,6 +143,25 @@ def connect(settings: Settings, *, migrate: bool = True, checkpoints: bool = Tru
         pool.close()
 
 
+class HeldConnection:
+    """A pool-shaped view of one connection the caller already holds (a thread's row lock and
+    its transaction): every function that takes a pool runs its statements on it, inside that
+    transaction, instead of checking out a second connection while holding the first.
+
+    Why: a caller that holds a pooled connection and waits for another from the same pool
+    deadlocks the pool once as many callers hold one as it has connections (each waits for a
+    second that only another's release would free, until PoolTimeout). On the held connection,
+    a `with pool.connection() as conn, conn.transaction():` becomes a savepoint, and what it
+    writes commits with the caller's transaction."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection]:
+        yield self.conn
+
+
 def make_saver(pool: ConnectionPool) -> "PostgresSaver":
     """LangGraph's PostgresSaver on the shared pool (its tables come from `migrate`), without
     its instance lock while it works on the pool (`_pooled_saver_class`)."""

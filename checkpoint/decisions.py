@@ -35,6 +35,8 @@ class RecordedDecision:
     note: str = ""
     #: a rejection that handed the thread to a specialist (migrations/010)
     handover: bool = False
+    #: the content decided on
+    digest: str = ""
 
 
 def record_decision(
@@ -67,24 +69,26 @@ def record_decision(
         existing = decision_for(pool, thread_id, checkpoint_id)
         assert existing is not None  # the unique key just told us it exists
         raise AlreadyDecided(existing.actor, existing.decided_at, existing.verdict) from None
-    return RecordedDecision(int(row["id"]), actor, verdict, row["decided_at"], note, handover)
+    return RecordedDecision(int(row["id"]), actor, verdict, row["decided_at"], note, handover, digest)
 
 
 def decision_for(pool: ConnectionPool, thread_id: str, checkpoint_id: str) -> RecordedDecision | None:
     """The decision made at this gate visit (the checkpoint the thread waited at), note included."""
     with pool.connection() as conn:
         row = conn.execute(
-            "SELECT id, actor, decision, decided_at, note, handover FROM approvals WHERE thread_id = %s AND checkpoint_id = %s",
+            "SELECT id, actor, decision, decided_at, note, handover, digest FROM approvals WHERE thread_id = %s AND checkpoint_id = %s",
             (thread_id, checkpoint_id),
         ).fetchone()
-    return RecordedDecision(int(row["id"]), row["actor"], row["decision"], row["decided_at"], row["note"], row["handover"]) if row else None
+    return RecordedDecision(int(row["id"]), row["actor"], row["decision"], row["decided_at"], row["note"], row["handover"],
+                            row["digest"]) if row else None
 
 
 def latest_decision(pool: ConnectionPool, thread_id: str) -> dict[str, Any] | None:
-    """The thread's most recent decision (actor, decision, decided_at), for "already decided by"."""
+    """The thread's most recent decision (actor, decision, decided_at, digest), for "already
+    decided by" and for telling a repeated request from a competing one."""
     with pool.connection() as conn:
         return conn.execute(
-            "SELECT actor, decision, decided_at FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
+            "SELECT actor, decision, decided_at, digest FROM approvals WHERE thread_id = %s ORDER BY id DESC LIMIT 1",
             (thread_id,),
         ).fetchone()
 

@@ -1,12 +1,15 @@
 """The notification outbox: who is told that a thread waits, nears its deadline, or expired.
 
-When a run settles at a gate it inserts one row per event (waiting now, a reminder at a
-fraction of the deadline, expired at the deadline) and configured channel, keyed by the gate
-visit: a run retried or resumed inserts nothing new (ON CONFLICT DO NOTHING), so each channel
-hears about each visit once. A delivery loop (in `signoff worker` and `signoff serve`)
-claims due rows with SKIP LOCKED and a lease, sends them, and retries failures with
-exponential backoff and jitter; a row that keeps failing ends 'failed' and is audited, and
-`signoff show` lists it. Nothing here ever fails or blocks the run that created the row.
+When a run settles at a gate (or an approval chain moves to its next stage) it inserts one
+row announcing the visit, keyed by the visit (and stage): a run retried or resumed inserts
+nothing new (ON CONFLICT DO NOTHING). Nothing here reads a notification setting: the
+delivery loop (in `signoff worker`), with its own SIGNOFF_NOTIFY_*, fans the announcement out
+into one row per event (waiting now, a reminder at a fraction of the deadline, expired at
+the deadline) and configured channel, so each channel hears about each visit once. Each
+channel is delivered by its own loop, its due rows sent at once, each attempt bounded by the
+timeout; a row that cannot be sent, for whatever reason, fails alone and is retried with
+exponential backoff and jitter up to its limit, then ends 'failed', audited, and `signoff
+show` lists it. Nothing here ever fails or blocks the run that created the row.
 
 Delivery is at least once: a process killed between sending and marking a row sent sends it
 again after the lease. Every attempt carries the same idempotency key, so receivers drop
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import random
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -77,37 +81,53 @@ class NotifyConfig:
 
 # --- creating rows (the run that reached a gate) ------------------------------------------------
 
+#: The channel of a row that announces a gate visit (or an approval-chain stage) before any
+#: channel is chosen: the delivering process fans it out into one row per event and channel it
+#: has configured, with its own reminder fraction. So which channels exist, and how they are
+#: reached, is read where notifications are delivered (a worker), never by the process that
+#: recorded the approval or ran the thread (a `serve` or a terminal without SIGNOFF_NOTIFY_*).
+ANNOUNCED = "any"
 
-def on_gate(pool: ConnectionPool, config: NotifyConfig, *, thread_id: str, graph: str, gate: str, visit: str,
+
+def visit_key(checkpoint_id: str, stage: int = 1) -> str:
+    """The key a notification row is stored under: the gate visit, and the approval-chain
+    stage after the first (each stage is told of on its own)."""
+    return checkpoint_id if stage <= 1 else f"{checkpoint_id}:stage{stage}"
+
+
+def gate_visit(key: str) -> str:
+    """The gate visit (checkpoint) of a row's key: what its links and decision refer to."""
+    return key.partition(":stage")[0]
+
+
+def on_gate(pool: ConnectionPool, *, thread_id: str, graph: str, gate: str, visit: str,
             summary: str, digest: str, deadline: datetime, now: datetime) -> int:
     """Queue the notifications of one gate visit; how many rows were new (0 on a re-run)."""
-    if not config.channels():
-        return 0
     with pool.connection() as conn, conn.transaction():
-        return on_gate_on(conn, config, thread_id=thread_id, graph=graph, gate=gate, visit=visit, summary=summary,
+        return on_gate_on(conn, thread_id=thread_id, graph=graph, gate=gate, visit=visit, summary=summary,
                           digest=digest, deadline=deadline, now=now)
 
 
-def on_gate_on(conn: Any, config: NotifyConfig, *, thread_id: str, graph: str, gate: str, visit: str,
+def on_gate_on(conn: Any, *, thread_id: str, graph: str, gate: str, visit: str,
                summary: str, digest: str, deadline: datetime, now: datetime) -> int:
     """`on_gate` on a given connection, inside the caller's transaction: queued only if what
-    it announces commits with it (an approval-chain stage, issue 12)."""
-    channels = config.channels()
-    if not channels:
-        return 0
-    facts = {"graph": graph, "gate": gate, "summary": summary[:500], "digest": digest, "deadline": deadline.isoformat()}
-    remind = now + (deadline - now) * config.remind_at
-    events = [("waiting", now), ("expired", deadline)] + ([("reminder", remind)] if 0 < config.remind_at < 1 and remind < deadline else [])
-    new = 0
-    for event, due in events:
-        for channel in channels:
-            row = conn.execute(
-                "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING RETURNING id",
-                (thread_id, visit, gate, event, channel, Jsonb(facts), due),
-            ).fetchone()
-            new += row is not None
-    return new
+    it announces commits with it (an approval-chain stage). One row, whatever is configured
+    here (see ANNOUNCED)."""
+    facts = {"graph": graph, "gate": gate, "summary": summary[:500], "digest": digest, "deadline": deadline.isoformat(),
+             "since": now.isoformat()}
+    row = conn.execute(
+        "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts, due_at) VALUES (%s, %s, %s, 'waiting', %s, %s, %s) "
+        "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING RETURNING id",
+        (thread_id, visit, gate, ANNOUNCED, Jsonb(facts), now),
+    ).fetchone()
+    return int(row is not None)
+
+
+def cancel_visit_on(conn: Any, thread_id: str, visit: str, reason: str) -> None:
+    """Cancel what is still pending for one key (a stage that was approved): nobody is reminded
+    of, or told of the expiry of, a stage that no longer waits."""
+    conn.execute("UPDATE notifications SET status = 'cancelled', last_error = %s WHERE thread_id = %s AND visit = %s AND status = 'pending'",
+                 (reason[:500], thread_id, visit))
 
 
 def failed_for(pool: ConnectionPool, thread_id: str) -> list[dict[str, Any]]:
@@ -131,6 +151,11 @@ def of_thread(pool: ConnectionPool, thread_id: str) -> list[dict[str, Any]]:
 
 
 Sender = Callable[[str, Any], None]
+#: Rows of one channel sent at once in a pass (each in its own thread, each attempt bounded by
+#: the timeout): a receiver that hangs costs a pass one timeout, not one per row.
+PARALLEL_PER_CHANNEL = 20
+#: What a send may overrun its socket timeouts by before the attempt is given up.
+ATTEMPT_GRACE_SECONDS = 1.0
 
 
 def backoff_seconds(config: NotifyConfig, attempts: int, rand: Callable[[], float] = random.random) -> float:
@@ -139,20 +164,82 @@ def backoff_seconds(config: NotifyConfig, attempts: int, rand: Callable[[], floa
     return base * (0.5 + 0.5 * rand())
 
 
-def _claim(pool: ConnectionPool, now: datetime, limit: int) -> list[dict[str, Any]]:
+def schedule(config: NotifyConfig, facts: dict[str, Any], queued: datetime) -> list[tuple[str, datetime]]:
+    """(event, due) of an announced visit under this process's settings: waiting now, the
+    reminder at its fraction of the time to the deadline (if reminders are on), expired at the
+    deadline."""
+    deadline = datetime.fromisoformat(facts["deadline"])
+    since = datetime.fromisoformat(facts["since"]) if facts.get("since") else queued
+    remind = since + (deadline - since) * config.remind_at
+    return [("waiting", since), ("expired", deadline)] + ([("reminder", remind)] if 0 < config.remind_at < 1 and remind < deadline else [])
+
+
+def fan_out(pool: ConnectionPool, config: NotifyConfig, now: datetime | None = None, limit: int = 100) -> int:
+    """Turn announced visits into one row per event and configured channel, each due when its
+    event is (then retried and audited on its own); how many visits. A row for a visit and
+    channel that exists already is kept as it is."""
+    channels = config.channels()
+    if not channels:
+        return 0
+    with pool.connection() as conn, conn.transaction():
+        rows = conn.execute(
+            "SELECT * FROM notifications WHERE channel = %s AND status = 'pending' ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (ANNOUNCED, limit)).fetchall()
+        if not rows:
+            return 0
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts, due_at) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING",
+                [(r["thread_id"], r["visit"], r["gate"], event, channel, Jsonb(r["facts"]), due)
+                 for r in rows for event, due in schedule(config, r["facts"], r["created_at"]) for channel in channels])
+        # Kept, marked sent (handed to the channels): its key still stops a re-run from announcing the visit again.
+        conn.execute("UPDATE notifications SET status = 'sent', sent_at = now() WHERE id = ANY(%s)", ([r["id"] for r in rows],))
+    return len(rows)
+
+
+def _claim(pool: ConnectionPool, config: NotifyConfig, channel: str, now: datetime, limit: int) -> list[dict[str, Any]]:
+    """Due rows of one channel, leased to this pass; `attempts` counts this one, never past the
+    limit (`attempts_before`: a row claimed at its limit had its last attempt cut short)."""
+    lease = now + max(LEASE, timedelta(seconds=2 * config.timeout + 30))
     with pool.connection() as conn:
         return conn.execute(
-            "UPDATE notifications n SET due_at = %(lease)s, attempts = attempts + 1 FROM ("
-            "  SELECT id FROM notifications WHERE status = 'pending' AND due_at <= %(now)s ORDER BY due_at, id LIMIT %(n)s"
-            "  FOR UPDATE SKIP LOCKED) c WHERE n.id = c.id RETURNING n.*",
-            {"now": now, "lease": now + LEASE, "n": limit},
+            "WITH c AS (SELECT id, attempts FROM notifications WHERE status = 'pending' AND channel = %(channel)s AND due_at <= %(now)s "
+            "  ORDER BY due_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED) "
+            "UPDATE notifications n SET due_at = %(lease)s, attempts = least(c.attempts + 1, %(max)s) FROM c WHERE n.id = c.id "
+            "RETURNING n.*, c.attempts AS attempts_before",
+            {"channel": channel, "now": now, "lease": lease, "n": limit, "max": config.max_attempts},
         ).fetchall()
 
 
-def _decision(pool: ConnectionPool, thread_id: str, visit: str) -> dict[str, Any] | None:
+def _standing(pool: ConnectionPool, row: dict[str, Any]) -> dict[str, Any]:
+    """What the row's gate visit has come to: its decision (if any), and whether the thread
+    still waits with the content the row announces (not: it was edited, or moved on)."""
     with pool.connection() as conn:
-        return conn.execute("SELECT decision, actor FROM approvals WHERE thread_id = %s AND checkpoint_id = %s",
-                            (thread_id, visit)).fetchone()
+        return conn.execute(
+            "SELECT (SELECT decision FROM approvals WHERE thread_id = %(t)s AND checkpoint_id = %(v)s) AS decision, "
+            "coalesce((SELECT status = 'waiting' AND coalesce(digest = %(d)s, true) FROM threads WHERE thread_id = %(t)s), false) AS waiting",
+            {"t": row["thread_id"], "v": gate_visit(row["visit"]), "d": row["facts"].get("digest")},
+        ).fetchone()
+
+
+def _moot(row: dict[str, Any], standing: dict[str, Any], now: datetime) -> tuple[str, str] | None:
+    """(outcome, reason) when the row is not to be sent now: 'later' for an expiry notice
+    whose gate has not expired yet, 'cancelled' for one that no longer applies; None: send."""
+    decided, event = standing["decision"], row["event"]
+    if event == "expired":
+        if decided == "expired":
+            return None
+        if decided is not None:
+            return "cancelled", f"decided ({decided}) before it was sent"
+        return ("later", "") if standing["waiting"] else ("cancelled", "the content changed before the deadline")
+    if decided is not None:
+        return "cancelled", f"decided ({decided}) before it was sent"
+    if not standing["waiting"]:
+        return "cancelled", "the content changed before it was sent"
+    if event == "reminder" and now >= datetime.fromisoformat(row["facts"]["deadline"]):
+        return "cancelled", "the deadline passed before the reminder went out"  # the expiry notice follows
+    return None
 
 
 def _finish(pool: ConnectionPool, row: dict[str, Any], status: str, *, error: str = "", due: datetime | None = None,
@@ -168,40 +255,81 @@ def _finish(pool: ConnectionPool, row: dict[str, Any], status: str, *, error: st
             record_event_on(conn, row["thread_id"], "signoff", f"notification_{status}", {**detail, **({"error": error[:200]} if error else {})})
 
 
-def deliver_due(pool: ConnectionPool, config: NotifyConfig, key: bytes, now: datetime, *, limit: int = 20,
-                send: Callable[[NotifyConfig, str, Any], None] | None = None, rand: Callable[[], float] = random.random) -> list[tuple[int, str]]:
-    """One pass: claim due rows, send each, record the outcome; [(id, outcome)]."""
-    from nodes.notify import DeliveryError
+def _attempt(send: Callable[[NotifyConfig, str, Any], None], config: NotifyConfig, key: bytes, row: dict[str, Any]) -> str | None:
+    """Render and send one row; None if it went out, else why not. Anything that goes wrong is
+    this row's failure (a malformed URL, a header the mail library refuses), never the pass's."""
+    try:
+        send(config, row["channel"], render(config, key, row))
+    except Exception as exc:  # noqa: BLE001 - see the docstring
+        from nodes.notify import DeliveryError, one_line
 
-    send = send or send_one
-    outcomes = []
-    for row in _claim(pool, now, limit):
-        decided = _decision(pool, row["thread_id"], row["visit"])
-        if row["event"] == "expired" and decided is None:
+        return str(exc) if isinstance(exc, DeliveryError) else f"{exc.__class__.__name__}: {one_line(str(exc), 200)}"
+    return None
+
+
+def _send_all(send: Callable[[NotifyConfig, str, Any], None], config: NotifyConfig, key: bytes,
+              rows: list[dict[str, Any]]) -> dict[int, str | None]:
+    """Send the rows at once, each attempt bounded by the timeout: row id -> error (None: sent).
+    An attempt still running at its bound is given up (it keeps its thread until its socket
+    times out; the idempotency key lets a receiver drop it should it arrive after all)."""
+    if not rows:
+        return {}
+    executor = ThreadPoolExecutor(max_workers=min(len(rows), PARALLEL_PER_CHANNEL), thread_name_prefix="signoff-notify-send")
+    try:
+        futures = {executor.submit(_attempt, send, config, key, row): row["id"] for row in rows}
+        done, _ = wait(futures, timeout=config.timeout * max(1, -(-len(rows) // PARALLEL_PER_CHANNEL)) + ATTEMPT_GRACE_SECONDS)
+        return {nid: (future.result() if future in done else f"timed out after {config.timeout:g}s") for future, nid in futures.items()}
+    finally:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def deliver_channel(pool: ConnectionPool, config: NotifyConfig, key: bytes, now: datetime, channel: str, *, limit: int = 20,
+                    send: Callable[[NotifyConfig, str, Any], None] | None = None,
+                    rand: Callable[[], float] = random.random) -> list[tuple[int, str]]:
+    """One pass over one channel: claim its due rows, send them, record each outcome."""
+    outcomes: list[tuple[int, str]] = []
+    sendable = []
+    for row in _claim(pool, config, channel, now, limit):
+        if row["attempts_before"] >= config.max_attempts:  # its last attempt was cut short (the process died)
+            _finish(pool, row, "failed", error=row["last_error"] or f"gave up after {row['attempts']} attempts")
+            outcomes.append((row["id"], "failed"))
+            continue
+        moot = _moot(row, _standing(pool, row), now)
+        if moot is None:
+            sendable.append(row)
+        elif moot[0] == "later":
             _finish(pool, row, "pending", due=now + EXPIRY_RECHECK, attempts_back=True)  # not expired yet: look again
             outcomes.append((row["id"], "later"))
-            continue
-        if (row["event"] != "expired" and decided is not None) or (row["event"] == "expired" and decided and decided["decision"] != "expired"):
-            _finish(pool, row, "cancelled", error=f"decided ({decided['decision']}) before it was sent")  # type: ignore[index]
+        else:
+            _finish(pool, row, "cancelled", error=moot[1])
             outcomes.append((row["id"], "cancelled"))
-            continue
-        if row["event"] == "reminder" and now >= datetime.fromisoformat(row["facts"]["deadline"]):
-            _finish(pool, row, "cancelled", error="the deadline passed before the reminder went out")  # the expiry notice follows
-            outcomes.append((row["id"], "cancelled"))
-            continue
-        try:
-            send(config, row["channel"], render(config, key, row))
-        except DeliveryError as exc:
-            if row["attempts"] >= config.max_attempts:
-                _finish(pool, row, "failed", error=str(exc))
-                outcomes.append((row["id"], "failed"))
-            else:
-                _finish(pool, row, "pending", error=str(exc), due=now + timedelta(seconds=backoff_seconds(config, row["attempts"], rand)))
-                outcomes.append((row["id"], "retry"))
-            continue
-        _finish(pool, row, "sent")
-        outcomes.append((row["id"], "sent"))
+    errors = _send_all(send or send_one, config, key, sendable)
+    for row in sendable:
+        error = errors[row["id"]]
+        if error is None:
+            _finish(pool, row, "sent")
+            outcomes.append((row["id"], "sent"))
+        elif row["attempts"] >= config.max_attempts:
+            _finish(pool, row, "failed", error=error)
+            outcomes.append((row["id"], "failed"))
+        else:
+            _finish(pool, row, "pending", error=error, due=now + timedelta(seconds=backoff_seconds(config, row["attempts"], rand)))
+            outcomes.append((row["id"], "retry"))
     return outcomes
+
+
+def deliver_due(pool: ConnectionPool, config: NotifyConfig, key: bytes, now: datetime, *, limit: int = 20,
+                send: Callable[[NotifyConfig, str, Any], None] | None = None, rand: Callable[[], float] = random.random,
+                channels: list[str] | None = None) -> list[tuple[int, str]]:
+    """One pass: fan out announced visits, then every channel at once (a channel whose
+    receiver hangs holds up no other); [(id, outcome)]."""
+    fan_out(pool, config, now)
+    lanes = channels if channels is not None else config.channels()
+    if len(lanes) == 1:
+        return deliver_channel(pool, config, key, now, lanes[0], limit=limit, send=send, rand=rand)
+    with ThreadPoolExecutor(max_workers=max(len(lanes), 1), thread_name_prefix="signoff-notify") as executor:
+        passes = [executor.submit(deliver_channel, pool, config, key, now, channel, limit=limit, send=send, rand=rand) for channel in lanes]
+        return [outcome for done in passes for outcome in done.result()]
 
 
 def render(config: NotifyConfig, key: bytes, row: dict[str, Any]) -> Any:
@@ -213,7 +341,8 @@ def render(config: NotifyConfig, key: bytes, row: dict[str, Any]) -> Any:
     base = f"{config.public_url}/threads/{row['thread_id']}"
 
     def link(action: str) -> str:
-        return f"{base}/confirm/{sign_link(key, Link(row['thread_id'], row['visit'], facts['digest'], action, int(deadline.timestamp())))}"  # type: ignore[arg-type]
+        link = Link(row["thread_id"], gate_visit(row["visit"]), facts["digest"], action, int(deadline.timestamp()))  # type: ignore[arg-type]
+        return f"{base}/confirm/{sign_link(key, link)}"
 
     return Rendered(key=f"signoff/{row['thread_id']}/{row['visit']}/{row['event']}/{row['channel']}", event=row["event"],
                     thread_id=row["thread_id"], graph=facts["graph"], gate=facts["gate"], summary=one_line(facts.get("summary", "")),
@@ -238,16 +367,17 @@ def send_one(config: NotifyConfig, channel: str, note: Any) -> None:
 
 def delivery_loop(pool: ConnectionPool, config: NotifyConfig, home: Path, stop: threading.Event, *,
                   clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), interval: float = 1.0,
-                  log: Callable[[str], None] = lambda line: None) -> None:
-    """Deliver until `stop` is set (run in a thread of a worker or of `serve`)."""
+                  log: Callable[[str], None] = lambda line: None, channel: str | None = None) -> None:
+    """Deliver until `stop` is set (run in a thread of a worker): one channel, or all of them."""
     from checkpoint.signing import secret_key
 
     if not config.channels():
         return
     key = secret_key(home)
+    lanes = [channel] if channel else None
     while not stop.is_set():
         try:
-            for nid, outcome in deliver_due(pool, config, key, clock()):
+            for nid, outcome in deliver_due(pool, config, key, clock(), channels=lanes):
                 if outcome in ("failed", "retry"):
                     log(f"notification {nid}: {outcome}")
         except Exception as exc:  # noqa: BLE001 - delivery never takes its host process down; the next pass retries
@@ -256,27 +386,28 @@ def delivery_loop(pool: ConnectionPool, config: NotifyConfig, home: Path, stop: 
 
 
 def start_delivery(pool: ConnectionPool, home: Path, environ: Mapping[str, str], stop: threading.Event, *,
-                   clock: Callable[[], datetime] | None = None, log: Callable[[str], None] = lambda line: None) -> threading.Thread | None:
-    """The delivery thread for a host process, or None when no channel is configured."""
+                   clock: Callable[[], datetime] | None = None, log: Callable[[str], None] = lambda line: None) -> list[threading.Thread]:
+    """The delivery threads of a host process, one per configured channel so each is sent
+    independently of the others (none when no channel is configured). The settings are this
+    process's: the one that delivers."""
     config = NotifyConfig.from_env(environ)
-    if not config.channels():
-        return None
     kwargs: dict[str, Any] = {"log": log, "interval": min(1.0, config.backoff)}
     if clock is not None:
         kwargs["clock"] = clock
-    thread = threading.Thread(target=delivery_loop, args=(pool, config, home, stop), kwargs=kwargs, name="signoff-notify", daemon=True)
-    thread.start()
-    return thread
+    lanes = []
+    for channel in config.channels():
+        lane = threading.Thread(target=delivery_loop, args=(pool, config, home, stop), kwargs={**kwargs, "channel": channel},
+                                name=f"signoff-notify-{channel}", daemon=True)
+        lane.start()
+        lanes.append(lane)
+    return lanes
 
 
 def queue_for_gate(pool: ConnectionPool, **visit: Any) -> None:
-    """`on_gate` with the channels of this process's environment, for the run that settled at
-    the gate: never raises (a notification must not fail or block the run). A configuration
-    error is audited, so `signoff audit` shows why nobody was told."""
-    import os
-
+    """`on_gate` for the run that settled at the gate: never raises (a notification must not
+    fail or block the run); a failure is audited, so `signoff audit` shows why nobody was told."""
     try:
-        on_gate(pool, NotifyConfig.from_env(os.environ), **visit)
+        on_gate(pool, **visit)
     except Exception as exc:  # noqa: BLE001 - see the docstring
         try:
             with pool.connection() as conn:
@@ -289,11 +420,9 @@ def queue_for_gate(pool: ConnectionPool, **visit: Any) -> None:
 def queue_for_gate_on(conn: Any, **visit: Any) -> None:
     """`queue_for_gate` inside the caller's transaction (a savepoint: a failure here is audited
     and leaves the caller's writes standing); never raises."""
-    import os
-
     try:
         with conn.transaction():
-            on_gate_on(conn, NotifyConfig.from_env(os.environ), **visit)
+            on_gate_on(conn, **visit)
     except Exception as exc:  # noqa: BLE001 - see queue_for_gate
         try:
             with conn.transaction():

@@ -186,30 +186,36 @@ class Claim:
 def claimed(pool: ConnectionPool, thread_id: str) -> Iterator[Claim]:
     """Hold the claim to run this thread for the block.
 
-    A session advisory lock on a connection kept for the run: if the process dies, even by
-    SIGKILL, PostgreSQL ends the session and frees the claim, so `recover` can tell a dead run
-    (claim free) from one still running elsewhere (claim held) without heartbeats. A database
-    restart ends the session too; the pool would quietly reconnect everything else, so the run
-    writes its checkpoints through this very connection (ThreadRunner._writing_through): its
-    next step's save fails and the run stops, with no check between steps.
+    A session advisory lock on a connection opened for the run (with the pool's settings, but
+    not one of its connections: the run checks out pool connections while it holds the claim,
+    and never waits for the pool while holding one of its connections). If the process dies,
+    even by SIGKILL, PostgreSQL ends the session and frees the claim, so `recover` can tell a
+    dead run (claim free) from one still running elsewhere (claim held) without heartbeats. A
+    database restart ends the session too; the pool would quietly reconnect everything else,
+    so the run writes its checkpoints through this very connection
+    (ThreadRunner._writing_through): its next step's save fails and the run stops, with no
+    check between steps.
     """
-    with pool.connection() as conn:
+    conn = psycopg.connect(pool.conninfo, **pool.kwargs)
+    try:
         got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]
         if not got:
             raise ThreadBusy(f"thread {thread_id} is running in another process: wait for it, or see `signoff show {thread_id}`")
         try:
             yield Claim(conn, thread_id)
         finally:
-            try:
+            try:  # let go now: a closed session's locks are freed only as its backend exits, a moment later
                 conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))
             except psycopg.Error:
                 pass  # the session is gone (database restarted), and its lock with it
+    finally:
+        conn.close()
 
 
 def is_claimed(pool: ConnectionPool, thread_id: str) -> bool:
-    """True while a live process runs the thread."""
-    try:
-        with claimed(pool, thread_id):
-            return False
-    except ThreadBusy:
-        return True
+    """True while a live process runs the thread (the claim is tried and, if free, let go at once)."""
+    with pool.connection() as conn:
+        got = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(%s)) AS ok", (_RUN_LOCK_CLASS, thread_id)).fetchone()["ok"]
+        if got:
+            conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_RUN_LOCK_CLASS, thread_id))
+    return not got

@@ -171,11 +171,15 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
 
     from checkpoint import threads
     from checkpoint.approval_chain import describe
+    from checkpoint.database import HeldConnection
     from checkpoint.audit import record_event_on
     from graphs.runner import DigestMismatch, NotAtGate, config_for
     from nodes.gates import content_digest
 
-    with threads.locked(runner.pool, thread_id) as conn:
+    # Under the row lock everything runs on the lock's connection, the checkpoint reads and
+    # the edit's write included: a held connection never waits for a second from the pool.
+    with threads.locked(runner.pool, thread_id) as conn, runner._writing_through(HeldConnection(conn)):
+        held = HeldConnection(conn)
         snapshot = runner.snapshot(thread_id)
         gate = runner.gate_of(snapshot)
         if gate is None or snapshot.values.get("decision"):
@@ -185,7 +189,7 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
             raise DigestMismatch(f"the content changed while you edited it (digest {content_digest(before)}): nothing was approved; "
                                  f"run `signoff show {thread_id}` again")
         old_visit = runner._checkpoint_id(snapshot)
-        old_chain = describe(runner.pool, runner.spec, thread_id, old_visit, expect_digest, dict(snapshot.values), gate)
+        old_chain = describe(held, runner.spec, thread_id, old_visit, expect_digest, dict(snapshot.values), gate)
         update: dict[str, Any] = {"draft": edit.draft, "flags": []}  # the reviewer wrote this text: no model flag holds for it
         if edit.amount_cents is not None:
             update["refund"] = {**snapshot.values["refund"], "amount_cents": edit.amount_cents}
@@ -199,10 +203,10 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
         if edit.raised:
             carried: list[str] = []
             barred = list(dict.fromkeys([*barred, actor]))
-            chain = describe(runner.pool, runner.spec, thread_id, new_visit, new_digest, dict(edited.values), gate)
+            chain = describe(held, runner.spec, thread_id, new_visit, new_digest, dict(edited.values), gate)
             # The chain starts over: its first stage begins to wait now, with its own deadline.
             first = chain.current.stage.deadline_hours if chain and chain.current else None
-            row = threads.get(runner.pool, thread_id)
+            row = threads.get(held, thread_id)  # type: ignore[arg-type]
             hours = first or (row.deadline_hours if row else runner.spec.deadline_hours)
             now = runner.context.clock() if runner.context else datetime.now(timezone.utc)
             conn.execute("UPDATE threads SET deadline = %s, updated_at = now() WHERE thread_id = %s",

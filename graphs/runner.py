@@ -21,7 +21,7 @@ from psycopg_pool import ConnectionPool
 
 from checkpoint import threads
 from checkpoint.events import EventWriter
-from checkpoint.database import is_connection_error, make_saver
+from checkpoint.database import HeldConnection, is_connection_error, make_saver
 from checkpoint.errors import Conflict, InvalidInput, NotFound, SignoffError
 from graphs.registry import GraphSpec, get_spec
 from nodes.context import SignoffContext
@@ -349,53 +349,72 @@ class ThreadRunner:
                 raise InvalidInput(f"a {self.spec.name} thread cannot be handed over to a specialist: "
                                    "reject it with --feedback (what to change) instead")
             note = handover_note(note)
+        # Everything that needs the checkpoint is read before the row lock: under it only this
+        # thread's rows are read and written, on the lock's own connection (HeldConnection), so
+        # a decider never holds one pooled connection while waiting for another (with as many
+        # deciders as connections, none would get its second: the pool deadlocked).
         seen = self.snapshot(thread_id)
-        seen_id = seen.config["configurable"]["checkpoint_id"] if seen.config else None
+        seen_id = str(seen.config["configurable"]["checkpoint_id"]) if seen.config else None
+        gate = self.gate_of(seen)
+        at_gate = gate is not None and not seen.values.get("decision")
+        digest = content_digest(self.spec.review_content(seen.values)) if at_gate else ""
+        if at_gate and expect_digest is not None and expect_digest != digest:
+            self._refuse_stale(thread_id, seen_id, gate)  # decided meanwhile: say by whom, not "changed"
+            raise self.digest_refusal(thread_id, digest, expect_digest)
+        amount = self.spec.action_amount(seen.values) if at_gate else None
+        now = self.context.clock() if self.context else datetime.now(timezone.utc)
         with threads.locked(self.pool, thread_id) as locked:
-            snapshot = self.snapshot(thread_id)
-            gate = self.gate_of(snapshot)
-            current_id = snapshot.config["configurable"]["checkpoint_id"] if snapshot.config else None
-            if gate is None or snapshot.values.get("decision") or current_id != seen_id:
-                latest = self.latest_decision(thread_id)
-                if latest is not None and (gate is not None or current_id != seen_id):
-                    raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])
+            held = HeldConnection(locked)
+            if not at_gate or _latest_checkpoint_id(locked, thread_id) != seen_id or decision_for(held, thread_id, str(seen_id)) is not None:
+                self._refuse_stale(thread_id, seen_id, gate, held)
                 raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
-            digest = content_digest(self.spec.review_content(snapshot.values))
-            if expect_digest is not None and expect_digest != digest:
-                raise self.digest_refusal(thread_id, digest, expect_digest)
-            amount = self.spec.action_amount(snapshot.values)
+            assert gate is not None and seen_id is not None
             detail = None
             if amount is not None and verdict == "expired":
                 # The waiting stage's deadline passed: that ends the chain like a rejection, and
-                # the decision's audit row says which stage let it pass (issue 12).
+                # the decision's audit row says which stage let it pass.
                 from checkpoint.approval_chain import describe
 
-                chain = describe(self.pool, self.spec, thread_id, str(current_id), digest, dict(snapshot.values), gate)
+                chain = describe(held, self.spec, thread_id, seen_id, digest, dict(seen.values), gate)
                 stage = chain.current if chain is not None else None
                 if stage is not None:
                     detail = {"stage": stage.index, "of": len(chain.stages), "role": stage.stage.role,  # type: ignore[union-attr]
                               "approved_by": list(stage.approvers)}
-            elif amount is not None:  # an action with money behind it: its approval chain first (issue 12)
+            elif amount is not None:  # an action with money behind it: its approval chain first
                 from checkpoint.approval_chain import decide_stage
 
-                row = threads.get(self.pool, thread_id)
+                row = threads.get(held, thread_id)  # type: ignore[arg-type]
                 progress = decide_stage(
-                    self.pool, locked, graph=self.spec.name, gate=gate, thread_id=thread_id, checkpoint_id=str(current_id), digest=digest,
-                    amount_cents=amount, verdict=verdict, actor=actor, note=note,
-                    now=self.context.clock() if self.context else datetime.now(timezone.utc),
+                    held, locked, graph=self.spec.name, gate=gate, thread_id=thread_id, checkpoint_id=seen_id, digest=digest,
+                    amount_cents=amount, verdict=verdict, actor=actor, note=note, now=now,
                     default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours,
-                    currency=self.spec.action_currency(snapshot.values), token_id=token_id)
+                    currency=self.spec.action_currency(seen.values), token_id=token_id)
                 if progress is not None:
                     decided(self, thread_id, gate, "stage_approved", actor)
                     return progress  # a stage approved; the thread waits for the next one
             if token_id is not None:
                 detail = {**(detail or {}), "token": token_id}
             recorded = record_decision(
-                self.pool, thread_id=thread_id, gate=gate, checkpoint_id=str(current_id),
+                held, thread_id=thread_id, gate=gate, checkpoint_id=seen_id,  # type: ignore[arg-type]
                 verdict=verdict, actor=actor, note=note, digest=digest, detail=detail, handover=handover,
             )
-            self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note, handover=handover)})
-            decided(self, thread_id, gate, "handed_over" if handover else verdict, actor)
+        # Recorded (committed with the lock's transaction): now written into the thread. A process
+        # that dies in between leaves a recorded decision that `resume` applies.
+        self.graph.update_state(config_for(thread_id), {"decision": as_state_decision(gate, recorded, note, handover=handover)})
+        decided(self, thread_id, gate, "handed_over" if handover else verdict, actor)
+        return None
+
+    def _refuse_stale(self, thread_id: str, seen_id: str | None, gate: str | None, held: Any = None) -> None:
+        """AlreadyDecided naming who decided, if the gate visit this decider saw was decided (or
+        the thread moved on since): a decider whose view went stale is told who came first."""
+        source = held or self.pool
+        recorded = decision_for(source, thread_id, seen_id) if seen_id else None
+        if recorded is not None:
+            raise AlreadyDecided(recorded.actor, recorded.decided_at, recorded.verdict)
+        if held is not None:
+            latest = decisions.latest_decision(source, thread_id)
+            if latest is not None and (gate is not None or _latest_checkpoint_id(held.conn, thread_id) != seen_id):
+                raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])
 
     def latest_decision(self, thread_id: str) -> dict[str, Any] | None:
         return decisions.latest_decision(self.pool, thread_id)
@@ -405,6 +424,13 @@ class ThreadRunner:
         if self.row is not None and self.row.thread_id == thread_id:
             return self.row
         return threads.get(self.pool, thread_id)
+
+
+def _latest_checkpoint_id(conn: Any, thread_id: str) -> str | None:
+    """The id of the thread's newest checkpoint, read by LangGraph's saver on `conn` (the one
+    holding the thread's row lock), to tell whether the state a decider saw is still current."""
+    found = make_saver(conn).get_tuple(config_for(thread_id))
+    return str(found.config["configurable"]["checkpoint_id"]) if found else None
 
 
 def _token_handler(emit: EventSink) -> Any:

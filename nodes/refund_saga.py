@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal
 from langgraph.runtime import Runtime
 from psycopg_pool import ConnectionPool
 
+from checkpoint.database import HeldConnection
 from nodes.context import SignoffContext
 from nodes.payments import PaymentDeclined, PaymentsPort, payments_from_env
 from nodes.refunds import RefundCase
@@ -37,9 +38,10 @@ def idempotency_key(thread_id: str, step: str) -> str:
     return f"signoff:{thread_id}:{step}"
 
 
-def payments_for(context: SignoffContext) -> PaymentsPort:
-    """The context's port (tests), else the one the environment configures."""
-    return getattr(context, "payments", None) or payments_from_env(context.pool)
+def payments_for(context: SignoffContext, pool: Any = None) -> PaymentsPort:
+    """The context's port (tests), else the one the environment configures (the ledger on
+    `pool`, the context's unless given)."""
+    return getattr(context, "payments", None) or payments_from_env(pool or context.pool)
 
 
 def run_step(pool: ConnectionPool, port: PaymentsPort, thread_id: str, step: str, case: RefundCase,
@@ -76,14 +78,18 @@ def run_step(pool: ConnectionPool, port: PaymentsPort, thread_id: str, step: str
 def _step(step: str, call: Callable[[PaymentsPort, RefundCase, str], str],
           done: Callable[[RefundCase, dict[str, Any]], dict[str, Any]],
           failed: Callable[[RefundCase, dict[str, Any]], dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-    def node(state: dict[str, Any], runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+    def on(pool: Any, state: dict[str, Any], context: SignoffContext) -> dict[str, Any]:
         case: RefundCase = state["refund"]
-        port = payments_for(runtime.context)
-        row = run_step(runtime.context.pool, port, current_thread_id(), step, case, lambda key: call(port, case, key))
+        port = payments_for(context, pool)
+        row = run_step(pool, port, current_thread_id(), step, case, lambda key: call(port, case, key))
         update = done(case, row) if row["status"] == "done" else failed(case, row)
         return {"refund": {**case, **update}}
 
+    def node(state: dict[str, Any], runtime: Runtime[SignoffContext]) -> dict[str, Any]:
+        return on(runtime.context.pool, state, runtime.context)
+
     node.__name__ = step
+    node.on = on  # type: ignore[attr-defined]  # the step on a connection the caller holds
     return node
 
 
@@ -120,10 +126,11 @@ def place_credit_note(state: dict[str, Any], runtime: Runtime[SignoffContext]) -
     case: RefundCase = state["refund"]
     pool, thread_id = runtime.context.pool, current_thread_id()
     with pool.connection() as conn, conn.transaction():
+        held = HeldConnection(conn)  # the order's lock is held: its reads and the step's writes use this connection
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_ORDER_LOCK_CLASS, case["order_id"]))
         mine = conn.execute("SELECT 1 FROM payment_operations WHERE idempotency_key = %s",
                             (idempotency_key(thread_id, "credit_note"),)).fetchone()
-        order = get_order(pool, case["order_id"])  # type: ignore[arg-type]
+        order = get_order(held, case["order_id"])  # type: ignore[arg-type]
         if mine is None and (order is None or committed_elsewhere(conn, case["order_id"], thread_id) + case["amount_cents"] > order.amount_cents):
             # The refusal is this step's recorded outcome, under its key (a failed credit note that
             # never reached the provider), with its audit row in the same transaction: a run that
@@ -137,7 +144,7 @@ def place_credit_note(state: dict[str, Any], runtime: Runtime[SignoffContext]) -
                 (key, thread_id, case["order_id"], case["amount_cents"], case["currency"], failure))
             record_event_on(conn, thread_id, "signoff", "saga_refused", {"order_id": case["order_id"], "reason": failure, "key": key})
             return {"refund": {**case, "status": "failed", "failure": failure}}
-        return _place_credit_note(state, runtime)  # recorded before (also a refusal): returns that, calls nothing
+        return _place_credit_note.on(held, state, runtime.context)  # type: ignore[attr-defined]  # recorded before (also a refusal): returns that, calls nothing
 
 issue_refund = _step(
     "refund",

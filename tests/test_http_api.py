@@ -104,6 +104,39 @@ def test_approve_records_the_token_owner_and_queues_the_thread_for_a_worker(clie
     assert count_rows(pool, "approvals", thread_id="h1") == 1
 
 
+def test_a_decision_sent_again_by_its_reviewer_is_told_it_is_recorded_even_after_the_thread_ran_on(client, cli, pool, database_url, waiting):
+    token = tokens.create(pool, "alice")
+    digest = review_digest(database_url, "h1")
+    assert client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token)).status_code == 202
+    job = jobs.active_job(pool, "h1")["id"]
+    again = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))  # a client retrying after a timeout
+    assert again.status_code == 202 and again.json()["already_recorded"] is True and again.json()["job"] == job
+
+    assert cli("resume", "h1").exit_code == 0  # what a worker does with the job
+    assert status_of(pool, "h1") == "finished"
+    late = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))
+    assert late.status_code == 202 and late.json()["already_recorded"] is True, late.text
+    assert client.post("/api/threads/h1/reject", json={"feedback": "no"}, headers=bearer(token)).status_code == 409
+    assert count_rows(pool, "approvals", thread_id="h1") == 1
+
+
+def test_a_decision_recorded_before_a_failure_is_answered_as_recorded_and_a_worker_applies_it(client, cli, pool, database_url,
+                                                                                             waiting, monkeypatch):
+    token = tokens.create(pool, "alice")
+    digest = review_digest(database_url, "h1")
+
+    def lost(*args, **kwargs):
+        raise ConnectionError("the database went away after the commit")
+
+    monkeypatch.setattr("graphs.runner.as_state_decision", lost)  # recorded, then writing it into the thread fails
+    response = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))
+    assert response.status_code == 202 and response.json()["already_recorded"] is True, response.text
+    assert jobs.active_job(pool, "h1")["kind"] == "decision"
+    monkeypatch.undo()
+    assert cli("resume", "h1").exit_code == 0  # what a worker does with the job: applies the recorded decision
+    assert status_of(pool, "h1") == "finished" and count_rows(pool, "approvals", thread_id="h1") == 1
+
+
 def test_the_cli_rules_hold_over_http(client, ctx, pool, database_url, waiting):
     token = tokens.create(pool, "alice")
     before = table_counts(database_url)

@@ -57,22 +57,35 @@ def deliver(pool, env, now: datetime | None = None):
     return deliver_due(pool, config, secret_key(Path(env["SIGNOFF_HOME"]), env), now or datetime.now(timezone.utc), rand=lambda: 1.0)
 
 
+def fanned_out(pool, env, now: datetime | None = None) -> int:
+    """What the delivering process does first: announced visits -> rows per event and channel."""
+    return notifications.fan_out(pool, NotifyConfig.from_env(env), now or datetime.now(timezone.utc))
+
+
 def rows(pool, tid, **where):
     return [r for r in notifications.of_thread(pool, tid) if all(r[k] == v for k, v in where.items())]
 
 
+def channel_rows(pool, tid, **where):
+    """The rows of the channels (not the announcement they were fanned out from)."""
+    return [r for r in rows(pool, tid, **where) if r["channel"] != "any"]
+
+
 def test_a_thread_at_its_gate_sends_one_webhook_one_slack_message_and_one_email(cli, pool, env, hook, slack, smtp):
     assert cli("start", "support", "The sync engine corrupts my notes", "--thread", "n1").exit_code == 0
-    # waiting + reminder + expired, for each of the three channels
-    assert len(rows(pool, "n1")) == 9 and len(rows(pool, "n1", event="waiting", status="pending")) == 3
+    assert [(r["channel"], r["status"]) for r in rows(pool, "n1")] == [("any", "pending")]  # the visit, announced once
     # Resuming, re-settling, or a retried run of the same gate visit adds nothing.
     runner = ThreadRunner.for_thread(pool, "n1")
     runner.settle("n1")
     runner.settle("n1")
-    assert len(rows(pool, "n1")) == 9
+    assert len(rows(pool, "n1")) == 1
 
     outcomes = deliver(pool, env)
     assert sorted(o for _, o in outcomes) == ["sent"] * 3
+    # the delivering process fanned it out: waiting + reminder + expired, for each of its three channels
+    assert len(channel_rows(pool, "n1")) == 9 and len(rows(pool, "n1", event="waiting", status="sent")) == 4
+    runner.settle("n1")
+    assert len(rows(pool, "n1")) == 10
     assert deliver(pool, env) == []  # nothing more is due now
     row = ThreadRunner.for_thread(pool, "n1").thread_row("n1")
     digest = row.digest
@@ -113,7 +126,8 @@ def test_500s_and_timeouts_are_retried_with_backoff_under_one_idempotency_key(cl
     slack.script("hang")
     assert cli("start", "support", "The app crashes", "--thread", "n2").exit_code == 0
     now = datetime.now(timezone.utc)
-    waiting = {r["channel"]: r["id"] for r in rows(pool, "n2", event="waiting")}
+    fanned_out(pool, env, now)
+    waiting = {r["channel"]: r["id"] for r in channel_rows(pool, "n2", event="waiting")}
 
     assert dict(deliver(pool, env, now)) == {waiting["webhook"]: "retry", waiting["slack"]: "retry", waiting["email"]: "sent"}
     assert deliver(pool, env, now + timedelta(seconds=0.5)) == []  # backing off: 1 s after the first failure
@@ -179,18 +193,24 @@ def test_an_expired_gate_is_announced_once_it_has_expired(cli, pool, env, hook):
     assert [r.json()["event"] for r in hook.delivered()] == ["waiting", "expired"]
 
 
-def test_a_bad_notification_setting_never_fails_the_run_and_is_audited(cli, pool, env):
-    bad = {**env, "SIGNOFF_NOTIFY_WEBHOOK_SECRET": ""}
+def test_the_run_queues_its_notifications_whatever_its_own_process_has_configured(cli, pool, env, hook, slack, smtp):
+    """The process that reaches the gate (a terminal, or `serve` recording an approval) may
+    have no SIGNOFF_NOTIFY_* at all, or a broken one: the visit is queued all the same, and the
+    process that delivers sends it with its own settings."""
     from typer.testing import CliRunner
 
     from cli import app
 
-    result = CliRunner().invoke(app, ["start", "support", "The app crashes", "--thread", "n7"], env=bad)
-    assert result.exit_code == 0, result.output
-    assert ThreadRunner.for_thread(pool, "n7").thread_row("n7").status == "waiting"
-    assert count_rows(pool, "notifications", thread_id="n7") == 0
-    [event] = [e for e in events_of(pool, "n7") if e["kind"] == "notification_failed"]
-    assert "SIGNOFF_NOTIFY_WEBHOOK_SECRET" in event["detail"]["error"]
+    bare = {k: v for k, v in env.items() if not k.startswith("SIGNOFF_NOTIFY_")}
+    broken = {**env, "SIGNOFF_NOTIFY_WEBHOOK_SECRET": ""}
+    for tid, own in (("n7", bare), ("n8", broken)):
+        result = CliRunner().invoke(app, ["start", "support", "The app crashes", "--thread", tid], env=own)
+        assert result.exit_code == 0, result.output
+        assert ThreadRunner.for_thread(pool, tid).thread_row(tid).status == "waiting"
+    deliver(pool, env)
+    assert sorted(r.json()["thread_id"] for r in hook.delivered()) == ["n7", "n8"]
+    assert len(slack.delivered()) == 2 and len(smtp.messages) == 2
+    assert [e for e in events_of(pool, "n8") if e["kind"] == "notification_failed"] == []
 
 
 def test_the_summary_cannot_inject_slack_markup_or_mail_headers(pool, env):
@@ -247,3 +267,53 @@ def test_a_worker_delivers_the_outbox_retrying_a_failing_receiver(pool, env, hoo
     assert [r.status for r in hook.received] == [500, 200]
     assert [(r["event"], r["status"]) for r in rows(pool, "nw1", channel="webhook")] == [("waiting", "sent"), ("expired", "pending"), ("reminder", "pending")]
     assert count_rows(pool, "outbox", thread_id="nw1") == 1
+
+
+def test_a_row_that_cannot_be_sent_fails_alone_is_retried_to_its_limit_then_failed_and_audited(cli, pool, env, slack, smtp):
+    """A webhook URL httpx refuses (InvalidURL) and a mail sender with a line break (the mail
+    library's ValueError): each of those rows fails on its own, the Slack row claimed in the
+    same pass goes out, and the bad rows end 'failed' at exactly their limit, audited."""
+    bad = {**env, "SIGNOFF_NOTIFY_WEBHOOK": "http://127.0.0.1:80a/hook",
+           "SIGNOFF_NOTIFY_SMTP": smtp.url(sender="signoff@example.com%0d%0aBcc:%20evil@example.com")}
+    assert cli("start", "support", "The app crashes", "--thread", "nb").exit_code == 0
+    now = datetime.now(timezone.utc)
+    first = dict(deliver(pool, bad, now))
+    waiting = {r["channel"]: r["id"] for r in channel_rows(pool, "nb", event="waiting")}
+    assert first == {waiting["slack"]: "sent", waiting["webhook"]: "retry", waiting["email"]: "retry"}
+    assert len(slack.delivered()) == 1 and smtp.messages == []
+    for minutes in range(1, 40):
+        deliver(pool, bad, now + timedelta(minutes=minutes))
+    for channel, says in (("webhook", "InvalidURL"), ("email", "ValueError")):
+        [row] = channel_rows(pool, "nb", event="waiting", channel=channel)
+        assert (row["status"], row["attempts"]) == ("failed", 4), row
+        assert says in row["last_error"]
+    failed = sorted(e["detail"]["channel"] for e in events_of(pool, "nb") if e["kind"] == "notification_failed")
+    assert failed == ["email", "webhook"]
+
+
+def test_a_row_whose_last_attempt_was_cut_short_is_failed_not_tried_past_its_limit(cli, pool, env, hook):
+    assert cli("start", "support", "The app crashes", "--thread", "nc").exit_code == 0
+    now = datetime.now(timezone.utc)
+    fanned_out(pool, env, now)
+    [row] = channel_rows(pool, "nc", event="waiting", channel="webhook")
+    with pool.connection() as conn:  # a process died mid-send at the fourth and last attempt; its lease ran out
+        conn.execute("UPDATE notifications SET attempts = 4, last_error = 'HTTP 500: injected' WHERE id = %s", (row["id"],))
+    assert dict(deliver(pool, env, now))[row["id"]] == "failed"
+    [after] = channel_rows(pool, "nc", event="waiting", channel="webhook")
+    assert (after["status"], after["attempts"]) == ("failed", 4)
+    assert hook.received == []
+
+
+def test_a_hanging_receiver_costs_a_pass_one_timeout_and_holds_up_no_other_channel(cli, pool, env, hook, slack, smtp):
+    hook.hang_seconds = 3.0
+    hook.script(*["hang"] * 4)
+    for n in range(4):
+        assert cli("start", "support", f"The app crashes ({n})", "--thread", f"nh{n}").exit_code == 0
+    import time
+
+    started = time.monotonic()
+    outcomes = deliver(pool, env)
+    took = time.monotonic() - started
+    assert sorted(o for _, o in outcomes) == ["retry"] * 4 + ["sent"] * 8
+    assert len(slack.delivered()) == 4 and len(smtp.messages) == 4
+    assert took < 0.5 * 4, f"one pass took {took:.1f}s: the hanging webhook rows were waited for one after another"

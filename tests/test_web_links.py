@@ -114,11 +114,13 @@ def test_only_the_confirmation_post_with_its_csrf_token_decides_and_names_the_re
     assert anonymous_refusals(pool) == {"401": 1} and kinds.count(("http_refused", "alice", 403)) == 2
     assert ("decision_approved", "alice", None) in kinds
 
-    # The same link again, by GET or POST: refused, saying who decided.
+    # The same link again: shown as used, saying who decided; its confirmation sent twice is
+    # told it is recorded (nothing new is); anything else is refused.
     again = client.get(links["approve"])
     assert again.status_code == 409 and "already used: decided by alice" in again.text
-    assert client.post(links["approve"], data={"csrf": csrf_of(page)}).status_code == 409
+    assert client.post(links["approve"], data={"csrf": csrf_of(page)}).status_code == 303
     assert client.post(links["reject"], data={"csrf": csrf_of(page), "feedback": "no"}).status_code == 409
+    assert other.post(links["approve"], data={"csrf": csrf_of(other.get("/inbox").text)}).status_code == 409
     assert count_rows(pool, "approvals", thread_id="w1") == 1
 
 

@@ -86,7 +86,7 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     """Record the decision and queue the thread for a worker; what was recorded. `handover`: a
     rejection that gives a support thread to a specialist (runner.decide). `actor` is the
     owner of the reviewer token `token_id` the request came with (bearer or session)."""
-    from checkpoint.decisions import AlreadyDecided, decision_for
+    from checkpoint.decisions import decision_for
     from checkpoint.errors import Conflict, InvalidInput
     from graphs.runner import DigestMismatch
 
@@ -97,6 +97,8 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     now = now or datetime.now(timezone.utc)
     if visit is not None and review.visit != visit:
         used = decision_for(pool, thread_id, visit)
+        if used is not None and (used.actor, used.verdict, used.digest) == (actor, verdict, expect):
+            return _repeated_answer(pool, thread_id, verdict, actor, used.digest)  # the same confirmation sent again
         if used is not None:
             raise HttpError(409, f"this link was already used: decided by {used.actor} at {used.decided_at:%Y-%m-%d %H:%M:%S %Z} ({used.verdict})")
         raise HttpError(409, "this link is for an earlier visit of the gate (the content was redrafted since): open the thread for the current draft")
@@ -105,16 +107,22 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
         raise HttpError(409, f"the deadline passed at {review.row.deadline:%Y-%m-%d %H:%M %Z}: the gate's default action applies")
     try:
         progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=expect, handover=handover,
-                                   token_id=token_id)
-    except DigestMismatch as exc:
-        raise HttpError(412, str(exc)) from None
+                                 token_id=token_id)
     except InvalidInput as exc:
         raise HttpError(400, str(exc)) from None
-    except AlreadyDecided as exc:
-        raise HttpError(409, str(exc)) from None
-    except Conflict as exc:
-        raise HttpError(409, str(exc)) from None
-    if progress is not None:  # issue 12: one stage of an approval chain approved; the thread waits for the next
+    except Conflict as exc:  # decided first, moved on, or changed: unless it was this very decision, sent again
+        repeated = _repeated(pool, thread_id, verdict, actor, expect or review.digest)
+        if repeated is not None:
+            return repeated
+        raise HttpError(412 if isinstance(exc, DigestMismatch) else 409, str(exc)) from None
+    except Exception:
+        # Recorded, then something failed (writing it into the thread): a worker applies a
+        # recorded decision, so this request is answered as recorded, never as an error.
+        repeated = _repeated(pool, thread_id, verdict, actor, expect or review.digest)
+        if repeated is None:
+            raise
+        return repeated
+    if progress is not None:  # one stage of an approval chain approved; the thread waits for the next
         return {"thread_id": thread_id, "decision": "stage_approved", "actor": actor, "gate": review.gate,
                 "digest": review.digest, "job": None, "waiting_for": progress.chain.waiting_for()}
     job = jobs.enqueue(pool, thread_id, "decision")
@@ -122,3 +130,26 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
 
     return {"thread_id": thread_id, "decision": verdict, "actor": actor, "gate": review.gate, "digest": review.digest,
             "job": job, "worker_running": any_accepting(pool)} | ({"handover": True} if handover else {})
+
+
+def _repeated(pool: ConnectionPool, thread_id: str, verdict: str, actor: str, digest: str) -> dict[str, Any] | None:
+    """The answer to a request that repeats the thread's latest decision (same person, same
+    verdict, same content): a client that timed out, or sent it twice, is told it is recorded,
+    as the first time, not that someone decided first."""
+    from checkpoint.decisions import latest_decision
+
+    latest = latest_decision(pool, thread_id)
+    if latest is None or (latest["actor"], latest["decision"], latest["digest"]) != (actor, verdict, digest) or not digest:
+        return None
+    return _repeated_answer(pool, thread_id, verdict, actor, digest)
+
+
+def _repeated_answer(pool: ConnectionPool, thread_id: str, verdict: str, actor: str, digest: str) -> dict[str, Any]:
+    from checkpoint.workers import any_accepting
+
+    active = jobs.active_job(pool, thread_id)
+    row = threads.get(pool, thread_id)
+    # The first request may have ended between recording and queueing: queue the run-on now.
+    job = active["id"] if active else (jobs.enqueue(pool, thread_id, "decision") if row and row.status == "waiting" else None)
+    return {"thread_id": thread_id, "decision": verdict, "actor": actor, "digest": digest, "job": job,
+            "worker_running": any_accepting(pool), "already_recorded": True}

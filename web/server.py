@@ -38,6 +38,34 @@ def require_web_extra() -> None:
         raise Unavailable(f"`signoff serve` needs the web extra ({', '.join(missing)} not installed): {INSTALL_WEB}")
 
 
+#: Requests whose database work runs at once (the threads Starlette runs handlers' blocking
+#: calls in); the rest wait for a thread, not for a connection.
+REQUEST_THREADS = 24
+
+
+def pool_size(request_threads: int = REQUEST_THREADS) -> int:
+    """Connections for `serve`: one per request thread (none holds two at once), plus one for
+    what runs outside them."""
+    return request_threads + 1
+
+
+class RequestThreads:
+    """ASGI wrapper that bounds the threads running the handlers' database work to
+    `threads` (anyio's default is 40), set once in the server's event loop: with the pool sized
+    to match, a request waits for a thread, never for a connection past the pool's timeout."""
+
+    def __init__(self, app: Any, threads: int) -> None:
+        self.app, self.threads, self.bounded = app, threads, False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.bounded:
+            import anyio.to_thread
+
+            anyio.to_thread.current_default_thread_limiter().total_tokens = self.threads
+            self.bounded = True
+        await self.app(scope, receive, send)
+
+
 def is_loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -60,7 +88,8 @@ def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], No
     from observability.web import Observed
 
     # /metrics, /healthz, /readyz and a log line per request, around the whole app
-    app = Observed(create_app(WebContext(pool=pool, key=secret_key(home), public_url=public)), pool, log)
+    app = Observed(RequestThreads(create_app(WebContext(pool=pool, key=secret_key(home), public_url=public)), REQUEST_THREADS), pool, log)
+    pool.resize(min_size=pool.min_size, max_size=max(pool.max_size, pool_size()))
     if not is_loopback(host):
         warn(f"serving on {host}, beyond this machine, without TLS: put a TLS-terminating proxy in front "
              "(tokens and session cookies travel in every request)")
