@@ -179,7 +179,7 @@ def pending(
     their default action is applied by `signoff expire` (or a worker), never by a listing.
 
     One indexed query on the threads table (what the run stored when it stopped at the gate),
-    so it answers at once with any number of threads waiting (issue 11)."""
+    so it answers at once with any number of threads waiting."""
     from checkpoint import listing
 
     page_size = listing.valid_limit(limit) if limit is not None else listing.DEFAULT_LIMIT
@@ -218,7 +218,7 @@ def show(
 
     Reads the threads row (where the thread stands, and what waits for sign-off with its
     digest, stored when it reached the gate) and the latest checkpoint's values through the
-    checkpointer, without compiling a graph, so it answers at once (issue 11)."""
+    checkpointer, without compiling a graph, so it answers at once."""
     from graphs.thread_display import print_thread, read_thread
 
     valid_thread_id(thread_id)
@@ -501,7 +501,7 @@ def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON doc
     print_policy(policy, as_json=as_json)
 
 
-orders_app = typer.Typer(help="Orders that refunds are checked against (issue 12).", no_args_is_help=True)
+orders_app = typer.Typer(help="Orders that refunds are checked against.", no_args_is_help=True)
 app.add_typer(orders_app, name="orders")
 
 
@@ -548,7 +548,7 @@ def model_stop() -> None:
     out.print("stopped the local model server" if stop_server(settings().home) else "the local model server was not running")
 
 
-# --- workers (issue 10) ------------------------------------------------------------------------
+# --- workers -----------------------------------------------------------------------------------
 
 
 @app.command()
@@ -567,7 +567,7 @@ def worker(
 
     def write(line: str) -> None:
         # Plain text, not rich: a worker logs a line per job, and rich's rendering cost a busy
-        # worker measurable CPU (issue 10). Untrusted parts are made visible, never raw.
+        # worker measurable CPU. Untrusted parts are made visible, never raw.
         pipe.write(line + "\n")
         pipe.flush()
 
@@ -576,7 +576,7 @@ def worker(
     raise typer.Exit(code)
 
 
-# --- reviewing from a browser or Slack (issue 13) --------------------------------------------------
+# --- reviewing from a browser or Slack -------------------------------------------------------------
 
 token_app = typer.Typer(help="Reviewer tokens for the HTTP API and the web inbox.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
