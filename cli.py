@@ -173,7 +173,7 @@ def pending(
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N threads, oldest first (default 100)."),
     graph: Optional[str] = typer.Option(None, "--graph", help="Only threads of this graph (support, revision, research)."),
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Only threads waiting longer than this: 30m, 2h, 3d, 1w."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Threads waiting at a gate, oldest first. Reads only: overdue gates are marked, and
     their default action is applied by `signoff expire` (or a worker), never by a listing.
@@ -212,7 +212,7 @@ def known_graph(pool: Any, graph: str) -> None:
 @friendly
 def show(
     thread_id: str = typer.Argument(..., help="The thread to show."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """A thread's state, the content awaiting sign-off, and its steps so far.
 
@@ -320,7 +320,7 @@ def expire() -> None:
 @friendly
 def audit(
     thread_id: str = typer.Argument(..., help="The thread to audit."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
     from checkpoint import threads
@@ -336,7 +336,7 @@ def audit(
 
 @app.command("config")
 @friendly
-def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """The configuration in force (secrets hidden)."""
     from graphs.admin_display import print_config
     from graphs.session import described
@@ -358,7 +358,7 @@ def db_migrate() -> None:
 
 @db_app.command("status")
 @friendly
-def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """Applied and pending migrations."""
     from checkpoint.database import connect
     from checkpoint.migrations import status
@@ -374,7 +374,7 @@ def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON docum
 def db_prune(
     finished_older_than: float = typer.Option(0.0, "--finished-older-than", metavar="DAYS", help="Only threads finished at least this many days ago (default 0: every finished thread)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Delete the checkpoints of finished threads except the last one per thread, and their
     closed jobs and progress events (but the last stop).
@@ -411,7 +411,7 @@ def kb_load(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown fi
 @friendly
 def kb_search_cmd(
     query: str = typer.Argument(..., help="What to look for."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Full-text search over the knowledge base."""
     from graphs.admin_display import print_kb_hits
@@ -443,7 +443,7 @@ def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown
 
 @corpus_app.command("list")
 @friendly
-def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """The documents in the corpus."""
     from graphs.admin_display import print_corpus
     from nodes.corpus import list_documents
@@ -459,7 +459,7 @@ app.add_typer(policy_app, name="policy")
 
 @policy_app.command("load")
 @friendly
-def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (README: Refunds).")) -> None:
+def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (docs/concepts.md: approval chains).")) -> None:
     """Load the approval policy into the database, for every process, as its newest version (the
     earlier ones are kept: `policy history`). Administrators only (the policy's `admins`)."""
     from checkpoint.identity import cli_identity, ensure_admin
@@ -531,7 +531,7 @@ def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 
 @model_app.command("status")
 @friendly
-def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """Whether the local model server runs, where, and since when."""
     from graphs.admin_display import print_model_server
     from nodes.local_model import server_status
@@ -658,7 +658,7 @@ def serve(
 @friendly
 def stats(
     since: str = typer.Option("7d", "--since", help="The period to look back over: 30m, 2h, 3d, 1w."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Threads by status, gate waits (median, p95), decisions by kind and reviewer, failures
     by reason, tokens and cost by model, over a recent period."""

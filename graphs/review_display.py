@@ -48,5 +48,5 @@ def print_stage(waits: Any, deadline: Any) -> None:
 
 
 def stage_json(waits: Any, deadline: Any) -> Any:
-    """The waiting stage for --json (README: the JSON table), or None."""
+    """The waiting stage for --json (docs/json-output.md), or None."""
     return waits.chain.as_json(deadline) if waits is not None and waits.chain is not None else None

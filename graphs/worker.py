@@ -5,8 +5,8 @@ and abandoned runs into jobs, and claims jobs while it has free slots; each clai
 in a pool of `concurrency` threads. New work wakes the loop through LISTEN/NOTIFY; a poll
 every second is the backstop.
 
-Why threads and not an asyncio run with AsyncPostgresSaver (measured, see README "Running
-workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
+Why threads and not an asyncio run with AsyncPostgresSaver (measured, see docs/benchmarks.md
+"Workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
 under `astream` LangGraph would run every node body in an executor thread anyway, and the
 async route needs an async copy of resume/settle/decide beside the sync one the CLI uses:
 two copies that drift (procrastinate's own lesson). Nor would it be cheaper: stock LangGraph

@@ -1,5 +1,5 @@
-"""`--json` on every command that reads: one JSON document on stdout with the README's field
-names, untrusted text inert on a terminal yet exact for a parser, errors as one
+"""`--json` on every command that reads: one JSON document on stdout with the field
+names of docs/json-output.md, untrusted text inert on a terminal yet exact for a parser, errors as one
 `{"error": ...}` line on stderr with the same exit codes, and nothing stored changed."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.procs import ROOT, process_env, table_counts
 
 HOSTILE = "Refund me \x1b[2J\x1b]8;;http://evil\x07now\u202e\nfake-1  support  review"
 
-#: The README's field names, per command: a change here is a change to a documented contract.
+#: The field names of docs/json-output.md, per command: a change here is a change to a documented contract.
 FIELDS = {
     ("pending",): {"total", "limit", "threads"},
     ("show", "w1"): {"thread_id", "graph", "status", "gate", "summary", "deadline", "digest", "review", "error",
