@@ -117,3 +117,19 @@ def test_no_file_in_the_repository_speaks_of_how_it_was_made():
 def test_benchmark_data_sets_are_named_for_what_they_are():
     names = [p.name for p in (ROOT / "tests" / "benchmarks").glob("*.json")] + [p.name for p in (ROOT / "nodes" / "data").rglob("*") if p.is_file()]
     assert [n for n in names if re.search(r"blind|helper|session", n, re.IGNORECASE)] == []
+
+
+def readme_commands() -> list[str]:
+    """The one-line shell commands of the README's "The two commands" section, in order."""
+    section = (ROOT / "README.md").read_text(encoding="utf-8").split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"^```sh\n(.*?)^```", section, flags=re.DOTALL | re.MULTILINE)]
+
+
+def test_the_readme_test_command_is_the_one_ci_runs():
+    main_job, tests = readme_commands()
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert tests == ci
+
+
+def test_the_readme_install_commands_show_pips_progress():
+    assert [c for c in readme_commands() if re.search(r"pip install[^&]* -q\b", c)] == []
