@@ -380,7 +380,9 @@ def db_prune(
     closed jobs and progress events (but the last stop).
 
     Keeps the threads, decisions, audit and side-effect rows; never touches a thread that is
-    running, queued, failed or waiting, so it is safe to run while threads run."""
+    running, queued, failed or waiting, so it is safe to run while threads run.
+
+    Example: signoff db prune --finished-older-than 30 --dry-run"""
     from datetime import timedelta
 
     from checkpoint.listing import MAX_DURATION
@@ -461,7 +463,9 @@ app.add_typer(policy_app, name="policy")
 @friendly
 def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (docs/concepts.md: approval chains).")) -> None:
     """Load the approval policy into the database, for every process, as its newest version (the
-    earlier ones are kept: `policy history`). Administrators only (the policy's `admins`)."""
+    earlier ones are kept: `policy history`). Administrators only (the policy's `admins`).
+
+    Example: signoff policy load examples/signoff.toml"""
     from checkpoint.identity import cli_identity, ensure_admin
     from checkpoint.policy import PolicyError, check_successor, current_policy, parse_policy, store_policy
     from nodes.knowledge import PathNotFound, read_file_argument
@@ -508,7 +512,9 @@ app.add_typer(orders_app, name="orders")
 @orders_app.command("load")
 @friendly
 def orders_load(path: Optional[Path] = typer.Argument(None, help="A CSV with the header order_id,email,amount,currency,ordered_at,status (default: the demo orders).")) -> None:
-    """Load orders; loading the same file again changes nothing."""
+    """Load orders; loading the same file again changes nothing.
+
+    Example: signoff orders load orders.csv"""
     from nodes.orders import demo_orders, load_orders, read_orders_file
 
     orders = read_orders_file(path) if path is not None else demo_orders()  # validated before any write
@@ -585,7 +591,10 @@ app.add_typer(token_app, name="token")
 @token_app.command("create")
 @friendly
 def token_create(name: str = typer.Argument(..., help="The reviewer's name, recorded as the actor of their decisions.")) -> None:
-    """Create a reviewer's token; it is shown once, only its hash is stored. Administrators only."""
+    """Create a reviewer's token; it is shown once, only its hash is stored. Administrators only.
+
+    Example: signoff token create "Dana Reviewer"
+    """
     from checkpoint import tokens
     from checkpoint.identity import cli_identity, ensure_admin, ensure_may_mint
     from checkpoint.policy import current_policy
@@ -661,7 +670,9 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Threads by status, gate waits (median, p95), decisions by kind and reviewer, failures
-    by reason, tokens and cost by model, over a recent period."""
+    by reason, tokens and cost by model, over a recent period.
+
+    Example: signoff stats --since 24h --json"""
     from datetime import datetime, timezone
 
     from checkpoint.listing import parse_duration
@@ -693,7 +704,9 @@ def watch(
     thread_id: str = typer.Argument(..., help="The thread to follow."),
     to_end: bool = typer.Option(False, "--to-end", help="Keep following through gates until the thread finishes."),
 ) -> None:
-    """Follow a thread live wherever it runs, replaying what already happened."""
+    """Follow a thread live wherever it runs, replaying what already happened.
+
+    Example: signoff watch support-1a2b3c4d --to-end"""
     from checkpoint import threads
     from graphs.running import follow_and_report
 
