@@ -9,9 +9,10 @@ Last-Event-ID, so nothing is missed or shown twice.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
-from typing import Any, Iterator
+from typing import Any, AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -51,8 +52,11 @@ def sse(stream_id: int, name: str, data: dict[str, Any]) -> str:
     return f"id: {stream_id}\nevent: {name}\ndata: {json.dumps(data)}\n\n"
 
 
-def stream(pool: Any, thread_id: str, after: int, *, seconds: float = STREAM_SECONDS) -> Iterator[str]:
-    """Server-sent events for the thread's progress after event id `after`, until its stop."""
+async def stream(pool: Any, thread_id: str, after: int, *, seconds: float = STREAM_SECONDS) -> AsyncIterator[str]:
+    """Server-sent events for the thread's progress after event id `after`, until its stop.
+
+    Asynchronous, each read a short trip to the thread pool: an open page holds no worker
+    thread between reads, so many reviewers watching never starve the server's requests."""
     from checkpoint import threads
     from checkpoint.events import read_since
 
@@ -61,7 +65,7 @@ def stream(pool: Any, thread_id: str, after: int, *, seconds: float = STREAM_SEC
     quiet_since = time.monotonic()
     yield "retry: 2000\n\n"
     while time.monotonic() < ends:
-        for stored in read_since(pool, thread_id, after):
+        for stored in await run_in_threadpool(read_since, pool, thread_id, after):
             after = stored.id
             shown = progress_line(stored.event)
             if shown is None:
@@ -73,14 +77,14 @@ def stream(pool: Any, thread_id: str, after: int, *, seconds: float = STREAM_SEC
             yield sse(after, "progress", shown)
         if not idle_checked and time.monotonic() - quiet_since > POLL_SECONDS * 2:
             idle_checked = True  # nothing new: a thread that has ended sends no stop again, so say where it stands
-            row = threads.get(pool, thread_id)
+            row = await run_in_threadpool(threads.get, pool, thread_id)
             if row is None or row.status in ("finished", "failed"):
                 yield sse(after, "stop", {"line": f"the thread is {row.status if row else 'gone'}", "status": row.status if row else None})
                 return
         if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
             quiet_since = time.monotonic()
             yield ": still running\n\n"
-        time.sleep(POLL_SECONDS)
+        await asyncio.sleep(POLL_SECONDS)
 
 
 def start_after(request: Request) -> int:
