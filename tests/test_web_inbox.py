@@ -263,6 +263,37 @@ def test_a_running_thread_s_progress_appears_in_its_page_without_a_reload(pool, 
     page.close()
 
 
+def test_many_pages_following_progress_never_hold_up_other_requests(pool, web_env, serve):
+    """Sixty open progress streams (more than the server's thread pool has threads), and the
+    inbox still answers at once."""
+    import re
+    import time
+
+    import httpx
+
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO threads (thread_id, graph, status, summary) VALUES ('m1', 'support', 'running', 'still running')")
+    port = int(web_env["SIGNOFF_PORT"])
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base) as client:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)[1]
+        client.post("/login", data={"token": tokens.create(pool, "Sam Lead"), "csrf": csrf, "next": "/inbox"})
+        session = client.cookies["signoff_session"]
+        streams = []
+        try:
+            for _ in range(60):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(f"GET /threads/m1/progress HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: signoff_session={session}\r\n\r\n".encode())
+                streams.append(sock)
+            assert all(sock.recv(64).startswith(b"HTTP/1.1 200") for sock in streams)
+            begun = time.monotonic()
+            answer = client.get("/inbox?status=running", timeout=10)
+            assert answer.status_code == 200 and "m1" in answer.text and time.monotonic() - begun < 2
+        finally:
+            for sock in streams:
+                sock.close()
+
+
 def test_serving_beyond_loopback_warns_to_put_tls_in_front(pool, tmp_path, monkeypatch):
     """Checked without binding anything: uvicorn.run is replaced by a recorder for this one test."""
     import uvicorn
