@@ -37,11 +37,14 @@ def gate_visits(pool: ConnectionPool, thread_id: str) -> list[dict[str, Any]]:
     return visits
 
 
-def stage_approvals_waiting(pool: ConnectionPool, thread_id: str, checkpoint_id: str) -> list[dict[str, Any]]:
+def stage_approvals_waiting(pool: ConnectionPool, thread_id: str, checkpoint_id: str, digest: str) -> list[dict[str, Any]]:
+    """The stage approvals given so far to the content now at the gate (an edited reply is new
+    content: what was approved before it does not count for it)."""
     with pool.connection() as conn:
         return conn.execute(
             "SELECT digest, stage, role, actor, note, decided_at FROM stage_approvals "
-            "WHERE thread_id = %s AND checkpoint_id = %s ORDER BY decided_at, id", (thread_id, checkpoint_id)).fetchall()
+            "WHERE thread_id = %s AND checkpoint_id = %s AND digest = %s ORDER BY decided_at, id",
+            (thread_id, checkpoint_id, digest)).fetchall()
 
 
 def side_effects(pool: ConnectionPool, thread_id: str) -> dict[str, list[dict[str, Any]]]:

@@ -49,7 +49,6 @@ class ThreadHistory:
     drafts: list[Draft]
     sent: dict[str, list[dict[str, Any]]]
     chain: Optional[dict[str, Any]]
-    last_event: int
 
 
 def diff_lines(before: str, after: str) -> list[tuple[str, str]]:
@@ -205,6 +204,6 @@ def thread_history(pool: Any, runner: Any, review: Any) -> ThreadHistory:
         waits = chain_waiting(pool, [thread_id]).get(thread_id)
         if waits is not None:
             chain = {"text": waits.text, "lines": waits.chain.lines() if waits.chain else [],
-                     "approved": history.stage_approvals_waiting(pool, thread_id, review.visit) if review.visit else []}
+                     "approved": history.stage_approvals_waiting(pool, thread_id, review.visit, review.digest) if review.visit else []}
     return ThreadHistory(step_rows(events, review.values), _timeline(pool, thread_id, events, visits, sent),
-                         drafts_of(runner, thread_id, visits, waiting), sent, chain, events[-1]["id"] if events else 0)
+                         drafts_of(runner, thread_id, visits, waiting), sent, chain)
