@@ -167,3 +167,27 @@ def test_each_step_shows_its_tokens_and_cost_when_its_model_has_a_price(client, 
     calls = steps.count("<td>7/3, cost 0.013000</td>")
     assert re.search(r'<p id="tokens">Tokens: (\d+) in, (\d+) out, cost ([0-9.]+)</p>', html).groups() == \
         (str(7 * calls), str(3 * calls), f"{0.013 * calls:.6f}")
+
+
+def test_a_published_document_is_shown_as_it_was_written(client, pool, database_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from cli import app
+    from tests.fault_server import FaultServer, ok
+
+    with FaultServer() as server:
+        server.script(ok("# Idempotency keys\n\nThey make <retries> safe."), ok('{"score": 0.9, "feedback": "Good."}'))
+        env = {"DATABASE_URL": database_url, "SIGNOFF_HOME": str(tmp_path / "home"), "SIGNOFF_MODEL": "openai:test-model",
+               "OPENAI_BASE_URL": server.base_url, "OPENAI_API_KEY": "test-key"}
+        runner = CliRunner()
+        assert runner.invoke(app, ["start", "revision", "Explain idempotency keys", "--thread", "pub", "--out", str(tmp_path / "out")],
+                             env=env).exit_code == 0
+        assert runner.invoke(app, ["approve", "pub", "--expect", review_digest(database_url, "pub")], env=env).exit_code == 0
+    with pool.connection() as conn:
+        document = conn.execute("SELECT title, body, path FROM documents WHERE thread_id = 'pub'").fetchone()
+    signed_in(client, pool)
+    html = client.get("/threads/pub").text
+    sent = re.search(r'<section class="card" id="sent">(.*?)</section>', html, re.S)[1]
+    assert "<h2>What was published</h2>" in sent and f"<code>{document['path']}</code>" in sent
+    assert re.search(r'<pre class="review sent-body">(.*?)</pre>', sent, re.S)[1] == document["body"].replace("<", "&lt;").replace(">", "&gt;")
+    assert "published " in re.search(r'<ol class="timeline" id="timeline">(.*?)</ol>', html, re.S)[1]
