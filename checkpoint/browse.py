@@ -4,7 +4,7 @@ of its summary, a page at a time.
 
 One query on the threads table, as `pending` is (checkpoint/listing.py): pages are keyset
 pages on (updated_at, thread_id), so the 100th page costs what the first does, and text is
-matched with PostgreSQL full-text search through a GIN index (migration 014).
+matched with PostgreSQL full-text search through a GIN index (migration 015).
 """
 
 from __future__ import annotations
