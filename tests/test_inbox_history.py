@@ -147,6 +147,7 @@ def test_progress_is_served_as_events_after_the_id_given_ending_at_the_stop(clie
     signed_in(client, pool)
     with pool.connection() as conn:
         ids = [r["id"] for r in conn.execute("SELECT id FROM progress_events WHERE thread_id = 's1' AND event->>'event' = 'stop' ORDER BY id")]
+    assert client.get("/threads/nope/progress").status_code == 404
     response = client.get(f"/threads/s1/progress?after={ids[-2]}")  # from the second gate's stop on
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [(m[1], int(m[0]), json.loads(m[2])) for m in re.findall(r"id: (\d+)\nevent: (\w+)\ndata: (.*)\n\n", response.text)]
@@ -191,3 +192,15 @@ def test_a_published_document_is_shown_as_it_was_written(client, pool, database_
     assert "<h2>What was published</h2>" in sent and f"<code>{document['path']}</code>" in sent
     assert re.search(r'<pre class="review sent-body">(.*?)</pre>', sent, re.S)[1] == document["body"].replace("<", "&lt;").replace(">", "&gt;")
     assert "published " in re.search(r'<ol class="timeline" id="timeline">(.*?)</ol>', html, re.S)[1]
+
+
+def test_a_pruned_thread_keeps_its_drafts_digests_and_what_was_sent(client, cli, pool, cli_thread):
+    assert cli("db", "prune").exit_code == 0  # only the last checkpoint of a finished thread is kept
+    signed_in(client, pool)
+    page = client.get("/threads/s1")
+    assert page.status_code == 200
+    with pool.connection() as conn:
+        digests = [r["digest"] for r in conn.execute("SELECT digest FROM approvals WHERE thread_id = 's1' ORDER BY decided_at")]
+    assert re.findall(r'<code class="draft-digest">([0-9a-f]+)</code>', page.text) == digests
+    assert page.text.count("The content of this draft is no longer kept (pruned)") == 2
+    assert '<pre class="review sent-body">' in page.text

@@ -93,10 +93,6 @@ def start_after(request: Request) -> int:
     return int(raw) if raw.isdigit() and len(raw) < 19 else 0
 
 
-async def progress_stream(request: Request, pool: Any, thread_id: str) -> Response:
-    from checkpoint import threads
-
-    if await run_in_threadpool(threads.get, pool, thread_id) is None:
-        return Response("no such thread", status_code=404, media_type="text/plain")
+def progress_stream(request: Request, pool: Any, thread_id: str) -> Response:
     return StreamingResponse(stream(pool, thread_id, start_after(request)), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

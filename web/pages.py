@@ -201,11 +201,16 @@ async def thread_progress(request: Request) -> Response:
     tid = request.path_params["thread_id"]
     if reviewer is None:
         return await refuse(request, 401, "sign in first: your session ended", None, tid)
+    from checkpoint import threads
+
+    pool = request.app.state.ctx.pool
     try:
         valid_thread_id(tid)
+        if await run_in_threadpool(threads.get, pool, tid) is None:
+            raise HttpError(404, f"no thread {tid!r}")
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
-    return await progress_stream(request, request.app.state.ctx.pool, tid)
+    return progress_stream(request, pool, tid)
 
 
 async def inbox_decision(request: Request) -> Response:
