@@ -195,14 +195,13 @@ async def thread_page(request: Request) -> Response:
 
 async def thread_progress(request: Request) -> Response:
     """Server-sent events of a thread's progress (web/live.py), for a signed-in reviewer."""
+    from checkpoint import threads
     from web.live import progress_stream
 
     reviewer = await current_reviewer(request)
     tid = request.path_params["thread_id"]
     if reviewer is None:
         return await refuse(request, 401, "sign in first: your session ended", None, tid)
-    from checkpoint import threads
-
     pool = request.app.state.ctx.pool
     try:
         valid_thread_id(tid)
