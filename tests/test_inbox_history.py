@@ -204,3 +204,16 @@ def test_a_pruned_thread_keeps_its_drafts_digests_and_what_was_sent(client, cli,
     assert re.findall(r'<code class="draft-digest">([0-9a-f]+)</code>', page.text) == digests
     assert page.text.count("The content of this draft is no longer kept (pruned)") == 2
     assert '<pre class="review sent-body">' in page.text
+
+
+def test_a_step_s_warnings_and_the_check_lines_at_the_gate_are_shown(client, cli, pool, database_url):
+    assert cli("start", "support", "The sync engine corrupts my notes", "--thread", "w1").exit_code == 0
+    assert cli("reject", "w1", "--feedback", "say when it will be fixed").exit_code == 0
+    assert cli("reject", "w1", "--feedback", "still not it").exit_code == 0  # the model answers the same again
+    signed_in(client, pool)
+    html = client.get("/threads/w1").text
+    redrafts = re.findall(r'<td rowspan="\d+">redraft</td>.*?<td rowspan="\d+" class="warn">(.*?)</td></tr>', html, re.S)
+    assert len(redrafts) == 2 and redrafts[0].strip() == "" and "already rejected, word for word" in redrafts[1]
+    last = re.findall(r'<pre class="review draft-body">(.*?)</pre>', html, re.S)[-1]
+    assert last.startswith("check: ") and "already rejected, word for word" in last.splitlines()[0]
+    assert "warning: " in re.search(r'<ol class="timeline" id="timeline">(.*?)</ol>', html, re.S)[1]
