@@ -36,6 +36,8 @@ def test_a_refund_thread_page_shows_its_chain_then_its_payment_steps(signoff, se
     assert "<li>stage 1/2 support-lead: approved by alice</li>" in chain
     assert "<li>requested by mia, who may not approve it</li>" in chain
     assert "stage 1 by alice (support-lead)" in chain  # approved so far
+    row = re.search(r'<a class="thread" href="/threads/big">.*?</tr>', client.get("/inbox").text, re.S)[0]
+    assert "waits for stage 2/2 finance (2 of carol, dave, erin)" in row  # in the list too, as `pending` shows it
 
     assert signoff("carol", "approve", "big", *digest).exit_code == 0
     assert signoff("dave", "approve", "big", *digest).exit_code == 0

@@ -137,6 +137,17 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/inbox", status_code=303)
 
 
+def read_list(ctx: WebContext, filters: Any, after: str | None) -> tuple[Any, dict[str, str]]:
+    """A page of threads, and for those waiting at a gate with an approval chain, the stage
+    they wait for (as `pending` shows it)."""
+    from checkpoint import browse
+    from checkpoint.approval_chain import waiting_for
+
+    found = browse.threads_page(ctx.pool, filters, after=after)
+    waiting = [r.thread_id for r in found.rows if r.status == "waiting"]
+    return found, waiting_for(ctx.pool, waiting) if waiting else {}
+
+
 async def inbox(request: Request) -> Response:
     """Threads by status (waiting first), filtered by graph and age, searched by id or a word
     of their summary, a keyset page at a time (checkpoint/browse.py)."""
@@ -152,12 +163,12 @@ async def inbox(request: Request) -> Response:
     try:
         filters = browse.valid_filters(asked["status"] or "waiting", asked["graph"] or None, asked["older"] or None,
                                        asked["newer"] or None, asked["q"] or None)
-        found = await run_in_threadpool(lambda: browse.threads_page(ctx.pool, filters, after=query.get("after") or None))
+        found, stages = await run_in_threadpool(read_list, ctx, filters, query.get("after") or None)
     except InvalidInput as exc:
         return await refuse(request, 400, str(exc), reviewer)
     now = ctx.clock()
     rows = [{"thread_id": r.thread_id, "graph": r.graph, "status": r.status, "gate": r.gate if r.status == "waiting" else None,
-             "summary": r.summary, "age_seconds": (now - r.updated_at).total_seconds(),
+             "summary": r.summary, "age_seconds": (now - r.updated_at).total_seconds(), "waits_for": stages.get(r.thread_id),
              "deadline": r.deadline.isoformat() if r.deadline and r.status == "waiting" else None} for r in found.rows]
     keep = {k: v for k, v in asked.items() if v and k != "status"}
     return page("inbox.html", threads=rows, total=found.total, status=filters.status, lists=browse.LISTS, asked=asked,
