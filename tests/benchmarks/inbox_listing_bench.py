@@ -74,6 +74,7 @@ def main() -> None:
             deep_key = deep.next_key
             cases = [
                 ("pending (waiting, first 100)", lambda: listing.waiting(pool)),
+                ("pending --limit 50 (the inbox's page)", lambda: listing.waiting(pool, limit=browse.PAGE_SIZE)),
                 ("inbox waiting", lambda: browse.threads_page(pool, browse.Filters(status="waiting"))),
                 ("inbox running", lambda: browse.threads_page(pool, browse.Filters(status="running"))),
                 ("inbox finished", lambda: browse.threads_page(pool, browse.Filters(status="finished"))),
