@@ -124,7 +124,7 @@ def test_a_worker_expires_as_many_overdue_gates_as_it_runs_at_once_without_exhau
     graphs.worker.open_pool = lambda *a, **k: watch.watch(opened(*a, **k))  # type: ignore[assignment]
     worker = Worker(database_url,
                     lambda p: SignoffContext(models=scripted_registry(TECHNICAL), pool=p, policy=FAST_POLICY, clock=lambda: at[0]),
-                    WorkerOptions(concurrency=45, poll=0.05, sweep=0.05), log=lines.append)
+                    WorkerOptions(concurrency=45, poll=0.05, sweep=0.05), log=lambda line, **fields: lines.append(line))
     runner = threading.Thread(target=worker.run, daemon=True)
     runner.start()
     try:
@@ -176,7 +176,7 @@ class NestingWatch:
         return pool
 
 
-def test_no_command_waits_for_a_pool_connection_while_holding_one(cli, env, pool, database_url, server, monkeypatch):
+def test_no_command_waits_for_a_pool_connection_while_holding_one(cli, env, pool, database_url, server, monkeypatch, reviewer):
     """Runs, sign-offs (approve, reject, an approval chain and its refund saga), and the
     deadline sweep, each in the CLI with every pool it opens watched."""
     import checkpoint.database
@@ -193,7 +193,7 @@ def test_no_command_waits_for_a_pool_connection_while_holding_one(cli, env, pool
     assert cli("start", "support", "Please refund order 1042, it arrived broken", "--email", "maya.lopez@example.com",
                "--thread", "r1").exit_code == 0
     assert cli("reject", "r1", "--feedback", "Say sorry first").exit_code == 0
-    approved = cli("approve", "r1", "--by", "sam", *expect(database_url, "r1"))
+    approved = reviewer("sam")("approve", "r1", *expect(database_url, "r1"))
     assert approved.exit_code == 0 and "refunded" in approved.output, approved.output
     assert cli("start", "support", "Please refund order 1042, it arrived broken", "--email", "maya.lopez@example.com",
                "--thread", "r2", "--deadline", "0.0001").exit_code == 0

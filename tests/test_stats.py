@@ -10,14 +10,14 @@ from tests.scripted import ANSWERED
 from tests.test_cli import BILLING_ANSWER
 
 
-def test_stats_counts_threads_waits_decisions_failures_and_tokens_by_model(cli, server, database_url, monkeypatch):
+def test_stats_counts_threads_waits_decisions_failures_and_tokens_by_model(cli, server, database_url, monkeypatch, reviewer):
     monkeypatch.setenv("SIGNOFF_MODEL_PRICES", '{"openai:test-model": [1, 2]}')
     monkeypatch.setenv("SIGNOFF_MAX_ATTEMPTS", "1")
     server.script(ok('{"intent": "billing"}', prompt_tokens=100, completion_tokens=10), ok(ANSWERED, prompt_tokens=200, completion_tokens=20),
                   ok(BILLING_ANSWER, prompt_tokens=300, completion_tokens=30),  # st1 waits, then is approved
                   ok('{"intent": "billing"}', prompt_tokens=100, completion_tokens=10), status(400))  # st2: its agent fails
     assert cli("start", "support", "I was charged twice this month", "--thread", "st1").exit_code == 0
-    assert cli("approve", "st1", "--by", "dana", *expect(database_url, "st1")).exit_code == 0
+    assert reviewer("dana")("approve", "st1", *expect(database_url, "st1")).exit_code == 0
     assert cli("start", "support", "I was charged twice this month", "--thread", "st2").exit_code == 0
 
     shown = cli("stats", "--json", "--since", "1h")

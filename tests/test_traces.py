@@ -26,13 +26,16 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     return subprocess.run([sys.executable, "-m", "cli", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 
-def test_a_thread_started_in_one_process_and_approved_in_another_is_one_trace(env, server, receiver):
+def test_a_thread_started_in_one_process_and_approved_in_another_is_one_trace(env, pool, server, receiver):
+    from checkpoint import tokens
+
+    second_shell = tokens.create(pool, "second-shell")  # the approving shell acts through its reviewer token
     server.script(ok('{"intent": "billing"}', prompt_tokens=11, completion_tokens=5), ok(ANSWERED), ok(BILLING_ANSWER, prompt_tokens=40, completion_tokens=20))
     traced = {**env, "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_SERVICE_NAME": "signoff-test"}
     started = run_cli(["start", "support", "I was charged twice this month"], traced)
     assert started.returncode == 0, started.stderr
     tid = thread_id_from(started.stdout)
-    approved = run_cli(["approve", tid, "--by", "second-shell", *expect(env["DATABASE_URL"], tid)], traced)
+    approved = run_cli(["approve", tid, *expect(env["DATABASE_URL"], tid)], {**traced, "SIGNOFF_TOKEN": second_shell})
     assert approved.returncode == 0, approved.stderr
 
     spans = list(receiver.spans)  # both processes flushed before they exited: nothing to wait for

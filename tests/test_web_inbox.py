@@ -20,6 +20,7 @@ from checkpoint import notifications, tokens
 from checkpoint.audit import events_of
 from graphs.runner import ThreadRunner
 from tests.conftest import count_rows
+from tests.fault_server import ok
 from tests.http_receiver import HttpReceiver
 from tests.procs import ROOT, CliProcess, process_env, wait_until
 from tests.web_fixtures import server  # noqa: F401 - fixtures
@@ -183,6 +184,114 @@ def test_handing_a_support_thread_to_a_specialist_from_its_page(pool, web_env, w
     assert count_rows(pool, "outbox", thread_id="i4", kind="holding") == 1
     assert count_rows(pool, "tickets", thread_id="i4", status="open") == 1
     page.close()
+
+
+def screenshot(page, tmp_path: Path, name: str) -> Path:
+    """A full-page screenshot: into $SIGNOFF_INBOX_SCREENSHOTS (the README's pictures) when
+    set, into the test's own folder otherwise."""
+    shot = Path(os.environ.get("SIGNOFF_INBOX_SCREENSHOTS") or tmp_path) / name
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    return shot
+
+
+def test_a_finished_thread_is_found_by_a_word_of_its_message_with_its_timeline_drafts_and_what_was_sent(
+        pool, web_env, workers, serve, browser, tmp_path):
+    token = tokens.create(pool, "Sam Lead")
+    workers("--concurrency", "3", extra_env=web_env)
+    for tid, text in (("k1", "My invoice shows the wrong address"), ("k2", "The sync engine corrupts my notes"),
+                      ("k3", "Notes do not sync between my phone and laptop")):
+        submit(pool, "support", tid, text, email="a@example.com")
+    wait_until(lambda: all(status_of(pool, t) == "waiting" for t in ("k1", "k2", "k3")), timeout=60, what="three threads at their gates")
+
+    base = web_env["SIGNOFF_PUBLIC_URL"]
+    page = browser.new_page(viewport={"width": 1200, "height": 720})
+    page.goto(base + "/threads/k2")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    first = page.inner_text("#digest")
+    page.fill("#feedback", "say when it will be fixed")
+    page.click("#reject")
+    page.wait_for_selector(f"#digest:not(:has-text('{first}'))", timeout=30_000)  # the redraft, shown when its run stops
+    page.fill("#note", "checked the ticket")
+    page.click("#approve")
+    page.wait_for_selector("#status:has-text('finished')", timeout=30_000)
+
+    page.goto(base + "/inbox")
+    page.click("#list-finished")
+    page.wait_for_url("**/inbox?status=finished")
+    page.fill("#q", "corrupted")  # the message says "corrupts": one stem
+    page.click("#search")
+    page.wait_for_url("**q=corrupted**")
+    assert [page.locator("a.thread").nth(i).inner_text() for i in range(page.locator("a.thread").count())] == ["k2"]
+    screenshot(page, tmp_path, "inbox-search.png")
+
+    page.click("a.thread:has-text('k2')")
+    page.wait_for_selector("#timeline")
+    with pool.connection() as conn:
+        decided = conn.execute("SELECT decision, digest FROM approvals WHERE thread_id = 'k2' ORDER BY decided_at").fetchall()
+        sent = conn.execute("SELECT body FROM outbox WHERE thread_id = 'k2'").fetchone()["body"]
+    assert [page.locator(".draft-digest").nth(i).inner_text() for i in range(2)] == [d["digest"] for d in decided]
+    assert [d["decision"] for d in decided] == ["rejected", "approved"]
+    assert page.locator("pre.diff .add").count() >= 1 and page.locator("pre.diff .del").count() >= 1
+    assert page.inner_text("#sent pre.sent-body") == sent
+    timeline = page.inner_text("#timeline")
+    assert "review: rejected by Sam Lead" in timeline and "review: approved by Sam Lead" in timeline and "reply sent to" in timeline
+    assert page.locator("#steps tr").count() >= 5
+    screenshot(page, tmp_path, "inbox-thread.png")
+    page.close()
+
+
+def test_a_running_thread_s_progress_appears_in_its_page_without_a_reload(pool, server, web_env, workers, serve, browser, tmp_path):
+    server.once("Classify the customer message", ok('{"intent": "technical"}', delay=3.0))  # a slow first step to watch
+    token = tokens.create(pool, "Sam Lead")
+    submit(pool, "support", "l1", "The sync engine corrupts my notes", email="a@example.com")  # queued: no worker yet
+
+    page = browser.new_page(viewport={"width": 1200, "height": 720})
+    page.goto(web_env["SIGNOFF_PUBLIC_URL"] + "/threads/l1")
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#live")
+    assert page.inner_text("#status") == "queued"
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    workers("--concurrency", "1", extra_env=web_env)
+    page.wait_for_selector("#live-events li:has-text('classify started')", timeout=30_000)
+    assert page.evaluate("window.sameDocument") is True and page.inner_text("#status") == "running"
+    screenshot(page, tmp_path, "inbox-live.png")
+    page.wait_for_selector("#review", timeout=30_000)  # at the stop the page shows the gate it reached
+    assert status_of(pool, "l1") == "waiting"
+    page.close()
+
+
+def test_many_pages_following_progress_never_hold_up_other_requests(pool, web_env, serve):
+    """Sixty open progress streams (more than the server's thread pool has threads), and the
+    inbox still answers at once."""
+    import re
+    import time
+
+    import httpx
+
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO threads (thread_id, graph, status, summary) VALUES ('m1', 'support', 'running', 'still running')")
+    port = int(web_env["SIGNOFF_PORT"])
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base) as client:
+        csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/login").text)[1]
+        client.post("/login", data={"token": tokens.create(pool, "Sam Lead"), "csrf": csrf, "next": "/inbox"})
+        session = client.cookies["signoff_session"]
+        streams = []
+        try:
+            for _ in range(60):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(f"GET /threads/m1/progress HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: signoff_session={session}\r\n\r\n".encode())
+                streams.append(sock)
+            assert all(sock.recv(64).startswith(b"HTTP/1.1 200") for sock in streams)
+            begun = time.monotonic()
+            answer = client.get("/inbox?status=running", timeout=10)
+            assert answer.status_code == 200 and "m1" in answer.text and time.monotonic() - begun < 5
+        finally:
+            for sock in streams:
+                sock.close()
 
 
 def test_serving_beyond_loopback_warns_to_put_tls_in_front(pool, tmp_path, monkeypatch):

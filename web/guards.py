@@ -14,11 +14,12 @@ from starlette.responses import HTMLResponse, JSONResponse
 
 from web.refusals import audit_anonymous, source_of
 
-#: The pages load only their own stylesheet: no script at all (so none can be injected), no
-#: frames (no clickjacking of the Approve button), forms post only here, and no referrer
-#: leaves with a link's token in it.
-CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-                           "frame-ancestors 'none'; base-uri 'none'")
+#: The pages load only their own stylesheet and script files (no inline script, so none can be
+#: injected; the one script follows a running thread's progress from this server), no frames
+#: (no clickjacking of the Approve button), forms post only here, and no referrer leaves with a
+#: link's token in it.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self'; script-src 'self'; connect-src 'self'; "
+                           "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = [
     (b"x-frame-options", b"DENY"),
     (b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),

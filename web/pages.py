@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -26,7 +26,8 @@ from starlette.routing import Route
 from checkpoint.signing import LinkError, csrf_ok, csrf_token, read_link
 from checkpoint.tokens import Reviewer, authenticate, reviewer_by_id
 from checkpoint.web_sessions import SESSION_HOURS, end_session, open_session, session_token
-from web.app import HERE, WebContext, audit_refusal, list_threads, thread_detail
+from graphs.thread_history import tokens_of
+from web.app import HERE, WebContext, audit_refusal, thread_detail
 from web.decide import HttpError, decide, load, valid_text, valid_thread_id
 
 SESSION = "signoff_session"
@@ -48,6 +49,7 @@ def _age(seconds: float) -> str:
 _env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 _env.filters["visible"] = _visible
 _env.filters["age"] = _age
+_env.filters["tokens"] = tokens_of
 
 
 def page(name: str, http_status: int = 200, **values: Any) -> HTMLResponse:
@@ -135,27 +137,90 @@ async def home(request: Request) -> Response:
     return RedirectResponse("/inbox", status_code=303)
 
 
+def read_list(ctx: WebContext, filters: Any, after: str | None) -> tuple[Any, dict[str, str]]:
+    """A page of threads, and for those waiting at a gate with an approval chain, the stage
+    they wait for (as `pending` shows it)."""
+    from checkpoint import browse
+    from checkpoint.approval_chain import waiting_for
+
+    found = browse.threads_page(ctx.pool, filters, after=after)
+    waiting = [r.thread_id for r in found.rows if r.status == "waiting"]
+    return found, waiting_for(ctx.pool, waiting) if waiting else {}
+
+
 async def inbox(request: Request) -> Response:
+    """Threads by status (waiting first), filtered by graph and age, searched by id or a word
+    of their summary, a keyset page at a time (checkpoint/browse.py)."""
+    from checkpoint import browse
+    from checkpoint.errors import InvalidInput
+
     reviewer = await current_reviewer(request)
     if reviewer is None:
         return to_login(request)
     ctx: WebContext = request.app.state.ctx
-    rows = await run_in_threadpool(list_threads, ctx, "waiting")
-    return page("inbox.html", threads=rows, reviewer=reviewer, csrf=csrf_token(ctx.key, request.cookies[SESSION]), now=ctx.clock())
+    query = request.query_params
+    asked = {k: query.get(k, "") for k in ("status", "graph", "older", "newer", "q")}
+    try:
+        filters = browse.valid_filters(asked["status"] or "waiting", asked["graph"] or None, asked["older"] or None,
+                                       asked["newer"] or None, asked["q"] or None)
+        found, stages = await run_in_threadpool(read_list, ctx, filters, query.get("after") or None)
+    except InvalidInput as exc:
+        return await refuse(request, 400, str(exc), reviewer)
+    now = ctx.clock()
+    rows = [{"thread_id": r.thread_id, "graph": r.graph, "status": r.status, "gate": r.gate if r.status == "waiting" else None,
+             "summary": r.summary, "age_seconds": (now - r.updated_at).total_seconds(), "waits_for": stages.get(r.thread_id),
+             "deadline": r.deadline.isoformat() if r.deadline and r.status == "waiting" else None} for r in found.rows]
+    keep = {k: v for k, v in asked.items() if v and k != "status"}
+    return page("inbox.html", threads=rows, total=found.total, status=filters.status, lists=browse.LISTS, asked=asked,
+                next_url=("/inbox?" + urlencode({**keep, "status": filters.status, "after": found.next_key})) if found.next_key else None,
+                first_url=("/inbox?" + urlencode({**keep, "status": filters.status})) if query.get("after") else None,
+                tab_url=lambda status: "/inbox?" + urlencode({**keep, "status": status}),
+                reviewer=reviewer, csrf=csrf_token(ctx.key, request.cookies[SESSION]), now=now)
 
 
 async def thread_page(request: Request) -> Response:
+    """The thread now (and its decision forms at a gate), its timeline, every draft a reviewer
+    saw with what changed, what was sent or published, and, while it runs, its live progress."""
+    from checkpoint.events import last_id
+    from graphs.thread_history import thread_history
+
     reviewer = await current_reviewer(request)
     if reviewer is None:
         return to_login(request)
     ctx: WebContext = request.app.state.ctx
     tid = request.path_params["thread_id"]
+
+    def read() -> tuple[dict[str, Any], Any, int]:
+        runner, review = load(ctx.pool, tid)
+        return thread_detail(ctx, tid), thread_history(ctx.pool, runner, review), last_id(ctx.pool, tid)
+
     try:
-        detail = await run_in_threadpool(thread_detail, ctx, tid)
+        detail, past, after = await run_in_threadpool(read)
     except HttpError as exc:
         return await refuse(request, exc.status, str(exc), reviewer, tid)
-    return page("thread.html", t=detail, reviewer=reviewer, csrf=csrf_token(ctx.key, request.cookies[SESSION]),
-                moving=detail["status"] in ("queued", "running") or detail["job_active"], flash=FLASHES.get(request.query_params.get("done", ""), ""))
+    moving = detail["status"] in ("queued", "running") or detail["job_active"]
+    return page("thread.html", t=detail, h=past, reviewer=reviewer, csrf=csrf_token(ctx.key, request.cookies[SESSION]),
+                moving=moving, stream_url=f"/threads/{quote(tid, safe='')}/progress?after={after}",
+                flash=FLASHES.get(request.query_params.get("done", ""), ""))
+
+
+async def thread_progress(request: Request) -> Response:
+    """Server-sent events of a thread's progress (web/live.py), for a signed-in reviewer."""
+    from checkpoint import threads
+    from web.live import progress_stream
+
+    reviewer = await current_reviewer(request)
+    tid = request.path_params["thread_id"]
+    if reviewer is None:
+        return await refuse(request, 401, "sign in first: your session ended", None, tid)
+    pool = request.app.state.ctx.pool
+    try:
+        valid_thread_id(tid)
+        if await run_in_threadpool(threads.get, pool, tid) is None:
+            raise HttpError(404, f"no thread {tid!r}")
+    except HttpError as exc:
+        return await refuse(request, exc.status, str(exc), reviewer, tid)
+    return progress_stream(request, pool, tid)
 
 
 async def inbox_decision(request: Request) -> Response:
@@ -238,6 +303,7 @@ def routes() -> list[Route]:
         Route("/logout", logout, methods=["POST"]),
         Route("/inbox", inbox),
         Route("/threads/{thread_id}", thread_page),
+        Route("/threads/{thread_id}/progress", thread_progress, methods=["GET"]),
         Route("/threads/{thread_id}/{action:str}", inbox_decision, methods=["POST"]),
         Route("/threads/{thread_id}/confirm/{token}", confirm, methods=["GET", "POST"]),
     ]
