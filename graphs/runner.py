@@ -97,12 +97,9 @@ class ThreadRunner:
         row = threads.get(pool, thread_id)
         if row is None:
             raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        try:
-            spec = get_spec(row.graph)
-        except KeyError:
-            raise UnknownGraph(f"thread {thread_id} runs graph {row.graph!r}, which this version of Signoff does not have: "
-                               "run it with the version that started it") from None
-        runner = cls(pool, spec, context)
+        from runtime.runs import runner_for  # any graph: Signoff's own, or a project's
+
+        runner = runner_for(cls, pool, row, context)
         runner.row = row
         return runner
 
@@ -229,7 +226,7 @@ class ThreadRunner:
             if not self.marked_running:
                 threads.set_status(self.pool, thread_id, "running")
             try:
-                for mode, payload in self.graph.stream(
+                for mode, payload in self._stream(
                     graph_input, **self._stream_options(thread_id, handle),
                     durability="sync",  # every step is saved before the next starts
                     control=control,
@@ -248,6 +245,10 @@ class ThreadRunner:
                     threads.set_status(self.pool, thread_id, "failed")
                     record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
                 raise
+
+    def _stream(self, graph_input: Any, **options: Any) -> Iterator[Any]:
+        """The run's stream of (mode, payload) (runtime/runner.py runs async graphs here)."""
+        return self.graph.stream(graph_input, **options)
 
     def _stream_options(self, thread_id: str, handle: EventSink) -> dict[str, Any]:
         """How the run streams its events: LangGraph's `tasks`, `messages` and `custom` modes.

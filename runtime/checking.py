@@ -1,0 +1,57 @@
+"""`signoff graphs` (every graph: source, static gates, input keys, version, import error) and
+`signoff graphs check` (every unfinished thread the graphs deployed here cannot resume)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: threads a deploy must not strand: they will run again
+UNFINISHED = ("queued", "running", "waiting", "failed", "interrupted")
+
+
+def graph_rows() -> list[dict[str, Any]]:
+    from runtime.registry import entries
+    from runtime.starting import input_keys
+    from runtime.versions import fingerprint
+
+    rows = []
+    for entry in entries():
+        before, after = entry.static_gates() if entry.graph is not None else ([], [])
+        rows.append({
+            "name": entry.name, "source": entry.source, "builtin": entry.builtin, "gates": {"before": before, "after": after},
+            "input": input_keys(entry.graph) if entry.graph is not None else [],
+            "version": fingerprint(entry.graph) if entry.graph is not None else None, "error": entry.error,
+        })
+    return rows
+
+
+def cannot_resume(pool: Any) -> tuple[list[dict[str, Any]], int]:
+    """(the unfinished threads of project graphs that cannot resume here, with why; how many
+    unfinished threads of project graphs were checked)."""
+    from checkpoint import threads
+    from checkpoint.errors import SignoffError
+    from runtime.registry import builtin_names, get_entry
+    from runtime.runner import InterruptRunner
+    from runtime.versions import fingerprint, held_channels, incompatibility
+
+    found: list[dict[str, Any]] = []
+    runners: dict[str, Any] = {}
+    rows = [row for row in threads.list_by_status(pool, *UNFINISHED) if row.graph not in builtin_names()]
+    for row in rows:
+        item = {"thread_id": row.thread_id, "graph": row.graph, "status": row.status, "version": row.graph_version, "version_now": None}
+        try:
+            runner = runners.get(row.graph) or runners.setdefault(row.graph, InterruptRunner(pool, get_entry(row.graph)))
+        except SignoffError as exc:
+            found.append({**item, "reason": str(exc)})
+            continue
+        item["version_now"] = fingerprint(runner.entry.graph)
+        snapshot = runner.snapshot(row.thread_id)
+        if not snapshot.config:
+            continue  # nothing saved yet: it starts from its input on whatever graph is here
+        runner.row, runner._options = row, {}
+        # the stored gate too: a graph without the gate's node no longer lists it as next
+        gates = ([row.gate] if row.gate else []) + ([p.node for p in runner.pending(snapshot)] if row.status == "waiting" else [])
+        reason = incompatibility(runner.graph, snapshot, gates, held_channels(runner.graph, snapshot))
+        if reason is not None:
+            found.append({**item, "reason": reason})
+    return found, len(rows)
