@@ -172,6 +172,7 @@ class InterruptRunner(ThreadRunner):
         """(snapshot, the questions not yet decided, the digest of all shown); NotAtGate or
         AlreadyDecided when there is nothing left to decide."""
         snapshot = self.snapshot(thread_id)
+        self.check_version(thread_id, snapshot)  # before anything else: the graph here may not know the gate at all
         pending = self.pending(snapshot)
         if not pending:
             latest = self.latest_decision(thread_id)
@@ -196,7 +197,6 @@ class InterruptRunner(ThreadRunner):
             raise InvalidInput(f"a {self.spec.name} thread cannot be handed over to a specialist: reject it with --feedback instead")
         with threads.locked(self.pool, thread_id):
             snapshot, open_, digest = self.waiting_on(thread_id)
-            self.check_version(thread_id, snapshot)
             if expect_digest is not None and expect_digest != digest:
                 raise DigestMismatch(f"what waits changed since you reviewed it (digest {digest}, you expected {expect_digest}): "
                                      f"run `signoff show {thread_id}` again")
