@@ -362,7 +362,7 @@ def decide(thread_id: str, verdict: str, by: Optional[str], note: str, expect: O
 
     name = actor(by)
     if verdict in ("approved", "answered") and expect is None and not interactive():
-        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
+        raise UsageError(f"{'approve' if verdict == 'approved' else 'answer'} needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
     decide_and_resume(valid_thread_id(thread_id), verdict, name, by, note, expect, yes=yes, detach=detach, handover=handover,
                       **{k: v for k, v in question.items() if k == "value" or (v is not None and v is not False)})

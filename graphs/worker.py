@@ -47,7 +47,7 @@ from psycopg_pool import ConnectionPool
 from checkpoint import events as progress
 from checkpoint import jobs
 from checkpoint import workers as registry
-from checkpoint.database import connection_headroom, ensure_reachable, is_connection_error, open_pool
+from checkpoint.database import connection_headroom, ensure_reachable, is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession, SessionClaim
 from graphs.registry import GraphSpec
@@ -149,10 +149,15 @@ class CompiledGraphs:
     def get(self, name: str) -> Any:
         with self._mutex:
             if name not in self._compiled:
+                from graphs.registry import GRAPHS
                 from runtime.registry import get_entry
                 from runtime.runs import bind
 
-                self._compiled[name] = bind(get_entry(name), self.pool)
+                if name in GRAPHS:
+                    spec = GRAPHS[name]
+                    self._compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
+                else:  # a project's graph (langgraph.json), bound to Signoff's checkpointer and store
+                    self._compiled[name] = bind(get_entry(name), self.pool)
             return self._compiled[name]
 
 

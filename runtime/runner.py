@@ -195,12 +195,21 @@ class InterruptRunner(ThreadRunner):
         the digest of what was shown; the next run resumes the graph with its answer."""
         if handover:
             raise InvalidInput(f"a {self.spec.name} thread cannot be handed over to a specialist: reject it with --feedback instead")
+        if feedback is None and verdict == "rejected" and note:
+            feedback = note  # a rejection's note is its feedback (the inbox and the HTTP API send only a note)
         with threads.locked(self.pool, thread_id):
             snapshot, open_, digest = self.waiting_on(thread_id)
             if expect_digest is not None and expect_digest != digest:
                 raise DigestMismatch(f"what waits changed since you reviewed it (digest {digest}, you expected {expect_digest}): "
                                      f"run `signoff show {thread_id}` again")
             target = open_[0] if verdict == "expired" and interrupt_id is None else choose(open_, interrupt_id, thread_id)
+            if verdict == "expired" and target.kind == "value":
+                # No default answer to a question only a person can answer: it waits on, without a deadline
+                # (so no sweep expires it again and again).
+                with self.pool.connection() as conn:
+                    conn.execute("UPDATE threads SET deadline = NULL WHERE thread_id = %s", (thread_id,))
+                record_event(self.pool, thread_id, actor, "deadline_passed", {"gate": target.node, "interrupt": target.id, "waits": True})
+                raise NotAtGate(f"interrupt {target.id} has no default answer: it waits for `signoff answer`")
             answer: Answer = answer_for(target, verdict, feedback=feedback, edit_args=edit_args, ignore=ignore, value=value)
             record_decision(self.pool, thread_id=thread_id, gate=target.node, checkpoint_id=target.visit(self._checkpoint_id(snapshot)),
                             verdict=answer.verdict, actor=actor, note=note or feedback or "", digest=digest,

@@ -39,13 +39,14 @@ def needs_async(graph: Any) -> bool:
 def runner_for(base: type, pool: Any, row: Any, context: Any = None) -> Any:
     """The runner of a stored thread; one line (exit 3 or 5) when its graph is unknown here or
     fails to load. A thread a worker had put aside for that runs again once it loads."""
+    from graphs.registry import GRAPHS
     from runtime.runner import InterruptRunner
 
+    if row.graph in GRAPHS:  # Signoff's own: compiled once, as before
+        return base(pool, GRAPHS[row.graph], context)
     entry = get_entry(row.graph, thread_id=row.thread_id)
     if row.graph_error is not None:
         from runtime.blocked import clear
 
         clear(pool, row.thread_id)
-    if entry.builtin:
-        return base(pool, entry.spec, context)
     return InterruptRunner(pool, entry, context)

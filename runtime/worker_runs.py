@@ -23,10 +23,10 @@ class ProjectWorkerRunner(WorkerRunner, InterruptRunner):
 def worker_runner(job: Any, pool: Any, context: Any, graphs: Any, session: Any, writer: Any, held: bool) -> Any:
     """The runner for the job's thread; UnknownGraph / GraphUnavailable when its graph is not
     here or fails to load (the worker then sets the thread aside: runtime/blocked.py)."""
+    from graphs.registry import GRAPHS
     from runtime.registry import get_entry
 
+    if job.graph in GRAPHS:
+        return WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer, held)
     entry = get_entry(job.graph, thread_id=job.thread_id)
-    graph = graphs.get(job.graph)
-    if entry.builtin:
-        return WorkerRunner(pool, entry.spec, context, graph, session, writer, held)
-    return ProjectWorkerRunner(pool, entry, context, graph, session, writer, held)
+    return ProjectWorkerRunner(pool, entry, context, graphs.get(job.graph), session, writer, held)

@@ -283,3 +283,41 @@ def test_human_in_the_loop_middleware_requests_take_decisions_and_refuse_edits(p
     done = cli(penv, "reject", "h1", "--feedback", "never delete users", "--expect", view["digest"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert show(penv, "h1", cwd=tmp_path)["values"]["result"] == "reject:never delete users"
+
+
+CONTEXT_GRAPH = '''
+from dataclasses import dataclass
+from typing_extensions import TypedDict
+from langgraph.graph import StateGraph, START
+from langgraph.runtime import Runtime
+from langgraph.types import interrupt
+
+@dataclass
+class Ctx:
+    team: str
+
+class S(TypedDict, total=False):
+    topic: str
+    lines: list
+
+def first(state, runtime: Runtime[Ctx]):
+    return {"lines": [runtime.context.team + " asked"]}
+
+def second(state, runtime: Runtime[Ctx]):
+    reply = interrupt("go on?")
+    return {"lines": state["lines"] + [runtime.context.team + " " + reply]}
+
+graph = (StateGraph(S, context_schema=Ctx).add_node("first", first).add_node("second", second)
+         .add_edge(START, "first").add_edge("first", "second").compile())
+'''
+
+
+def test_context_is_given_to_every_run_of_the_thread(penv, tmp_path):
+    (tmp_path / "ctx.py").write_text(CONTEXT_GRAPH)
+    (tmp_path / "langgraph.json").write_text('{"graphs": {"ctx": "./ctx.py:graph"}}')
+    done = cli(penv, "start", "ctx", "--input", '{"topic": "t"}', "--context", '{"team": "ops"}', "--thread", "c1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    view = show(penv, "c1", cwd=tmp_path)
+    done = cli(penv, "answer", "c1", "--value", '"resumed"', "--expect", view["digest"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert show(penv, "c1", cwd=tmp_path)["values"]["lines"] == ["ops asked", "ops resumed"]
