@@ -162,7 +162,7 @@ def start_any_graph(
     thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
     config = settings()
     start_any(config, graph, graph_input, context, list(interrupt_before), list(interrupt_after), thread_id,
-              deadline_hours(graph.replace("-", "_"), deadline, config), actor(None), detach=detach)
+              deadline_hours(graph.replace("-", "_"), deadline, config), actor(None), detach=detach, deadline_given=deadline is not None)
 
 
 graphs_app = typer.Typer(help="The graphs Signoff can run: its own and your project's (langgraph.json).", invoke_without_command=True)

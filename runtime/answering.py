@@ -38,8 +38,13 @@ def answer_and_resume(runner: Any, thread_id: str, verdict: str, name: str, note
         expect = digest
         if not yes and not typer.confirm(f"approve this as {name}?", default=False):
             fail("not approved: nothing was recorded", EXIT_FAILED)
-    runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect, interrupt_id=interrupt_id, feedback=feedback,
-                  edit_args=edit_args, ignore=ignore, value=value)
+    progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect, interrupt_id=interrupt_id,
+                             feedback=feedback, edit_args=edit_args, ignore=ignore, value=value)
+    if progress is not None:  # one stage of an approval chain; the thread waits for the next
+        from graphs.review_display import print_stage_progress
+
+        print_stage_progress(thread_id, name, progress)
+        return
     run_on(runner, thread_id, {"answered": "answered", "approved": "approved"}.get(verdict, "rejected"), name, detach=detach)
 
 

@@ -44,6 +44,9 @@ class Project:
 
     path: Path | None
     sources: dict[str, str] = field(default_factory=dict)
+    #: what a graph's entry declares for Signoff (`{"path": ..., "signoff": {...}}`): the state path
+    #: of the amount under review (minor units) and its currency, the gate deadline in hours
+    declared: dict[str, dict[str, Any]] = field(default_factory=dict)
     error: str | None = None
     _loaded: dict[str, LoadedGraph] = field(default_factory=dict)
     _mutex: threading.Lock = field(default_factory=threading.Lock)
@@ -90,10 +93,13 @@ def read_project(path: Path | None) -> Project:
     if not isinstance(config, dict) or not isinstance(config.get("graphs"), dict):
         return Project(path, error=f"{path.name} has no \"graphs\" object mapping names to ./file.py:attr or package.module:attr")
     sources: dict[str, str] = {}
+    declared: dict[str, dict[str, Any]] = {}
     for name, value in config["graphs"].items():
         source = value.get("path") if isinstance(value, dict) else value
         sources[str(name)] = source if isinstance(source, str) else repr(value)
-    project = Project(path, sources)
+        if isinstance(value, dict) and isinstance(value.get("signoff"), dict):
+            declared[str(name)] = value["signoff"]
+    project = Project(path, sources, declared)
     env = config.get("env")
     try:
         if isinstance(env, str) and env.strip():

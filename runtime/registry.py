@@ -80,7 +80,7 @@ def find(name: str) -> GraphEntry | None:
     if name not in project.sources:
         return None
     loaded = project.graph(name)
-    spec = project_spec(name, loaded.graph) if loaded.graph is not None else None
+    spec = project_spec(name, loaded.graph, project.declared.get(name) or {}) if loaded.graph is not None else None
     return GraphEntry(name, loaded.source, spec, False, graph=loaded.graph, error=loaded.error)
 
 
@@ -123,11 +123,22 @@ def get_entry(name: str, *, thread_id: str | None = None) -> GraphEntry:
     return entry
 
 
-def project_spec(name: str, graph: Any) -> Any:
+def project_spec(name: str, graph: Any, declared: dict[str, Any]) -> Any:
     """The generic GraphSpec of a project graph: its static gates; a summary from the input
-    (kept from the start); no content of its own under review (the interrupts are)."""
+    (kept from the start); no content of its own under review (the interrupts are); the
+    amount under review (an approval chain, `graph.gate` in the policy) and the gate deadline
+    where its langgraph.json entry declares them."""
     from graphs.registry import GraphSpec
 
+    amount_path, currency = declared.get("amount"), declared.get("currency")
+    hours = declared.get("deadline_hours")
+    extra: dict[str, Any] = {}
+    if isinstance(amount_path, str):
+        extra["action_amount"] = lambda values: _whole(value_at(values, amount_path))
+        extra["action_currency"] = lambda values: (value_at(values, currency[1:]) if isinstance(currency, str) and currency.startswith("$")
+                                                   else currency if isinstance(currency, str) else None)
+    if isinstance(hours, (int, float)) and 0 < hours:
+        extra["deadline_hours"] = float(hours)
     return GraphSpec(
         name=name,
         build=lambda: graph,
@@ -136,4 +147,21 @@ def project_spec(name: str, graph: Any) -> Any:
         review_content=lambda values: "",
         summarize=lambda values: "",
         outcome=lambda values: "finished",
+        **extra,
     )
+
+
+def value_at(values: Any, path: str) -> Any:
+    """The value at a dotted path of the state (`order.total_cents`), None if there is none."""
+    for part in path.split("."):
+        if isinstance(values, dict):
+            values = values.get(part)
+        elif isinstance(values, list) and part.isdigit() and int(part) < len(values):
+            values = values[int(part)]
+        else:
+            return None
+    return values
+
+
+def _whole(value: Any) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None

@@ -152,8 +152,12 @@ class InterruptRunner(ThreadRunner):
             review = review_text(pending)
             gate = pending[0].node
             now = self.context.clock() if self.context else datetime.now(timezone.utc)
+            from checkpoint.approval_chain import on_wait  # an amount the graph declares: its approval chain
+
+            chain = on_wait(self.pool, self.spec, thread_id, gate, pending[0].visit(checkpoint_id), digest, values)
+            hours = chain.current.stage.deadline_hours if chain is not None and chain.current is not None else None
             deadline = threads.mark_waiting(self.pool, thread_id, gate=gate, summary=summary_line(pending), digest=digest, review=review, now=now,
-                                            clear_approval_wait=True)
+                                            hours=hours or None, clear_approval_wait=chain is None)
             if deadline is not None:
                 from checkpoint.notifications import queue_for_gate  # one per gate visit and channel; never raises
 
@@ -197,7 +201,7 @@ class InterruptRunner(ThreadRunner):
             raise InvalidInput(f"a {self.spec.name} thread cannot be handed over to a specialist: reject it with --feedback instead")
         if feedback is None and verdict == "rejected" and note:
             feedback = note  # a rejection's note is its feedback (the inbox and the HTTP API send only a note)
-        with threads.locked(self.pool, thread_id):
+        with threads.locked(self.pool, thread_id) as locked:
             snapshot, open_, digest = self.waiting_on(thread_id)
             if expect_digest is not None and expect_digest != digest:
                 raise DigestMismatch(f"what waits changed since you reviewed it (digest {digest}, you expected {expect_digest}): "
@@ -211,10 +215,29 @@ class InterruptRunner(ThreadRunner):
                 record_event(self.pool, thread_id, actor, "deadline_passed", {"gate": target.node, "interrupt": target.id, "waits": True})
                 raise NotAtGate(f"interrupt {target.id} has no default answer: it waits for `signoff answer`")
             answer: Answer = answer_for(target, verdict, feedback=feedback, edit_args=edit_args, ignore=ignore, value=value)
+            amount = self.spec.action_amount(snapshot.values)
+            if amount is not None and verdict in ("approved", "rejected"):  # its approval chain first (policy key graph.gate)
+                from checkpoint.approval_chain import decide_stage
+
+                row = self.thread_row(thread_id)
+                progress = decide_stage(
+                    self.pool, locked, graph=self.spec.name, gate=target.node, thread_id=thread_id,
+                    checkpoint_id=pending_visit(snapshot, open_, self), digest=digest, amount_cents=amount, verdict=verdict,
+                    actor=actor, note=note, now=self.context.clock() if self.context else datetime.now(timezone.utc),
+                    default_deadline_hours=row.deadline_hours if row else self.spec.deadline_hours,
+                    currency=self.spec.action_currency(snapshot.values))
+                if progress is not None:
+                    return progress  # a stage approved; the thread waits for the next one
             record_decision(self.pool, thread_id=thread_id, gate=target.node, checkpoint_id=target.visit(self._checkpoint_id(snapshot)),
                             verdict=answer.verdict, actor=actor, note=note or feedback or "", digest=digest,
                             detail={"interrupt": target.id, "answer": jsonable(answer.resume)}, answer=jsonable(answer.resume))
         return None
+
+
+def pending_visit(snapshot: Any, open_: list[Pending], runner: InterruptRunner) -> str:
+    """The gate visit an approval chain is kept under: the first question's, as settle stored it."""
+    pending = runner.pending(snapshot)
+    return pending[0].visit(runner._checkpoint_id(snapshot))
 
 
 def outcome_of(values: dict[str, Any]) -> str:

@@ -96,7 +96,7 @@ def run_options(name: str, graph: Any, context: dict[str, Any] | None, before: l
 
 
 def start_any(config: Any, name: str, input_text: str, context_text: str | None, before: list[str], after: list[str],
-              thread_id: str, deadline_hours: float, actor: str, *, detach: bool = False) -> None:
+              thread_id: str, deadline_hours: float, actor: str, *, detach: bool = False, deadline_given: bool = False) -> None:
     from checkpoint import jobs, threads
     from checkpoint.threads import ThreadExists
     from graphs.handoff import worker_available
@@ -108,6 +108,8 @@ def start_any(config: Any, name: str, input_text: str, context_text: str | None,
     from runtime.versions import fingerprint
 
     entry = get_entry(name)
+    if not deadline_given and entry.spec is not None and entry.spec.deadline_hours != 24.0:
+        deadline_hours = entry.spec.deadline_hours  # the graph's entry in langgraph.json declares it
     if entry.builtin:
         raise InvalidInput(f"{name} takes its text, not --input: signoff start {name} TEXT")
     graph_input = json_object(input_text, "--input")

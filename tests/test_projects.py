@@ -321,3 +321,15 @@ def test_context_is_given_to_every_run_of_the_thread(penv, tmp_path):
     done = cli(penv, "answer", "c1", "--value", '"resumed"', "--expect", view["digest"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert show(penv, "c1", cwd=tmp_path)["values"]["lines"] == ["ops asked", "ops resumed"]
+
+
+def test_an_amount_the_graph_declares_goes_through_its_approval_chain(penv, pool, tmp_path):
+    view = waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "a1")  # 2400.00 EUR under review
+    policy = tmp_path / "signoff.toml"
+    policy.write_text('currency = "EUR"\n[roles]\nfinance = ["root", "carol"]\nsupport-lead = ["carol"]\n'
+                      '[gates."purchase.approval"]\nstages = [{ role = "finance", above = 1000, quorum = 2 }]\n')
+    assert cli(penv, "policy", "load", str(policy), extra={"SIGNOFF_USER": "root"}).returncode == 0
+    done = cli(penv, "approve", "a1", "--expect", view["digest"], extra={"SIGNOFF_USER": "root"})
+    assert done.returncode == 0, done.stderr
+    assert count_rows(pool, "stage_approvals", thread_id="a1") == 1 and count_rows(pool, "approvals") == 0
+    assert show(penv, "a1")["status"] == "waiting" and count_rows(pool, "store", prefix="orders") == 0
