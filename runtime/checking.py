@@ -12,7 +12,7 @@ UNFINISHED = ("queued", "running", "waiting", "failed", "interrupted")
 def graph_rows() -> list[dict[str, Any]]:
     from runtime.registry import entries
     from runtime.starting import input_keys
-    from runtime.versions import fingerprint
+    from runtime.versions import version_of
 
     rows = []
     for entry in entries():
@@ -20,7 +20,7 @@ def graph_rows() -> list[dict[str, Any]]:
         rows.append({
             "name": entry.name, "source": entry.source, "builtin": entry.builtin, "gates": {"before": before, "after": after},
             "input": input_keys(entry.graph) if entry.graph is not None else [],
-            "version": fingerprint(entry.graph) if entry.graph is not None else None, "error": entry.error,
+            "version": version_of(entry) if entry.graph is not None else None, "error": entry.error,
         })
     return rows
 
@@ -32,7 +32,7 @@ def cannot_resume(pool: Any) -> tuple[list[dict[str, Any]], int]:
     from checkpoint.errors import SignoffError
     from runtime.registry import builtin_names, get_entry
     from runtime.runner import InterruptRunner
-    from runtime.versions import fingerprint, held_channels, incompatibility
+    from runtime.versions import held_channels, incompatibility, version_of
 
     found: list[dict[str, Any]] = []
     runners: dict[str, Any] = {}
@@ -44,7 +44,7 @@ def cannot_resume(pool: Any) -> tuple[list[dict[str, Any]], int]:
         except SignoffError as exc:
             found.append({**item, "reason": str(exc)})
             continue
-        item["version_now"] = fingerprint(runner.entry.graph)
+        item["version_now"] = version_of(runner.entry)
         snapshot = runner.snapshot(row.thread_id)
         if not snapshot.config:
             continue  # nothing saved yet: it starts from its input on whatever graph is here

@@ -35,6 +35,8 @@ class GraphEntry:
     #: compiled without a checkpointer; None when it cannot be loaded
     graph: Any = None
     error: str | None = None
+    #: what its langgraph.json entry declares for Signoff (amount, currency, deadline_hours, version)
+    declared: Any = None
 
     def static_gates(self) -> tuple[list[str], list[str]]:
         """(interrupt_before, interrupt_after) compiled into the graph."""
@@ -81,7 +83,7 @@ def find(name: str) -> GraphEntry | None:
         return None
     loaded = project.graph(name)
     spec = project_spec(name, loaded.graph, project.declared.get(name) or {}) if loaded.graph is not None else None
-    return GraphEntry(name, loaded.source, spec, False, graph=loaded.graph, error=loaded.error)
+    return GraphEntry(name, loaded.source, spec, False, graph=loaded.graph, error=loaded.error, declared=project.declared.get(name) or {})
 
 
 def entries() -> list[GraphEntry]:

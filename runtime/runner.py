@@ -23,7 +23,7 @@ from checkpoint.decisions import AlreadyDecided, record_decision
 from checkpoint.errors import InvalidInput
 from graphs.runner import AwaitingDecision, DigestMismatch, EventSink, NotAtGate, Stop, ThreadRunner, config_for
 from runtime.interrupts import Answer, Pending, answer_for, digest_of, jsonable, pending_of, review_text, summary_line
-from runtime.versions import VersionConflict, fingerprint, held_channels, incompatibility
+from runtime.versions import VersionConflict, held_channels, incompatibility, version_of
 
 STATIC = ("before", "after")
 
@@ -59,7 +59,7 @@ class InterruptRunner(ThreadRunner):
         return pending[0].node if pending else None
 
     def version(self) -> str:
-        return fingerprint(self.entry.graph)
+        return version_of(self.entry)
 
     def check_version(self, thread_id: str, snapshot: Any) -> None:
         """Refuse (VersionConflict, exit 4) a thread the graph deployed now cannot resume."""

@@ -105,7 +105,7 @@ def start_any(config: Any, name: str, input_text: str, context_text: str | None,
     from graphs.terminal import out
     from runtime.registry import get_entry
     from runtime.runner import InterruptRunner
-    from runtime.versions import fingerprint
+    from runtime.versions import version_of
 
     entry = get_entry(name)
     if not deadline_given and entry.spec is not None and entry.spec.deadline_hours != 24.0:
@@ -124,7 +124,7 @@ def start_any(config: Any, name: str, input_text: str, context_text: str | None,
         worker = worker_available(pool)
         if detach or worker:
             jobs.submit(pool, thread_id, name, summary, graph_input=graph_input, deadline_hours=deadline_hours, actor=actor,
-                        graph_version=fingerprint(entry.graph), run_options=options)
+                        graph_version=version_of(entry), run_options=options)
             out.print(f"thread [bold]{thread_id}[/bold]")
             if detach:
                 out.print(f"queued for a worker{'' if worker else '; no worker is running: start one with `signoff worker`'}; "

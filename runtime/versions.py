@@ -35,6 +35,13 @@ def fingerprint(graph: Any) -> str:
     return hashlib.sha256(shape.encode("utf-8")).hexdigest()[:12]
 
 
+def version_of(entry: Any) -> str:
+    """The version a thread records: the one the graph's langgraph.json entry declares
+    (`"signoff": {"version": "..."}`), else the fingerprint of its shape."""
+    declared = (entry.declared or {}).get("version") if not entry.builtin else None
+    return str(declared) if isinstance(declared, (str, int)) and str(declared).strip() else fingerprint(entry.graph)
+
+
 def incompatibility(graph: Any, snapshot: Any, gates: list[str], held: list[str]) -> str | None:
     """Why `graph` cannot resume the thread at `snapshot` (None: it can): a next node, the
     node its gate is in, or a channel its checkpoint holds that the graph no longer has."""

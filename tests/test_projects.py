@@ -27,8 +27,13 @@ def penv(env: dict[str, str]) -> dict[str, str]:
     return {**env, "PYTHONPATH": str(ROOT)}
 
 
+#: who decides: never the requester (tester), whom an approval chain would refuse
+REVIEWER = {"SIGNOFF_USER": "reviewer"}
+
+
 def cli(penv: dict[str, str], *args: str, cwd: Path = EXAMPLE, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=process_env({**penv, **(extra or {})}),
+    who = REVIEWER if args and args[0] in ("approve", "reject", "answer") else {}
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=process_env({**penv, **who, **(extra or {})}),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
 
@@ -200,6 +205,8 @@ def test_a_thread_whose_graph_is_not_here_is_set_aside_then_runs_once_it_is(penv
     assert count_rows(pool, "jobs", status="doing") == 0
     listing = cli(penv, "pending", cwd=tmp_path)
     assert "cannot run u1" in listing.stdout
+    assert "cannot run here" in cli(penv, "show", "u1", cwd=tmp_path).stdout
+    assert "cannot run u1" in cli(penv, "workers", cwd=tmp_path).stdout
     swept = elsewhere_sweeps(pool)
     wait_until(lambda: elsewhere_sweeps(pool) >= swept + 3, what="three more sweeps")
     assert count_rows(pool, "jobs") == 1  # no requeue loop
