@@ -340,3 +340,24 @@ def test_an_amount_the_graph_declares_goes_through_its_approval_chain(penv, pool
     assert done.returncode == 0, done.stderr
     assert count_rows(pool, "stage_approvals", thread_id="a1") == 1 and count_rows(pool, "approvals") == 0
     assert show(penv, "a1")["status"] == "waiting" and count_rows(pool, "store", prefix="orders") == 0
+
+
+def test_a_project_gate_past_its_deadline_gets_its_default_answer(penv, pool):
+    waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "d1", "--deadline", "0.0002")  # under a second
+    def due() -> bool:
+        with pool.connection() as conn:
+            return conn.execute("SELECT now() > deadline AS due FROM threads WHERE thread_id = 'd1'").fetchone()["due"]
+
+    wait_until(due, what="the deadline to pass")
+    done = cli(penv, "expire")
+    assert done.returncode == 0, done.stdout + done.stderr
+    view = show(penv, "d1")
+    assert view["values"]["outcome"] == "not ordered: the review deadline passed"  # ignore is not allowed: a response
+    assert view["decisions"][0]["decision"] == "expired" and count_rows(pool, "store", prefix="orders") == 0
+
+
+def test_show_cuts_large_state_values_with_a_note(penv):
+    request = "please buy " + "x" * 3000
+    view = waiting(penv, "purchase", "--input", json.dumps({"request": request, "item": "chair", "quantity": 1}), "--thread", "s1")
+    assert len(view["values"]["request"]) == 2000 and view["truncated"] == [{"key": "request", "chars": len(json.dumps(request))}]
+    assert view["values"]["item"] == "chair"
