@@ -361,3 +361,22 @@ def test_show_cuts_large_state_values_with_a_note(penv):
     view = waiting(penv, "purchase", "--input", json.dumps({"request": request, "item": "chair", "quantity": 1}), "--thread", "s1")
     assert len(view["values"]["request"]) == 2000 and view["truncated"] == [{"key": "request", "chars": len(json.dumps(request))}]
     assert view["values"]["item"] == "chair"
+
+
+def test_an_approve_killed_mid_run_is_finished_by_a_worker_with_the_recorded_answer(penv, pool, database_url, workers):
+    view = waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "r1")
+    block = StatementBlock(database_url)
+    try:
+        block.arm("store", "INSERT")
+        approving = spawn({**penv, **REVIEWER}, "approve", "r1", "--expect", view["digest"], "--args",
+                          '{"item": "laptop", "quantity": 1, "total_cents": 120000, "currency": "EUR", "supplier": "refurb"}')
+        held = block.wait_blocked()
+        approving.kill()  # SIGKILL: the answer is recorded, the order not yet written
+        block.terminate(held["pid"])
+    finally:
+        block.close()
+    assert count_rows(pool, "approvals", thread_id="r1") == 1 and count_rows(pool, "store", prefix="orders") == 0
+    workers()
+    assert wait_until(lambda: show(penv, "r1")["status"] == "finished", what="a worker to finish r1")
+    assert show(penv, "r1")["values"]["outcome"] == "ordered 1 x laptop for 1200.00 EUR"  # the edited answer, as recorded
+    assert count_rows(pool, "store", prefix="orders") == 1
