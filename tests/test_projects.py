@@ -380,3 +380,24 @@ def test_an_approve_killed_mid_run_is_finished_by_a_worker_with_the_recorded_ans
     assert wait_until(lambda: show(penv, "r1")["status"] == "finished", what="a worker to finish r1")
     assert show(penv, "r1")["values"]["outcome"] == "ordered 1 x laptop for 1200.00 EUR"  # the edited answer, as recorded
     assert count_rows(pool, "store", prefix="orders") == 1
+
+
+def test_the_http_api_approves_a_project_thread_on_the_digest_of_its_interrupt(penv, pool, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from checkpoint import jobs, tokens
+    from web.app import WebContext, create_app
+
+    view = waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "x1")
+    monkeypatch.setenv("SIGNOFF_CONFIG", str(EXAMPLE / "langgraph.json"))
+    token = tokens.create(pool, "Alice Lead")
+    with TestClient(create_app(WebContext(pool=pool, key=b"k" * 40, public_url="http://127.0.0.1:8321")), base_url="http://127.0.0.1") as client:
+        shown = client.get("/api/threads/x1", headers={"Authorization": f"Bearer {token}"})
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["digest"] == view["digest"] and "place_order" in shown.json()["review"]  # what the reviewer sees
+        response = client.post("/api/threads/x1/approve", json={"expect": view["digest"]}, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 202, response.text
+    assert jobs.active_job(pool, "x1")["kind"] == "decision"
+    with pool.connection() as conn:
+        decided = conn.execute("SELECT actor, decision, answer FROM approvals WHERE thread_id = 'x1'").fetchone()
+    assert decided == {"actor": "Alice Lead", "decision": "approved", "answer": [{"type": "accept", "args": None}]}
