@@ -157,7 +157,7 @@ def start_any_graph(
     graph = ctx.meta.get("signoff.graph")
     if not graph:
         raise UsageError("name the graph: signoff start GRAPH --input JSON (see `signoff graphs`)")
-    if not GRAPH_NAME.fullmatch(graph):
+    if not PROJECT_GRAPH_NAME.fullmatch(graph):
         raise UsageError(f"{graph!r} is not a graph name: see `signoff graphs`")
     thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
     config = settings()
@@ -253,6 +253,8 @@ def start_research(
 
 #: A graph name as `--graph` takes it (checked against the registry only when it names no thread).
 GRAPH_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: A graph name a project's langgraph.json may give (`start GRAPH`).
+PROJECT_GRAPH_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 
 
 @app.command()

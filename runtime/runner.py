@@ -167,7 +167,10 @@ class InterruptRunner(ThreadRunner):
         if snapshot.tasks:
             threads.set_status(self.pool, thread_id, "failed")
             return Stop(thread_id, name, "failed", error=f"stopped before {', '.join(t.name for t in snapshot.tasks)}", values=values)
-        threads.set_status(self.pool, thread_id, "finished")
+        row = self.thread_row(thread_id)
+        from runtime.starting import summary_of  # the request it started with, not the last question asked
+
+        threads.set_status(self.pool, thread_id, "finished", summary=summary_of(row.input) if row and row.input else None)
         return Stop(thread_id, name, "finished", outcome=outcome_of(values), values=values)
 
     # --- deciding ------------------------------------------------------------------------
