@@ -401,3 +401,34 @@ def test_the_http_api_approves_a_project_thread_on_the_digest_of_its_interrupt(p
     with pool.connection() as conn:
         decided = conn.execute("SELECT actor, decision, answer FROM approvals WHERE thread_id = 'x1'").fetchone()
     assert decided == {"actor": "Alice Lead", "decision": "approved", "answer": [{"type": "accept", "args": None}]}
+
+
+MODEL_GRAPH = '''
+import os
+from typing_extensions import TypedDict
+from langchain_openai import ChatOpenAI
+from langgraph.graph import StateGraph, START
+
+class S(TypedDict, total=False):
+    topic: str
+    poem: str
+
+def writer(state):
+    model = ChatOpenAI(model="test-model", base_url=os.environ["OPENAI_BASE_URL"], api_key="k", streaming=True)
+    return {"poem": model.invoke("Write a haiku about " + state["topic"]).content}
+
+graph = StateGraph(S).add_node("writer", writer).add_edge(START, "writer").compile()
+'''
+
+
+def test_tokens_of_a_chat_model_in_a_project_node_stream_to_the_terminal_and_to_watch(penv, server, tmp_path):
+    from tests.fault_server import ok
+
+    server.rule("Write a haiku", ok("quiet disks spinning"))
+    (tmp_path / "poet.py").write_text(MODEL_GRAPH)
+    (tmp_path / "langgraph.json").write_text('{"graphs": {"poet": "./poet.py:graph"}}')
+    done = cli(penv, "start", "poet", "--input", '{"topic": "storage"}', "--thread", "m1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "writer >" in done.stdout and "quiet disks spinning" in done.stdout
+    watched = cli(penv, "watch", "m1", cwd=tmp_path)
+    assert "quiet disks spinning" in watched.stdout and "finished" in watched.stdout
