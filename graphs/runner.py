@@ -120,7 +120,10 @@ class ThreadRunner:
     def start(self, thread_id: str, text: str, options: dict[str, Any], sink: EventSink, control: RunControl | None = None) -> Stop:
         graph_input = self.spec.make_input(text, options)
         hours = float(options.get("deadline_hours") or self.spec.deadline_hours)
-        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours)
+        from runtime.versions import fingerprint  # the version it starts on, for `signoff graphs check`
+
+        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours,
+                         graph_version=fingerprint(self.graph))
         record_event(self.pool, thread_id, options.get("actor", "cli"), "thread_started", {"graph": self.spec.name})
         # register wrote it 'running': no second write (a commit) for it, for this run only
         was, self.marked_running = self.marked_running, True

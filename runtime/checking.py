@@ -26,31 +26,39 @@ def graph_rows() -> list[dict[str, Any]]:
 
 
 def cannot_resume(pool: Any) -> tuple[list[dict[str, Any]], int]:
-    """(the unfinished threads of project graphs that cannot resume here, with why; how many
-    unfinished threads of project graphs were checked)."""
+    """(the unfinished threads that cannot resume on the graphs here, with why; how many
+    unfinished threads were checked). Signoff's own graphs too: an upgrade may change them."""
     from checkpoint import threads
     from checkpoint.errors import SignoffError
-    from runtime.registry import builtin_names, get_entry
+    from graphs.registry import GRAPHS
+    from graphs.runner import ThreadRunner
+    from runtime.registry import get_entry
     from runtime.runner import InterruptRunner
-    from runtime.versions import held_channels, incompatibility, version_of
+    from runtime.versions import fingerprint, held_channels, incompatibility, version_of
 
     found: list[dict[str, Any]] = []
     runners: dict[str, Any] = {}
-    rows = [row for row in threads.list_by_status(pool, *UNFINISHED) if row.graph not in builtin_names()]
+    rows = threads.list_by_status(pool, *UNFINISHED)
     for row in rows:
         item = {"thread_id": row.thread_id, "graph": row.graph, "status": row.status, "version": row.graph_version, "version_now": None}
         try:
-            runner = runners.get(row.graph) or runners.setdefault(row.graph, InterruptRunner(pool, get_entry(row.graph)))
+            if row.graph not in runners:
+                runners[row.graph] = (ThreadRunner(pool, GRAPHS[row.graph]) if row.graph in GRAPHS
+                                      else InterruptRunner(pool, get_entry(row.graph)))
         except SignoffError as exc:
             found.append({**item, "reason": str(exc)})
             continue
-        item["version_now"] = version_of(runner.entry)
+        runner = runners[row.graph]
+        item["version_now"] = version_of(runner.entry) if isinstance(runner, InterruptRunner) else fingerprint(runner.graph)
         snapshot = runner.snapshot(row.thread_id)
         if not snapshot.config:
             continue  # nothing saved yet: it starts from its input on whatever graph is here
-        runner.row, runner._options = row, {}
+        runner.row = row
+        if isinstance(runner, InterruptRunner):
+            runner._options = {}
         # the stored gate too: a graph without the gate's node no longer lists it as next
-        gates = ([row.gate] if row.gate else []) + ([p.node for p in runner.pending(snapshot)] if row.status == "waiting" else [])
+        gates = ([row.gate] if row.gate else []) + ([p.node for p in runner.pending(snapshot)]
+                                                    if row.status == "waiting" and isinstance(runner, InterruptRunner) else [])
         reason = incompatibility(runner.graph, snapshot, gates, held_channels(runner.graph, snapshot))
         if reason is not None:
             found.append({**item, "reason": reason})
