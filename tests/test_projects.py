@@ -432,3 +432,21 @@ def test_tokens_of_a_chat_model_in_a_project_node_stream_to_the_terminal_and_to_
     assert "writer >" in done.stdout and "quiet disks spinning" in done.stdout
     watched = cli(penv, "watch", "m1", cwd=tmp_path)
     assert "quiet disks spinning" in watched.stdout and "finished" in watched.stdout
+
+
+def test_approve_edit_opens_the_actions_arguments_in_the_editor(penv, tmp_path):
+    waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "e1")
+    editor = tmp_path / "editor.sh"
+    editor.write_text("#!/bin/sh\nprintf '%s' '{\"item\": \"laptop\", \"quantity\": 1, \"total_cents\": 120000, \"currency\": \"EUR\", "
+                      "\"supplier\": \"refurb\"}' > \"$1\"\n")
+    editor.chmod(0o755)
+    done = cli(penv, "approve", "e1", "--edit", extra={"EDITOR": str(editor)})
+    assert done.returncode == 0, done.stderr
+    assert show(penv, "e1")["values"]["outcome"] == "ordered 1 x laptop for 1200.00 EUR"
+
+
+def test_interrupt_after_pauses_once_the_node_ran(penv):
+    view = waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "f1", "--interrupt-after", "quote")
+    assert [p["id"] for p in view["pending"]] == ["after:quote"] and view["values"]["total_cents"] == 240000
+    assert cli(penv, "approve", "f1", "--expect", view["digest"]).returncode == 0
+    assert show(penv, "f1")["pending"][0]["kind"] == "inbox"  # ran on to the approval request

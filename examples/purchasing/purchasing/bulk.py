@@ -35,6 +35,7 @@ def fan_out(state: BulkState) -> list[Send]:
     return [Send("review_line", line) for line in state["lines"]]
 
 
+# langgraph.json names the uncompiled builder: the server that runs it compiles it.
 builder = StateGraph(BulkState)
 builder.add_node("review_line", review_line)
 builder.add_conditional_edges(START, fan_out, ["review_line"])
