@@ -9,9 +9,6 @@ LangGraph's async path (`astream` with AsyncPostgresSaver), everything else as b
 
 from __future__ import annotations
 
-import asyncio
-import queue
-import threading
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
@@ -131,7 +128,9 @@ class InterruptRunner(ThreadRunner):
     def _stream(self, graph_input: Any, **options: Any) -> Iterator[Any]:
         if not self.is_async:
             return self.graph.stream(graph_input, **options)
-        return _async_stream(self, graph_input, options)
+        from runtime.async_stream import async_stream
+
+        return async_stream(self, graph_input, options)
 
     def settle(self, thread_id: str) -> Stop:
         """Read where the thread stands and mirror it into the threads table."""
@@ -272,39 +271,3 @@ def answers_for(pool: Any, thread_id: str, visits: list[str]) -> dict[str, dict[
         rows = conn.execute("SELECT checkpoint_id, decision, actor, decided_at, answer FROM approvals "
                             "WHERE thread_id = %s AND checkpoint_id = ANY(%s)", (thread_id, visits)).fetchall()
     return {r["checkpoint_id"]: r for r in rows}
-
-
-def _async_stream(runner: InterruptRunner, graph_input: Any, options: dict[str, Any]) -> Iterator[Any]:
-    """LangGraph's async path (astream, AsyncPostgresSaver on a connection of its own) in a
-    thread of its own, its stream handed over as it comes, so the caller's loop is the same
-    for every graph. Errors (a drain, a failed node) are raised here, as the sync stream would."""
-    items: queue.Queue[tuple[str, Any]] = queue.Queue()
-
-    async def run() -> None:
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg import AsyncConnection
-        from psycopg.rows import dict_row
-
-        tag = (getattr(runner.pool, "kwargs", None) or {}).get("application_name")
-        async with await AsyncConnection.connect(runner.pool.conninfo, autocommit=True, prepare_threshold=0, row_factory=dict_row,
-                                                 **({"application_name": tag} if tag else {})) as conn:
-            graph = runner.graph.copy(update={"checkpointer": AsyncPostgresSaver(conn)})
-            async for item in graph.astream(graph_input, **options):
-                items.put(("item", item))
-
-    def pump() -> None:
-        try:
-            asyncio.run(run())
-            items.put(("done", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
-            items.put(("error", exc))
-
-    threading.Thread(target=pump, name="signoff-async-run", daemon=True).start()
-    while True:
-        kind, payload = items.get()
-        if kind == "item":
-            yield payload
-        elif kind == "done":
-            return
-        else:
-            raise payload
