@@ -407,7 +407,7 @@ class Worker:
             jobs.enqueue_abandoned(pool, _RUN_LOCK_CLASS)
             from runtime.blocked import retry_loadable
 
-            for thread_id in retry_loadable(pool):  # set aside for a graph that loads here now
+            for thread_id in retry_loadable(pool, self.log):  # set aside for a graph that loads here now
                 self.log(f"{thread_id}: its graph loads now; queued again")
         except psycopg.Error as exc:
             self.log(f"sweep skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")

@@ -28,16 +28,27 @@ def blocked(pool: Any, limit: int = 20) -> list[dict[str, Any]]:
                             "ORDER BY updated_at LIMIT %s", (limit,)).fetchall()
 
 
-def retry_loadable(pool: Any) -> list[str]:
-    """Queue again the threads set aside for a graph this process can load now; their ids."""
+_said: set[str] = set()
+
+
+def retry_loadable(pool: Any, log: Any = None) -> list[str]:
+    """Queue again the threads set aside for a graph this process can load now; their ids.
+    Never raises for a configuration that cannot be read (the sweep goes on; `log` says why)."""
     from checkpoint import jobs
+    from checkpoint.errors import SignoffError
     from runtime.registry import find
 
     with pool.connection() as conn:
         graphs = [r["graph"] for r in conn.execute("SELECT DISTINCT graph FROM threads WHERE graph_error IS NOT NULL")]
     taken: list[str] = []
     for graph in graphs:
-        entry = find(graph)
+        try:
+            entry = find(graph)
+        except SignoffError as exc:  # the langgraph.json named by SIGNOFF_CONFIG is gone
+            if log is not None and str(exc) not in _said:
+                _said.add(str(exc))  # once per process, not once a sweep
+                log(f"cannot look for graph {graph}: {exc}")
+            return taken
         if entry is None or entry.error is not None:
             continue
         with pool.connection() as conn, conn.transaction():

@@ -119,6 +119,8 @@ def get_entry(name: str, *, thread_id: str | None = None) -> GraphEntry:
 
         project = current_project()
         where = f"{project.path}" if project.path else "no langgraph.json in this folder (or --config / SIGNOFF_CONFIG)"
+        if project.error:
+            where += f": {project.error}"
         raise UnknownGraph(f"{whose} is not here ({where}): run from the project's folder, or pick one of {', '.join(all_names())}")
     if entry.error is not None:
         raise GraphUnavailable(f"{whose} cannot be loaded: {entry.error} (fix it, then `signoff graphs`)")
