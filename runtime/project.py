@@ -147,9 +147,11 @@ def load_graph(name: str, source: str, root: Path) -> LoadedGraph:
 
 def _import(target: str, root: Path) -> Any:
     """A file path (relative to the configuration's folder) or a dotted module; the folder is
-    put on sys.path first, so the project's own modules import each other as in `langgraph dev`."""
+    put on sys.path, so the project's own modules import each other as in `langgraph dev`.
+    Appended, not first: a project module named like one of Signoff's packages then fails to
+    import (reported as that graph's error) instead of replacing Signoff's own."""
     if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
+        sys.path.append(str(root))
     if target.endswith(".py") or "/" in target or target.startswith("."):
         path = (root / target).resolve()
         if not path.is_file():
