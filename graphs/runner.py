@@ -22,7 +22,7 @@ from checkpoint import threads
 from checkpoint.events import EventWriter
 from checkpoint.database import is_connection_error, make_saver
 from checkpoint.errors import Conflict, InvalidInput, NotFound, SignoffError
-from graphs.registry import GraphSpec, get_spec
+from graphs.registry import GraphSpec
 from nodes.context import SignoffContext
 from checkpoint import decisions
 from checkpoint.audit import record_event
