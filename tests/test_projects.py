@@ -22,17 +22,26 @@ LAPTOPS = '{"request": "two laptops for new hires", "item": "laptop", "quantity"
 
 
 @pytest.fixture
-def penv(env: dict[str, str]) -> dict[str, str]:
-    """The CLI's environment for the project: this test's database, the worktree importable."""
+def penv(env: dict[str, str], pool) -> dict[str, str]:
+    """The CLI's environment for the project: this test's database, the worktree importable;
+    decisions are made by "reviewer", through a reviewer token of theirs."""
+    from checkpoint import tokens
+
+    _REVIEWER_TOKENS[env["DATABASE_URL"]] = tokens.create(pool, "reviewer")
     return {**env, "PYTHONPATH": str(ROOT)}
 
 
-#: who decides: never the requester (tester), whom an approval chain would refuse
-REVIEWER = {"SIGNOFF_USER": "reviewer"}
+#: who decides: "reviewer", never the requester (the OS login that starts threads), whom an
+#: approval chain would refuse; one token per test database
+_REVIEWER_TOKENS: dict[str, str] = {}
+
+
+def reviewer_env(penv: dict[str, str]) -> dict[str, str]:
+    return {"SIGNOFF_TOKEN": _REVIEWER_TOKENS[penv["DATABASE_URL"]]}
 
 
 def cli(penv: dict[str, str], *args: str, cwd: Path = EXAMPLE, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    who = REVIEWER if args and args[0] in ("approve", "reject", "answer") else {}
+    who = reviewer_env(penv) if args and args[0] in ("approve", "reject", "answer") else {}
     return subprocess.run([sys.executable, "-m", "cli", *args], cwd=cwd, env=process_env({**penv, **who, **(extra or {})}),
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
 
@@ -331,12 +340,14 @@ def test_context_is_given_to_every_run_of_the_thread(penv, tmp_path):
 
 
 def test_an_amount_the_graph_declares_goes_through_its_approval_chain(penv, pool, tmp_path):
-    view = waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "a1")  # 2400.00 EUR under review
     policy = tmp_path / "signoff.toml"
-    policy.write_text('currency = "EUR"\n[roles]\nfinance = ["root", "carol"]\nsupport-lead = ["carol"]\n'
+    policy.write_text('currency = "EUR"\n[roles]\nfinance = ["carol", "dave"]\nsupport-lead = ["carol"]\n'
                       '[gates."purchase.approval"]\nstages = [{ role = "finance", above = 1000, quorum = 2 }]\n')
-    assert cli(penv, "policy", "load", str(policy), extra={"SIGNOFF_USER": "root"}).returncode == 0
-    done = cli(penv, "approve", "a1", "--expect", view["digest"], extra={"SIGNOFF_USER": "root"})
+    assert cli(penv, "policy", "load", str(policy)).returncode == 0  # the OS login administers before a policy names admins
+    view = waiting(penv, "purchase", "--input", LAPTOPS, "--thread", "a1")  # 2400.00 EUR under review
+    from checkpoint import tokens
+
+    done = cli(penv, "approve", "a1", "--expect", view["digest"], extra={"SIGNOFF_TOKEN": tokens.create(pool, "carol")})
     assert done.returncode == 0, done.stderr
     assert count_rows(pool, "stage_approvals", thread_id="a1") == 1 and count_rows(pool, "approvals") == 0
     assert show(penv, "a1")["status"] == "waiting" and count_rows(pool, "store", prefix="orders") == 0
@@ -368,7 +379,7 @@ def test_an_approve_killed_mid_run_is_finished_by_a_worker_with_the_recorded_ans
     block = StatementBlock(database_url)
     try:
         block.arm("store", "INSERT")
-        approving = spawn({**penv, **REVIEWER}, "approve", "r1", "--expect", view["digest"], "--args",
+        approving = spawn({**penv, **reviewer_env(penv)}, "approve", "r1", "--expect", view["digest"], "--args",
                           '{"item": "laptop", "quantity": 1, "total_cents": 120000, "currency": "EUR", "supplier": "refurb"}')
         held = block.wait_blocked()
         approving.kill()  # SIGKILL: the answer is recorded, the order not yet written
