@@ -1,0 +1,167 @@
+"""LangGraph's own client (`langgraph-sdk`, unmodified) against a real `signoff serve` started
+from a LangGraph project's folder (examples/purchasing), real workers and the embedded
+PostgreSQL: assistants, threads, runs, streaming, interrupts resumed as audited decisions."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+from langgraph_sdk import get_sync_client
+from langgraph_sdk.errors import ConflictError
+
+from checkpoint import tokens
+from checkpoint.audit import events_of
+from tests.conftest import count_rows
+from tests.procs import ROOT, CliProcess, process_env, table_counts, wait_until
+
+EXAMPLE = ROOT / "examples" / "purchasing"
+LAPTOPS = {"request": "two laptops for new hires", "item": "laptop", "quantity": 2}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def penv(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "PYTHONPATH": str(ROOT), "SIGNOFF_SECRET_KEY": "s" * 40}
+
+
+def spawn(penv: dict[str, str], *args: str, cwd: Path = EXAMPLE) -> CliProcess:
+    popen = subprocess.Popen([sys.executable, "-m", "cli", *args], cwd=cwd, env=process_env(penv), stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    return CliProcess(popen)
+
+
+@pytest.fixture
+def procs() -> Iterator[list[CliProcess]]:
+    started: list[CliProcess] = []
+    yield started
+    for proc in started:
+        if proc.popen.poll() is None:
+            proc.kill()
+        for stream in (proc.popen.stdout, proc.popen.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def serve(penv: dict[str, str], procs: list[CliProcess]) -> str:
+    port = free_port()
+    proc = spawn(penv, "serve", "--port", str(port))
+    procs.append(proc)
+    proc.wait_for(r"serving on http://127\.0\.0\.1:\d+", timeout=60)
+    wait_until(lambda: _accepts(port), timeout=20, what="serve to accept connections")
+    return f"http://127.0.0.1:{port}/langgraph"
+
+
+@pytest.fixture
+def worker(penv: dict[str, str], procs: list[CliProcess]):
+    def start() -> CliProcess:
+        proc = spawn(penv, "worker")
+        procs.append(proc)
+        proc.wait_for(r"worker \d+ started", timeout=60)
+        return proc
+
+    return start
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def cli(penv: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli", *args], cwd=EXAMPLE, env=process_env(penv), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def alice(pool) -> str:
+    return tokens.create(pool, "alice")
+
+
+@pytest.fixture
+def bob(pool) -> str:
+    """A reviewer other than the requester (an approval chain refuses the requester)."""
+    return tokens.create(pool, "bob")
+
+
+def test_the_sdk_runs_a_project_thread_to_its_inbox_interrupt_and_resumes_it_by_id_as_an_audited_decision(serve, worker, pool, alice, bob, penv):
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    assistants = client.assistants.search()
+    purchase = next(a for a in assistants if a["graph_id"] == "purchase")
+    assert purchase["assistant_id"] == client.assistants.get("purchase")["assistant_id"]
+    thread = client.threads.create(metadata={"team": "it"})
+    result = client.runs.wait(thread["thread_id"], purchase["assistant_id"], input=LAPTOPS)
+    [asked] = result["__interrupt__"]
+    assert asked["value"][0]["action_request"]["action"] == "place_order"
+
+    interrupted = client.threads.search(status="interrupted")
+    assert [t["thread_id"] for t in interrupted] == [thread["thread_id"]]
+    state = client.threads.get_state(thread["thread_id"])
+    assert state["next"] == ["approval"] and state["tasks"][0]["interrupts"][0]["id"] == asked["id"]
+    assert state["interrupts"][0]["id"] == asked["id"]
+
+    with pytest.raises(ConflictError, match="may not decide"):  # no self-approval: alice asked for it
+        client.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
+    reviewer = get_sync_client(url=serve, api_key=bob)
+    done = reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
+    assert done["outcome"] == "ordered 2 x laptop for 2400.00 EUR" and "__interrupt__" not in done
+    assert client.threads.get(thread["thread_id"])["status"] == "idle"
+    shown = json.loads(cli(penv, "show", thread["thread_id"], "--json").stdout)
+    assert [(d["decision"], d["actor"]) for d in shown["decisions"]] == [("approved", "bob")]
+    audit = cli(penv, "audit", thread["thread_id"])
+    assert audit.returncode == 0 and "bob" in audit.stdout
+
+
+def test_a_second_run_streams_its_updates(serve, worker, alice):
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()
+    parts = list(client.runs.stream(thread["thread_id"], "purchase", input=LAPTOPS, stream_mode="updates"))
+    assert parts[0].event == "metadata"
+    updates = [p.data for p in parts if p.event == "updates"]
+    assert updates[0]["quote"]["total_cents"] == 240000
+    assert "__interrupt__" in updates[-1]
+
+
+def test_a_wrong_missing_or_revoked_key_is_refused_and_changes_nothing(serve, pool, alice, database_url):
+    before = table_counts(database_url)
+    for key in (None, "sgn_wrong"):
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            get_sync_client(url=serve, api_key=key).threads.create()
+        assert refused.value.response.status_code == 401 and "detail" in refused.value.response.json()
+    tokens.revoke(pool, "alice")
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        get_sync_client(url=serve, api_key=alice).assistants.search()
+    assert refused.value.response.status_code == 401
+    after = table_counts(database_url)
+    assert {k: v for k, v in after.items() if k not in ("audit_events", "reviewer_tokens")} == \
+           {k: v for k, v in before.items() if k not in ("audit_events", "reviewer_tokens")}
+
+
+def test_a_stale_resume_is_refused_409(serve, worker, alice, bob, pool):
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()
+    asked = client.runs.wait(thread["thread_id"], "purchase", input=LAPTOPS)["__interrupt__"][0]
+    reviewer = get_sync_client(url=serve, api_key=bob)
+    reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "response", "args": "no"}]}})
+    approvals = count_rows(pool, "approvals")
+    with pytest.raises(ConflictError):
+        reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
+    assert count_rows(pool, "approvals") == approvals
