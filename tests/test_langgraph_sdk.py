@@ -14,7 +14,6 @@ from typing import Any, Iterator
 import httpx
 import pytest
 from langgraph_sdk import get_sync_client
-from langgraph_sdk.errors import ConflictError
 
 from checkpoint import tokens
 from checkpoint.audit import events_of
@@ -116,8 +115,9 @@ def test_the_sdk_runs_a_project_thread_to_its_inbox_interrupt_and_resumes_it_by_
     assert state["next"] == ["approval"] and state["tasks"][0]["interrupts"][0]["id"] == asked["id"]
     assert state["interrupts"][0]["id"] == asked["id"]
 
-    with pytest.raises(ConflictError, match="may not decide"):  # no self-approval: alice asked for it
+    with pytest.raises(httpx.HTTPStatusError) as refused:  # no self-approval: alice asked for it
         client.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
+    assert refused.value.response.status_code == 409 and "may not decide" in refused.value.response.json()["detail"]
     reviewer = get_sync_client(url=serve, api_key=bob)
     done = reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
     assert done["outcome"] == "ordered 2 x laptop for 2400.00 EUR" and "__interrupt__" not in done
@@ -162,6 +162,7 @@ def test_a_stale_resume_is_refused_409(serve, worker, alice, bob, pool):
     reviewer = get_sync_client(url=serve, api_key=bob)
     reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "response", "args": "no"}]}})
     approvals = count_rows(pool, "approvals")
-    with pytest.raises(ConflictError):
+    with pytest.raises(httpx.HTTPStatusError) as refused:
         reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
+    assert refused.value.response.status_code == 409 and "already decided by bob" in refused.value.response.json()["detail"]
     assert count_rows(pool, "approvals") == approvals

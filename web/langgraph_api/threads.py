@@ -31,7 +31,7 @@ SELECT coalesce(a.thread_id, t.thread_id) AS thread_id,
        CASE WHEN t.status IN ('queued', 'running')
                  OR EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('todo', 'doing'))
                  OR EXISTS (SELECT 1 FROM api_runs r WHERE r.thread_id = coalesce(a.thread_id, t.thread_id)
-                            AND r.status IN ('pending', 'running')) THEN 'busy'
+                            AND r.status IN ('pending', 'running') AND r.job_id IS NULL) THEN 'busy'
             WHEN t.status = 'waiting' THEN 'interrupted'
             WHEN t.status = 'failed' THEN 'error'
             ELSE 'idle' END AS status
