@@ -166,3 +166,89 @@ def test_a_stale_resume_is_refused_409(serve, worker, alice, bob, pool):
         reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
     assert refused.value.response.status_code == 409 and "already decided by bob" in refused.value.response.json()["detail"]
     assert count_rows(pool, "approvals") == approvals
+
+
+def test_a_thread_started_from_the_cli_is_resumed_from_the_sdk_and_sdk_threads_are_pending_in_the_cli(serve, worker, bob, alice, penv):
+    worker()
+    assert cli(penv, "start", "purchase", "--input", json.dumps(LAPTOPS), "--thread", "c1", "--detach").returncode == 0
+    client = get_sync_client(url=serve, api_key=bob)
+    wait_until(lambda: client.threads.get("c1")["status"] == "interrupted", what="c1 at its gate")
+    [asked] = client.threads.get_state("c1")["interrupts"]
+    done = client.runs.wait("c1", "purchase", command={"resume": [{"type": "response", "args": "buy refurbished"}]})
+    assert done["outcome"] == "not ordered: buy refurbished" and asked["id"]
+
+    mine = get_sync_client(url=serve, api_key=alice)
+    thread = mine.threads.create()
+    mine.runs.wait(thread["thread_id"], "purchase", input=LAPTOPS)
+    pending = json.loads(cli(penv, "pending", "--json").stdout)["threads"]
+    assert [t["thread_id"] for t in pending] == [thread["thread_id"]]
+
+
+def test_a_run_on_a_busy_thread_is_rejected_enqueued_or_interrupts_the_queued_one_and_cancel_takes_it_off_the_queue(serve, worker, alice):
+    import signal
+
+    held = worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    held.send(signal.SIGSTOP)  # live for a few seconds more, claiming nothing: runs stay queued
+    try:
+        thread = client.threads.create()["thread_id"]
+        first = client.runs.create(thread, "purchase", input=LAPTOPS)
+        assert first["status"] == "pending" and client.threads.get(thread)["status"] == "busy"
+        with pytest.raises(httpx.HTTPStatusError) as refused:
+            client.runs.create(thread, "purchase", input=LAPTOPS)
+        assert refused.value.response.status_code == 409
+        second = client.runs.create(thread, "purchase", input={**LAPTOPS, "quantity": 3}, multitask_strategy="enqueue")
+        assert second["status"] == "pending"
+        client.runs.cancel(thread, first["run_id"])
+        assert client.runs.get(thread, first["run_id"])["status"] == "interrupted"
+    finally:
+        held.send(signal.SIGCONT)
+    done = client.runs.join(thread, second["run_id"])
+    assert done["total_cents"] == 360000 and "__interrupt__" in done
+    assert [r["status"] for r in client.runs.list(thread)] == ["success", "interrupted"]
+
+
+def test_a_webhook_is_posted_when_the_run_ends_and_retried_after_a_failure(serve, worker, alice):
+    from tests.http_receiver import HttpReceiver
+
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    with HttpReceiver() as hook:
+        hook.script(500)
+        thread = client.threads.create()["thread_id"]
+        run = client.runs.create(thread, "purchase", input=LAPTOPS, webhook=hook.url + "/done")
+        [posted] = wait_until(lambda: hook.delivered(), timeout=30, what="the webhook")
+    assert len(hook.received) == 2 and posted.path.endswith("/done")
+    body = posted.json()
+    assert body["run_id"] == run["run_id"] and body["status"] == "success" and body["values"]["total_cents"] == 240000
+
+
+def test_a_worker_killed_during_a_streamed_run_is_taken_over_and_the_stream_ends_with_the_order(serve, worker, bob, alice, database_url, pool):
+    import threading
+
+    from tests.procs import StatementBlock
+
+    first = worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    asked = client.runs.wait(thread, "purchase", input=LAPTOPS)["__interrupt__"][0]
+    parts: list[Any] = []
+    block = StatementBlock(database_url)
+    try:
+        block.arm("store", "INSERT")  # the order's write waits: the worker is mid-run in place_order
+        reviewer = get_sync_client(url=serve, api_key=bob)
+        streaming = threading.Thread(target=lambda: parts.extend(reviewer.runs.stream(
+            thread, "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}}, stream_mode=["updates", "values"])))
+        streaming.start()
+        pid = block.wait_blocked()["pid"]
+        first.kill()
+        block.terminate(pid)
+    finally:
+        block.close()
+    worker()
+    streaming.join(timeout=60)
+    assert not streaming.is_alive()
+    updates = [p.data for p in parts if p.event == "updates"]
+    assert any("place_order" in u for u in updates)
+    assert [p for p in parts if p.event == "values"][-1].data["outcome"] == "ordered 2 x laptop for 2400.00 EUR"
+    assert count_rows(pool, "store", prefix="orders") == 1
