@@ -252,3 +252,11 @@ def test_a_worker_killed_during_a_streamed_run_is_taken_over_and_the_stream_ends
     assert any("place_order" in u for u in updates)
     assert [p for p in parts if p.event == "values"][-1].data["outcome"] == "ordered 2 x laptop for 2400.00 EUR"
     assert count_rows(pool, "store", prefix="orders") == 1
+
+
+def test_with_no_worker_running_serve_runs_the_run_itself(serve, alice):
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    values = [p.data for p in client.runs.stream(thread, "purchase", input=LAPTOPS, stream_mode="values") if p.event == "values"]
+    assert values[-2]["total_cents"] == 240000 and "__interrupt__" in values[-1]
+    assert client.threads.get(thread)["status"] == "interrupted"
