@@ -260,3 +260,36 @@ def test_with_no_worker_running_serve_runs_the_run_itself(serve, alice):
     values = [p.data for p in client.runs.stream(thread, "purchase", input=LAPTOPS, stream_mode="values") if p.event == "values"]
     assert values[-2]["total_cents"] == 240000 and "__interrupt__" in values[-1]
     assert client.threads.get(thread)["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("strategy", ["interrupt", "rollback"])
+def test_a_run_created_with_interrupt_or_rollback_stops_the_running_one_in_its_worker_and_runs_instead(serve, worker, alice, database_url, strategy):
+    from tests.procs import StatementBlock
+
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    block = StatementBlock(database_url)
+    try:
+        block.arm("checkpoint_writes", "INSERT")  # the worker is mid-step in the first run
+        first = client.runs.create(thread, "purchase", input=LAPTOPS)
+        block.wait_blocked()
+        import threading
+
+        made: list[Any] = []
+        creating = threading.Thread(target=lambda: made.append(client.runs.create(
+            thread, "purchase", input={**LAPTOPS, "quantity": 3}, multitask_strategy=strategy)))
+        creating.start()
+        block.release()
+        creating.join(timeout=60)
+    finally:
+        block.close()
+    [second] = made
+    done = client.runs.join(thread, second["run_id"])
+    assert done["total_cents"] == 360000 and "__interrupt__" in done
+    runs = [(r["run_id"], r["status"]) for r in client.runs.list(thread)]
+    if strategy == "interrupt":
+        assert runs == [(second["run_id"], "success"), (first["run_id"], "interrupted")]
+    else:
+        assert runs == [(second["run_id"], "success")]
+        assert all(s["values"].get("quantity") != 2 for s in client.threads.get_history(thread, limit=100))

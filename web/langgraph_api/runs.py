@@ -264,26 +264,56 @@ def get_run(pool: Any, thread_id: str, run_id: str) -> dict[str, Any]:
 
 
 def cancel(pool: Any, row: dict[str, Any], actor: str, *, rollback: bool = False, wait: bool = False) -> None:
-    """Cancel a run that has not started: its job leaves the queue (a run a worker is in the
-    middle of finishes its step; it cannot be cut from here)."""
+    """Cancel a run: a queued one leaves the queue; a running one stops at its next step
+    boundary in whatever worker runs it (runtime/cancelling.py). `rollback` also removes the
+    checkpoints the run wrote and the run itself, as LangGraph's server does."""
     status = live_status(row)
     if status in FINAL:
         return
-    if status == "running":
-        raise HttpError(409, f"run {row['run_id']} is running a step in a worker: it cannot be cancelled mid-step")
+    if status == "running" and not stop_running(pool, row):
+        return  # it ended on its own first: its outcome stands
     with pool.connection() as conn, conn.transaction():
         if row["job_id"] is not None:
             gone = conn.execute("DELETE FROM jobs WHERE id = %s AND status = 'todo' RETURNING kind", (row["job_id"],)).fetchone()
-            if gone is None:
-                raise HttpError(409, f"run {row['run_id']} has just started in a worker: it cannot be cancelled mid-step")
-            if gone["kind"] == "start":  # a thread queued for its first run: nothing ran, nothing waits
+            if gone is not None and gone["kind"] == "start":  # a thread queued for a run: nothing of it ran
                 conn.execute("UPDATE threads SET status = CASE WHEN EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id = %(t)s) "
                              "THEN 'finished' ELSE 'interrupted' END, updated_at = now() WHERE thread_id = %(t)s AND status = 'queued'",
                              {"t": row["thread_id"]})
-        conn.execute("UPDATE api_runs SET status = 'interrupted', updated_at = now(), "
-                     "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() WHERE run_id = %s",
-                     (row["run_id"],))
+        if rollback:
+            after = row["from_checkpoint"] or ""
+            for table in ("checkpoint_writes", "checkpoints"):
+                conn.execute(f"DELETE FROM {table} WHERE thread_id = %s AND checkpoint_id > %s", (row["thread_id"], after))
+            conn.execute("DELETE FROM api_runs WHERE run_id = %s", (row["run_id"],))
+        else:
+            conn.execute("UPDATE api_runs SET status = 'interrupted', updated_at = now(), "
+                         "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() WHERE run_id = %s",
+                         (row["run_id"],))
     record_event(pool, row["thread_id"], actor, "run_cancelled", {"run_id": str(row["run_id"]), "rollback": rollback})
+
+
+#: how long a cancel waits for the worker running the run to reach a step boundary
+CANCEL_WAIT_SECONDS = 60.0
+
+
+def stop_running(pool: Any, row: dict[str, Any]) -> bool:
+    """Ask the worker running the run to stop it, until its job is no longer running; True if
+    it was cancelled, False if it ended on its own first. The request is repeated: the worker
+    may be about to start the run when the first one arrives."""
+    import time
+
+    from runtime.cancelling import request_cancel
+
+    deadline = time.monotonic() + CANCEL_WAIT_SECONDS
+    while True:
+        with pool.connection() as conn:
+            job = conn.execute("SELECT status, result FROM jobs WHERE id = %s", (row["job_id"],)).fetchone()
+        if job is None or job["status"] != "doing":
+            break
+        if time.monotonic() > deadline:
+            raise HttpError(409, f"run {row['run_id']} did not reach a step boundary within {CANCEL_WAIT_SECONDS:.0f} s: try again")
+        request_cancel(pool, row["thread_id"])
+        time.sleep(0.1)
+    return job is not None and (job["status"] == "todo" or job["result"] == "cancelled")
 
 
 def result_of(pool: Any, thread_id: str) -> dict[str, Any]:
