@@ -25,6 +25,8 @@ CREATE TABLE api_runs (
     job_id              bigint,
     -- the checkpoint the thread stood at when the run began (streams start after it)
     from_checkpoint     text,
+    -- the thread's last progress event when the run began (its `custom` stream starts after it)
+    from_event          bigint NOT NULL DEFAULT 0,
     webhook             text,
     -- the webhook's own outbox: pending until posted (retried with backoff), then sent or failed
     webhook_status      text CHECK (webhook_status IN ('pending', 'sent', 'failed')),

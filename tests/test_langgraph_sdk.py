@@ -293,3 +293,51 @@ def test_a_run_created_with_interrupt_or_rollback_stops_the_running_one_in_its_w
     else:
         assert runs == [(second["run_id"], "success")]
         assert all(s["values"].get("quantity") != 2 for s in client.threads.get_history(thread, limit=100))
+
+
+CHAT = '''
+from langchain_core.messages import AIMessage
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+
+def reply(state):
+    get_stream_writer()({"progress": "thinking"})
+    return {"messages": [AIMessage(content="hello " + state["messages"][-1].content, id="m1")]}
+
+
+inner = StateGraph(MessagesState).add_node("inner", lambda s: {"messages": [AIMessage("from inner", id="m2")]})
+inner = inner.add_edge(START, "inner").compile()
+graph = (StateGraph(MessagesState).add_node("reply", reply).add_node("sub", inner)
+         .add_edge(START, "reply").add_edge("reply", "sub").add_edge("sub", END).compile())
+'''
+
+
+@pytest.fixture
+def chat_project(tmp_path: Path) -> Path:
+    (tmp_path / "chat.py").write_text(CHAT)
+    (tmp_path / "langgraph.json").write_text(json.dumps({"graphs": {"chat": "./chat.py:graph"}}))
+    return tmp_path
+
+
+def test_a_stream_carries_values_updates_messages_custom_and_subgraph_steps_in_one(penv, procs, chat_project, alice):
+    port = free_port()
+    served = spawn(penv, "serve", "--port", str(port), cwd=chat_project)
+    procs.append(served)
+    served.wait_for(r"serving on", timeout=60)
+    wait_until(lambda: _accepts(port), timeout=20, what="serve")
+    worker = spawn(penv, "worker", cwd=chat_project)
+    procs.append(worker)
+    worker.wait_for(r"worker \d+ started", timeout=60)
+    client = get_sync_client(url=f"http://127.0.0.1:{port}/langgraph", api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    parts = list(client.runs.stream(thread, "chat", input={"messages": [{"role": "user", "content": "bob"}]},
+                                    stream_mode=["values", "updates", "messages-tuple", "custom"], stream_subgraphs=True))
+    events = [p.event for p in parts]
+    assert events[0] == "metadata"
+    assert [p.data for p in parts if p.event == "custom"] == [{"progress": "thinking"}]
+    said = [p.data[0]["content"] for p in parts if p.event == "messages"]
+    assert "hello bob" in said and "from inner" in said
+    assert any(e.startswith("updates|sub:") for e in events)
+    assert [m["content"] for m in [p.data for p in parts if p.event == "values"][-1]["messages"]] == ["bob", "hello bob", "from inner"]
+    assert client.runs.list(thread)[0]["status"] == "success" and client.threads.get(thread)["status"] == "idle"

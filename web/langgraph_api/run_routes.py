@@ -68,7 +68,8 @@ def modes_of(value: Any) -> list[str]:
 async def stream(request: Request, reviewer: Reviewer) -> Response:
     run = await _create(request, reviewer)
     modes = modes_of(run["kwargs"].get("stream_mode"))
-    return StreamingResponse(run_events(pool_of(request), run["thread_id"], run["run_id"], modes), media_type="text/event-stream",
+    return StreamingResponse(run_events(pool_of(request), run["thread_id"], run["run_id"], modes,
+                                        subgraphs=bool(run["kwargs"].get("stream_subgraphs"))), media_type="text/event-stream",
                              headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}", "Cache-Control": "no-store"})
 
 
@@ -79,7 +80,8 @@ async def join_stream(request: Request, reviewer: Reviewer) -> Response:
     asked = request.query_params.getlist("stream_mode")
     modes = modes_of(asked or run["kwargs"].get("stream_mode"))
     last = request.headers.get("last-event-id", "")
-    return StreamingResponse(run_events(pool, tid, run["run_id"], modes, skip=int(last) if last.isdigit() else 0),
+    return StreamingResponse(run_events(pool, tid, run["run_id"], modes, skip=int(last) if last.isdigit() else 0,
+                                        subgraphs=bool(run["kwargs"].get("stream_subgraphs"))),
                              media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 

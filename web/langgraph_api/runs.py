@@ -93,8 +93,10 @@ def create_run(pool: Any, actor: str, thread_id: str | None, body: dict[str, Any
             else:
                 insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=None, checkpoint=None)
                 return get_run(pool, thread_id, run_id)
+        mark = last_event(pool, thread_id)  # before the job exists: a worker may start on it at once
         job, checkpoint, done = launch(pool, thread_id, entry, opts, actor)
-        insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=job, checkpoint=checkpoint, status="success" if done else "pending")
+        insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=job, checkpoint=checkpoint,
+                   status="success" if done else "pending", from_event=mark)
     return get_run(pool, thread_id, run_id)
 
 
@@ -171,6 +173,12 @@ def launch(pool: Any, thread_id: str, entry: Any, opts: dict[str, Any], actor: s
     return job_for(pool, thread_id, "start"), checkpoint, False
 
 
+def last_event(pool: Any, thread_id: str) -> int:
+    from checkpoint.events import last_id
+
+    return last_id(pool, thread_id)
+
+
 def _names(points: Any) -> list[str]:
     return ["*"] if points == "*" else list(points or [])
 
@@ -183,7 +191,7 @@ def current_checkpoint(pool: Any, thread_id: str) -> str | None:
 
 
 def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[str, Any], actor: str, *, job_id: int | None,
-               checkpoint: str | None, status: str = "pending") -> None:
+               checkpoint: str | None, status: str = "pending", from_event: int = 0) -> None:
     from web.langgraph_api.assistants import assistant_id
 
     kwargs = {k: opts[k] for k in ("input", "command", "config", "context", "interrupt_before", "interrupt_after", "stream_mode",
@@ -193,9 +201,9 @@ def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[st
                      "SET metadata = api_threads.metadata || EXCLUDED.metadata, updated_at = now()",
                      (thread_id, Jsonb({"graph_id": graph, "assistant_id": assistant_id(graph)})))
         conn.execute("INSERT INTO api_runs (run_id, thread_id, assistant_id, graph, status, actor, metadata, kwargs, multitask_strategy, "
-                     "job_id, from_checkpoint, webhook) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                     "job_id, from_checkpoint, webhook, from_event) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
                      (run_id, thread_id, assistant_id(graph), graph, status, actor, Jsonb(opts["metadata"]), Jsonb(kwargs),
-                      opts["multitask_strategy"], job_id, checkpoint, opts["webhook"]))
+                      opts["multitask_strategy"], job_id, checkpoint, opts["webhook"], from_event))
 
 
 _RUN = ("SELECT r.*, j.status AS job_status, j.result AS job_result, t.status AS thread_status "

@@ -79,7 +79,7 @@ class Tracker:
         """A run queued behind others of its thread starts once none before it is open."""
         from web.decide import HttpError
         from web.langgraph_api.assistants import entry_for
-        from web.langgraph_api.runs import FINAL, launch, live_status, threads_lock
+        from web.langgraph_api.runs import FINAL, last_event, launch, live_status, threads_lock
         from checkpoint.errors import SignoffError
 
         ahead = [r for r in rows if r["thread_id"] == row["thread_id"] and r["created_at"] < row["created_at"]
@@ -90,10 +90,11 @@ class Tracker:
         opts = {**kwargs, "metadata": row["metadata"]}
         try:
             with threads_lock(self.pool, row["thread_id"]):
+                mark = last_event(self.pool, row["thread_id"])
                 job, checkpoint, done = launch(self.pool, row["thread_id"], entry_for(row["graph"]), opts, row["actor"])
             with self.pool.connection() as conn:
-                conn.execute("UPDATE api_runs SET job_id = %s, from_checkpoint = %s, status = %s, updated_at = now() WHERE run_id = %s",
-                             (job, checkpoint, "success" if done else "pending", row["run_id"]))
+                conn.execute("UPDATE api_runs SET job_id = %s, from_checkpoint = %s, from_event = %s, status = %s, updated_at = now() "
+                             "WHERE run_id = %s", (job, checkpoint, mark, "success" if done else "pending", row["run_id"]))
         except (HttpError, SignoffError) as exc:
             with self.pool.connection() as conn:
                 conn.execute("UPDATE api_runs SET status = 'error', error = %s, updated_at = now(), "
