@@ -341,3 +341,32 @@ def test_a_stream_carries_values_updates_messages_custom_and_subgraph_steps_in_o
     assert any(e.startswith("updates|sub:") for e in events)
     assert [m["content"] for m in [p.data for p in parts if p.event == "values"][-1]["messages"]] == ["bob", "hello bob", "from inner"]
     assert client.runs.list(thread)[0]["status"] == "success" and client.threads.get(thread)["status"] == "idle"
+
+
+def test_reads_change_nothing_and_errors_come_in_langgraphs_shape(serve, worker, alice, database_url):
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    run = client.runs.create(thread, "purchase", input=LAPTOPS)
+    client.runs.join(thread, run["run_id"])
+    before = table_counts(database_url)
+    client.threads.get(thread), client.threads.get_state(thread), client.threads.get_history(thread), client.runs.get(thread, run["run_id"])
+    client.runs.list(thread), client.threads.search(status="interrupted"), client.assistants.get_schemas("purchase"), client.assistants.get_graph("purchase")
+    list(client.runs.join_stream(thread, run["run_id"]))
+    assert {k: v for k, v in table_counts(database_url).items() if k != "reviewer_tokens"} == \
+           {k: v for k, v in before.items() if k != "reviewer_tokens"}
+
+    headers = {"x-api-key": alice}
+    http = httpx.Client(base_url=serve, headers=headers)
+    missing = http.get("/threads/nope")
+    assert missing.status_code == 404 and set(missing.json()) == {"detail"}
+    bad = http.post(f"/threads/{thread}/runs", content=b"[1, 2]", headers={"Content-Type": "application/json"})
+    assert bad.status_code == 422 and "JSON object" in bad.json()["detail"]
+    unknown = http.post(f"/threads/{thread}/runs", json={"assistant_id": "nope"})
+    assert unknown.status_code == 404 and "assistant" in unknown.json()["detail"]
+    goto = http.post(f"/threads/{thread}/runs", json={"assistant_id": "purchase", "command": {"goto": "place_order"}})
+    assert goto.status_code == 422 and "Traceback" not in goto.text
+    huge = http.post("/threads", json={"metadata": {"x": "y" * 300_000}})
+    assert huge.status_code == 413
+    assert {k: v for k, v in table_counts(database_url).items() if k not in ("reviewer_tokens", "audit_events")} == \
+           {k: v for k, v in before.items() if k not in ("reviewer_tokens", "audit_events")}
