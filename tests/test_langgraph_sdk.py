@@ -370,3 +370,34 @@ def test_reads_change_nothing_and_errors_come_in_langgraphs_shape(serve, worker,
     assert huge.status_code == 413
     assert {k: v for k, v in table_counts(database_url).items() if k not in ("reviewer_tokens", "audit_events")} == \
            {k: v for k, v in before.items() if k not in ("reviewer_tokens", "audit_events")}
+
+
+def test_threads_are_created_found_by_metadata_paged_updated_and_deleted_until_they_run(serve, alice):
+    client = get_sync_client(url=serve, api_key=alice)
+    made = [client.threads.create(metadata={"team": team, "n": i}) for i, team in enumerate(["it", "it", "hr"])]
+    assert client.threads.create(thread_id=made[0]["thread_id"], if_exists="do_nothing")["thread_id"] == made[0]["thread_id"]
+    with pytest.raises(httpx.HTTPStatusError) as taken:
+        client.threads.create(thread_id=made[0]["thread_id"])
+    assert taken.value.response.status_code == 409
+    it = client.threads.search(metadata={"team": "it"}, sort_by="created_at", sort_order="asc")
+    assert [t["thread_id"] for t in it] == [made[0]["thread_id"], made[1]["thread_id"]]
+    assert [t["thread_id"] for t in client.threads.search(metadata={"team": "it"}, limit=1, offset=1, sort_order="asc")] == [made[1]["thread_id"]]
+    assert client.threads.update(made[2]["thread_id"], metadata={"team": "it"})["metadata"]["team"] == "it"
+    assert len(client.threads.search(metadata={"team": "it"}, status="idle")) == 3
+    client.threads.delete(made[2]["thread_id"])
+    with pytest.raises(httpx.HTTPStatusError) as gone:
+        client.threads.get(made[2]["thread_id"])
+    assert gone.value.response.status_code == 404
+
+
+def test_a_run_paused_at_an_interrupt_point_runs_on_with_no_input_as_an_approval(serve, worker, alice, penv):
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    paused = client.runs.wait(thread, "purchase", input=LAPTOPS, interrupt_before=["quote"])
+    assert "__interrupt__" not in paused and client.threads.get_state(thread)["next"] == ["quote"]
+    assert client.threads.get(thread)["status"] == "interrupted"
+    asked = client.runs.wait(thread, "purchase")["__interrupt__"]
+    assert asked[0]["value"][0]["action_request"]["args"]["total_cents"] == 240000
+    shown = json.loads(cli(penv, "show", thread, "--json").stdout)
+    assert [(d["decision"], d["actor"]) for d in shown["decisions"]] == [("approved", "alice")]

@@ -9,14 +9,13 @@ from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID, uuid5
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from checkpoint.tokens import Reviewer
 from web.decide import HttpError
-from web.langgraph_api.http import Json, body_of, field, paging, route
+from web.langgraph_api.http import run_in_threadpool, Json, body_of, field, paging, route
 
 #: LangGraph's server derives an assistant's id from its graph's name in this namespace.
 NAMESPACE_GRAPH = UUID("6ba7b821-9dad-11d1-80b4-00c04fd430c8")

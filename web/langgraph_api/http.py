@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any, Awaitable, Callable
 from uuid import UUID
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -22,6 +21,26 @@ from web.decide import HttpError
 log = logging.getLogger("signoff.langgraph_api")
 
 Handler = Callable[[Request, Reviewer], Awaitable[Response]]
+
+
+#: database work of this API at once, in the thread pool: serve's connection pool is small, and
+#: some operations take a second connection while holding one (a decision locks its thread
+#: row and reads the checkpoint), so more at once could wait on each other for a connection
+DB_CONCURRENCY = 3
+_limiters: dict[int, Any] = {}
+
+
+async def run_in_threadpool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`func(*args, **kwargs)` in a worker thread, at most DB_CONCURRENCY at once per event loop."""
+    import asyncio
+    import functools
+
+    import anyio
+
+    loop = id(asyncio.get_running_loop())
+    if loop not in _limiters:
+        _limiters[loop] = anyio.CapacityLimiter(DB_CONCURRENCY)
+    return await anyio.to_thread.run_sync(functools.partial(func, *args, **kwargs), limiter=_limiters[loop])
 
 
 def dumps(value: Any) -> bytes:
@@ -86,7 +105,10 @@ def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         from web.app import audit_refusal
 
-        ctx = request.app.state.ctx if hasattr(request.app.state, "ctx") else request.scope["app"].state.ctx
+        from web.langgraph_api import tracker
+
+        ctx = request.scope["app"].state.ctx
+        tracker.ensure_started(ctx.pool)  # runs left open by a restart are finished and their webhooks posted
         tid = request.path_params.get("thread_id")
         token = presented_token(request)
         reviewer = await run_in_threadpool(authenticate, ctx.pool, token) if token else None

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -13,10 +11,11 @@ from starlette.routing import Route
 from checkpoint.tokens import Reviewer
 from web.decide import HttpError, valid_thread_id
 from web.langgraph_api import runs, tracker
-from web.langgraph_api.http import Json, body_of, route
+from web.langgraph_api.http import run_in_threadpool, Json, body_of, route
 from web.langgraph_api.stream import run_events
 
-WAIT_POLL = 0.05
+#: seconds between looks at a run when no notification wakes the request
+WAIT_POLL = 1.0
 
 
 def pool_of(request: Request) -> Any:
@@ -38,11 +37,12 @@ async def create(request: Request, reviewer: Reviewer) -> Response:
 
 
 async def until_done(pool: Any, thread_id: str, run_id: str) -> dict[str, Any]:
-    while True:
-        run = await run_in_threadpool(runs.get_run, pool, thread_id, run_id)
-        if run["status"] in runs.FINAL:
-            return run
-        await asyncio.sleep(WAIT_POLL)
+    async with tracker.WAITERS.watching(thread_id) as changed:
+        while True:
+            run = await run_in_threadpool(runs.get_run, pool, thread_id, run_id)
+            if run["status"] in runs.FINAL:
+                return run
+            await changed(WAIT_POLL)
 
 
 async def outcome(pool: Any, run: dict[str, Any]) -> dict[str, Any]:

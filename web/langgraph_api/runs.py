@@ -7,8 +7,10 @@ behind it (multitask_strategy "enqueue")."""
 
 from __future__ import annotations
 
+import threading
 import uuid
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from psycopg.types.json import Jsonb
 
@@ -78,7 +80,7 @@ def create_run(pool: Any, actor: str, thread_id: str | None, body: dict[str, Any
     with threads_lock(pool, thread_id):
         busy = open_runs(pool, thread_id)
         row = threads.get(pool, thread_id)
-        thread_busy = bool(busy) or (row is not None and (row.status in ("queued", "running") or jobs.active_job(pool, thread_id) is not None))
+        thread_busy = bool(busy) or (row is not None and (row.status in ("queued", "running") or job_running(pool, thread_id)))
         if thread_busy:
             strategy = opts["multitask_strategy"]
             if strategy == "reject":
@@ -100,23 +102,33 @@ def create_run(pool: Any, actor: str, thread_id: str | None, body: dict[str, Any
     return get_run(pool, thread_id, run_id)
 
 
-class threads_lock:
-    """Serialise run creation on one thread (two clients creating runs at once see each other)."""
+_thread_locks: dict[str, threading.Lock] = {}
+_locks_mutex = threading.Lock()
 
-    def __init__(self, pool: Any, thread_id: str) -> None:
-        self.pool, self.thread_id = pool, thread_id
 
-    def __enter__(self) -> None:
-        self.conn_cm = self.pool.connection()
-        conn = self.conn_cm.__enter__()
-        conn.execute("SELECT pg_advisory_lock(hashtext('signoff-api-runs'), hashtext(%s))", (self.thread_id,))
-        self.conn = conn
+@contextmanager
+def threads_lock(pool: Any, thread_id: str) -> Iterator[None]:
+    """Serialise run creation on one thread in this process, so two clients creating runs at
+    once see each other's (a lock held in the process, not on a pooled connection: the work
+    under it takes connections of its own)."""
+    with _locks_mutex:
+        lock = _thread_locks.setdefault(thread_id, threading.Lock())
+    with lock:
+        yield
+    with _locks_mutex:
+        if not lock.locked():
+            _thread_locks.pop(thread_id, None)
 
-    def __exit__(self, *exc: Any) -> None:
-        try:
-            self.conn.execute("SELECT pg_advisory_unlock(hashtext('signoff-api-runs'), hashtext(%s))", (self.thread_id,))
-        finally:
-            self.conn_cm.__exit__(*exc)
+
+def job_running(pool: Any, thread_id: str) -> bool:
+    """A job waits or runs for the thread, other than one whose run has stopped (written its
+    stop) and is closing."""
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = %s AND j.status IN ('todo', 'doing') AND NOT (j.status = 'doing' "
+            "AND EXISTS (SELECT 1 FROM progress_events e WHERE e.thread_id = j.thread_id AND e.event->>'event' = 'stop' "
+            "AND e.event->>'job' = j.id::text))) AS busy", (thread_id,)).fetchone()
+    return bool(row["busy"])
 
 
 def threads_running(pool: Any, thread_id: str) -> bool:
@@ -206,7 +218,11 @@ def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[st
                       opts["multitask_strategy"], job_id, checkpoint, opts["webhook"], from_event))
 
 
-_RUN = ("SELECT r.*, j.status AS job_status, j.result AS job_result, t.status AS thread_status "
+#: a run with where its job and thread stand, and how its job's run stopped, if it did (the
+#: worker writes the stop before it closes the job)
+_RUN = ("SELECT r.*, j.status AS job_status, j.result AS job_result, t.status AS thread_status, "
+        "(SELECT e.event->>'status' FROM progress_events e WHERE e.thread_id = r.thread_id AND e.id > r.from_event "
+        "  AND e.event->>'event' = 'stop' AND e.event->>'job' = r.job_id::text ORDER BY e.id DESC LIMIT 1) AS stop_status "
         "FROM api_runs r LEFT JOIN jobs j ON j.id = r.job_id LEFT JOIN threads t ON t.thread_id = r.thread_id ")
 
 
@@ -219,7 +235,8 @@ def live_status(row: dict[str, Any]) -> str:
     if row["job_status"] == "todo":
         return "pending"
     if row["job_status"] == "doing":
-        return "running"
+        stopped = row.get("stop_status")  # its stop is written; the job closes a moment later
+        return {"waiting": "success", "finished": "success", "failed": "error", "cancelled": "interrupted"}.get(stopped, "running")
     if row["job_status"] == "failed":
         return "error"
     if row["job_status"] is None:  # pruned with a finished thread

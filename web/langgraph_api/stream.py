@@ -8,14 +8,13 @@ reading: the run is the worker's and goes on."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, AsyncIterator
 
-from starlette.concurrency import run_in_threadpool
 
-from web.langgraph_api.http import dumps
+from web.langgraph_api.http import run_in_threadpool, dumps
 
-POLL_SECONDS = 0.05
+#: seconds between looks when no notification wakes the stream
+POLL_SECONDS = 1.0
 #: the modes served; others (debug, events, tasks, checkpoints) are accepted and send nothing
 MODES = ("values", "updates", "messages", "messages-tuple", "custom")
 
@@ -105,6 +104,17 @@ async def run_events(pool: Any, thread_id: str, run_id: str, modes: list[str], *
     first = emit("metadata", {"run_id": run_id, "attempt": 1})
     if first:
         yield first
+    from web.langgraph_api.tracker import WAITERS
+
+    async with WAITERS.watching(thread_id) as changed:
+        async for chunk in _events(pool, thread_id, run_id, modes, subgraphs, emit, changed):
+            yield chunk
+
+
+async def _events(pool: Any, thread_id: str, run_id: str, modes: list[str], subgraphs: bool, emit: Any,
+                  changed: Any) -> AsyncIterator[bytes]:
+    from web.langgraph_api.runs import FINAL, live_status, run_rows
+
     rows = await run_in_threadpool(run_rows, pool, thread_id, run_id=run_id, limit=1)
     after: dict[str, str | None] = {"": rows[0]["from_checkpoint"] if rows else None}
     event_after = rows[0]["from_event"] if rows else 0
@@ -141,4 +151,4 @@ async def run_events(pool: Any, thread_id: str, run_id: str, modes: list[str], *
                             yield chunk
                 return
             continue
-        await asyncio.sleep(POLL_SECONDS)
+        await changed(POLL_SECONDS)

@@ -10,14 +10,13 @@ import uuid
 from typing import Any
 
 from psycopg.types.json import Jsonb
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from checkpoint.tokens import Reviewer
 from web.decide import HttpError, valid_thread_id
-from web.langgraph_api.http import Json, body_of, field, paging, route
+from web.langgraph_api.http import run_in_threadpool, Json, body_of, field, paging, route
 
 STATUSES = ("idle", "busy", "interrupted", "error")
 
@@ -29,7 +28,9 @@ SELECT coalesce(a.thread_id, t.thread_id) AS thread_id,
        least(a.created_at, t.created_at) AS created_at, greatest(a.updated_at, t.updated_at) AS updated_at,
        t.graph, t.status AS signoff_status,
        CASE WHEN t.status IN ('queued', 'running')
-                 OR EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('todo', 'doing'))
+                 OR EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('todo', 'doing')
+                            AND NOT (j.status = 'doing' AND EXISTS (SELECT 1 FROM progress_events e WHERE e.thread_id = j.thread_id
+                                     AND e.event->>'event' = 'stop' AND e.event->>'job' = j.id::text)))
                  OR EXISTS (SELECT 1 FROM api_runs r WHERE r.thread_id = coalesce(a.thread_id, t.thread_id)
                             AND r.status IN ('pending', 'running') AND r.job_id IS NULL) THEN 'busy'
             WHEN t.status = 'waiting' THEN 'interrupted'

@@ -5,14 +5,16 @@ worker is live, run a worker inside `serve` so a run never waits for one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
-from typing import Any
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 log = logging.getLogger("signoff.langgraph_api")
 
-POLL_SECONDS = 0.1
+POLL_SECONDS = 0.5
 WEBHOOK_ATTEMPTS = 6
 WEBHOOK_TIMEOUT = 10.0
 
@@ -25,11 +27,70 @@ def ensure_started(pool: Any) -> None:
         if id(pool) not in _started:
             tracker = _started[id(pool)] = Tracker(pool)
             threading.Thread(target=tracker.loop, name="signoff-api-runs", daemon=True).start()
+            threading.Thread(target=listen, args=(pool.conninfo,), name="signoff-api-listen", daemon=True).start()
 
 
 def wake() -> None:
     for tracker in list(_started.values()):
         tracker.event.set()
+
+
+class Waiters:
+    """Requests waiting for a thread to move (runs.wait, join, streams), woken by the progress
+    notifications workers send with every batch of a run's events (checkpoint/events.py)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._by_thread: dict[str, set[tuple[Any, asyncio.Event]]] = {}
+
+    def notify(self, thread_id: str) -> None:
+        with self._mutex:
+            waiting = list(self._by_thread.get(thread_id, ()))
+        for loop, event in waiting:
+            loop.call_soon_threadsafe(event.set)
+
+    @asynccontextmanager
+    async def watching(self, thread_id: str) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """`changed(timeout)` returns when the thread's run wrote something, or after `timeout`."""
+        item = (asyncio.get_running_loop(), asyncio.Event())
+        with self._mutex:
+            self._by_thread.setdefault(thread_id, set()).add(item)
+
+        async def changed(timeout: float) -> None:
+            try:
+                await asyncio.wait_for(item[1].wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            item[1].clear()
+
+        try:
+            yield changed
+        finally:
+            with self._mutex:
+                held = self._by_thread.get(thread_id, set())
+                held.discard(item)
+                if not held:
+                    self._by_thread.pop(thread_id, None)
+
+
+WAITERS = Waiters()
+
+
+def listen(conninfo: str) -> None:
+    import psycopg
+
+    from checkpoint.events import PROGRESS_CHANNEL
+
+    while True:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
+                while True:
+                    for notify in conn.notifies(timeout=1.0):
+                        WAITERS.notify(notify.payload)
+                        wake()
+        except Exception:  # noqa: BLE001 - the database blinked: waiters fall back to polling meanwhile
+            time.sleep(1.0)
 
 
 class Tracker:
@@ -90,6 +151,11 @@ class Tracker:
         opts = {**kwargs, "metadata": row["metadata"]}
         try:
             with threads_lock(self.pool, row["thread_id"]):
+                with self.pool.connection() as conn:
+                    still = conn.execute("SELECT 1 FROM api_runs WHERE run_id = %s AND job_id IS NULL AND status = 'pending'",
+                                         (row["run_id"],)).fetchone()
+                if still is None:
+                    return  # another serve process started it (or it was cancelled)
                 mark = last_event(self.pool, row["thread_id"])
                 job, checkpoint, done = launch(self.pool, row["thread_id"], entry_for(row["graph"]), opts, row["actor"])
             with self.pool.connection() as conn:
@@ -123,8 +189,12 @@ class Tracker:
         from web.langgraph_api.http import dumps
         from web.langgraph_api.runs import _RUN, as_run, result_of
 
-        with self.pool.connection() as conn:
-            rows = conn.execute(_RUN + "WHERE r.webhook_status = 'pending' AND r.webhook_due <= now() ORDER BY r.webhook_due LIMIT 20").fetchall()
+        with self.pool.connection() as conn:  # claimed with a lease: one serve process posts each attempt
+            claimed = conn.execute(
+                "UPDATE api_runs SET webhook_due = now() + interval '2 minutes' WHERE run_id IN (SELECT run_id FROM api_runs "
+                "WHERE webhook_status = 'pending' AND webhook_due <= now() ORDER BY webhook_due LIMIT 20 FOR UPDATE SKIP LOCKED) "
+                "RETURNING run_id").fetchall()
+            rows = conn.execute(_RUN + "WHERE r.run_id = ANY(%s)", ([r["run_id"] for r in claimed],)).fetchall() if claimed else []
         for row in rows:
             payload = {**as_run(row), "status": row["status"], "webhook_sent_at": time.time()}
             try:
