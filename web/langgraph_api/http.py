@@ -23,11 +23,25 @@ log = logging.getLogger("signoff.langgraph_api")
 Handler = Callable[[Request, Reviewer], Awaitable[Response]]
 
 
-#: database work of this API at once, in the thread pool: serve's connection pool is small, and
-#: some operations take a second connection while holding one (a decision locks its thread
-#: row and reads the checkpoint), so more at once could wait on each other for a connection
-DB_CONCURRENCY = 3
+#: database work of this API at once, in the thread pool. Some operations take a second
+#: connection while holding one (a decision locks its thread row and reads the checkpoint), so
+#: the API's own pool holds twice as many, and a little more for the run tracker.
+DB_CONCURRENCY = 6
+API_POOL_SIZE = 2 * DB_CONCURRENCY + 2
 _limiters: dict[int, Any] = {}
+_pools: dict[str, Any] = {}
+_pools_mutex = __import__("threading").Lock()
+
+
+def api_pool(pool: Any) -> Any:
+    """The API's own connection pool on serve's database (opened once): its clients' runs,
+    waits and streams never take the connections the inbox and Signoff's own API need."""
+    with _pools_mutex:
+        if pool.conninfo not in _pools:
+            from checkpoint.database import open_pool
+
+            _pools[pool.conninfo] = open_pool(pool.conninfo, max_size=API_POOL_SIZE)
+        return _pools[pool.conninfo]
 
 
 async def run_in_threadpool(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -108,7 +122,8 @@ def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         from web.langgraph_api import tracker
 
         ctx = request.scope["app"].state.ctx
-        tracker.ensure_started(ctx.pool)  # runs left open by a restart are finished and their webhooks posted
+        request.state.pool = await run_in_threadpool(api_pool, ctx.pool)
+        tracker.ensure_started(request.state.pool)  # runs left open by a restart are finished and their webhooks posted
         tid = request.path_params.get("thread_id")
         token = presented_token(request)
         reviewer = await run_in_threadpool(authenticate, ctx.pool, token) if token else None

@@ -19,7 +19,7 @@ WAIT_POLL = 1.0
 
 
 def pool_of(request: Request) -> Any:
-    return request.scope["app"].state.ctx.pool
+    return request.state.pool
 
 
 async def _create(request: Request, reviewer: Reviewer) -> dict[str, Any]:

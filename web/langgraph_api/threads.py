@@ -162,7 +162,7 @@ async def create(request: Request, reviewer: Reviewer) -> Response:
     if_exists = field(body, "if_exists", str, "raise")
     if if_exists not in ("raise", "do_nothing"):
         raise HttpError(422, "if_exists must be raise or do_nothing")
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
 
     def make() -> dict[str, Any]:
         with pool.connection() as conn:
@@ -180,7 +180,7 @@ async def create(request: Request, reviewer: Reviewer) -> Response:
 
 
 async def get(request: Request, reviewer: Reviewer) -> Response:
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     tid = request.path_params["thread_id"]
     return Json(await run_in_threadpool(lambda: as_thread(pool, thread_row(pool, tid))))
 
@@ -188,7 +188,7 @@ async def get(request: Request, reviewer: Reviewer) -> Response:
 async def update(request: Request, reviewer: Reviewer) -> Response:
     body = await body_of(request)
     metadata = field(body, "metadata", dict) or {}
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     tid = request.path_params["thread_id"]
 
     def change() -> dict[str, Any]:
@@ -202,7 +202,7 @@ async def update(request: Request, reviewer: Reviewer) -> Response:
 
 
 async def delete(request: Request, reviewer: Reviewer) -> Response:
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     tid = request.path_params["thread_id"]
 
     def remove() -> None:
@@ -228,7 +228,7 @@ async def search(request: Request, reviewer: Reviewer) -> Response:
     if sort not in ("thread_id", "status", "created_at", "updated_at") or order not in ("asc", "desc"):
         raise HttpError(422, "sort_by must be thread_id, status, created_at or updated_at; sort_order asc or desc")
     metadata, ids = field(body, "metadata", dict), field(body, "ids", list)
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
 
     def find() -> list[dict[str, Any]]:
         rows = thread_rows(pool, status=status, metadata=metadata, ids=ids, limit=limit, offset=offset, sort=sort, order=order)
@@ -240,12 +240,12 @@ async def search(request: Request, reviewer: Reviewer) -> Response:
 async def count(request: Request, reviewer: Reviewer) -> Response:
     body = await body_of(request)
     status, metadata = field(body, "status", str), field(body, "metadata", dict)
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     return Json(len(await run_in_threadpool(lambda: thread_rows(pool, status=status, metadata=metadata, limit=100000))))
 
 
 async def state(request: Request, reviewer: Reviewer) -> Response:
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     tid, checkpoint_id = request.path_params["thread_id"], request.path_params.get("checkpoint_id")
     subgraphs = request.query_params.get("subgraphs", "false").lower() == "true"
     return Json(await run_in_threadpool(state_of, pool, tid, checkpoint_id, subgraphs))
@@ -254,7 +254,7 @@ async def state(request: Request, reviewer: Reviewer) -> Response:
 async def state_at(request: Request, reviewer: Reviewer) -> Response:
     body = await body_of(request)
     checkpoint = field(body, "checkpoint", dict) or {}
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     return Json(await run_in_threadpool(state_of, pool, request.path_params["thread_id"], checkpoint.get("checkpoint_id"),
                                         bool(body.get("subgraphs"))))
 
@@ -265,7 +265,7 @@ async def history(request: Request, reviewer: Reviewer) -> Response:
     if not 0 < limit <= 1000:
         raise HttpError(422, "limit must be 1-1000")
     before = (field(body, "before", dict) or {}).get("checkpoint_id")
-    pool = request.scope["app"].state.ctx.pool
+    pool = request.state.pool
     return Json(await run_in_threadpool(history_of, pool, request.path_params["thread_id"], limit, before, field(body, "metadata", dict)))
 
 

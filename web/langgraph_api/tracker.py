@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 log = logging.getLogger("signoff.langgraph_api")
 
 POLL_SECONDS = 0.5
+MIN_PASS_SECONDS = 0.2
 WEBHOOK_ATTEMPTS = 6
 WEBHOOK_TIMEOUT = 10.0
 
@@ -107,6 +108,7 @@ class Tracker:
                 log.debug("run tracker pass failed", exc_info=True)
             self.event.wait(POLL_SECONDS)
             self.event.clear()
+            time.sleep(MIN_PASS_SECONDS)  # woken by every batch of progress: one pass covers them all
 
     def once(self) -> None:
         from web.langgraph_api.runs import FINAL, _RUN, live_status
