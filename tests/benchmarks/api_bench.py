@@ -112,6 +112,15 @@ def spawn(args: list[str], cwd: Path, env: dict[str, str], log: Path) -> subproc
     return subprocess.Popen(args, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
+def cpu_seconds(proc: subprocess.Popen) -> float:
+    """User + system CPU the process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -149,7 +158,12 @@ def main() -> None:
             try:
                 wait_port(port)
                 time.sleep(2)  # the worker registers
-                results["signoff"] = [measure(f"http://127.0.0.1:{port}/langgraph", token, c, n) for c, n in levels]
+                results["signoff"] = []
+                for c, n in levels:
+                    before = cpu_seconds(serve), cpu_seconds(worker)
+                    row = measure(f"http://127.0.0.1:{port}/langgraph", token, c, n)
+                    row["cpu"] = f"serve {cpu_seconds(serve) - before[0]:.1f} s, worker {cpu_seconds(worker) - before[1]:.1f} s"
+                    results["signoff"].append(row)
             finally:
                 stop(serve)
                 stop(worker)
@@ -162,16 +176,21 @@ def main() -> None:
         try:
             wait_port(port)
             time.sleep(2)
-            results["langgraph dev"] = [measure(f"http://127.0.0.1:{port}", None, c, n) for c, n in levels]
+            results["langgraph dev"] = []
+            for c, n in levels:
+                before = cpu_seconds(dev)
+                row = measure(f"http://127.0.0.1:{port}", None, c, n)
+                row["cpu"] = f"server {cpu_seconds(dev) - before:.1f} s"
+                results["langgraph dev"].append(row)
         finally:
             stop(dev)
 
     print(f"machine: {machine()}")
-    print("| server | clients | threads | median ms/thread | p95 ms/thread | threads/s | errors |")
-    print("|---|---|---|---|---|---|---|")
+    print("| server | clients | threads | median ms/thread | p95 ms/thread | threads/s | errors | CPU (incl. warm-up) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, rows in results.items():
         for r in rows:
-            print(f"| {name} | {r['clients']} | {r['threads']} | {r['median_ms']} | {r['p95_ms']} | {r['threads_per_s']} | {r['errors']} |")
+            print(f"| {name} | {r['clients']} | {r['threads']} | {r['median_ms']} | {r['p95_ms']} | {r['threads_per_s']} | {r['errors']} | {r.get('cpu', '')} |")
     for name, rows in results.items():
         for r in rows:
             if r["first_error"]:
