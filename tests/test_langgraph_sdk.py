@@ -401,3 +401,17 @@ def test_a_run_paused_at_an_interrupt_point_runs_on_with_no_input_as_an_approval
     assert asked[0]["value"][0]["action_request"]["args"]["total_cents"] == 240000
     shown = json.loads(cli(penv, "show", thread, "--json").stdout)
     assert [(d["decision"], d["actor"]) for d in shown["decisions"]] == [("approved", "alice")]
+
+
+def test_a_resume_after_the_deadline_passed_is_refused_409_and_records_nothing(serve, worker, alice, bob, pool):
+    worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    thread = client.threads.create()["thread_id"]
+    asked = client.runs.wait(thread, "purchase", input=LAPTOPS)["__interrupt__"][0]
+    with pool.connection() as conn:
+        conn.execute("UPDATE threads SET deadline = now() - interval '1 minute' WHERE thread_id = %s", (thread,))
+    approvals = count_rows(pool, "approvals", decision="approved")
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        get_sync_client(url=serve, api_key=bob).runs.create(thread, "purchase", command={"resume": {asked["id"]: [{"type": "accept"}]}})
+    assert refused.value.response.status_code == 409 and "deadline passed" in refused.value.response.json()["detail"]
+    assert count_rows(pool, "approvals", decision="approved") == approvals

@@ -89,8 +89,8 @@ async def graph(request: Request, reviewer: Reviewer) -> Response:
     return Json(drawn.to_json())
 
 
-def schemas_of(entry: Any) -> dict[str, Any]:
-    graph = entry.graph
+def schemas_of(name: str, graph: Any) -> dict[str, Any]:
+    """The JSON schemas of a graph's input, output, state, config and context."""
 
     def schema(make: Any) -> Any:
         try:
@@ -98,7 +98,7 @@ def schemas_of(entry: Any) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - a type with no JSON schema: LangGraph says null too
             return None
 
-    return {"graph_id": entry.name, "input_schema": schema(lambda: graph.get_input_jsonschema()),
+    return {"graph_id": name, "input_schema": schema(lambda: graph.get_input_jsonschema()),
             "output_schema": schema(lambda: graph.get_output_jsonschema()),
             "state_schema": schema(lambda: graph.get_output_jsonschema() if not hasattr(graph, "builder")
                                    else _state_schema(graph)),
@@ -114,7 +114,7 @@ def _state_schema(graph: Any) -> Any:
 
 async def schemas(request: Request, reviewer: Reviewer) -> Response:
     entry = await run_in_threadpool(entry_for, request.path_params["assistant_id"])
-    return Json(await run_in_threadpool(schemas_of, entry))
+    return Json(await run_in_threadpool(schemas_of, entry.name, entry.graph))
 
 
 async def subgraphs(request: Request, reviewer: Reviewer) -> Response:
@@ -122,8 +122,7 @@ async def subgraphs(request: Request, reviewer: Reviewer) -> Response:
     namespace = request.path_params.get("namespace")
     found = {}
     for ns, sub in entry.graph.get_subgraphs(namespace=namespace, recurse=request.query_params.get("recurse") == "true"):
-        found[ns] = {"graph_id": entry.name, **{k: v for k, v in schemas_of(type("E", (), {"graph": sub, "name": entry.name})).items()
-                                                if k != "graph_id"}}
+        found[ns] = schemas_of(entry.name, sub)
     return Json(found)
 
 
