@@ -167,6 +167,13 @@ def test_a_stale_resume_is_refused_409(serve, worker, alice, bob, pool):
     assert refused.value.response.status_code == 409 and "already decided by bob" in refused.value.response.json()["detail"]
     assert count_rows(pool, "approvals") == approvals
 
+    again = client.runs.wait(thread["thread_id"], "purchase", input={**LAPTOPS, "quantity": 1})["__interrupt__"][0]
+    assert again["id"] != asked["id"]  # the gate asks anew: the old question was replaced
+    with pytest.raises(httpx.HTTPStatusError) as replaced:
+        reviewer.runs.wait(thread["thread_id"], "purchase", command={"resume": {asked["id"]: [{"type": "accept", "args": None}]}})
+    assert replaced.value.response.status_code == 409 and "no longer pending" in replaced.value.response.json()["detail"]
+    assert count_rows(pool, "approvals") == approvals
+
 
 def test_a_thread_started_from_the_cli_is_resumed_from_the_sdk_and_sdk_threads_are_pending_in_the_cli(serve, worker, bob, alice, penv):
     worker()
@@ -352,6 +359,7 @@ def test_reads_change_nothing_and_errors_come_in_langgraphs_shape(serve, worker,
     before = table_counts(database_url)
     client.threads.get(thread), client.threads.get_state(thread), client.threads.get_history(thread), client.runs.get(thread, run["run_id"])
     client.runs.list(thread), client.threads.search(status="interrupted"), client.assistants.get_schemas("purchase"), client.assistants.get_graph("purchase")
+    assert "approval" in client.assistants.get_subgraphs("purchase")
     list(client.runs.join_stream(thread, run["run_id"]))
     assert {k: v for k, v in table_counts(database_url).items() if k != "reviewer_tokens"} == \
            {k: v for k, v in before.items() if k != "reviewer_tokens"}
