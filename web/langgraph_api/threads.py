@@ -26,7 +26,7 @@ SELECT coalesce(a.thread_id, t.thread_id) AS thread_id,
        coalesce(a.metadata, '{}'::jsonb) || CASE WHEN t.graph IS NULL THEN '{}'::jsonb
             ELSE jsonb_build_object('graph_id', t.graph) END AS metadata,
        least(a.created_at, t.created_at) AS created_at, greatest(a.updated_at, t.updated_at) AS updated_at,
-       t.graph, t.status AS signoff_status,
+       t.graph, t.status AS signoff_status, a.thread_id IS NOT NULL AS api,
        CASE WHEN t.status IN ('queued', 'running')
                  OR EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('todo', 'doing')
                             AND NOT (j.status = 'doing' AND EXISTS (SELECT 1 FROM progress_events e WHERE e.thread_id = j.thread_id
@@ -36,17 +36,20 @@ SELECT coalesce(a.thread_id, t.thread_id) AS thread_id,
             WHEN t.status = 'waiting' THEN 'interrupted'
             WHEN t.status = 'failed' THEN 'error'
             ELSE 'idle' END AS status
-FROM api_threads a FULL JOIN threads t ON t.thread_id = a.thread_id
+FROM {source}
 """
+#: every thread; for given ids, only those (looked up by key, not by scanning both tables)
+_ALL = "api_threads a FULL JOIN threads t ON t.thread_id = a.thread_id"
+_BY_ID = ("unnest(%(ids)s::text[]) AS k(thread_id) LEFT JOIN api_threads a ON a.thread_id = k.thread_id "
+          "LEFT JOIN threads t ON t.thread_id = k.thread_id")
 
 
 def thread_rows(pool: Any, *, thread_id: str | None = None, status: str | None = None, metadata: dict[str, Any] | None = None,
                 ids: list[str] | None = None, limit: int = 10, offset: int = 0, sort: str = "created_at",
                 order: str = "desc") -> list[dict[str, Any]]:
-    where, args = [], {}
+    where, args = ["thread_id IS NOT NULL"], {}
     if thread_id is not None:
-        where.append("thread_id = %(tid)s")
-        args["tid"] = thread_id
+        ids = [thread_id] if ids is None else [i for i in ids if i == thread_id]
     if status is not None:
         where.append("status = %(status)s")
         args["status"] = status
@@ -54,9 +57,10 @@ def thread_rows(pool: Any, *, thread_id: str | None = None, status: str | None =
         where.append("metadata @> %(meta)s")
         args["meta"] = Jsonb(metadata)
     if ids is not None:
-        where.append("thread_id = ANY(%(ids)s)")
         args["ids"] = ids
-    sql = (f"SELECT * FROM ({_THREADS}) x {'WHERE ' + ' AND '.join(where) if where else ''} "
+        where.append("(x.api OR x.graph IS NOT NULL)")
+    threads_sql = _THREADS.replace("{source}", _BY_ID if ids is not None else _ALL)
+    sql = (f"SELECT * FROM ({threads_sql}) x WHERE {' AND '.join(where)} "
            f"ORDER BY {sort} {order}, thread_id LIMIT %(limit)s OFFSET %(offset)s")
     with pool.connection() as conn:
         return conn.execute(sql, {**args, "limit": limit, "offset": offset}).fetchall()

@@ -149,6 +149,12 @@ class Tracker:
                  and (r["job_id"] is None or live_status(r) not in FINAL)]
         if ahead:
             return
+        from checkpoint import threads
+        from web.langgraph_api.runs import job_running
+
+        thread = threads.get(self.pool, row["thread_id"])
+        if thread is not None and (thread.status in ("queued", "running") or job_running(self.pool, row["thread_id"])):
+            return  # still busy with work started elsewhere (the CLI, a worker's recovery)
         kwargs = dict(row["kwargs"])
         opts = {**kwargs, "metadata": row["metadata"]}
         try:
