@@ -525,6 +525,8 @@ def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
         return [{"event": "token", "node": metadata.get("langgraph_node", "?"), "text": text}] if text else []
     if mode == "custom" and isinstance(payload, dict) and "event" in payload:
         return [payload]
+    if mode == "custom":  # a graph's own get_stream_writer() data: LangGraph's API streams it (`custom`)
+        return [{"event": "custom", "data": payload}]
     return []
 
 

@@ -19,6 +19,17 @@ class ProjectWorkerRunner(WorkerRunner, InterruptRunner):
     def _stream_options(self, thread_id: str, handle: Any) -> dict[str, Any]:
         return InterruptRunner._stream_options(self, thread_id, handle)
 
+    def _run(self, thread_id: str, graph_input: Any, sink: Any, control: Any) -> Any:
+        """A run that can be cancelled from another process (runtime/cancelling.py); a
+        cancelled run's job closes instead of going back to the queue."""
+        from dataclasses import replace
+
+        from runtime.cancelling import cancellable, cancelled
+
+        with cancellable(self.pool, thread_id, control):
+            stop = InterruptRunner._run(self, thread_id, graph_input, sink, control)
+        return replace(stop, status="cancelled") if stop.status == "interrupted" and cancelled(control) else stop
+
 
 def worker_runner(job: Any, pool: Any, context: Any, graphs: Any, session: Any, writer: Any, held: bool) -> Any:
     """The runner for the job's thread; UnknownGraph / GraphUnavailable when its graph is not
