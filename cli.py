@@ -23,8 +23,21 @@ from graphs.session import existing_thread, open_db, settings
 from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, err, friendly, out
 
 
+class AnyGraphStart(typer.core.TyperGroup):
+    """`signoff start GRAPH`: a built-in graph's own command (it takes its text), else the
+    command that starts any graph of the project with --input JSON."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        found = super().get_command(ctx, cmd_name)
+        if found is not None or cmd_name.startswith("-"):
+            return found
+        ctx.meta["signoff.graph"] = cmd_name
+        return super().get_command(ctx, "graph")
+
+
 app = typer.Typer(help="Durable agent workflows with human sign-off gates.", no_args_is_help=True, add_completion=False, cls=OneLineUsageErrors)
-start_app = typer.Typer(help="Start a thread and stream it to its first stop.", no_args_is_help=True)
+start_app = typer.Typer(help="Start a thread and stream it to its first stop: `start GRAPH --input JSON` for any graph of "
+                        "your project (see `signoff graphs`).", no_args_is_help=True, cls=AnyGraphStart)
 db_app = typer.Typer(help="The database: migrations and status.", no_args_is_help=True)
 kb_app = typer.Typer(help="The support knowledge base.", no_args_is_help=True)
 app.add_typer(start_app, name="start")
@@ -110,6 +123,74 @@ def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str
 # --- commands ------------------------------------------------------------------------------
 
 
+@app.callback()
+def main_options(
+    config: Optional[Path] = typer.Option(None, "--config", envvar="SIGNOFF_CONFIG", help="Your LangGraph project's langgraph.json (default: ./langgraph.json)."),
+) -> None:
+    """Durable agent workflows with human sign-off gates."""
+    if config is not None:
+        os.environ["SIGNOFF_CONFIG"] = str(config)  # for this process and the workers it is
+
+
+@start_app.command("graph", hidden=True)
+@friendly
+def start_any_graph(
+    ctx: typer.Context,
+    graph_input: str = typer.Option(..., "--input", help="The graph's input, a JSON object (checked against its input schema)."),
+    context: Optional[str] = typer.Option(None, "--context", help="The run's Runtime.context, a JSON object (the graph's context_schema)."),
+    interrupt_before: list[str] = typer.Option([], "--interrupt-before", help="Pause before this node too (repeatable; * for every node)."),
+    interrupt_after: list[str] = typer.Option([], "--interrupt-after", help="Pause after this node too (repeatable)."),
+    thread: Optional[str] = typer.Option(None, "--thread", help="Thread id to use (default: generated)."),
+    deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours a gate waits before its default action."),
+    detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
+) -> None:
+    """Start a thread of any graph of your project (langgraph.json)."""
+    from runtime.starting import start_any
+
+    graph = ctx.meta.get("signoff.graph")
+    if not graph:
+        raise UsageError("name the graph: signoff start GRAPH --input JSON (see `signoff graphs`)")
+    if not PROJECT_GRAPH_NAME.fullmatch(graph):
+        raise UsageError(f"{graph!r} is not a graph name: see `signoff graphs`")
+    thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
+    config = settings()
+    start_any(config, graph, graph_input, context, list(interrupt_before), list(interrupt_after), thread_id,
+              deadline_hours(graph.replace("-", "_"), deadline, config), detach=detach, deadline_given=deadline is not None)
+
+
+graphs_app = typer.Typer(help="The graphs Signoff can run: its own and your project's (langgraph.json).", invoke_without_command=True)
+app.add_typer(graphs_app, name="graphs")
+
+
+@graphs_app.callback()
+@friendly
+def list_graphs(ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
+    """Every graph: name, source, static gates, input keys, version, and why it cannot load."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from console.project_display import print_graphs
+    from runtime.checking import graph_rows
+    from runtime.project import current_project
+
+    print_graphs(graph_rows(), current_project(), as_json=as_json)
+
+
+@graphs_app.command("check")
+@friendly
+def check_graphs(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
+    """Unfinished threads the graphs here cannot resume (a node, gate or channel they need is
+    gone); exits 1 if there is any. Run it before a deploy."""
+    from checkpoint.errors import EXIT_FAILED
+    from console.project_display import print_check
+    from runtime.checking import cannot_resume
+
+    with open_db(settings()) as pool:
+        rows, checked = cannot_resume(pool)
+    print_check(rows, checked, as_json=as_json)
+    if rows:
+        raise typer.Exit(EXIT_FAILED)
+
+
 @start_app.command("support")
 @friendly
 def start_support(
@@ -165,6 +246,8 @@ def start_research(
 
 #: A graph name as `--graph` takes it (checked against the registry only when it names no thread).
 GRAPH_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
+#: A graph name a project's langgraph.json may give (`start GRAPH`).
+PROJECT_GRAPH_NAME = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
 
 
 @app.command()
@@ -192,7 +275,11 @@ def pending(
         if graph is not None:
             known_graph(pool, graph)
         found = waiting_threads(pool, limit=page_size, graph=graph, older_than=wait)
-    print_pending(found, limit=page_size, filtered=bool(graph or wait), as_json=as_json)
+        print_pending(found, limit=page_size, filtered=bool(graph or wait), as_json=as_json)
+        if not as_json:
+            from runtime.blocked import print_blocked
+
+            print_blocked(pool, lambda line: out.print(safe_line(line), soft_wrap=True))
 
 
 def known_graph(pool: Any, graph: str) -> None:
@@ -202,10 +289,10 @@ def known_graph(pool: Any, graph: str) -> None:
 
     if graph_seen(pool, graph):
         return
-    from graphs.registry import GRAPHS
+    from runtime.registry import all_names
 
-    if graph not in GRAPHS:
-        raise UsageError(f"there is no graph {graph!r}: use one of {', '.join(GRAPHS)}")
+    if graph not in all_names():
+        raise UsageError(f"there is no graph {graph!r}: use one of {', '.join(all_names())}")
 
 
 @app.command()
@@ -221,8 +308,16 @@ def show(
     checkpointer, without compiling a graph, so it answers at once."""
     from graphs.thread_display import print_thread, read_thread
 
+    from runtime.show import project_thread
+
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:
+        project_view = project_thread(pool, thread_id)
+        if project_view is not None:  # any LangGraph graph: its state, questions and digest
+            from console.project_display import print_project_thread
+
+            print_project_thread(project_view, as_json=as_json)
+            return
         view = read_thread(pool, thread_id, notifications=not as_json)
     print_thread(thread_id, view, as_json=as_json)
 
@@ -236,32 +331,36 @@ def approve(
     expect: Optional[str] = typer.Option(None, "--expect", help="The digest of the content you reviewed (see `show`); required without a terminal."),
     yes: bool = typer.Option(False, "--yes", "-y", help="At a terminal: show the content and approve it without asking."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
-    edit: bool = typer.Option(False, "--edit", help="Edit the reply and amount in $EDITOR first, then approve the edited content (a raised amount is only proposed)."),
+    edit: bool = typer.Option(False, "--edit", help="Edit the reply and amount (or, for an interrupt, the action's arguments) in $EDITOR first, then approve the edited content (a raised amount is only proposed)."),
+    interrupt: Optional[str] = typer.Option(None, "--interrupt", help="Which interrupt, when the thread waits on several (ids in `show`)."),
+    args: Optional[str] = typer.Option(None, "--args", help="Approve the action with these arguments instead (a JSON object), if its request allows edits."),
 ) -> None:
     """Approve what a thread waits on, then resume it to its next stop. You approve as the owner
     of the reviewer token in SIGNOFF_TOKEN, else as your OS login."""
     refuse_by(by)
     if note:
         valid_text(note, "note")
+    question = {"interrupt_id": interrupt, "edit_args": args}
     if edit:
         from graphs.deciding import edit_and_approve
 
-        edit_and_approve(valid_thread_id(thread_id), note, expect, detach=detach)
+        edit_and_approve(valid_thread_id(thread_id), note, expect, detach=detach, **question)
         return
-    decide(thread_id, "approved", note, expect, yes=yes, detach=detach)
+    decide(thread_id, "approved", note, expect, yes=yes, detach=detach, **question)
 
 
 def decide(thread_id: str, verdict: str, note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
-           handover: bool = False) -> None:
+           handover: bool = False, **question: Any) -> None:
     """Check that an approval binds to content the person saw: the digest given with --expect,
     or the content shown at a terminal (graphs/deciding.py). Without a terminal and without
     --expect nothing was shown, so it is refused. Who decides is worked out there."""
     from graphs.deciding import decide_and_resume
 
-    if verdict == "approved" and expect is None and not interactive():
-        raise UsageError(f"approve needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
+    if verdict in ("approved", "answered") and expect is None and not interactive():
+        raise UsageError(f"{'approve' if verdict == 'approved' else 'answer'} needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
                          f"reviewed: see the digest with `signoff show {thread_id}`")
-    decide_and_resume(valid_thread_id(thread_id), verdict, note, expect, yes=yes, detach=detach, handover=handover)
+    decide_and_resume(valid_thread_id(thread_id), verdict, note, expect, yes=yes, detach=detach, handover=handover,
+                      **{k: v for k, v in question.items() if k == "value" or (v is not None and v is not False)})
 
 
 @app.command()
@@ -274,14 +373,40 @@ def reject(
     by: Optional[str] = typer.Option(None, "--by", hidden=True, help="No longer accepted: you act as your OS login, or as the owner of the token in SIGNOFF_TOKEN."),
     expect: Optional[str] = typer.Option(None, "--expect", help="Refuse if the content's digest is not this (see `show`)."),
     detach: bool = typer.Option(False, "--detach", help="Record the decision, let a worker run the thread on, return at once."),
+    ignore: bool = typer.Option(False, "--ignore", help="Agent Inbox requests: answer ignore (skip the action), if the request allows it."),
+    interrupt: Optional[str] = typer.Option(None, "--interrupt", help="Which interrupt, when the thread waits on several (ids in `show`)."),
 ) -> None:
     """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist."""
     refuse_by(by)
-    if feedback is None and not hand_over:
+    if feedback is None and not hand_over and not ignore:
         raise UsageError("reject needs --feedback TEXT (what to change: the model redrafts) or, for support, "
-                         "--hand-over (a specialist takes the thread)")
+                         "--hand-over (a specialist takes the thread), or --ignore for an Agent Inbox request")
     note = valid_text(feedback, "feedback") if feedback is not None else ""
-    decide(thread_id, "rejected", note, expect, detach=detach, handover=hand_over)
+    decide(thread_id, "rejected", note, expect, detach=detach, handover=hand_over, ignore=ignore, interrupt_id=interrupt)
+
+
+@app.command()
+@friendly
+def answer(
+    thread_id: str = typer.Argument(..., help="The thread whose interrupt() asks for a value."),
+    value: str = typer.Option(..., "--value", help="The answer, as JSON: the graph's interrupt() returns it."),
+    expect: Optional[str] = typer.Option(None, "--expect", help="The digest of what you saw (see `show`); required without a terminal."),
+    interrupt: Optional[str] = typer.Option(None, "--interrupt", help="Which interrupt, when the thread waits on several (ids in `show`)."),
+    note: str = typer.Option("", "--note", help="A note for the audit trail."),
+    by: Optional[str] = typer.Option(None, "--by", hidden=True, help="No longer accepted: you act as your OS login, or as the owner of the token in SIGNOFF_TOKEN."),
+    detach: bool = typer.Option(False, "--detach", help="Record the answer, let a worker run the thread on, return at once."),
+) -> None:
+    """Answer an interrupt() that asks for a value (not an approval), then resume the thread."""
+    import json
+
+    refuse_by(by)
+    if note:
+        valid_text(note, "note")
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--value is not JSON ({exc.msg} at column {exc.colno}): quote text as '\"text\"'") from None
+    decide(thread_id, "answered", note, expect, yes=True, detach=detach, value=parsed, interrupt_id=interrupt)
 
 
 @app.command()
@@ -693,9 +818,12 @@ def list_workers() -> None:
     from checkpoint import workers as registry
     from graphs.admin_display import print_workers
 
+    from runtime.blocked import print_blocked
+
     with open_db(settings()) as pool:
         rows = registry.live(pool)
-    print_workers(rows)
+        print_workers(rows)
+        print_blocked(pool, lambda line: out.print(safe_line(line), soft_wrap=True))
 
 
 @app.command()

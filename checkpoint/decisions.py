@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
 from checkpoint.audit import record_event_on
@@ -51,6 +52,7 @@ def record_decision(
     digest: str,
     detail: dict[str, Any] | None = None,
     handover: bool = False,
+    answer: Any = None,
 ) -> RecordedDecision:
     """Insert the one decision for this gate visit, and its audit event in the same transaction
     (a decision is never recorded unaudited); AlreadyDecided if another got there first.
@@ -59,9 +61,9 @@ def record_decision(
     try:
         with pool.connection() as conn, conn.transaction():
             row = conn.execute(
-                "INSERT INTO approvals (thread_id, gate, checkpoint_id, decision, actor, note, digest, handover) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, decided_at",
-                (thread_id, gate, checkpoint_id, verdict, actor, note, digest, handover),
+                "INSERT INTO approvals (thread_id, gate, checkpoint_id, decision, actor, note, digest, handover, answer) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id, decided_at",
+                (thread_id, gate, checkpoint_id, verdict, actor, note, digest, handover, None if answer is None else Jsonb(answer)),
             ).fetchone()
             audited = {"gate": gate, "digest": digest, "note": note[:200], **(detail or {})} | ({"handover": True} if handover else {})
             record_event_on(conn, thread_id, actor, f"decision_{verdict}", audited)

@@ -72,7 +72,8 @@ def enqueue(pool: ConnectionPool, thread_id: str, kind: JobKind) -> int | None:
 
 
 def submit(
-    pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict[str, Any], deadline_hours: float, actor: str
+    pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict[str, Any], deadline_hours: float, actor: str,
+    graph_version: str | None = None, run_options: dict[str, Any] | None = None,
 ) -> int:
     """Register a new thread as 'queued' and its start job, in one transaction: a worker
     runs it. `actor` requested it. ThreadExists if the id is taken (nothing is written then)."""
@@ -80,9 +81,9 @@ def submit(
 
     with pool.connection() as conn, conn.transaction():
         row = conn.execute(
-            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours, requested_by) "
-            "VALUES (%s, %s, 'queued', %s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours, actor),
+            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours, requested_by, graph_version, run_options) "
+            "VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours, actor, graph_version, Jsonb(run_options or {})),
         ).fetchone()
         if row is None:
             raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")
@@ -206,6 +207,7 @@ def enqueue_abandoned(pool: ConnectionPool, run_lock_class: int, *, grace_second
             "WHERE ((t.status = 'running' AND t.updated_at < now() - make_interval(secs => %(grace)s)) "
             "   OR (t.status = 'waiting' AND EXISTS (SELECT 1 FROM approvals a WHERE a.thread_id = t.thread_id "
             "       AND a.decided_at >= t.updated_at AND a.decided_at < now() - make_interval(secs => %(grace)s)))) "
+            "AND t.graph_error IS NULL "
             "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = t.thread_id AND j.status IN ('todo', 'doing')) "
             "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.database = "
             "   (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.classid = %(lock_class)s "

@@ -34,8 +34,13 @@ class ThreadRow:
     #: the digest and content under review, stored while the thread waits at its gate (migration 005)
     digest: str | None = None
     review: str | None = None
-    #: who started the thread (migration 011): never an approver of its own request
+    #: who started the thread: never an approver of its own request
     requested_by: str | None = None
+    #: the graph's fingerprint at the start, what every run is given again, and why the thread
+    #: cannot run here now
+    graph_version: str | None = None
+    run_options: dict | None = None
+    graph_error: str | None = None
 
     @classmethod
     def from_db(cls, row: dict) -> "ThreadRow":
@@ -52,13 +57,13 @@ class ThreadExists(Conflict):
 
 
 def register(pool: ConnectionPool, thread_id: str, graph: str, summary: str, *, graph_input: dict, deadline_hours: float,
-             requested_by: str | None = None) -> None:
+             requested_by: str | None = None, graph_version: str | None = None, run_options: dict | None = None) -> None:
     """Claim a new thread id, recording who requested it; ThreadExists if it is taken."""
     with pool.connection() as conn:
         row = conn.execute(
-            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours, requested_by) "
-            "VALUES (%s, %s, 'running', %s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
-            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours, requested_by),
+            "INSERT INTO threads (thread_id, graph, status, summary, input, deadline_hours, requested_by, graph_version, run_options) "
+            "VALUES (%s, %s, 'running', %s, %s, %s, %s, %s, %s) ON CONFLICT (thread_id) DO NOTHING RETURNING thread_id",
+            (thread_id, graph, summary[:200], Jsonb(graph_input), deadline_hours, requested_by, graph_version, Jsonb(run_options or {})),
         ).fetchone()
     if row is None:
         raise ThreadExists(f"thread {thread_id} already exists: pick another --thread id, or `signoff show {thread_id}`")

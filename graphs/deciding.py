@@ -32,7 +32,7 @@ def refuse_if_expired(runner: Any, thread_id: str) -> None:
 
 
 def decide_and_resume(thread_id: str, verdict: str, note: str, expect: Optional[str], *,
-                      yes: bool = False, detach: bool = False, handover: bool = False) -> None:
+                      yes: bool = False, detach: bool = False, handover: bool = False, **question: Any) -> None:
     """Record a decision bound to the content the person saw, then run the thread on.
 
     An approval binds to a digest: the one given with --expect, or, at a terminal, the one of
@@ -44,6 +44,14 @@ def decide_and_resume(thread_id: str, verdict: str, note: str, expect: Optional[
     with existing_thread(thread_id) as runner:
         who = cli_identity(runner.pool)
         name = who.name
+        if getattr(runner, "answers_interrupts", False):  # a graph that asks with interrupt(): runtime/answering.py
+            from runtime.answering import answer_and_resume
+
+            return answer_and_resume(runner, thread_id, verdict, name, note, expect, yes=yes, detach=detach,
+                                     token_id=who.token_id, **question)
+        if any(question.values()) or verdict == "answered":
+            raise InvalidInput(f"thread {thread_id} runs {runner.spec.name}, whose gate asks no interrupt: "
+                               "--interrupt, --args, --ignore and `answer` are for graphs that ask with interrupt()")
         refuse_if_expired(runner, thread_id)
         if verdict == "approved" and expect is None:
             snapshot = runner.snapshot(thread_id)
@@ -62,7 +70,7 @@ def decide_and_resume(thread_id: str, verdict: str, note: str, expect: Optional[
         run_on(runner, thread_id, "handed over" if handover else verdict, name, detach=detach)  # a worker runs it on, or this terminal does
 
 
-def edit_and_approve(thread_id: str, note: str, expect: Optional[str], *, detach: bool = False) -> None:
+def edit_and_approve(thread_id: str, note: str, expect: Optional[str], *, detach: bool = False, **question: Any) -> None:
     """`approve --edit`: the reviewer edits the reply (and the amount) in $EDITOR.
     The same or a lower amount: they approve exactly what they saved (a new digest, both
     audited with the diff). A higher one is a proposal: nothing is approved, the chain starts
@@ -77,6 +85,11 @@ def edit_and_approve(thread_id: str, note: str, expect: Optional[str], *, detach
     with existing_thread(thread_id) as runner:
         who = cli_identity(runner.pool)
         name = who.name
+        if getattr(runner, "answers_interrupts", False):  # the arguments of the action asked about, in $EDITOR
+            from runtime.answering import answer_and_resume
+
+            return answer_and_resume(runner, thread_id, "approved", name, note, expect, detach=detach, edit=True,
+                                     token_id=who.token_id, **question)
         refuse_if_expired(runner, thread_id)  # the deadline decided first: nothing to edit
         snapshot = runner.snapshot(thread_id)
         gate = runner.gate_of(snapshot)

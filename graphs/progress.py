@@ -176,7 +176,11 @@ class ProgressPrinter:
             self.console.print(f"  review:  signoff show {tid}")
             self.console.print(f"  approve: signoff approve {tid} --expect {stop.digest}")
             self.console.print(f"  reject:  signoff reject {tid} --feedback \"what to change\"")
-            if get_spec(stop.graph).hands_over:
+            from graphs.registry import GRAPHS
+
+            if stop.graph not in GRAPHS:  # a project graph's interrupt() may ask for a value instead
+                self.console.print(f"  or answer: signoff answer {tid} --value JSON --expect {stop.digest}")
+            elif get_spec(stop.graph).hands_over:
                 self.console.print(f"  or give it to a specialist: signoff reject {tid} --hand-over")
         elif stop.status == "finished":
             self.console.print(f"\n[bold green]finished[/bold green]: {safe_line(stop.outcome)}", soft_wrap=True)

@@ -23,7 +23,7 @@ from checkpoint import threads
 from checkpoint.events import EventWriter
 from checkpoint.database import HeldConnection, is_connection_error, make_saver
 from checkpoint.errors import Conflict, InvalidInput, NotFound, SignoffError
-from graphs.registry import GraphSpec, get_spec
+from graphs.registry import GraphSpec
 from nodes.context import SignoffContext
 from checkpoint import decisions
 from checkpoint.audit import record_event
@@ -103,12 +103,9 @@ class ThreadRunner:
         row = threads.get(pool, thread_id)
         if row is None:
             raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
-        try:
-            spec = get_spec(row.graph)
-        except KeyError:
-            raise UnknownGraph(f"thread {thread_id} runs graph {row.graph!r}, which this version of Signoff does not have: "
-                               "run it with the version that started it") from None
-        runner = cls(pool, spec, context)
+        from runtime.runs import runner_for  # any graph: Signoff's own, or a project's
+
+        runner = runner_for(cls, pool, row, context)
         runner.row = row
         return runner
 
@@ -148,8 +145,11 @@ class ThreadRunner:
     def start(self, thread_id: str, text: str, options: dict[str, Any], sink: EventSink, control: RunControl | None = None) -> Stop:
         graph_input = self.spec.make_input(text, options)
         hours = float(options.get("deadline_hours") or self.spec.deadline_hours)
+        from runtime.versions import fingerprint  # the version it starts on, for `signoff graphs check`
+
         requester = options.get("actor", "cli")
-        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours, requested_by=requester)
+        threads.register(self.pool, thread_id, self.spec.name, summary=text, graph_input=graph_input, deadline_hours=hours,
+                         requested_by=requester, graph_version=fingerprint(self.graph))
         record_event(self.pool, thread_id, requester, "thread_started", {"graph": self.spec.name})
         # register wrote it 'running': no second write (a commit) for it, for this run only
         was, self.marked_running = self.marked_running, True
@@ -257,7 +257,7 @@ class ThreadRunner:
             if not self.marked_running:
                 threads.set_status(self.pool, thread_id, "running")
             try:
-                for mode, payload in self.graph.stream(
+                for mode, payload in self._stream(
                     graph_input, **observer.options(self._stream_options(thread_id, handle)),
                     durability="sync",  # every step is saved before the next starts
                     control=control,
@@ -276,6 +276,10 @@ class ThreadRunner:
                     threads.set_status(self.pool, thread_id, "failed")
                     record_event(self.pool, thread_id, "signoff", "run_failed", {"error": f"{exc.__class__.__name__}: {exc}"[:500]})
                 raise
+
+    def _stream(self, graph_input: Any, **options: Any) -> Iterator[Any]:
+        """The run's stream of (mode, payload) (runtime/runner.py runs async graphs here)."""
+        return self.graph.stream(graph_input, **options)
 
     def _stream_options(self, thread_id: str, handle: EventSink) -> dict[str, Any]:
         """How the run streams its events: LangGraph's `tasks`, `messages` and `custom` modes.
@@ -521,6 +525,8 @@ def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
         return [{"event": "token", "node": metadata.get("langgraph_node", "?"), "text": text}] if text else []
     if mode == "custom" and isinstance(payload, dict) and "event" in payload:
         return [payload]
+    if mode == "custom":  # a graph's own get_stream_writer() data: LangGraph's API streams it (`custom`)
+        return [{"event": "custom", "data": payload}]
     return []
 
 

@@ -101,7 +101,10 @@ def start_thread(config: Settings, graph: str, text: str, thread_id: str, option
         worker = worker_available(pool)
         if detach or worker:
             spec = get_spec(graph)
-            jobs.submit(pool, thread_id, graph, text, graph_input=spec.make_input(text, options),
+            from runtime.registry import get_entry
+            from runtime.versions import fingerprint  # the version it starts on, for `signoff graphs check`
+
+            jobs.submit(pool, thread_id, graph, text, graph_input=spec.make_input(text, options), graph_version=fingerprint(get_entry(graph).graph),
                         deadline_hours=options["deadline_hours"], actor=options.get("actor", "cli"))  # ThreadExists if taken
             out.print(f"thread [bold]{thread_id}[/bold]")
             if detach:

@@ -50,7 +50,7 @@ from checkpoint import workers as registry
 from checkpoint.database import connection_headroom, ensure_reachable, is_connection_error, make_saver, open_pool
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession, SessionClaim
-from graphs.registry import GRAPHS, GraphSpec
+from graphs.registry import GraphSpec
 from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, expire_if_due, stop_event
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
@@ -151,8 +151,15 @@ class CompiledGraphs:
     def get(self, name: str) -> Any:
         with self._mutex:
             if name not in self._compiled:
-                spec = GRAPHS[name]
-                self._compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
+                from graphs.registry import GRAPHS
+                from runtime.registry import get_entry
+                from runtime.runs import bind
+
+                if name in GRAPHS:
+                    spec = GRAPHS[name]
+                    self._compiled[name] = spec.build().compile(checkpointer=make_saver(self.pool), interrupt_before=list(spec.gates))
+                else:  # a project's graph (langgraph.json), bound to Signoff's checkpointer and store
+                    self._compiled[name] = bind(get_entry(name), self.pool)
             return self._compiled[name]
 
 
@@ -402,6 +409,10 @@ class Worker:
                 self.log(f"{job['thread_id']}: its worker died; job {job['id']} -> {job['status']}")
             jobs.enqueue_due_deadlines(pool, context.clock())
             jobs.enqueue_abandoned(pool, _RUN_LOCK_CLASS)
+            from runtime.blocked import retry_loadable
+
+            for thread_id in retry_loadable(pool, self.log):  # set aside for a graph that loads here now
+                self.log(f"{thread_id}: its graph loads now; queued again")
         except psycopg.Error as exc:
             self.log(f"sweep skipped: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__}")
         self.sweeps += 1
@@ -425,13 +436,37 @@ class Worker:
         control = RunControl()
 
         def execute() -> None:  # in a run thread, on the graph compiled once for the worker
-            runner = WorkerRunner(pool, GRAPHS[job.graph], context, graphs.get(job.graph), session, writer, held)
+            from runtime.worker_runs import worker_runner
+
+            try:
+                runner = worker_runner(job, pool, context, graphs, session, writer, held)
+            except Exception as exc:  # noqa: BLE001 - its graph is unknown here or fails to load
+                self._set_aside(job, pool, session, writer, held, exc)
+                return
             self._execute(job, runner, control, writer)
 
         with self._mutex:
             future = executor.submit(execute)
             self._running[future] = (job, control)
         future.add_done_callback(self._finished)
+
+    def _set_aside(self, job: jobs.Job, pool: ConnectionPool, session: LockSession, writer: progress.EventWriter, held: bool,
+                   exc: Exception) -> None:
+        """A job whose thread's graph cannot be loaded here: the reason goes on the thread
+        (pending, show and workers say it), the job closes as failed, the claim goes back, and
+        no sweep requeues the thread until a process can load its graph (runtime/blocked.py)."""
+        from runtime import blocked
+
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        try:
+            blocked.mark(pool, job.thread_id, reason, fresh=job.fresh_input is not None)
+            writer.append(job.thread_id, {"event": "stop", "status": "failed", "graph": job.graph, "error": reason, "job": job.id})
+            writer.flush()
+        finally:
+            if held:
+                session.release([job.thread_id])
+            self._close(lambda: jobs.finish(pool, job.id, reason, failed=True, worker_id=self.worker_id))
+        self.log(f"{job.thread_id}: job {job.id} ({job.kind}) set aside: {reason}")
 
     def _finished(self, future: Future[None]) -> None:
         with self._mutex:

@@ -235,6 +235,20 @@ ROWS: list[Row] = [
     row("approve", WAITING, "--edit", *ANY_DIGEST, says="no such digest '000000000000'", EDITOR="true"),
     row("approve", FINISHED, "--edit", says=f"thread {FINISHED} is not waiting at a gate", code=EXIT_CONFLICT, EDITOR="true"),
     row("orders list", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
+    row("start graph", "--input", "{}", says="name the graph: signoff start GRAPH --input JSON"),
+    row("start nope", "--input", "{}", says="graph 'nope' is not here", code=EXIT_NOT_FOUND),
+    row("start support", "--input", "{}", says="No such option: --input"),
+    row("start nope", says="Missing option '--input'"),
+    row("start Bad!", "--input", "{}", says="is not a graph name"),
+    *id_rows("answer", after=("--value", "1", *ANY_DIGEST)),
+    row("answer", WAITING, "--value", "{bad", *ANY_DIGEST, says="--value is not JSON"),
+    row("answer", WAITING, "--value", "1", says="needs --expect DIGEST when not run at a terminal"),
+    row("answer", WAITING, "--value", "1", *ANY_DIGEST, says="whose gate asks no interrupt"),
+    row("approve", WAITING, "--args", "{}", *ANY_DIGEST, says="whose gate asks no interrupt"),
+    row("reject", WAITING, "--ignore", says="whose gate asks no interrupt"),
+    row("graphs check", "--nope", says="No such option: --nope"),
+    row("graphs check", says="cannot reach PostgreSQL", code=EXIT_UNAVAILABLE, DATABASE_URL="postgresql://u:secret@127.0.0.1:1/x"),
+    row("graphs", "--nope", says="No such option: --nope"),
 ]
 
 

@@ -216,13 +216,14 @@ def api_decision(verdict: str) -> Callable[[WebContext, Request, Reviewer], Awai
 
 
 def create_app(ctx: WebContext) -> Any:
-    from web import pages
+    from web import langgraph_api, pages
 
     routes = [
         Route("/api/threads", api(api_list)),
         Route("/api/threads/{thread_id}", api(api_show)),
         Route("/api/threads/{thread_id}/approve", api(api_decision("approved")), methods=["POST"]),
         Route("/api/threads/{thread_id}/reject", api(api_decision("rejected")), methods=["POST"]),
+        langgraph_api.mount(),  # LangGraph's API, for its SDK and UIs
         *pages.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

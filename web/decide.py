@@ -78,7 +78,10 @@ def load(pool: ConnectionPool, thread_id: str) -> tuple[Any, Review]:
     gate = runner.gate_of(snapshot) if awaiting else None
     content = runner.spec.review_content(snapshot.values) if gate else ""
     visit = str(snapshot.config["configurable"]["checkpoint_id"]) if gate and snapshot.config else None
-    return runner, Review(runner.row, gate, visit, content, content_digest(content) if gate else "", dict(snapshot.values))  # type: ignore[arg-type]
+    digest = content_digest(content) if gate else ""
+    if gate and getattr(runner, "answers_interrupts", False):  # any LangGraph graph: its questions as stored when it settled
+        content, digest = runner.row.review or "", runner.row.digest or ""
+    return runner, Review(runner.row, gate, visit, content, digest, dict(snapshot.values))  # type: ignore[arg-type]
 
 
 def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, note: str, expect: str | None,

@@ -1,0 +1,1 @@
+"""A purchasing agent written for LangGraph alone: nothing in it knows Signoff."""

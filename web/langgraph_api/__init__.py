@@ -1,0 +1,16 @@
+"""LangGraph's HTTP API, served by `signoff serve` under /langgraph, so the clients LangGraph
+users have (the `langgraph-sdk` package, Studio, Agent Chat UI, Agent Inbox) work against
+Signoff: assistants, threads, runs, streaming and interrupts, with reviewer tokens, decisions
+and the audit as everywhere else."""
+
+from __future__ import annotations
+
+from starlette.routing import Mount
+
+PREFIX = "/langgraph"
+
+
+def mount() -> Mount:
+    from web.langgraph_api import assistants, run_routes, threads
+
+    return Mount(PREFIX, routes=[*assistants.routes(), *threads.routes(), *run_routes.routes()])

@@ -1,0 +1,225 @@
+"""The serve process's side of runs, in one background thread: record how each run ended,
+queue its webhook, start the runs queued behind a thread's run (multitask_strategy
+"enqueue"), post webhooks (retried with backoff, at least once), and, when runs wait and no
+worker is live, run a worker inside `serve` so a run never waits for one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+log = logging.getLogger("signoff.langgraph_api")
+
+POLL_SECONDS = 0.5
+MIN_PASS_SECONDS = 0.2
+WEBHOOK_ATTEMPTS = 6
+WEBHOOK_TIMEOUT = 10.0
+
+_started: dict[int, "Tracker"] = {}
+_mutex = threading.Lock()
+
+
+def ensure_started(pool: Any) -> None:
+    with _mutex:
+        if id(pool) not in _started:
+            tracker = _started[id(pool)] = Tracker(pool)
+            threading.Thread(target=tracker.loop, name="signoff-api-runs", daemon=True).start()
+            threading.Thread(target=listen, args=(pool.conninfo,), name="signoff-api-listen", daemon=True).start()
+
+
+def wake() -> None:
+    for tracker in list(_started.values()):
+        tracker.event.set()
+
+
+class Waiters:
+    """Requests waiting for a thread to move (runs.wait, join, streams), woken by the progress
+    notifications workers send with every batch of a run's events (checkpoint/events.py)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._by_thread: dict[str, set[tuple[Any, asyncio.Event]]] = {}
+
+    def notify(self, thread_id: str) -> None:
+        with self._mutex:
+            waiting = list(self._by_thread.get(thread_id, ()))
+        for loop, event in waiting:
+            loop.call_soon_threadsafe(event.set)
+
+    @asynccontextmanager
+    async def watching(self, thread_id: str) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
+        """`changed(timeout)` returns when the thread's run wrote something, or after `timeout`."""
+        item = (asyncio.get_running_loop(), asyncio.Event())
+        with self._mutex:
+            self._by_thread.setdefault(thread_id, set()).add(item)
+
+        async def changed(timeout: float) -> None:
+            try:
+                await asyncio.wait_for(item[1].wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            item[1].clear()
+
+        try:
+            yield changed
+        finally:
+            with self._mutex:
+                held = self._by_thread.get(thread_id, set())
+                held.discard(item)
+                if not held:
+                    self._by_thread.pop(thread_id, None)
+
+
+WAITERS = Waiters()
+
+
+def listen(conninfo: str) -> None:
+    import psycopg
+
+    from checkpoint.events import PROGRESS_CHANNEL
+
+    while True:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
+                while True:
+                    for notify in conn.notifies(timeout=1.0):
+                        WAITERS.notify(notify.payload)
+                        wake()
+        except Exception:  # noqa: BLE001 - the database blinked: waiters fall back to polling meanwhile
+            time.sleep(1.0)
+
+
+class Tracker:
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.event = threading.Event()
+        self.worker: Any = None
+
+    def loop(self) -> None:
+        while True:
+            try:
+                self.once()
+            except Exception:  # noqa: BLE001 - the pool closed, the database blinked: try again
+                log.debug("run tracker pass failed", exc_info=True)
+            self.event.wait(POLL_SECONDS)
+            self.event.clear()
+            time.sleep(MIN_PASS_SECONDS)  # woken by every batch of progress: one pass covers them all
+
+    def once(self) -> None:
+        from web.langgraph_api.runs import FINAL, _RUN, live_status
+
+        with self.pool.connection() as conn:
+            rows = conn.execute(_RUN + "WHERE r.status IN ('pending', 'running') ORDER BY r.created_at").fetchall()
+        waiting_jobs = False
+        for row in rows:
+            status = live_status(row)
+            if status in FINAL:
+                self.finish(row, status)
+            elif row["job_id"] is None:
+                self.start_queued(row, rows)
+            elif status != row["status"]:
+                with self.pool.connection() as conn:
+                    conn.execute("UPDATE api_runs SET status = %s, updated_at = now() WHERE run_id = %s AND status = 'pending'",
+                                 (status, row["run_id"]))
+            waiting_jobs = waiting_jobs or row["job_status"] == "todo"
+        if waiting_jobs:
+            self.ensure_worker()
+        self.post_webhooks()
+
+    def finish(self, row: dict[str, Any], status: str) -> None:
+        error = (row["job_result"] or "the run failed") if status == "error" else None
+        with self.pool.connection() as conn:
+            conn.execute("UPDATE api_runs SET status = %s, error = %s, updated_at = now(), "
+                         "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
+                         "WHERE run_id = %s AND status IN ('pending', 'running')", (status, error, row["run_id"]))
+
+    def start_queued(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """A run queued behind others of its thread starts once none before it is open."""
+        from web.decide import HttpError
+        from web.langgraph_api.assistants import entry_for
+        from web.langgraph_api.runs import FINAL, last_event, launch, live_status, threads_lock
+        from checkpoint.errors import SignoffError
+
+        ahead = [r for r in rows if r["thread_id"] == row["thread_id"] and r["created_at"] < row["created_at"]
+                 and (r["job_id"] is None or live_status(r) not in FINAL)]
+        if ahead:
+            return
+        from checkpoint import threads
+        from web.langgraph_api.runs import job_running
+
+        thread = threads.get(self.pool, row["thread_id"])
+        if thread is not None and (thread.status in ("queued", "running") or job_running(self.pool, row["thread_id"])):
+            return  # still busy with work started elsewhere (the CLI, a worker's recovery)
+        kwargs = dict(row["kwargs"])
+        opts = {**kwargs, "metadata": row["metadata"]}
+        try:
+            with threads_lock(self.pool, row["thread_id"]):
+                with self.pool.connection() as conn:
+                    still = conn.execute("SELECT 1 FROM api_runs WHERE run_id = %s AND job_id IS NULL AND status = 'pending'",
+                                         (row["run_id"],)).fetchone()
+                if still is None:
+                    return  # another serve process started it (or it was cancelled)
+                mark = last_event(self.pool, row["thread_id"])
+                job, checkpoint, done = launch(self.pool, row["thread_id"], entry_for(row["graph"]), opts, row["actor"])
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE api_runs SET job_id = %s, from_checkpoint = %s, from_event = %s, status = %s, updated_at = now() "
+                             "WHERE run_id = %s", (job, checkpoint, mark, "success" if done else "pending", row["run_id"]))
+        except (HttpError, SignoffError) as exc:
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE api_runs SET status = 'error', error = %s, updated_at = now(), "
+                             "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
+                             "WHERE run_id = %s", (str(exc)[:500], row["run_id"]))
+
+    def ensure_worker(self) -> None:
+        """No live worker takes the waiting runs: run one in this process (once)."""
+        from checkpoint.workers import any_accepting
+
+        if self.worker is not None or any_accepting(self.pool):
+            return
+        from checkpoint.database import resolve_url
+        from checkpoint.settings import Settings
+        from graphs.session import make_context
+        from graphs.worker import Worker, WorkerOptions
+
+        settings = Settings.from_env()
+        self.worker = Worker(resolve_url(settings), lambda pool: make_context(settings, pool, eager=False),
+                             WorkerOptions(concurrency=8), log=lambda line: log.info(line))
+        threading.Thread(target=self.worker.run, name="signoff-serve-worker", daemon=True).start()
+
+    def post_webhooks(self) -> None:
+        import httpx
+
+        from web.langgraph_api.http import dumps
+        from web.langgraph_api.runs import _RUN, as_run, result_of
+
+        with self.pool.connection() as conn:  # claimed with a lease: one serve process posts each attempt
+            claimed = conn.execute(
+                "UPDATE api_runs SET webhook_due = now() + interval '2 minutes' WHERE run_id IN (SELECT run_id FROM api_runs "
+                "WHERE webhook_status = 'pending' AND webhook_due <= now() ORDER BY webhook_due LIMIT 20 FOR UPDATE SKIP LOCKED) "
+                "RETURNING run_id").fetchall()
+            rows = conn.execute(_RUN + "WHERE r.run_id = ANY(%s)", ([r["run_id"] for r in claimed],)).fetchall() if claimed else []
+        for row in rows:
+            payload = {**as_run(row), "status": row["status"], "webhook_sent_at": time.time()}
+            try:
+                payload["values"] = result_of(self.pool, row["thread_id"])
+            except Exception:  # noqa: BLE001 - the run's thread may have no state
+                payload["values"] = {}
+            if row["error"]:
+                payload["error"] = row["error"]
+            try:
+                response = httpx.post(row["webhook"], content=dumps(payload), timeout=WEBHOOK_TIMEOUT,
+                                      headers={"Content-Type": "application/json", "Idempotency-Key": str(row["run_id"])})
+                ok = response.status_code < 300
+            except httpx.HTTPError:
+                ok = False
+            attempts = row["webhook_attempts"] + 1
+            state = "sent" if ok else ("failed" if attempts >= WEBHOOK_ATTEMPTS else "pending")
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE api_runs SET webhook_status = %s, webhook_attempts = %s, "
+                             "webhook_due = now() + make_interval(secs => %s) WHERE run_id = %s",
+                             (state, attempts, 2.0 ** attempts, row["run_id"]))
