@@ -144,7 +144,10 @@ def start_any_graph(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours a gate waits before its default action."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Start a thread of any graph of your project (langgraph.json)."""
+    """Start a thread of any graph of your project (langgraph.json).
+
+    Example: signoff start purchase --input '{"item": "laptop", "quantity": 2}'
+    """
     from runtime.starting import start_any
 
     graph = ctx.meta.get("signoff.graph")
@@ -200,7 +203,10 @@ def start_support(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the review gate waits before its default action (holding reply)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Support escalation: classify, answer from the knowledge base or escalate, human review."""
+    """Support escalation: classify, answer from the knowledge base or escalate, human review.
+
+    Example: signoff start support "I was charged twice this month" --email maya@example.com
+    """
     email = valid_text(email, "email") if email is not None else None
     start_thread("support", message, thread, {"email": email}, deadline, detach=detach)
 
@@ -227,7 +233,10 @@ def start_revision(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the publish gate waits before its default action (not published)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Revision loop: write, review and revise until good enough (bounded), then sign-off to publish."""
+    """Revision loop: write, review and revise until good enough (bounded), then sign-off to publish.
+
+    Example: signoff start revision "Explain why retries need idempotency keys" --out ./published
+    """
     start_thread("revision", brief, thread, {"out_dir": out_dir_option(out_dir)}, deadline, detach=detach)
 
 
@@ -240,7 +249,10 @@ def start_research(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the publish gate waits before its default action (not published)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Research pipeline: plan, research the corpus in parallel, write and review, sign-off to publish."""
+    """Research pipeline: plan, research the corpus in parallel, write and review, sign-off to publish.
+
+    Example: signoff start research "How do approval gates and deadlines work together?"
+    """
     start_thread("research", topic, thread, {"out_dir": out_dir_option(out_dir)}, deadline, detach=detach)
 
 
@@ -336,7 +348,10 @@ def approve(
     args: Optional[str] = typer.Option(None, "--args", help="Approve the action with these arguments instead (a JSON object), if its request allows edits."),
 ) -> None:
     """Approve what a thread waits on, then resume it to its next stop. You approve as the owner
-    of the reviewer token in SIGNOFF_TOKEN, else as your OS login."""
+    of the reviewer token in SIGNOFF_TOKEN, else as your OS login.
+
+    Example: signoff approve support-1a2b3c4d --expect 3f9c2a71d0e4 (the digest `show` printed)
+    """
     refuse_by(by)
     if note:
         valid_text(note, "note")
@@ -376,7 +391,10 @@ def reject(
     ignore: bool = typer.Option(False, "--ignore", help="Agent Inbox requests: answer ignore (skip the action), if the request allows it."),
     interrupt: Optional[str] = typer.Option(None, "--interrupt", help="Which interrupt, when the thread waits on several (ids in `show`)."),
 ) -> None:
-    """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist."""
+    """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist.
+
+    Example: signoff reject support-1a2b3c4d --feedback "Link the export article"
+    """
     refuse_by(by)
     if feedback is None and not hand_over and not ignore:
         raise UsageError("reject needs --feedback TEXT (what to change: the model redrafts) or, for support, "
@@ -396,7 +414,10 @@ def answer(
     by: Optional[str] = typer.Option(None, "--by", hidden=True, help="No longer accepted: you act as your OS login, or as the owner of the token in SIGNOFF_TOKEN."),
     detach: bool = typer.Option(False, "--detach", help="Record the answer, let a worker run the thread on, return at once."),
 ) -> None:
-    """Answer an interrupt() that asks for a value (not an approval), then resume the thread."""
+    """Answer an interrupt() that asks for a value (not an approval), then resume the thread.
+
+    Example: signoff answer purchase-1a2b3c4d --value 50000 --expect 3f9c2a71d0e4
+    """
     import json
 
     refuse_by(by)
