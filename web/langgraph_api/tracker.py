@@ -188,7 +188,7 @@ class Tracker:
 
         settings = Settings.from_env()
         self.worker = Worker(resolve_url(settings), lambda pool: make_context(settings, pool, eager=False),
-                             WorkerOptions(concurrency=8), log=lambda line: log.info(line))
+                             WorkerOptions(concurrency=8), log=lambda line, **fields: log.info(line))
         threading.Thread(target=self.worker.run, name="signoff-serve-worker", daemon=True).start()
 
     def post_webhooks(self) -> None:
