@@ -183,8 +183,8 @@ class Tracker:
             return
         from checkpoint.database import resolve_url
         from checkpoint.settings import Settings
-        from graphs.session import make_context
-        from graphs.worker import Worker, WorkerOptions
+        from runtime.session import make_context
+        from runtime.worker import Worker, WorkerOptions
 
         settings = Settings.from_env()
         self.worker = Worker(resolve_url(settings), lambda pool: make_context(settings, pool, eager=False),
