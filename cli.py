@@ -1,7 +1,7 @@
 """The `signoff` command, thin: the typer declarations (options, help text), the checks of the
 command line that give the one-line usage errors, and calls into graphs/ and checkpoint/,
-where what a command does and how it is shown live (graphs/running.py, deciding.py, sweeps.py,
-the *_display modules; graphs/terminal.py for output and errors).
+where what a command does and how it is shown live (runtime/running.py, deciding.py, sweeps.py,
+the *_display modules; console/terminal.py for output and errors).
 
 Imports nothing heavy at start-up: each command imports what it needs when it runs."""
 
@@ -18,9 +18,9 @@ import typer
 
 from checkpoint.errors import InvalidInput
 from checkpoint.settings import MAX_DEADLINE_HOURS, MAX_INPUT_BYTES, Settings, bounded_number
-from graphs.display import safe_line
-from graphs.session import existing_thread, open_db, settings
-from graphs.terminal import OneLineUsageErrors, PipeSafeStdout, err, friendly, out
+from console.display import safe_line
+from runtime.session import existing_thread, open_db, settings
+from console.terminal import OneLineUsageErrors, PipeSafeStdout, err, friendly, out
 
 
 class AnyGraphStart(typer.core.TyperGroup):
@@ -111,8 +111,8 @@ def deadline_hours(graph: str, deadline: Optional[float], config: Settings) -> f
 
 def start_thread(graph: str, text: str, thread: Optional[str], options: dict[str, Any], deadline: Optional[float] = None, *, detach: bool = False) -> None:
     """Check the text, the thread id and the deadline before anything is written, then run the
-    thread here or hand it to a worker (graphs/running.py)."""
-    from graphs.running import start_thread as run_new_thread
+    thread here or hand it to a worker (runtime/running.py)."""
+    from runtime.running import start_thread as run_new_thread
 
     text = valid_text(text, "message" if graph == "support" else "text")
     thread_id = valid_thread_id(thread) if thread else f"{graph}-{uuid.uuid4().hex[:8]}"
@@ -281,7 +281,7 @@ def pending(
     wait = listing.parse_duration(older_than, "--older-than") if older_than is not None else None
     if graph is not None and not GRAPH_NAME.fullmatch(graph):
         raise UsageError(f"--graph {graph!r} is not a graph name: use support, revision or research")
-    from graphs.pending_display import print_pending, waiting_threads
+    from console.pending_display import print_pending, waiting_threads
 
     with open_db(settings(), checkpoints=False) as pool:
         if graph is not None:
@@ -318,7 +318,7 @@ def show(
     Reads the threads row (where the thread stands, and what waits for sign-off with its
     digest, stored when it reached the gate) and the latest checkpoint's values through the
     checkpointer, without compiling a graph, so it answers at once."""
-    from graphs.thread_display import print_thread, read_thread
+    from console.thread_display import print_thread, read_thread
 
     from runtime.show import project_thread
 
@@ -357,7 +357,7 @@ def approve(
         valid_text(note, "note")
     question = {"interrupt_id": interrupt, "edit_args": args}
     if edit:
-        from graphs.deciding import edit_and_approve
+        from runtime.deciding import edit_and_approve
 
         edit_and_approve(valid_thread_id(thread_id), note, expect, detach=detach, **question)
         return
@@ -367,9 +367,9 @@ def approve(
 def decide(thread_id: str, verdict: str, note: str, expect: Optional[str], *, yes: bool = False, detach: bool = False,
            handover: bool = False, **question: Any) -> None:
     """Check that an approval binds to content the person saw: the digest given with --expect,
-    or the content shown at a terminal (graphs/deciding.py). Without a terminal and without
+    or the content shown at a terminal (runtime/deciding.py). Without a terminal and without
     --expect nothing was shown, so it is refused. Who decides is worked out there."""
-    from graphs.deciding import decide_and_resume
+    from runtime.deciding import decide_and_resume
 
     if verdict in ("approved", "answered") and expect is None and not interactive():
         raise UsageError(f"{'approve' if verdict == 'approved' else 'answer'} needs --expect DIGEST when not run at a terminal, so it approves exactly what you "
@@ -434,7 +434,7 @@ def answer(
 @friendly
 def resume(thread_id: str = typer.Argument(..., help="A thread whose run died, was interrupted, or failed.")) -> None:
     """Continue a thread from its last saved step (after a crash, Ctrl-C or a database outage)."""
-    from graphs.running import resume_here
+    from runtime.running import resume_here
 
     valid_thread_id(thread_id)
     with existing_thread(thread_id) as runner:
@@ -448,7 +448,7 @@ def recover() -> None:
 
     Each thread is recovered on its own: one that fails is reported and the rest go on; the
     exit code is 0 only if every thread was recovered."""
-    from graphs.sweeps import recover_abandoned
+    from runtime.sweeps import recover_abandoned
 
     recover_abandoned(settings())
 
@@ -457,7 +457,7 @@ def recover() -> None:
 @friendly
 def expire() -> None:
     """Apply the default action of every gate whose deadline has passed (audited as expired)."""
-    from graphs.sweeps import expire_overdue
+    from runtime.sweeps import expire_overdue
 
     expire_overdue(settings())
 
@@ -471,7 +471,7 @@ def audit(
     """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
     from checkpoint import threads
     from checkpoint.audit import events_of
-    from graphs.thread_display import print_audit
+    from console.thread_display import print_audit
 
     valid_thread_id(thread_id)
     with open_db(settings(), checkpoints=False) as pool:
@@ -484,8 +484,8 @@ def audit(
 @friendly
 def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """The configuration in force (secrets hidden)."""
-    from graphs.admin_display import print_config
-    from graphs.session import described
+    from console.admin_display import print_config
+    from runtime.session import described
 
     print_config(described(settings()), as_json=as_json)
 
@@ -508,7 +508,7 @@ def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON docum
     """Applied and pending migrations."""
     from checkpoint.database import connect
     from checkpoint.migrations import status
-    from graphs.admin_display import print_migrations
+    from console.admin_display import print_migrations
 
     with connect(settings(), migrate=False) as pool:
         rows = status(pool)
@@ -533,7 +533,7 @@ def db_prune(
 
     from checkpoint.listing import MAX_DURATION
     from checkpoint.retention import prune_finished
-    from graphs.admin_display import print_prune
+    from console.admin_display import print_prune
 
     days = MAX_DURATION.days
     if not (finished_older_than == finished_older_than and 0 <= finished_older_than <= days):  # NaN fails the first test
@@ -562,7 +562,7 @@ def kb_search_cmd(
     as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Full-text search over the knowledge base."""
-    from graphs.admin_display import print_kb_hits
+    from console.admin_display import print_kb_hits
     from nodes.knowledge import ensure_loaded
     from nodes.tools import kb_search
 
@@ -593,7 +593,7 @@ def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown
 @friendly
 def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """The documents in the corpus."""
-    from graphs.admin_display import print_corpus
+    from console.admin_display import print_corpus
     from nodes.corpus import list_documents
 
     with open_db(settings(), checkpoints=False) as pool:
@@ -632,7 +632,7 @@ def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [role
 def policy_history(as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout.")) -> None:
     """Every policy version loaded, oldest first: when, by whom, from which file."""
     from checkpoint.policy import history
-    from graphs.admin_display import print_policy_history
+    from console.admin_display import print_policy_history
 
     with open_db(settings()) as pool:
         versions = history(pool)
@@ -644,7 +644,7 @@ def policy_history(as_json: bool = typer.Option(False, "--json", help="One JSON 
 def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout.")) -> None:
     """The approval policy in force (the defaults when none was loaded)."""
     from checkpoint.policy import current_policy
-    from graphs.admin_display import print_policy
+    from console.admin_display import print_policy
 
     with open_db(settings()) as pool:
         policy = current_policy(pool)
@@ -673,7 +673,7 @@ def orders_load(path: Optional[Path] = typer.Argument(None, help="A CSV with the
 @friendly
 def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON array, for scripts.")) -> None:
     """The orders, newest first."""
-    from graphs.admin_display import print_orders
+    from console.admin_display import print_orders
     from nodes.orders import list_orders
 
     with open_db(settings()) as pool:
@@ -685,7 +685,7 @@ def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 @friendly
 def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """Whether the local model server runs, where, and since when."""
-    from graphs.admin_display import print_model_server
+    from console.admin_display import print_model_server
     from nodes.local_model import server_status
 
     print_model_server(server_status(settings().home), as_json=as_json)
@@ -711,8 +711,8 @@ def worker(
     metrics_host: str = typer.Option("127.0.0.1", "--metrics-host", help="Address for --metrics-port (0.0.0.0: every interface)."),
 ) -> None:
     """Run threads from the queue until stopped (Ctrl-C/SIGTERM drains; again exits at once)."""
-    from graphs.display import visible
-    from graphs.worker import serve
+    from console.display import visible
+    from runtime.worker import serve
     from observability.logs import make_logger
 
     pipe = PipeSafeStdout()
@@ -779,7 +779,7 @@ def token_revoke(name: str = typer.Argument(..., help="The reviewer whose live t
 def token_list() -> None:
     """Reviewer tokens: name, created (by whom), last used, revoked (by whom); never the tokens themselves."""
     from checkpoint import tokens
-    from graphs.admin_display import print_tokens
+    from console.admin_display import print_tokens
 
     with open_db(settings(), checkpoints=False) as pool:
         rows = tokens.list_tokens(pool)
@@ -837,7 +837,7 @@ def stats(
 def list_workers() -> None:
     """The live workers: host, pid, since when, last heartbeat, threads running."""
     from checkpoint import workers as registry
-    from graphs.admin_display import print_workers
+    from console.admin_display import print_workers
 
     from runtime.blocked import print_blocked
 
@@ -857,7 +857,7 @@ def watch(
 
     Example: signoff watch support-1a2b3c4d --to-end"""
     from checkpoint import threads
-    from graphs.running import follow_and_report
+    from runtime.running import follow_and_report
 
     valid_thread_id(thread_id)
     with open_db(settings()) as pool:

@@ -3,7 +3,7 @@
 notifications and side effects (tickets, outbox replies, payment steps, published documents).
 
 Plain reads, one query per table on the thread's own indexes; the thread page
-(graphs/thread_history.py) puts them in order.
+(web/thread_history.py) puts them in order.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What waits for sign-off, as one indexed query on the threads table, fast at any number of threads.
 
 The run that stops a thread at its gate stores what a listing shows (gate, summary, deadline,
-the digest and content under review: graphs/runner.py ThreadRunner.settle), so listing
+the digest and content under review: runtime/thread_runner.py ThreadRunner.settle), so listing
 10,000 waiting threads reads one page of rows through the partial index
 `threads_waiting_idx` (migration 005) and never loads a checkpoint or imports a graph.
 """

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from graphs.display import safe_line
-from graphs.terminal import emit, out
+from console.display import safe_line
+from console.terminal import emit, out
 
 
 def print_graphs(rows: list[dict[str, Any]], project: Any, *, as_json: bool) -> None:

@@ -173,7 +173,7 @@ def apply_edit(runner: Any, thread_id: str, edit: Edit, *, actor: str, expect_di
     from checkpoint.approval_chain import describe
     from checkpoint.database import HeldConnection
     from checkpoint.audit import record_event_on
-    from graphs.runner import DigestMismatch, NotAtGate, config_for
+    from runtime.thread_runner import DigestMismatch, NotAtGate, config_for
     from nodes.gates import content_digest
 
     # Under the row lock everything runs on the lock's connection, the checkpoint reads and

@@ -40,7 +40,7 @@ class SignoffContext:
     review_models: ModelRegistry | None = None
     #: Where a node's own events (retry, fallback, researcher_started) go. None: LangGraph's
     #: `custom` stream (`runtime.stream_writer`), as an inline run streams them (nodes.resilient.emitter). A worker's run
-    #: sets it per run instead (graphs/runner.py `_run_claimed`): the `custom` stream mode makes
+    #: sets it per run instead (runtime/thread_runner.py `_run_claimed`): the `custom` stream mode makes
     #: LangGraph run every node on a pool thread and wake the run for each event, which cost a
     #: worker running 100 threads about a tenth of its CPU.
     emit: Callable[[dict[str, Any]], None] | None = None

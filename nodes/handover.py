@@ -76,7 +76,7 @@ def shipped_playbook_path() -> Path:
 def load_playbook(path: Path | None = None) -> Playbook:
     """The playbook at `path` (the shipped one if None), checked whole: PlaybookError naming the
     file and the topic on anything unusable, so a bad file stops a command before it writes.
-    A command reads it once (graphs.session.make_context); the shipped one is read once per process."""
+    A command reads it once (runtime.session.make_context); the shipped one is read once per process."""
     return _read(path) if path is not None else _shipped()
 
 

@@ -69,7 +69,7 @@ UNOBSERVED = _Unobserved()
 
 @contextmanager
 def observing_run(pool: Any, thread_id: str, graph: str) -> Iterator[RunObserver]:
-    """Observe one run of a thread (graphs/runner.py wraps every run in it)."""
+    """Observe one run of a thread (runtime/thread_runner.py wraps every run in it)."""
     traced = tracing.tracer() is not None
     if not traced and not metrics.enabled():
         yield UNOBSERVED

@@ -101,8 +101,8 @@ def as_json(stats: Stats, period: timedelta) -> dict[str, Any]:
 
 
 def print_stats(stats: Stats, period: timedelta, *, json_output: bool) -> None:
-    from graphs.display import safe_line
-    from graphs.terminal import emit, out
+    from console.display import safe_line
+    from console.terminal import emit, out
 
     document = as_json(stats, period)
     if json_output:

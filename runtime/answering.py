@@ -18,10 +18,10 @@ def answer_and_resume(runner: Any, thread_id: str, verdict: str, name: str, note
                       yes: bool = False, detach: bool = False, interrupt_id: Optional[str] = None, edit_args: Any = None,
                       edit: bool = False, ignore: bool = False, value: Any = None,
                       token_id: Optional[int] = None) -> None:
-    from graphs.deciding import refuse_if_expired
-    from graphs.review_display import print_review
-    from graphs.running import run_on
-    from graphs.terminal import fail
+    from runtime.deciding import refuse_if_expired
+    from console.review_display import print_review
+    from runtime.running import run_on
+    from console.terminal import fail
 
     refuse_if_expired(runner, thread_id)
     feedback = note if verdict == "rejected" else None
@@ -42,7 +42,7 @@ def answer_and_resume(runner: Any, thread_id: str, verdict: str, name: str, note
     progress = runner.decide(thread_id, verdict, actor=name, note=note, expect_digest=expect, interrupt_id=interrupt_id,
                              feedback=feedback, edit_args=edit_args, ignore=ignore, value=value, token_id=token_id)
     if progress is not None:  # one stage of an approval chain; the thread waits for the next
-        from graphs.review_display import print_stage_progress
+        from console.review_display import print_stage_progress
 
         print_stage_progress(thread_id, name, progress)
         return

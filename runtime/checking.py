@@ -31,7 +31,7 @@ def cannot_resume(pool: Any) -> tuple[list[dict[str, Any]], int]:
     from checkpoint import threads
     from checkpoint.errors import SignoffError
     from graphs.registry import GRAPHS
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
     from runtime.registry import get_entry
     from runtime.runner import InterruptRunner
     from runtime.versions import fingerprint, held_channels, incompatibility, version_of

@@ -3,7 +3,7 @@ project's langgraph.json lists, behind one interface: a name, where it comes fro
 compiled without a checkpointer (or why it cannot be), and what the graph declares beyond
 LangGraph (a GraphSpec: summaries, the content under review, amounts, hand-over, outcome lines).
 
-Signoff's own graphs keep their gate node and `decision` state key (graphs/runner.py runs
+Signoff's own graphs keep their gate node and `decision` state key (runtime/thread_runner.py runs
 them); every other graph pauses where LangGraph pauses, on interrupt points and interrupt()
 (runtime/runner.py). A project graph may not take a built-in graph's name.
 """

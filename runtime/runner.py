@@ -18,7 +18,7 @@ from checkpoint import decisions, threads
 from checkpoint.audit import record_event
 from checkpoint.decisions import AlreadyDecided, record_decision
 from checkpoint.errors import InvalidInput
-from graphs.runner import AwaitingDecision, DigestMismatch, EventSink, NotAtGate, Stop, ThreadRunner, config_for
+from runtime.thread_runner import AwaitingDecision, DigestMismatch, EventSink, NotAtGate, Stop, ThreadRunner, config_for
 from runtime.interrupts import Answer, Pending, answer_for, digest_of, jsonable, pending_of, review_text, summary_line
 from runtime.versions import VersionConflict, held_channels, incompatibility, version_of
 
@@ -209,7 +209,7 @@ class InterruptRunner(ThreadRunner):
         if feedback is None and verdict == "rejected" and note:
             feedback = note  # a rejection's note is its feedback (the inbox and the HTTP API send only a note)
         from checkpoint.database import HeldConnection
-        from graphs.runner import _latest_checkpoint_id
+        from runtime.thread_runner import _latest_checkpoint_id
 
         snapshot, open_, digest = self.waiting_on(thread_id)
         seen_id = self._checkpoint_id(snapshot)

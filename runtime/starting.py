@@ -99,10 +99,10 @@ def start_any(config: Any, name: str, input_text: str, context_text: str | None,
               thread_id: str, deadline_hours: float, *, detach: bool = False, deadline_given: bool = False) -> None:
     from checkpoint import jobs, threads
     from checkpoint.threads import ThreadExists
-    from graphs.handoff import worker_available
-    from graphs.running import follow_and_report, run_and_report
-    from graphs.session import make_context, open_db
-    from graphs.terminal import out
+    from runtime.handoff import worker_available
+    from runtime.running import follow_and_report, run_and_report
+    from runtime.session import make_context, open_db
+    from console.terminal import out
     from runtime.registry import get_entry
     from runtime.runner import InterruptRunner
     from runtime.versions import version_of

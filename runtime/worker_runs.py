@@ -1,11 +1,11 @@
 """A worker's runner for a job, whatever graph its thread runs: the worker's claim and shared
-compiled graph (graphs/worker.py WorkerRunner) with the runner the graph needs."""
+compiled graph (runtime/worker.py WorkerRunner) with the runner the graph needs."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from graphs.worker import WorkerRunner
+from runtime.worker import WorkerRunner
 from runtime.runner import InterruptRunner
 
 

@@ -170,7 +170,7 @@ def reviewer(env: dict[str, str], pool: ConnectionPool):
 def review_digest(database_url: str, thread_id: str) -> str:
     """The digest of what the thread waits to have signed off, as `show` prints it: what a
     reviewer passes to `approve --expect` (approving without a terminal requires it)."""
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
     from nodes.gates import content_digest
 
     pool = open_pool(database_url)

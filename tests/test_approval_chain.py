@@ -254,7 +254,7 @@ def test_a_policy_that_renames_a_stage_voids_its_approvals(signoff, server, pool
 def test_stage_one_waits_its_own_deadline_and_its_expiry_ends_the_chain(signoff, server, pool, database_url, tmp_path, with_roles, make_context):
     from datetime import datetime, timezone
 
-    from graphs.runner import expire_due
+    from runtime.thread_runner import expire_due
     from tests.scripted import scripted_registry
 
     path = tmp_path / "quick.toml"
@@ -285,7 +285,7 @@ def test_stage_one_waits_its_own_deadline_and_its_expiry_ends_the_chain(signoff,
 
 
 def test_a_later_stage_expiry_names_its_stage(signoff, server, pool, database_url, with_roles, make_context):
-    from graphs.runner import expire_due
+    from runtime.thread_runner import expire_due
     from tests.scripted import scripted_registry
 
     ask(server, signoff, "1021", "noah.kim@example.com", "q2")

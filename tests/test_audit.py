@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from graphs.runner import EXPIRY_ACTOR
+from runtime.thread_runner import EXPIRY_ACTOR
 from checkpoint.identity import os_user
 from tests.conftest import expect
 from tests.fault_server import ok, status

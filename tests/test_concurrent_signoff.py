@@ -15,7 +15,7 @@ from psycopg_pool import ConnectionPool
 from checkpoint.database import open_pool
 from checkpoint.migrations import migrate
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
 from tests.conftest import FAST_POLICY, count_rows, expect, scratch_database

@@ -45,7 +45,7 @@ from checkpoint import threads, tokens
 from checkpoint.identity import os_user
 from cli import start_app
 from graphs.registry import GRAPHS, get_spec
-from graphs.runner import EXPIRY_ACTOR, ThreadRunner
+from runtime.thread_runner import EXPIRY_ACTOR, ThreadRunner
 from tests.conftest import count_rows, expect, review_digest
 from tests.fault_server import FaultServer, held, ok, prompt_text
 from tests.scripted import ANSWERED, CANNOT_ANSWER, REPLY

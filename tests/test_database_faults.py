@@ -23,7 +23,7 @@ from checkpoint.embedded import embedded_url, stop_embedded
 from checkpoint.migrations import migrate
 from cli import app
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows, expect, scratch_database
 from tests.fault_server import held
 from tests.procs import spawn_cli, wait_until

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from checkpoint import threads
 from cli import app
 from graphs.registry import GRAPHS, RESEARCH, REVISION, SUPPORT, GraphSpec
-from graphs.runner import EXPIRY_ACTOR, ThreadRunner, expire_due
+from runtime.thread_runner import EXPIRY_ACTOR, ThreadRunner, expire_due
 from graphs.support import HOLDING_REPLY
 from tests.conftest import count_rows, expect
 from tests.procs import table_counts

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 
 from checkpoint import jobs, tokens
 from checkpoint.audit import events_of
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows, review_digest
 from tests.procs import table_counts, wait_until
 from tests.web_fixtures import ctx, server  # noqa: F401 - fixtures
@@ -128,7 +128,7 @@ def test_a_decision_recorded_before_a_failure_is_answered_as_recorded_and_a_work
     def lost(*args, **kwargs):
         raise ConnectionError("the database went away after the commit")
 
-    monkeypatch.setattr("graphs.runner.as_state_decision", lost)  # recorded, then writing it into the thread fails
+    monkeypatch.setattr("runtime.thread_runner.as_state_decision", lost)  # recorded, then writing it into the thread fails
     response = client.post("/api/threads/h1/approve", json={"expect": digest}, headers=bearer(token))
     assert response.status_code == 202 and response.json()["already_recorded"] is True, response.text
     assert jobs.active_job(pool, "h1")["kind"] == "decision"

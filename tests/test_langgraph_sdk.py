@@ -284,9 +284,17 @@ def test_a_run_created_with_interrupt_or_rollback_stops_the_running_one_in_its_w
         import threading
 
         made: list[Any] = []
-        creating = threading.Thread(target=lambda: made.append(client.runs.create(
-            thread, "purchase", input={**LAPTOPS, "quantity": 3}, multitask_strategy=strategy)))
-        creating.start()
+        import psycopg
+
+        from runtime.cancelling import CHANNEL
+
+        with psycopg.connect(database_url, autocommit=True) as listener:
+            listener.execute(f"LISTEN {CHANNEL}")
+            creating = threading.Thread(target=lambda: made.append(client.runs.create(
+                thread, "purchase", input={**LAPTOPS, "quantity": 3}, multitask_strategy=strategy)))
+            creating.start()
+            # the blocked step goes on only once the new run has asked the worker to stop the first
+            assert next(listener.notifies(timeout=60, stop_after=1), None) is not None, "no cancel was asked for"
         block.release()
         creating.join(timeout=60)
     finally:

@@ -16,7 +16,7 @@ import pytest
 
 from checkpoint.database import open_pool
 from graphs.registry import REVISION, SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from nodes.local_model import DEFAULT_MODEL, stop_server
 from tests.conftest import count_rows, expect
 from tests.test_cli import thread_id_from

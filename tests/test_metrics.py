@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from checkpoint import jobs, threads
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.fault_server import ok
 from tests.procs import wait_until
 from tests.scripted import CANNOT_ANSWER

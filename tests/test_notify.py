@@ -16,7 +16,7 @@ from checkpoint import notifications
 from checkpoint.audit import events_of
 from checkpoint.notifications import NotifyConfig, deliver_due
 from checkpoint.signing import read_link, secret_key
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows, expect
 from tests.http_receiver import HttpReceiver, SmtpReceiver
 from tests.procs import wait_until

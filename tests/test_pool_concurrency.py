@@ -16,8 +16,8 @@ import pytest
 
 from checkpoint import jobs, threads, tokens
 from graphs.registry import SUPPORT
-from graphs.runner import EXPIRY_ACTOR, ThreadRunner
-from graphs.worker import Worker, WorkerOptions
+from runtime.thread_runner import EXPIRY_ACTOR, ThreadRunner
+from runtime.worker import Worker, WorkerOptions
 from nodes.context import SignoffContext
 from nodes.gates import content_digest
 from tests.conftest import FAST_POLICY, count_rows
@@ -118,10 +118,10 @@ def test_a_worker_expires_as_many_overdue_gates_as_it_runs_at_once_without_exhau
         conn.execute("UPDATE threads SET deadline = %s WHERE thread_id LIKE 'due%%'", (now + timedelta(hours=1),))
     lines: list[str] = []
     watch = NestingWatch()
-    import graphs.worker
+    import runtime.worker
 
-    opened = graphs.worker.open_pool
-    graphs.worker.open_pool = lambda *a, **k: watch.watch(opened(*a, **k))  # type: ignore[assignment]
+    opened = runtime.worker.open_pool
+    runtime.worker.open_pool = lambda *a, **k: watch.watch(opened(*a, **k))  # type: ignore[assignment]
     worker = Worker(database_url,
                     lambda p: SignoffContext(models=scripted_registry(TECHNICAL), pool=p, policy=FAST_POLICY, clock=lambda: at[0]),
                     WorkerOptions(concurrency=45, poll=0.05, sweep=0.05), log=lambda line, **fields: lines.append(line))
@@ -137,7 +137,7 @@ def test_a_worker_expires_as_many_overdue_gates_as_it_runs_at_once_without_exhau
     finally:
         worker.request_stop("test over")
         runner.join(60)
-        graphs.worker.open_pool = opened  # type: ignore[assignment]
+        runtime.worker.open_pool = opened  # type: ignore[assignment]
     assert watch.nested == [], watch.nested[0]
     assert count_rows(pool, "approvals", decision="expired", actor=EXPIRY_ACTOR) == 45
     assert count_rows(pool, "approvals") == 45, "exactly one decision per gate visit"

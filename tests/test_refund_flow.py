@@ -141,7 +141,7 @@ def test_the_gate_shows_the_action_and_the_reply_under_one_digest_and_nothing_mo
     # A digest of the reply alone does not approve the action.
     from nodes.gates import content_digest
 
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     draft = ThreadRunner.for_thread(pool, "r1").snapshot("r1").values["draft"]
     refused = lead("approve", "r1", "--expect", content_digest(draft))
@@ -301,7 +301,7 @@ def test_a_refusal_rerun_after_a_crash_is_recorded_and_audited_once(cli, pool, d
     runs place_credit_note again on resume. Here it is run again directly, as resume would."""
     from types import SimpleNamespace
 
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
     from nodes import refund_saga
 
     assert cli("start", "support", REFUND_MESSAGE, "--email", OWNER, "--thread", "a").exit_code == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from graphs.display import safe, safe_line, visible
+from console.display import safe, safe_line, visible
 from tests.conftest import expect
 from tests.fault_server import ok
 from tests.scripted import ANSWERED, REPLY
@@ -109,7 +109,7 @@ def test_a_piped_node_line_is_one_line_however_long():
 
     from rich.console import Console
 
-    from graphs.progress import ProgressPrinter
+    from console.progress import ProgressPrinter
 
     buffer = io.StringIO()
     calls = [{"node": "classify", "model": "local:" + "m" * 60, "attempts": 1, "latency_ms": 1280, "input_tokens": 225, "output_tokens": 6, "error": None}]
@@ -123,7 +123,7 @@ def test_a_review_left_to_the_person_shows_as_skipped_not_ok():
 
     from rich.console import Console
 
-    from graphs.progress import ProgressPrinter
+    from console.progress import ProgressPrinter
 
     buffer = io.StringIO()
     update = {"not_reviewed": "not scored: local:qwen2.5-coder-0.5b-instruct cannot tell a good draft from a poor one"}

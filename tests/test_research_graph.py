@@ -11,9 +11,9 @@ import pytest
 from langchain_openai import ChatOpenAI
 from rich.console import Console
 
-from graphs.progress import ProgressPrinter
+from console.progress import ProgressPrinter
 from graphs.registry import RESEARCH
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from nodes.models import ModelHandle, ModelRegistry
 from tests.conftest import count_rows, expect
 from tests.fault_server import FaultServer, ok

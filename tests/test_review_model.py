@@ -2,7 +2,7 @@
 agents' hand-over decision) on a model of their own.
 
 Real PostgreSQL, real OpenAI-compatible HTTP servers (tests/fault_server.py) and the
-contexts the CLI builds from the environment (graphs.session.make_context), so the variable is tested
+contexts the CLI builds from the environment (runtime.session.make_context), so the variable is tested
 from where it is read to where a request lands.
 """
 
@@ -15,7 +15,7 @@ import pytest
 
 from checkpoint.settings import Settings
 from graphs.registry import REVISION
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.fault_server import FaultServer, ok, status
 from tests.scripted import REVIEWER, WRITER, review
 
@@ -30,7 +30,7 @@ def environment(database_url: str, home: Path, server: FaultServer, **extra: str
 
 def cli_runner(pool, env: dict[str, str]) -> ThreadRunner:
     """A revision runner on the context `signoff start` builds from `env`."""
-    from graphs.session import make_context
+    from runtime.session import make_context
 
     return ThreadRunner(pool, REVISION, make_context(Settings.from_env(env), pool))
 
@@ -47,7 +47,7 @@ def test_the_review_prompt_goes_to_the_review_server_and_the_writer_prompts_to_t
         first.rule(WRITER, ok(DRAFT)).rule(REVIEWER, ok(review(0.1)))  # would loop to a rewrite if it reviewed
         second.rule(REVIEWER, ok(review(0.9))).rule(WRITER, ok("# Wrong server"))
         settings = Settings.from_env(environment("unused", tmp_path, first, SIGNOFF_REVIEW_MODEL="openai:review-model"))
-        from graphs.session import make_context
+        from runtime.session import make_context
 
         context = make_context(settings, pool)
         # The same registry the CLI builds, pointed at the second server (OPENAI_BASE_URL is one

@@ -8,7 +8,7 @@ import pytest
 
 from checkpoint.errors import EXIT_CONFLICT
 from graphs.registry import REVISION
-from graphs.runner import NotAtGate, ThreadRunner
+from runtime.thread_runner import NotAtGate, ThreadRunner
 from nodes.gates import content_digest
 from nodes.publishing import publish
 from tests.conftest import count_rows, expect

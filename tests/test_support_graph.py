@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from graphs.registry import SUPPORT
-from graphs.runner import AwaitingDecision, ThreadRunner
+from runtime.thread_runner import AwaitingDecision, ThreadRunner
 from graphs.support import HOLDING_REPLY, QUOTED_WARNING, REDRAFT_TASK, REPLY_RULES, build_graph, redraft_prompt
 from nodes.gates import GateError, content_digest
 from nodes.handover import load_playbook

@@ -121,7 +121,7 @@ def test_without_otel_variables_no_exporter_or_span_processor_is_loaded(env, ser
     assert started.returncode == 0, started.stderr[-2000:]
     assert "waiting at gate review" in started.stdout
     imported = [line.rsplit("|", 1)[-1].strip() for line in started.stderr.splitlines() if line.startswith("import time:")]
-    assert "graphs.runner" in imported and "observability.hooks" in imported
+    assert "runtime.thread_runner" in imported and "observability.hooks" in imported
     loaded = [name for name in imported if name.startswith(("opentelemetry.exporter", "opentelemetry.sdk.trace.export"))]
     assert not loaded, "nothing of tracing is set up in an untraced run"
 

@@ -18,7 +18,7 @@ import pytest
 
 from checkpoint import notifications, tokens
 from checkpoint.audit import events_of
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import ok
 from tests.http_receiver import HttpReceiver

@@ -16,7 +16,7 @@ from checkpoint.identity import os_user
 from checkpoint.audit import events_of
 from checkpoint.notifications import NotifyConfig, render
 from checkpoint.signing import Link, sign_link
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.procs import table_counts
 from tests.web_fixtures import KEY, ctx, server  # noqa: F401 - fixtures

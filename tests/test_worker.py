@@ -13,7 +13,7 @@ from checkpoint import events, jobs, threads
 from checkpoint.threads import _RUN_LOCK_CLASS
 from checkpoint.workers import LockSession
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import ok
 from tests.scripted import CANNOT_ANSWER

@@ -11,9 +11,9 @@ import pytest
 
 from checkpoint import jobs, threads
 from graphs.registry import SUPPORT
-from graphs.runner import EXPIRY_ACTOR
+from runtime.thread_runner import EXPIRY_ACTOR
 from graphs.support import HOLDING_REPLY
-from graphs.worker import Worker, WorkerOptions
+from runtime.worker import Worker, WorkerOptions
 from nodes.context import SignoffContext
 from tests.conftest import FAST_POLICY, count_rows
 from tests.procs import wait_until
@@ -93,7 +93,7 @@ def test_a_deadline_fires_in_a_running_worker_when_its_clock_passes_it(pool, wor
 
 
 def test_a_decision_before_the_deadline_wins_and_the_deadline_does_nothing(pool, worker, clock):
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     submit(pool, "dl2", hours=1)
     wait_until(lambda: at_gate(pool, "dl2"), what="dl2 at its gate")

@@ -14,8 +14,8 @@ import pytest
 from checkpoint import jobs, threads
 from checkpoint.settings import Settings, SettingsError
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
-from graphs.worker import Worker, WorkerOptions
+from runtime.thread_runner import ThreadRunner
+from runtime.worker import Worker, WorkerOptions
 from nodes.context import SignoffContext
 from tests.conftest import FAST_POLICY
 from tests.procs import wait_until

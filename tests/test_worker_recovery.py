@@ -20,7 +20,7 @@ import pytest
 
 from checkpoint import events, jobs, threads
 from graphs.registry import get_spec
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.conftest import count_rows
 from tests.fault_server import held, ok
 from tests.scripted import CANNOT_ANSWER

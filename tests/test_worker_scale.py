@@ -12,7 +12,7 @@ import pytest
 
 from checkpoint import jobs
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.fault_server import held, ok
 from tests.scripted import CANNOT_ANSWER
 from tests.procs import wait_until

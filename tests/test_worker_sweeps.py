@@ -7,7 +7,7 @@ from langgraph.runtime import RunControl
 
 from checkpoint import jobs, threads
 from graphs.registry import SUPPORT
-from graphs.runner import ThreadRunner
+from runtime.thread_runner import ThreadRunner
 from tests.procs import wait_until
 from tests.scripted import scripted_registry
 from tests.test_worker_deadlines import TECHNICAL, clock, worker  # noqa: F401 - fixtures

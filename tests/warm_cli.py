@@ -18,7 +18,7 @@ import cli
 
 # What a run imports lazily (models, HTTP client, graphs); a name that moved is skipped.
 for name in (
-    "graphs.runner", "graphs.registry", "graphs.progress", "checkpoint.migrations", "checkpoint.database",
+    "runtime.thread_runner", "graphs.registry", "console.progress", "checkpoint.migrations", "checkpoint.database",
     "langgraph.checkpoint.postgres", "langchain_openai", "langchain_openai.chat_models.base", "langchain_core.tools",
     "openai.resources.chat", "openai.pagination", "tiktoken", "truststore", "jiter", "yaml",
 ):

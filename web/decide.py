@@ -64,7 +64,7 @@ def valid_text(text: Any, what: str, *, required: bool) -> str:
 
 def load(pool: ConnectionPool, thread_id: str) -> tuple[Any, Review]:
     """The thread's runner and what a reviewer sees; 404 if there is no such thread."""
-    from graphs.runner import ThreadNotFound, ThreadRunner
+    from runtime.thread_runner import ThreadNotFound, ThreadRunner
     from nodes.gates import content_digest
 
     valid_thread_id(thread_id)
@@ -91,7 +91,7 @@ def decide(pool: ConnectionPool, thread_id: str, verdict: str, *, actor: str, no
     owner of the reviewer token `token_id` the request came with (bearer or session)."""
     from checkpoint.decisions import decision_for
     from checkpoint.errors import Conflict, InvalidInput
-    from graphs.runner import DigestMismatch
+    from runtime.thread_runner import DigestMismatch
 
     if verdict == "approved" and not expect:  # every route: an approval names the content it approves
         raise HttpError(400, "an approval needs the digest of the content you reviewed: reload the thread and approve from its page "

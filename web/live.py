@@ -27,7 +27,7 @@ KEEPALIVE_SECONDS = 15.0
 
 def progress_line(event: dict[str, Any]) -> dict[str, Any] | None:
     """The words and status for one progress event; None for one not shown (a token)."""
-    from graphs.progress import describe_calls
+    from console.progress import describe_calls
 
     kind = event.get("event")
     if kind == "node_start":

@@ -26,7 +26,7 @@ from starlette.routing import Route
 from checkpoint.signing import LinkError, csrf_ok, csrf_token, read_link
 from checkpoint.tokens import Reviewer, authenticate, reviewer_by_id
 from checkpoint.web_sessions import SESSION_HOURS, end_session, open_session, session_token
-from graphs.thread_history import tokens_of
+from web.thread_history import tokens_of
 from web.app import HERE, WebContext, audit_refusal, thread_detail
 from web.decide import HttpError, decide, load, valid_text, valid_thread_id
 
@@ -182,7 +182,7 @@ async def thread_page(request: Request) -> Response:
     """The thread now (and its decision forms at a gate), its timeline, every draft a reviewer
     saw with what changed, what was sent or published, and, while it runs, its live progress."""
     from checkpoint.events import last_id
-    from graphs.thread_history import thread_history
+    from web.thread_history import thread_history
 
     reviewer = await current_reviewer(request)
     if reviewer is None:

@@ -70,7 +70,7 @@ def spec():
 
 
 def signoff_run(pool: Any, steps: int) -> float:
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
     from nodes.context import SignoffContext
 
     runner = ThreadRunner(pool, spec(), SignoffContext(models=None, pool=pool))  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ process's CPU seconds (os.times, user + system, all threads) per thread and the 
      stock PostgresSaver, invoke, ThreadPoolExecutor(C);
   E. the support graph run as the worker runs it, minus the worker's own records (jobs,
      threads rows, progress events, settle): make_saver, one shared step executor with
-     checkpoint saves inline (graphs/worker.py share_step_executor), `stream_mode=["tasks"]`
+     checkpoint saves inline (runtime/worker.py share_step_executor), `stream_mode=["tasks"]`
      with node events and tokens handed over directly (ThreadRunner._stream_options);
   D. that minimal graph async: async nodes, ChatOpenAI.ainvoke, stock AsyncPostgresSaver on an
      AsyncConnectionPool, `graph.ainvoke(..., durability="sync")`, gather under Semaphore(C).
@@ -258,8 +258,8 @@ def run_sync(url: str, base_url: str, variant: str, n: int, concurrency: int) ->
         if variant == "E":
             from dataclasses import replace
 
-            from graphs.runner import _token_handler
-            from graphs.worker import share_step_executor
+            from runtime.thread_runner import _token_handler
+            from runtime.worker import share_step_executor
 
             share_step_executor(max(64, 8 * concurrency))
             events: list[Any] = []

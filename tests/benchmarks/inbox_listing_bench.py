@@ -106,8 +106,8 @@ def pending_in_process(pool, runs: int) -> float:
     each waiting thread, and its table (written to nowhere)."""
     import io
 
-    from graphs import terminal
-    from graphs.pending_display import print_pending, waiting_threads
+    from console import terminal
+    from console.pending_display import print_pending, waiting_threads
 
     terminal.out.file = io.StringIO()
 

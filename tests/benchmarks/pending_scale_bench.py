@@ -121,7 +121,7 @@ def main() -> None:
                     plan = "\n    ".join(r["QUERY PLAN"] for r in conn.execute(
                         "EXPLAIN ANALYZE SELECT * FROM threads WHERE status = 'waiting' ORDER BY updated_at, thread_id LIMIT 100"))
                 # What the listing did before it read the threads table alone: load each waiting thread's checkpoint.
-                from graphs.pending_display import review_digests
+                from console.pending_display import review_digests
 
                 sample = listing.waiting(pool, limit=300).rows
                 begun = time.perf_counter()

@@ -228,7 +228,7 @@ def main() -> None:
     from checkpoint.migrations import migrate
     from checkpoint.settings import Settings
     from graphs.registry import SUPPORT
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
     from nodes.context import SignoffContext
     from nodes.handover import Playbook, load_playbook
     from nodes.local_model import stop_server

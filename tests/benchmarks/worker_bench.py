@@ -150,7 +150,7 @@ def wait_waiting(pool, n: int, timeout: float = 1800) -> None:
 
 def makespan_and_pickup(server_url: str, home: Path, n: int, concurrency: int, latency: float, approvals: int,
                         py_spy: str | None = None) -> dict[str, float]:
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     server = scripted_server(latency)
     with database(server_url) as url:

@@ -61,7 +61,7 @@ def resume_with(pool: Any, thread_id: str, resume: Any, actor: str, now: datetim
                 token_id: int | None = None) -> tuple[int | None, bool]:
     """Record the decisions a resume carries; (the job that runs the thread on, or None when
     an approval chain waits for its next stage; whether any stage is still waiting)."""
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     runner = ThreadRunner.for_thread(pool, thread_id)
     if not getattr(runner, "answers_interrupts", False):

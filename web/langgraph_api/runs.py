@@ -166,7 +166,7 @@ def launch(pool: Any, thread_id: str, entry: Any, opts: dict[str, Any], actor: s
                           actor=actor, graph_version=version_of(entry), run_options=options)
         return job, None, False
     if row.status == "waiting":
-        from graphs.runner import ThreadRunner
+        from runtime.thread_runner import ThreadRunner
 
         runner = ThreadRunner.for_thread(pool, thread_id)
         _, open_, _ = runner.waiting_on(thread_id)

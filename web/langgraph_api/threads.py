@@ -75,7 +75,7 @@ def thread_row(pool: Any, thread_id: str) -> dict[str, Any]:
 
 
 def runner_of(pool: Any, thread_id: str) -> Any:
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     return ThreadRunner.for_thread(pool, thread_id)
 

@@ -183,12 +183,12 @@ class Tracker:
             return
         from checkpoint.database import resolve_url
         from checkpoint.settings import Settings
-        from graphs.session import make_context
-        from graphs.worker import Worker, WorkerOptions
+        from runtime.session import make_context
+        from runtime.worker import Worker, WorkerOptions
 
         settings = Settings.from_env()
         self.worker = Worker(resolve_url(settings), lambda pool: make_context(settings, pool, eager=False),
-                             WorkerOptions(concurrency=8), log=lambda line: log.info(line))
+                             WorkerOptions(concurrency=8), log=lambda line, **fields: log.info(line))
         threading.Thread(target=self.worker.run, name="signoff-serve-worker", daemon=True).start()
 
     def post_webhooks(self) -> None:

@@ -1,7 +1,7 @@
 """How what waits for sign-off is shown to a person: the content under review with the digest
 an approval binds to, and which stage of its approval chain waits for whom.
 
-Shared by `show`, `pending`, `start` and the decision flows (graphs/deciding.py), so the
+Shared by `show`, `pending`, `start` and the decision flows (runtime/deciding.py), so the
 content a reviewer approves and the stage they are told about read the same everywhere.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from graphs.display import safe, safe_line
-from graphs.terminal import out
+from console.display import safe, safe_line
+from console.terminal import out
 
 
 def print_review(content: str, digest: str) -> None:

@@ -51,7 +51,7 @@ from checkpoint.database import connection_headroom, ensure_reachable, is_connec
 from checkpoint.threads import _RUN_LOCK_CLASS, ThreadBusy
 from checkpoint.workers import LockSession, SessionClaim
 from graphs.registry import GraphSpec
-from graphs.runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, expire_if_due, stop_event
+from runtime.thread_runner import AwaitingDecision, NotAtGate, Stop, ThreadRunner, expire_if_due, stop_event
 from nodes.context import SignoffContext
 from nodes.gates import AlreadyDecided
 from observability.hooks import jobs_claimed
@@ -575,7 +575,7 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
     def make(pool: ConnectionPool) -> SignoffContext:
         import dataclasses
 
-        from graphs.session import make_context
+        from runtime.session import make_context
         from nodes.models import warm_up
         from nodes.resilient import ModelLimiter
 
@@ -621,10 +621,10 @@ def serve(concurrency: int, *, log: Log, metrics: tuple[str, int] | None = None)
     return worker.run()
 
 
-def main(argv: list[str] | None = None) -> int:  # `python -m graphs.worker [--concurrency N]`
+def main(argv: list[str] | None = None) -> int:  # `python -m runtime.worker [--concurrency N]`
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m graphs.worker")
+    parser = argparse.ArgumentParser(prog="python -m runtime.worker")
     parser.add_argument("--concurrency", type=int, default=10)
     args = parser.parse_args(argv)
 

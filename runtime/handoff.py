@@ -16,7 +16,7 @@ from checkpoint import events, jobs, threads
 from checkpoint import workers as registry
 from checkpoint.threads import _RUN_LOCK_CLASS
 
-from graphs.runner import Stop, stop_from_event
+from runtime.thread_runner import Stop, stop_from_event
 
 Sink = Callable[[dict[str, Any]], None]
 

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 from rich.markup import escape
 
-from graphs.display import safe_line, token_counts
-from graphs.review_display import print_review, print_stage, stage_json
-from graphs.terminal import emit, out
+from console.display import safe_line, token_counts
+from console.review_display import print_review, print_stage, stage_json
+from console.terminal import emit, out
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ def read_thread(pool: Any, thread_id: str, *, notifications: bool = True) -> Thr
     gate = row.gate if row.status == "waiting" else None
     content, digest = row.review, row.digest
     if gate and digest is None:  # waiting since before migration 005: read it as before
-        from graphs.session import existing_thread
+        from runtime.session import existing_thread
         from nodes.gates import content_digest
 
         with existing_thread(thread_id, runnable=False) as runner:

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE, SignoffError
-from graphs.display import safe_line
+from console.display import safe_line
 
 _click: Any = getattr(typer.core, "_click", None) or getattr(typer.core, "click")  # typer vendors click since 0.20
 
@@ -90,7 +90,7 @@ class OneLineUsageErrors(typer.core.TyperGroup):
             if type(exc).__name__ == "NoArgsIsHelpError":  # `signoff`, `signoff db`: the help, as before
                 exc.show()
             elif wants_json:  # a script asked for JSON: its usage error is JSON too
-                from graphs.json_output import error_document
+                from console.json_output import error_document
 
                 sys.stderr.write(error_document(exc.format_message(), exc.exit_code) + "\n")
             else:
@@ -111,7 +111,7 @@ class _JsonMode:
 
 def fail(message: str, code: int = EXIT_FAILED) -> None:
     if _JsonMode.on:  # `{"error": ...}` on stderr, same exit code
-        from graphs.json_output import error_document
+        from console.json_output import error_document
 
         sys.stderr.write(error_document(message, code) + "\n")
     else:
@@ -121,7 +121,7 @@ def fail(message: str, code: int = EXIT_FAILED) -> None:
 
 def emit(document: Any) -> None:
     """A --json command's one document, on stdout (pipe-safe, never rewrapped by rich)."""
-    from graphs.json_output import dumps
+    from console.json_output import dumps
 
     out.file.write(dumps(document) + "\n")
     out.file.flush()

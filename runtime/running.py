@@ -1,5 +1,5 @@
 """Running a thread from a terminal: here, with progress and a drain on the first signal, or
-handed to a worker (graphs/handoff.py) and followed live; `start`, `approve`, `reject`,
+handed to a worker (runtime/handoff.py) and followed live; `start`, `approve`, `reject`,
 `resume` and `watch` all end in one of these, so they report and exit alike.
 """
 
@@ -13,10 +13,10 @@ import typer
 
 from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNAVAILABLE
 from checkpoint.settings import Settings
-from graphs.display import safe_line
-from graphs.review_display import print_waiting_stage
-from graphs.session import make_context, open_db
-from graphs.terminal import err, fail, first_line, out
+from console.display import safe_line
+from console.review_display import print_waiting_stage
+from runtime.session import make_context, open_db
+from console.terminal import err, fail, first_line, out
 
 
 def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
@@ -25,7 +25,7 @@ def run_and_report(thread_id: str, run: Callable[[Any, Any], Any]) -> None:
     from langgraph.runtime import RunControl
 
     from checkpoint.database import is_connection_error
-    from graphs.progress import ProgressPrinter
+    from console.progress import ProgressPrinter
 
     printer = ProgressPrinter(out)
     control = RunControl()
@@ -62,8 +62,8 @@ def exit_for(stop: Any) -> None:
 def follow_and_report(pool: Any, thread_id: str, after_id: int, *, through_gates: bool = False, quiet_end: Optional[str] = None) -> None:
     """Show a thread a worker runs, as `run_and_report` shows an inline run. Ctrl-C stops
     the watching only: the worker runs on."""
-    from graphs.handoff import follow
-    from graphs.progress import ProgressPrinter
+    from runtime.handoff import follow
+    from console.progress import ProgressPrinter
 
     printer = ProgressPrinter(out)
     try:
@@ -90,9 +90,9 @@ def start_thread(config: Settings, graph: str, text: str, thread_id: str, option
     and follow it (or return at once). The text, id and options are already checked."""
     from checkpoint import jobs, threads
     from checkpoint.threads import ThreadExists
-    from graphs.handoff import worker_available
+    from runtime.handoff import worker_available
     from graphs.registry import get_spec
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     with open_db(config) as pool:
         from checkpoint.identity import cli_identity
@@ -126,7 +126,7 @@ def run_on(runner: Any, thread_id: str, verdict: str, name: str, *, detach: bool
     """After the gate's decision: a live worker (or --detach) runs the thread on, this terminal
     following it; else it runs here."""
     from checkpoint import jobs
-    from graphs.handoff import last_event_id, worker_available
+    from runtime.handoff import last_event_id, worker_available
 
     if detach or worker_available(runner.pool):
         after = last_event_id(runner.pool, thread_id)

@@ -14,9 +14,9 @@ from typing import Any, Optional
 
 from rich.markup import escape
 
-from graphs.display import age, safe_line
-from graphs.review_display import stage_json
-from graphs.terminal import emit, out
+from console.display import age, safe_line
+from console.review_display import stage_json
+from console.terminal import emit, out
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def review_digests(pool: Any, rows: list[Any]) -> dict[str, str]:
     """The digest of what each waiting thread asks a reviewer to sign off (as `show` prints
     it, and as `approve --expect` checks it)."""
     from graphs.registry import get_spec
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
     from nodes.gates import content_digest
 
     runners: dict[str, Any] = {}

@@ -68,7 +68,7 @@ def existing_thread(thread_id: str, *, runnable: bool = True) -> Iterator[Any]:
     """The runner of a thread that must exist (its id already checked), on an open pool;
     `runnable` also builds the models (before anything is written, so a bad model
     configuration changes nothing)."""
-    from graphs.runner import ThreadRunner
+    from runtime.thread_runner import ThreadRunner
 
     config = settings()
     with open_db(config) as pool:

@@ -10,11 +10,11 @@ from typing import Any
 from rich.console import Console
 from rich.live import Live
 
-from graphs.display import safe, safe_line, token_counts
+from console.display import safe, safe_line, token_counts
 from rich.table import Table
 
 from graphs.registry import get_spec
-from graphs.runner import Event, Stop
+from runtime.thread_runner import Event, Stop
 
 
 def describe_calls(calls: list[dict[str, Any]]) -> str:

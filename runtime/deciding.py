@@ -13,17 +13,17 @@ from typing import Any, Optional
 import typer
 
 from checkpoint.errors import EXIT_FAILED, InvalidInput
-from graphs.display import safe_line
-from graphs.review_display import print_review, print_stage_progress, print_waiting_stage
-from graphs.running import run_on
-from graphs.session import existing_thread
-from graphs.terminal import fail, out
+from console.display import safe_line
+from console.review_display import print_review, print_stage_progress, print_waiting_stage
+from runtime.running import run_on
+from runtime.session import existing_thread
+from console.terminal import fail, out
 
 
 def refuse_if_expired(runner: Any, thread_id: str) -> None:
     """Apply the gate's default action if its deadline has passed; then the deadline decided
     before this person did, refused with the same one line as any earlier decider."""
-    from graphs.runner import expire_if_due
+    from runtime.thread_runner import expire_if_due
     from checkpoint.decisions import AlreadyDecided
 
     if expire_if_due(runner, thread_id, runner.context.clock(), lambda event: None) is not None:

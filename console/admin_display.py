@@ -4,7 +4,7 @@ server, reviewer tokens and live workers; a listing for people, or one JSON docu
 
 Kept out of cli.py, which declares the commands and checks their arguments. Every field that
 can come from a file, a database row or the environment is shown as one safe line
-(graphs/display.py), and listings are never cut to the terminal's width.
+(console/display.py), and listings are never cut to the terminal's width.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 from rich.markup import escape
 
-from graphs.display import age, safe_line
-from graphs.terminal import emit, out
+from console.display import age, safe_line
+from console.terminal import emit, out
 
 
 def print_config(described: list[tuple[str, str, str]], *, as_json: bool) -> None:

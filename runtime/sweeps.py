@@ -1,6 +1,6 @@
 """Sweeps a person runs from the terminal over every thread that needs one: `signoff recover`
 (resume threads whose process died mid-run) and `signoff expire` (apply the default action of
-gates past their deadline). A running worker does both on its own (graphs/worker.py).
+gates past their deadline). A running worker does both on its own (runtime/worker.py).
 
 Each thread is swept on its own: one that fails is reported on its own line and the rest go
 on; the command fails, naming them, only at the end.
@@ -12,17 +12,17 @@ import typer
 
 from checkpoint.errors import EXIT_FAILED, EXIT_INTERRUPTED
 from checkpoint.settings import Settings
-from graphs.display import safe_line
-from graphs.session import make_context, open_db
-from graphs.terminal import err, fail, failure_reason, out
+from console.display import safe_line
+from runtime.session import make_context, open_db
+from console.terminal import err, fail, failure_reason, out
 
 
 def recover_abandoned(config: Settings) -> None:
     """Resume every abandoned thread here, or hand them all to a live worker."""
     from checkpoint.database import is_connection_error
     from checkpoint.threads import ThreadBusy
-    from graphs.runner import ThreadRunner, abandoned_threads
-    from graphs.running import run_and_report
+    from runtime.thread_runner import ThreadRunner, abandoned_threads
+    from runtime.running import run_and_report
 
     failures: list[str] = []
     with open_db(config) as pool:
@@ -30,7 +30,7 @@ def recover_abandoned(config: Settings) -> None:
         if not found:
             out.print("no abandoned threads")
             return
-        from graphs.handoff import worker_available
+        from runtime.handoff import worker_available
 
         if worker_available(pool):
             from checkpoint import jobs
@@ -64,8 +64,8 @@ def recover_abandoned(config: Settings) -> None:
 
 def expire_overdue(config: Settings) -> None:
     """Apply the default action of every gate past its deadline (audited as expired)."""
-    from graphs.progress import ProgressPrinter
-    from graphs.runner import expire_due
+    from console.progress import ProgressPrinter
+    from runtime.thread_runner import expire_due
 
     failures: list[str] = []
 
