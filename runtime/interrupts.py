@@ -146,6 +146,15 @@ def jsonable(value: Any) -> Any:
 
 
 def _default(value: Any) -> Any:
+    """JSON for what graph state holds beyond JSON's types: messages and models dumped,
+    datetimes as ISO text, ids, sets and bytes as their plain forms, anything else as text."""
+    from datetime import datetime
+    from uuid import UUID
+
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
     for method in ("model_dump", "dict"):
         dump = getattr(value, method, None)
         if callable(dump):

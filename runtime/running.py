@@ -85,6 +85,17 @@ def follow_and_report(pool: Any, thread_id: str, after_id: int, *, through_gates
     exit_for(stop)
 
 
+def follow_queued(pool: Any, thread_id: str, *, worker: bool, detach: bool) -> None:
+    """A new thread is queued: print its id, then follow it as a worker runs it (or, with
+    --detach, say how to follow it later)."""
+    out.print(f"thread [bold]{thread_id}[/bold]")
+    if detach:
+        out.print(f"queued for a worker{'' if worker else '; no worker is running: start one with `signoff worker`'}; "
+                  f"follow it with: signoff watch {thread_id}")
+        return
+    follow_and_report(pool, thread_id, 0)
+
+
 def start_thread(config: Settings, graph: str, text: str, thread_id: str, options: dict[str, Any], *, detach: bool = False) -> None:
     """Run the thread here, or, with a live worker (or --detach), queue it for the workers
     and follow it (or return at once). The text, id and options are already checked."""
@@ -106,12 +117,7 @@ def start_thread(config: Settings, graph: str, text: str, thread_id: str, option
 
             jobs.submit(pool, thread_id, graph, text, graph_input=spec.make_input(text, options), graph_version=fingerprint(get_entry(graph).graph),
                         deadline_hours=options["deadline_hours"], actor=options.get("actor", "cli"))  # ThreadExists if taken
-            out.print(f"thread [bold]{thread_id}[/bold]")
-            if detach:
-                out.print(f"queued for a worker{'' if worker else '; no worker is running: start one with `signoff worker`'}; "
-                          f"follow it with: signoff watch {thread_id}")
-                return
-            follow_and_report(pool, thread_id, 0)
+            follow_queued(pool, thread_id, worker=worker, detach=detach)
             return
         context = make_context(config, pool)  # before anything is written: a bad model config changes nothing
         runner = ThreadRunner(pool, get_spec(graph), context)

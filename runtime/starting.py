@@ -100,7 +100,7 @@ def start_any(config: Any, name: str, input_text: str, context_text: str | None,
     from checkpoint import jobs, threads
     from checkpoint.threads import ThreadExists
     from runtime.handoff import worker_available
-    from runtime.running import follow_and_report, run_and_report
+    from runtime.running import follow_queued, run_and_report
     from runtime.session import make_context, open_db
     from console.terminal import out
     from runtime.registry import get_entry
@@ -125,12 +125,7 @@ def start_any(config: Any, name: str, input_text: str, context_text: str | None,
         if detach or worker:
             jobs.submit(pool, thread_id, name, summary, graph_input=graph_input, deadline_hours=deadline_hours, actor=actor,
                         graph_version=version_of(entry), run_options=options)
-            out.print(f"thread [bold]{thread_id}[/bold]")
-            if detach:
-                out.print(f"queued for a worker{'' if worker else '; no worker is running: start one with `signoff worker`'}; "
-                          f"follow it with: signoff watch {thread_id}")
-                return
-            follow_and_report(pool, thread_id, 0)
+            follow_queued(pool, thread_id, worker=worker, detach=detach)
             return
         runner = InterruptRunner(pool, entry, make_context(config, pool, eager=False))
         if threads.get(pool, thread_id) is not None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime
 from typing import Any, Awaitable, Callable
-from uuid import UUID
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -62,11 +60,10 @@ def dumps(value: Any) -> bytes:
 
 
 def plain(value: Any) -> Any:
-    """JSON for what state and rows hold: messages and models dumped, datetimes as ISO text."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, UUID):
-        return str(value)
+    """JSON for what state and rows hold: the same plain forms as `show --json` gives them."""
+    from runtime.interrupts import _default
+
+    return _default(value)
     for method in ("model_dump", "dict"):
         dump = getattr(value, method, None)
         if callable(dump):
