@@ -144,7 +144,10 @@ def start_any_graph(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours a gate waits before its default action."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Start a thread of any graph of your project (langgraph.json)."""
+    """Start a thread of any graph of your project (langgraph.json).
+
+    Example: signoff start purchase --input '{"item": "laptop", "quantity": 2}'
+    """
     from runtime.starting import start_any
 
     graph = ctx.meta.get("signoff.graph")
@@ -200,7 +203,10 @@ def start_support(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the review gate waits before its default action (holding reply)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Support escalation: classify, answer from the knowledge base or escalate, human review."""
+    """Support escalation: classify, answer from the knowledge base or escalate, human review.
+
+    Example: signoff start support "I was charged twice this month" --email maya@example.com
+    """
     email = valid_text(email, "email") if email is not None else None
     start_thread("support", message, thread, {"email": email}, deadline, detach=detach)
 
@@ -227,7 +233,10 @@ def start_revision(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the publish gate waits before its default action (not published)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Revision loop: write, review and revise until good enough (bounded), then sign-off to publish."""
+    """Revision loop: write, review and revise until good enough (bounded), then sign-off to publish.
+
+    Example: signoff start revision "Explain why retries need idempotency keys" --out ./published
+    """
     start_thread("revision", brief, thread, {"out_dir": out_dir_option(out_dir)}, deadline, detach=detach)
 
 
@@ -240,7 +249,10 @@ def start_research(
     deadline: Optional[float] = typer.Option(None, "--deadline", help="Hours the publish gate waits before its default action (not published)."),
     detach: bool = typer.Option(False, "--detach", help="Queue the thread for a worker and return at once (prints its id)."),
 ) -> None:
-    """Research pipeline: plan, research the corpus in parallel, write and review, sign-off to publish."""
+    """Research pipeline: plan, research the corpus in parallel, write and review, sign-off to publish.
+
+    Example: signoff start research "How do approval gates and deadlines work together?"
+    """
     start_thread("research", topic, thread, {"out_dir": out_dir_option(out_dir)}, deadline, detach=detach)
 
 
@@ -256,13 +268,13 @@ def pending(
     limit: Optional[int] = typer.Option(None, "--limit", help="At most N threads, oldest first (default 100)."),
     graph: Optional[str] = typer.Option(None, "--graph", help="Only threads of this graph (support, revision, research)."),
     older_than: Optional[str] = typer.Option(None, "--older-than", help="Only threads waiting longer than this: 30m, 2h, 3d, 1w."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Threads waiting at a gate, oldest first. Reads only: overdue gates are marked, and
     their default action is applied by `signoff expire` (or a worker), never by a listing.
 
     One indexed query on the threads table (what the run stored when it stopped at the gate),
-    so it answers at once with any number of threads waiting (issue 11)."""
+    so it answers at once with any number of threads waiting."""
     from checkpoint import listing
 
     page_size = listing.valid_limit(limit) if limit is not None else listing.DEFAULT_LIMIT
@@ -299,13 +311,13 @@ def known_graph(pool: Any, graph: str) -> None:
 @friendly
 def show(
     thread_id: str = typer.Argument(..., help="The thread to show."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """A thread's state, the content awaiting sign-off, and its steps so far.
 
     Reads the threads row (where the thread stands, and what waits for sign-off with its
     digest, stored when it reached the gate) and the latest checkpoint's values through the
-    checkpointer, without compiling a graph, so it answers at once (issue 11)."""
+    checkpointer, without compiling a graph, so it answers at once."""
     from console.thread_display import print_thread, read_thread
 
     from runtime.show import project_thread
@@ -336,7 +348,10 @@ def approve(
     args: Optional[str] = typer.Option(None, "--args", help="Approve the action with these arguments instead (a JSON object), if its request allows edits."),
 ) -> None:
     """Approve what a thread waits on, then resume it to its next stop. You approve as the owner
-    of the reviewer token in SIGNOFF_TOKEN, else as your OS login."""
+    of the reviewer token in SIGNOFF_TOKEN, else as your OS login.
+
+    Example: signoff approve support-1a2b3c4d --expect 3f9c2a71d0e4 (the digest `show` printed)
+    """
     refuse_by(by)
     if note:
         valid_text(note, "note")
@@ -376,7 +391,10 @@ def reject(
     ignore: bool = typer.Option(False, "--ignore", help="Agent Inbox requests: answer ignore (skip the action), if the request allows it."),
     interrupt: Optional[str] = typer.Option(None, "--interrupt", help="Which interrupt, when the thread waits on several (ids in `show`)."),
 ) -> None:
-    """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist."""
+    """Reject with feedback, then resume the thread (redraft, or its bounded default); or hand it to a specialist.
+
+    Example: signoff reject support-1a2b3c4d --feedback "Link the export article"
+    """
     refuse_by(by)
     if feedback is None and not hand_over and not ignore:
         raise UsageError("reject needs --feedback TEXT (what to change: the model redrafts) or, for support, "
@@ -396,7 +414,10 @@ def answer(
     by: Optional[str] = typer.Option(None, "--by", hidden=True, help="No longer accepted: you act as your OS login, or as the owner of the token in SIGNOFF_TOKEN."),
     detach: bool = typer.Option(False, "--detach", help="Record the answer, let a worker run the thread on, return at once."),
 ) -> None:
-    """Answer an interrupt() that asks for a value (not an approval), then resume the thread."""
+    """Answer an interrupt() that asks for a value (not an approval), then resume the thread.
+
+    Example: signoff answer purchase-1a2b3c4d --value 50000 --expect 3f9c2a71d0e4
+    """
     import json
 
     refuse_by(by)
@@ -445,7 +466,7 @@ def expire() -> None:
 @friendly
 def audit(
     thread_id: str = typer.Argument(..., help="The thread to audit."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Every decision, expiry, retry, fallback and side effect of a thread, with time and actor."""
     from checkpoint import threads
@@ -461,7 +482,7 @@ def audit(
 
 @app.command("config")
 @friendly
-def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def show_config(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """The configuration in force (secrets hidden)."""
     from console.admin_display import print_config
     from runtime.session import described
@@ -483,7 +504,7 @@ def db_migrate() -> None:
 
 @db_app.command("status")
 @friendly
-def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """Applied and pending migrations."""
     from checkpoint.database import connect
     from checkpoint.migrations import status
@@ -499,13 +520,15 @@ def db_status(as_json: bool = typer.Option(False, "--json", help="One JSON docum
 def db_prune(
     finished_older_than: float = typer.Option(0.0, "--finished-older-than", metavar="DAYS", help="Only threads finished at least this many days ago (default 0: every finished thread)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be freed; delete nothing."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Delete the checkpoints of finished threads except the last one per thread, and their
     closed jobs and progress events (but the last stop).
 
     Keeps the threads, decisions, audit and side-effect rows; never touches a thread that is
-    running, queued, failed or waiting, so it is safe to run while threads run."""
+    running, queued, failed or waiting, so it is safe to run while threads run.
+
+    Example: signoff db prune --finished-older-than 30 --dry-run"""
     from datetime import timedelta
 
     from checkpoint.listing import MAX_DURATION
@@ -536,7 +559,7 @@ def kb_load(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown fi
 @friendly
 def kb_search_cmd(
     query: str = typer.Argument(..., help="What to look for."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Full-text search over the knowledge base."""
     from console.admin_display import print_kb_hits
@@ -568,7 +591,7 @@ def corpus_add(paths: Optional[list[Path]] = typer.Argument(None, help="Markdown
 
 @corpus_app.command("list")
 @friendly
-def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def corpus_list(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """The documents in the corpus."""
     from console.admin_display import print_corpus
     from nodes.corpus import list_documents
@@ -584,9 +607,11 @@ app.add_typer(policy_app, name="policy")
 
 @policy_app.command("load")
 @friendly
-def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (README: Refunds).")) -> None:
+def policy_load(path: Path = typer.Argument(..., help="A signoff.toml with [roles] and [gates] stages (docs/concepts.md: approval chains).")) -> None:
     """Load the approval policy into the database, for every process, as its newest version (the
-    earlier ones are kept: `policy history`). Administrators only (the policy's `admins`)."""
+    earlier ones are kept: `policy history`). Administrators only (the policy's `admins`).
+
+    Example: signoff policy load examples/signoff.toml"""
     from checkpoint.identity import cli_identity, ensure_admin
     from checkpoint.policy import PolicyError, check_successor, current_policy, parse_policy, store_policy
     from nodes.knowledge import PathNotFound, read_file_argument
@@ -626,14 +651,16 @@ def policy_show(as_json: bool = typer.Option(False, "--json", help="One JSON doc
     print_policy(policy, as_json=as_json)
 
 
-orders_app = typer.Typer(help="Orders that refunds are checked against (issue 12).", no_args_is_help=True)
+orders_app = typer.Typer(help="Orders that refunds are checked against.", no_args_is_help=True)
 app.add_typer(orders_app, name="orders")
 
 
 @orders_app.command("load")
 @friendly
 def orders_load(path: Optional[Path] = typer.Argument(None, help="A CSV with the header order_id,email,amount,currency,ordered_at,status (default: the demo orders).")) -> None:
-    """Load orders; loading the same file again changes nothing."""
+    """Load orders; loading the same file again changes nothing.
+
+    Example: signoff orders load orders.csv"""
     from nodes.orders import demo_orders, load_orders, read_orders_file
 
     orders = read_orders_file(path) if path is not None else demo_orders()  # validated before any write
@@ -656,7 +683,7 @@ def orders_list(as_json: bool = typer.Option(False, "--json", help="One JSON arr
 
 @model_app.command("status")
 @friendly
-def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README).")) -> None:
+def model_status(as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md).")) -> None:
     """Whether the local model server runs, where, and since when."""
     from console.admin_display import print_model_server
     from nodes.local_model import server_status
@@ -673,7 +700,7 @@ def model_stop() -> None:
     out.print("stopped the local model server" if stop_server(settings().home) else "the local model server was not running")
 
 
-# --- workers (issue 10) ------------------------------------------------------------------------
+# --- workers -----------------------------------------------------------------------------------
 
 
 @app.command()
@@ -692,7 +719,7 @@ def worker(
 
     def write(line: str) -> None:
         # Plain text, not rich: a worker logs a line per job, and rich's rendering cost a busy
-        # worker measurable CPU (issue 10). Untrusted parts are made visible, never raw.
+        # worker measurable CPU. Untrusted parts are made visible, never raw.
         pipe.write(line + "\n")
         pipe.flush()
 
@@ -701,7 +728,7 @@ def worker(
     raise typer.Exit(code)
 
 
-# --- reviewing from a browser or Slack (issue 13) --------------------------------------------------
+# --- reviewing from a browser or Slack -------------------------------------------------------------
 
 token_app = typer.Typer(help="Reviewer tokens for the HTTP API and the web inbox.", no_args_is_help=True)
 app.add_typer(token_app, name="token")
@@ -710,7 +737,10 @@ app.add_typer(token_app, name="token")
 @token_app.command("create")
 @friendly
 def token_create(name: str = typer.Argument(..., help="The reviewer's name, recorded as the actor of their decisions.")) -> None:
-    """Create a reviewer's token; it is shown once, only its hash is stored. Administrators only."""
+    """Create a reviewer's token; it is shown once, only its hash is stored. Administrators only.
+
+    Example: signoff token create "Dana Reviewer"
+    """
     from checkpoint import tokens
     from checkpoint.identity import cli_identity, ensure_admin, ensure_may_mint
     from checkpoint.policy import current_policy
@@ -783,10 +813,12 @@ def serve(
 @friendly
 def stats(
     since: str = typer.Option("7d", "--since", help="The period to look back over: 30m, 2h, 3d, 1w."),
-    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in the README)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON document on stdout (fields in docs/json-output.md)."),
 ) -> None:
     """Threads by status, gate waits (median, p95), decisions by kind and reviewer, failures
-    by reason, tokens and cost by model, over a recent period."""
+    by reason, tokens and cost by model, over a recent period.
+
+    Example: signoff stats --since 24h --json"""
     from datetime import datetime, timezone
 
     from checkpoint.listing import parse_duration
@@ -821,7 +853,9 @@ def watch(
     thread_id: str = typer.Argument(..., help="The thread to follow."),
     to_end: bool = typer.Option(False, "--to-end", help="Keep following through gates until the thread finishes."),
 ) -> None:
-    """Follow a thread live wherever it runs, replaying what already happened."""
+    """Follow a thread live wherever it runs, replaying what already happened.
+
+    Example: signoff watch support-1a2b3c4d --to-end"""
     from checkpoint import threads
     from runtime.running import follow_and_report
 

@@ -96,7 +96,7 @@ class Chain:
         return out
 
     def as_json(self, deadline: datetime | None) -> dict[str, Any] | None:
-        """The waiting stage for `show --json` / `pending --json` (README: the JSON table);
+        """The waiting stage for `show --json` / `pending --json` (docs/json-output.md);
         None once complete. `deadline` is the thread's, which is the waiting stage's own."""
         current = self.current
         if current is None:

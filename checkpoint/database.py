@@ -58,7 +58,7 @@ def _check_when_needed(conn: psycopg.Connection) -> None:
     has something to read (a server that restarted or ended the session has said so).
 
     psycopg_pool's stock `check_connection` costs a round trip on every checkout, and a
-    durable step checks out several times (issue 11: that made a Signoff step slower than
+    durable step checks out several times (that made a Signoff step slower than
     stock PostgresSaver's). A connection handed back moments ago with nothing waiting on its
     socket is as good as it was then; one that went bad anyway fails its statement, which the
     commands already report as a lost database (exit 5, resumable)."""
@@ -174,7 +174,7 @@ def _pooled_saver_class() -> type:
 
     PostgresSaver holds one threading.Lock around every read and write (`_cursor`), which a
     single connection needs, but which on a pool serialises every run sharing the saver
-    (issue 10: a worker's 100 runs): each cursor gets its own pooled connection anyway. With
+    (a worker's 100 runs): each cursor gets its own pooled connection anyway. With
     the lock gone on a pool, one compiled graph serves all of a worker's runs, instead of a
     graph compiled per run thread. On a single connection (an inline run writing through
     its claim session, ThreadRunner._writing_through) the library's own path, lock included."""

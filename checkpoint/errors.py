@@ -1,13 +1,13 @@
 """The errors a person can cause or fix, by kind, each with its exit code.
 
-Every command maps these to one line on stderr and the exit code of its kind (the README's
+Every command maps these to one line on stderr and the exit code of its kind (docs/errors.md's
 exit-code table), so the CLI needs no list of every exception class, and importing this module
 costs nothing at start-up.
 """
 
 from __future__ import annotations
 
-#: The README's exit-code table, in one place.
+#: The exit-code table of docs/errors.md, in one place.
 EXIT_OK = 0
 EXIT_FAILED = 1  # the run failed, or an unexpected error (logged, never a traceback)
 EXIT_USAGE = 2  # bad input: option, argument, value, environment variable

@@ -53,7 +53,7 @@ def stored_json(event: dict[str, Any]) -> str:
 def _dumps(value: dict[str, Any]) -> str:
     """JSON text of an event: orjson where installed (LangSmith, under LangChain, brings it),
     several times faster than json on the path every node and token of every run takes
-    (issues 10, 11), and it writes NaN as null where json writes a token jsonb refuses."""
+    (a worker's runs, and every command's listing), and it writes NaN as null where json writes a token jsonb refuses."""
     try:
         import orjson
     except ImportError:
@@ -101,7 +101,7 @@ class EventWriter:
 
     `after_written(token)`: once every event appended before it is written, the token goes
     to `on_written`, with all the other tokens of that batch, in one call. A worker closes
-    its jobs this way (issue 10): each run used to write its stop, then close its job, two
+    its jobs this way: each run used to write its stop, then close its job, two
     round trips in the run's thread; now a batch of runs costs the writer two statements,
     and a job still never closes before its stop is written (a watcher never misses it)."""
 

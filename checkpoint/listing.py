@@ -1,4 +1,4 @@
-"""What waits for sign-off, as one indexed query on the threads table (issue 11).
+"""What waits for sign-off, as one indexed query on the threads table, fast at any number of threads.
 
 The run that stops a thread at its gate stores what a listing shows (gate, summary, deadline,
 the digest and content under review: runtime/thread_runner.py ThreadRunner.settle), so listing

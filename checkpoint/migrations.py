@@ -79,7 +79,7 @@ def _take_lock(conn: psycopg.Connection, timeout: float) -> None:
     """The migration lock, by polling pg_try_advisory_lock rather than waiting in
     pg_advisory_lock: a session blocked inside a statement holds a snapshot, and
     PostgresSaver's CREATE INDEX CONCURRENTLY waits for every snapshot, so a waiter would
-    deadlock with the holder's own migration (issue 8: two first commands at once)."""
+    deadlock with the holder's own migration (two first commands at once)."""
     deadline = time.monotonic() + timeout
     while not conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (_MIGRATION_LOCK_KEY,)).fetchone()["ok"]:
         if time.monotonic() > deadline:

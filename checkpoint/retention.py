@@ -1,5 +1,5 @@
-"""Bounded storage: prune the checkpoints of finished threads (issue 11, `signoff db prune`),
-and the worker's own rows of them (issue 10: closed jobs, progress events but the last stop).
+"""Bounded storage: prune the checkpoints of finished threads (`signoff db prune`),
+and the worker's own rows of them (closed jobs, progress events but the last stop).
 
 Every step of a run saves a checkpoint (`durability="sync"`), and a finished thread keeps all
 of them, so storage grows with every step ever run. A finished thread only needs its last
@@ -34,7 +34,7 @@ PAGE = 200
 
 #: The checkpoint tables LangGraph's PostgresSaver writes, and what `keep_latest` deletes there.
 CHECKPOINT_TABLES = ("checkpoints", "checkpoint_writes", "checkpoint_blobs")
-#: The worker's own rows of a finished thread (issue 10): its closed jobs, and its progress
+#: The worker's own rows of a finished thread: its closed jobs, and its progress
 #: events but the last stop (what `watch` then replays: how the thread ended).
 WORKER_TABLES = ("jobs", "progress_events")
 

@@ -105,7 +105,7 @@ class Settings:
             ("SIGNOFF_HOME", str(self.home), "default ~/.signoff"),
             ("DATABASE_URL", redact_url(self.database_url) if self.database_url else f"(embedded under {self.home / 'pgdata'})", "unset: embedded PostgreSQL"),
             ("SIGNOFF_MODEL", self.model, "unset: local"),
-            ("SIGNOFF_FALLBACK_MODEL", self.fallback_model or "(none)", "unset: see README"),
+            ("SIGNOFF_FALLBACK_MODEL", self.fallback_model or "(none)", "unset: no fallback (docs/local-model.md)"),
             ("SIGNOFF_REVIEW_MODEL", self.review_model or "(SIGNOFF_MODEL)", "judgement calls: review scores, support hand-over; unset: SIGNOFF_MODEL"),
             ("SIGNOFF_HANDOVER_PLAYBOOK", str(self.handover_playbook or "(shipped: nodes/data/handover.toml)"), "topics a specialist must handle"),
             ("OPENAI_API_KEY", "set (hidden)" if self.openai_api_key else "(unset)", "needed for openai:* models"),

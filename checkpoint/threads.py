@@ -117,8 +117,7 @@ def mark_waiting(
     chain stored by an earlier gate visit goes (checkpoint.approval_chain.on_wait stores one).
 
     One statement where a run reaching its gate used three (read the row, clear the chain,
-    write the row): a worker settles hundreds of threads, each round trip costing it CPU
-    (issue 10). The UPDATE's expressions see the row as it was, so the read is not needed."""
+    write the row): a worker settles hundreds of threads, each round trip costing it CPU. The UPDATE's expressions see the row as it was, so the read is not needed."""
     with pool.connection() as conn:
         row = conn.execute(
             "WITH cleared AS (DELETE FROM approval_waits WHERE thread_id = %(t)s AND %(clear)s) "

@@ -82,7 +82,7 @@ class LockSession:
 
         One statement per batch where each run took its own: 100 runs starting at once
         queued on this one session for a round trip each, about 4% of a worker's CPU
-        (issue 10, py-spy). Released with `release` when the thread's job closes."""
+        (profiled with py-spy). Released with `release` when the thread's job closes."""
         with self._mutex:
             wanted = [t for t in dict.fromkeys(thread_ids) if t not in self._held]
             if not wanted:

@@ -1,7 +1,7 @@
 """`--json`: one JSON document on stdout per command, errors as `{"error": ...}` on stderr.
 
 Scripts read these instead of parsing tables meant for people, so the field names are a
-contract (listed in the README) and the encoding is safe to print: ASCII only, every control,
+contract (listed in docs/json-output.md) and the encoding is safe to print: ASCII only, every control,
 bidi or other non-ASCII character escaped by the JSON encoder (`\\u001b`), so untrusted text
 reaches a terminal as inert escapes and a parser as the exact original string. Times are ISO
 8601 with their offset (UTC from the database), durations in seconds. Imports nothing heavy.

@@ -2,7 +2,7 @@
 document for scripts).
 
 The listing itself is one indexed query (checkpoint/listing.py); added here are the approval
-stage each thread waits at (issue 12) and, only for threads that began waiting before
+stage each thread waits at and, only for threads that began waiting before
 migration 005 stored a digest, the digest read from their checkpoint.
 """
 
@@ -34,7 +34,7 @@ def waiting_threads(pool: Any, *, limit: int, graph: Optional[str], older_than: 
 
     page = listing.waiting(pool, limit=limit, graph=graph, older_than=older_than)
     rows = page.rows
-    # issue 12: which stage waits for whom, worked out with the policy a decision would apply
+    # which stage waits for whom, worked out with the policy a decision would apply
     chains = waiting(pool, [row.thread_id for row in rows])
     # Threads that began waiting before migration 005 stored no digest: read theirs from
     # the checkpoint, as before (only those, so it costs nothing once they are decided).

@@ -1,5 +1,5 @@
 """How what waits for sign-off is shown to a person: the content under review with the digest
-an approval binds to, and which stage of its approval chain (issue 12) waits for whom.
+an approval binds to, and which stage of its approval chain waits for whom.
 
 Shared by `show`, `pending`, `start` and the decision flows (runtime/deciding.py), so the
 content a reviewer approves and the stage they are told about read the same everywhere.
@@ -29,7 +29,7 @@ def print_stage_progress(thread_id: str, name: str, progress: Any) -> None:
 
 
 def print_waiting_stage(pool: Any, thread_id: str) -> None:
-    """Which stage of an approval chain a waiting thread needs (issue 12)."""
+    """Which stage of an approval chain a waiting thread needs."""
     from checkpoint import threads
     from checkpoint.approval_chain import waiting
 
@@ -48,5 +48,5 @@ def print_stage(waits: Any, deadline: Any) -> None:
 
 
 def stage_json(waits: Any, deadline: Any) -> Any:
-    """The waiting stage for --json (README: the JSON table), or None."""
+    """The waiting stage for --json (docs/json-output.md), or None."""
     return waits.chain.as_json(deadline) if waits is not None and waits.chain is not None else None

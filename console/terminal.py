@@ -128,7 +128,7 @@ def emit(document: Any) -> None:
 
 
 def friendly(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn every error into one line on stderr and the exit code of its kind (the README's
+    """Turn every error into one line on stderr and the exit code of its kind (docs/errors.md's
     table); an unexpected one is logged with its traceback, which never reaches the terminal."""
 
     @functools.wraps(func)

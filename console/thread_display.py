@@ -4,7 +4,7 @@ trail one event a line), or as one JSON document for scripts.
 
 `show` reads the threads row (stored when the thread reached its gate) and the latest
 checkpoint's values through the checkpointer, without compiling a graph, so it answers at
-once (issue 11).
+once.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def read_thread(pool: Any, thread_id: str, *, notifications: bool = True) -> Thr
             content = runner.spec.review_content(runner.snapshot(thread_id).values)
             digest = content_digest(content)
     decisions = decisions_of(pool, thread_id)
-    stage = waiting(pool, [thread_id]).get(thread_id) if gate else None  # issue 12: under the policy in force now
+    stage = waiting(pool, [thread_id]).get(thread_id) if gate else None  # under the policy in force now
     failed = failed_for(pool, thread_id) if notifications else []
     return ThreadView(row, values, gate, content, digest, decisions, stage, failed)
 
@@ -111,7 +111,7 @@ def money(cost: Optional[float]) -> str:
 
 
 def print_failed_notifications(failed: list[dict[str, Any]]) -> None:
-    """Notifications that gave up (issue 13), so nobody assumes a reviewer was told."""
+    """Notifications that gave up, so nobody assumes a reviewer was told."""
     for n in failed:
         out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)
 

@@ -151,8 +151,8 @@ def classify(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str,
 
     The same search, the three best matches in the whole knowledge base rather than the
     classified team's, is what the agent chooses among: a wrong intent (the 0.5B gets 70% right
-    on the blind set) must not hide the right article. Measured with the 0.5B on the three
-    labelled sets (tests/benchmarks/support_quality.py, session 6): answered from the labelled
+    on held-out support messages, set 1) must not hide the right article. Measured with the 0.5B on the three
+    labelled sets (tests/benchmarks/support_quality.py): answered from the labelled
     article 27/36, 9/14 and 16/22 this way, against 25/36, 8/14 and 15/22 from the team's.
 
     Measured with the 0.5B local model (tests/benchmarks/support_quality.py): the titles as a
@@ -211,7 +211,7 @@ def best_ranked(state: SupportState) -> dict[str, Any]:
     best-ranked retrieved article, or a hand-over when none was retrieved.
 
     Measured on the three labelled sets with the 0.5B local model (tests/benchmarks/
-    support_quality.py, session 5's drafts): its own pick among the same articles was the
+    support_quality.py): its own pick among the same articles was the
     labelled article in 21, 9 and 11 threads, the first of them in 27, 9 and 16; its only
     hand-over the playbook had not made was wrong. The playbook (in classify) still hands over
     what a specialist must handle, and a person reviews every reply at the gate."""
@@ -289,7 +289,7 @@ def whole_reply(state: SupportState, result: AgentResult) -> str:
     not finish (it ran into its token limit: 2 of the 0.5B's 130 replies in five benchmark
     runs), without sentences giving a contact or an amount that neither the article, the
     message nor the refund under review gives, and without the customer's own sentences copied
-    back (20 of 65 of the 0.5B's replies on two blind sets), so a reviewer approves whole,
+    back (20 of 65 of the 0.5B's replies on held-out support messages, sets 4 and 5), so a reviewer approves whole,
     sourced sentences only; "" when none is left."""
     text = draft_checks.without_prompt_text(result.text.strip(), labels=PROMPT_LABELS, instructions=INSTRUCTIONS, notes=[feedback(state)])
     message = state.get("message", "")
@@ -312,7 +312,7 @@ def quoted_article(passage: str) -> str:
 
 def _replied(state: SupportState, result: AgentResult) -> dict[str, Any]:
     """The model's reply, or, when nothing of it draws on the chosen article (11 of 55 of the
-    0.5B's replies on two blind sets, session 9: acknowledgements, the message played back, or
+    0.5B's replies on held-out support messages, sets 4 and 5: acknowledgements, the message played back, or
     claims the article does not make), the article quoted, with a warning to the reviewer."""
     draft, passage = whole_reply(state, result), chosen_passage(state)
     # The body only: a reply that echoes the question also echoes the title ("Why was I charged twice?").
@@ -378,7 +378,7 @@ redraft = ResilientAgentNode("redraft", redraft_prompt, _redrafted, on_failure=_
 
 
 def lookup_kb(state: SupportState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
-    """Kept only for threads checkpointed by a version before session 7 with this step next:
+    """Kept only for threads checkpointed by an earlier version of the graph with this step next:
     `classify` searches now (one query and one superstep fewer per thread). No edge leads here."""
     pool = runtime.context.pool
     ensure_loaded(pool)

@@ -1,4 +1,4 @@
--- Workers, their job queue, and persisted progress events (issue 10).
+-- Workers, their job queue, and persisted progress events.
 --
 -- A job is "make this thread progress as far as it can now": a thread submitted with
 -- --detach, a recorded decision, a deadline come due, a run found dead. The worker decides

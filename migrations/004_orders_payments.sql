@@ -1,4 +1,4 @@
--- Orders, payments and the refund saga (issue 12).
+-- Orders, payments and the refund saga.
 
 -- What customers paid for: a refund is checked against it (who owns the order, what was
 -- paid, when, whether it is already refunded). Money in minor units (cents), never floats.

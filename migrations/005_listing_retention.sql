@@ -1,4 +1,4 @@
--- What `pending` and `show` need, stored when a thread reaches its gate (issue 11), so a
+-- What `pending` and `show` need, stored when a thread reaches its gate, so a
 -- listing is one indexed query on this table instead of loading every thread's checkpoint.
 
 -- The content under review and its digest (what `approve --expect` checks), written by the

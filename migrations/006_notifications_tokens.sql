@@ -1,4 +1,4 @@
--- Reviewing from anywhere (issue 13): a durable notification outbox and reviewer API tokens.
+-- Reviewing from anywhere: a durable notification outbox and reviewer API tokens.
 
 -- One row per gate visit, event and channel: the unique key is what makes "exactly one
 -- notification per gate visit and channel" hold however often a run is retried or resumed

@@ -1,4 +1,4 @@
--- Approval chains and the policy behind them (issue 12).
+-- Approval chains and the policy behind them.
 
 -- The policy in force (checkpoint/policy.py): one row, replaced by `signoff policy load`, so
 -- every process applies the same one. No row: the documented defaults.

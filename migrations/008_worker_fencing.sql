@@ -1,4 +1,4 @@
--- Fencing a worker whose claims were taken over, and pruning the worker's own tables (issues 10, 11).
+-- Fencing a worker whose claims were taken over, and pruning the worker's own tables.
 --
 -- A worker holds the run claims of all its threads on ONE session (its lock session,
 -- checkpoint/workers.py) and writes through a pool of other sessions. Every pool session of a
@@ -42,5 +42,5 @@ BEGIN
 END
 $$;
 
--- `signoff db prune` deletes the finished jobs of finished threads (issue 11, bounded storage).
+-- `signoff db prune` deletes the finished jobs of finished threads (bounded storage).
 CREATE INDEX IF NOT EXISTS jobs_thread_idx ON jobs (thread_id);

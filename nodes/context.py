@@ -42,7 +42,7 @@ class SignoffContext:
     #: `custom` stream (`runtime.stream_writer`), as an inline run streams them (nodes.resilient.emitter). A worker's run
     #: sets it per run instead (runtime/thread_runner.py `_run_claimed`): the `custom` stream mode makes
     #: LangGraph run every node on a pool thread and wake the run for each event, which cost a
-    #: worker running 100 threads about a tenth of its CPU (issue 10).
+    #: worker running 100 threads about a tenth of its CPU.
     emit: Callable[[dict[str, Any]], None] | None = None
     #: The hand-over playbook (SIGNOFF_HANDOVER_PLAYBOOK); None: the shipped one. See `handover`.
     playbook: Playbook | None = None

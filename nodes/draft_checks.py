@@ -3,7 +3,7 @@ ran out of tokens, or stopped early), a support reply's contacts and amounts tha
 not give, sentences that play the customer's own words back, and whether a reply draws on its
 article at all.
 
-Small reviewing models miss it (issue 9: the local 1.5B gave drafts cut off mid-sentence the
+Small reviewing models miss it (the local 1.5B gave drafts cut off mid-sentence the
 same 0.80 as their finished twins), and it is visible in the text itself, so a finding only
 ever lowers a model's score (`capped`), never raises one, and its message is the feedback the
 writer gets next. (Padding was tried too: no word-count measure told the padded drafts of the

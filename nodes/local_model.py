@@ -53,8 +53,8 @@ class LocalModel:
     sha256: str
     extra: str  # the pyproject extra that installs the chunks
     #: May it score drafts? Measured by tests/benchmarks/review_quality.py on its 5 pairs and 10
-    #: blind ones: the 0.5B scores the poor draft lower in 2/5 and 2/10 and *higher* in 4 of the
-    #: blind pairs, so its scores would mislead; the 1.5B in 5/5 and 3/10, never higher (it misses
+    #: held-out ones: the 0.5B scores the poor draft lower in 2/5 and 2/10 and *higher* in 4 of the
+    #: held-out pairs, so its scores would mislead; the 1.5B in 5/5 and 3/10, never higher (it misses
     #: flaws, a tie at 0.8, but a low score from it marks a real one). The 0.5B's pick of the
     #: support article was also worse than the search's first hit. A model that may not judge
     #: is never asked to (nodes/models.py ModelHandle.judges).

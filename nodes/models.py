@@ -62,7 +62,7 @@ class ModelHandle:
         `stream=False` for a call whose tokens nobody shows (a JSON answer): LangChain streams
         whenever a streaming callback is attached (LangGraph's `messages` mode attaches one to
         every run), and parsing a stream chunk by chunk cost a worker several milliseconds of
-        CPU per call in the OpenAI client (issue 10); one whole response is parsed once.
+        CPU per call in the OpenAI client; one whole response is parsed once.
 
         The schema goes to the server in `extra_body`, not as LangChain's `response_format`
         argument, so the request is a plain `chat.completions.create`: given
@@ -70,7 +70,7 @@ class ModelHandle:
         whole request (the JSON schema included) through its type-driven transform and builds
         generic "parsed completion" models from the answer, work `parse_structured` redoes
         anyway. The body on the wire is the same; the helper cost 0.65 ms of CPU per call
-        (measured, issue 10), a worker's most common call. Built once per schema and mode."""
+        (measured), a worker's most common call. Built once per schema and mode."""
         key = (schema, stream)
         runnable = self._bound.get(key)
         if runnable is None:
@@ -166,7 +166,7 @@ def schema_hint(schema: type[BaseModel]) -> str:
 def json_schema(schema: type[BaseModel]) -> dict[str, Any]:
     """`schema.model_json_schema()`, generated once per class (a fresh copy each call, so a
     caller may change it): pydantic generates it anew on every call, which cost a worker
-    running 100 threads about 6% of its CPU (issue 10)."""
+    running 100 threads about 6% of its CPU."""
     return json.loads(_schema_text(schema))
 
 
@@ -333,7 +333,7 @@ def warm_up(models: ModelRegistry) -> None:
     streaming call: import `openai.resources.beta` and build the pydantic schemas of its
     parsed-completion types, about 0.35 s of CPU. A worker's 100 run threads otherwise all
     make their first call at once and each builds them (pydantic does not lock the build):
-    measured as 13% of the worker's CPU over 500 threads (issue 10).
+    measured as 13% of the worker's CPU over 500 threads.
 
     Each OpenAI-compatible model is called, streaming and not, with and without a JSON
     schema, on a copy whose HTTP client never leaves the process (httpx.MockTransport). A

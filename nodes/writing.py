@@ -292,7 +292,7 @@ _reviewer = ResilientAgentNode("review", reviewer_prompt, _reviewed, schema=Revi
 
 def review(state: WritingState, runtime: Runtime[SignoffContext]) -> dict[str, Any]:
     """The reviewer, unless the judging model is one measured unable to judge (ModelHandle.judges:
-    the local 0.5B scored the poor draft higher in 4 of 10 blind pairs, lower in 2). Its score
+    the local 0.5B scored the poor draft higher in 4 of 10 held-out pairs, lower in 2). Its score
     would pass or hold drafts at random and be shown at the gate as if it meant something, so
     the draft goes to the person at the gate unscored, with the reason and the setting that
     gives real scores."""

@@ -3,7 +3,7 @@
 On when any of OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
 OTEL_TRACES_EXPORTER or OTEL_SERVICE_NAME is set (OTEL_TRACES_EXPORTER=none or
 OTEL_SDK_DISABLED=true turn it off). Spans go to an OTLP/HTTP collector through a batch
-processor (the `otel` extra), or to stdout with OTEL_TRACES_EXPORTER=console. Off, nothing of
+processor (the `otel` extra), or to stderr with OTEL_TRACES_EXPORTER=console. Off, nothing of
 OpenTelemetry is imported and every hook returns at its first test.
 
 One trace per thread: the first traced run of a thread stores its span's context with the

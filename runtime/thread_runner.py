@@ -290,7 +290,7 @@ class ThreadRunner:
         events, but a step with one task then runs in the run's own thread: with `messages` or
         `custom` streamed, LangGraph runs every task on a pool thread and keeps a second
         waiting for stream events, two thread hand-offs per step and more per event, which cost
-        a worker running 100 threads a tenth of its CPU (issue 10, measured)."""
+        a worker running 100 threads a tenth of its CPU (measured)."""
         if self.direct_events:
             tokens = _token_handler(handle)
             if tokens is not None:
@@ -307,21 +307,21 @@ class ThreadRunner:
         if gate is not None:
             review = self.spec.review_content(values)
             digest = content_digest(review)
-            from checkpoint.approval_chain import on_wait  # issue 12: which stage of an approval chain it waits for
+            from checkpoint.approval_chain import on_wait  # which stage of an approval chain it waits for
 
             chain = on_wait(self.pool, self.spec, thread_id, gate, self._checkpoint_id(snapshot), digest, values)
             now = self.context.clock() if self.context else datetime.now(timezone.utc)
-            hours = None  # the thread's own deadline_hours, unless its chain's waiting stage has one (issue 12), stage 1 too
+            hours = None  # the thread's own deadline_hours, unless its chain's waiting stage has one, stage 1 too
             if chain is not None and chain.current is not None and chain.current.stage.deadline_hours:
                 hours = chain.current.stage.deadline_hours
             # What a listing shows (digest, content under review) is stored with the stop, so
-            # `pending` and `show` need no checkpoint load or graph import (issue 11). The
+            # `pending` and `show` need no checkpoint load or graph import. The
             # deadline stays if it already waited here (threads.mark_waiting).
             deadline = threads.mark_waiting(self.pool, thread_id, gate=gate, summary=summary, digest=digest, review=review,
                                             now=now, hours=hours, clear_approval_wait=chain is None)
             if deadline is None:  # no thread row (a graph run outside Signoff's records): what it would have been
                 deadline = now + timedelta(hours=hours or self.spec.deadline_hours)
-            from checkpoint.notifications import queue_for_gate  # issue 13: one per gate visit and channel; never raises
+            from checkpoint.notifications import queue_for_gate  # one per gate visit and channel; never raises
 
             queue_for_gate(self.pool, thread_id=thread_id, graph=self.spec.name, gate=gate, visit=self._checkpoint_id(snapshot),
                            summary=summary, digest=digest, deadline=deadline, now=now)

@@ -5,14 +5,14 @@ and abandoned runs into jobs, and claims jobs while it has free slots; each clai
 in a pool of `concurrency` threads. New work wakes the loop through LISTEN/NOTIFY; a poll
 every second is the backstop.
 
-Why threads and not an asyncio run with AsyncPostgresSaver (measured, see README "Running
-workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
+Why threads and not an asyncio run with AsyncPostgresSaver (measured, see docs/benchmarks.md
+"Workers"): the nodes are synchronous (psycopg pool, ChatOpenAI.invoke, file writes), so
 under `astream` LangGraph would run every node body in an executor thread anyway, and the
 async route needs an async copy of resume/settle/decide beside the sync one the CLI uses:
 two copies that drift (procrastinate's own lesson). Nor would it be cheaper: stock LangGraph
 on the support path's shape, async nodes with AsyncPostgresSaver and ChatOpenAI.ainvoke
 against threads with PostgresSaver and invoke, costs the same CPU per thread
-(tests/benchmarks/floor_bench.py, issue 10). A thread per running thread costs a
+(tests/benchmarks/floor_bench.py). A thread per running thread costs a
 stack, not a process: 100 at once fit in one worker well under 1 GB. What the sync route
 gives up is LangGraph's node `timeout=` (async nodes only); a stalled model call is still
 cut by the HTTP client's own timeout (SIGNOFF_CALL_TIMEOUT), which really closes the socket.
@@ -80,7 +80,7 @@ class WorkerOptions:
     def connections(self) -> int:
         """Up to 36: runs hold a connection only while a statement runs, yet 100 runs queued
         on 20 connections spent a tenth of the worker's CPU waking each other in the pool's
-        queue (issue 10, measured; 40 and 64 cost the same CPU, 20 about 8% more), and two
+        queue (measured; 40 and 64 cost the same CPU, 20 about 8% more), and two
         workers at 38 connections each stay within PostgreSQL's default 100."""
         return self.pool_size or min(self.concurrency, 32) + 4
 
@@ -171,7 +171,7 @@ def share_step_executor(max_workers: int) -> None:
     and joins threads of its own. Python's ThreadPoolExecutor starts them while holding a
     lock global to the process (`_global_shutdown_lock`), so a worker's 100 concurrent runs
     queued behind each other's thread starts: measured 13% of the worker's CPU over 500
-    threads (issue 10). One pool shared by all runs keeps its threads. Each run still waits
+    threads. One pool shared by all runs keeps its threads. Each run still waits
     for exactly its own tasks (LangGraph's BackgroundExecutor tracks them), and a run that
     sets `max_concurrency` keeps a pool of its own. The pool's bound is generous because a
     run's task may start a subgraph whose tasks need threads of the same pool. Installed by
@@ -205,7 +205,7 @@ class StepExecutor:
     With durability="sync" a run waits for each step's checkpoint anyway (and LangGraph waits
     for a task's writes before the step's checkpoint), so handing the save to a pool thread
     only adds two thread hand-offs per save: the pool thread wakes, the run wakes again, each
-    time fighting 100 runs for the GIL. Measured (issue 10): about a tenth of the worker's CPU.
+    time fighting 100 runs for the GIL. Measured: about a tenth of the worker's CPU.
     Saved in the asking thread, a step's writes and its checkpoint are in PostgreSQL before
     LangGraph goes on, in the order LangGraph asks for them, as before; an error is kept in
     the returned future and raised where LangGraph reads it, as before. Everything else (a
@@ -334,7 +334,7 @@ class Worker:
             self.ready.set()
 
     def _prune(self, pool: ConnectionPool) -> None:
-        """Automatic retention (issue 11): what `signoff db prune --finished-older-than DAYS`
+        """Automatic retention: what `signoff db prune --finished-older-than DAYS`
         does, a bounded batch at a time, so storage stays bounded with nobody running it.
         Safe beside runs (finished threads only); several workers pruning at once skip what
         another is pruning."""
@@ -355,7 +355,7 @@ class Worker:
                 self.log(f"pruned {report.threads} finished threads: {report.bytes / 1e6:.2f} MB of row data")
 
     def _start_notifier(self, pool: ConnectionPool, context: SignoffContext) -> None:
-        """Deliver the notification outbox in a side thread until the worker stops (issue 13)."""
+        """Deliver the notification outbox in a side thread until the worker stops."""
         from checkpoint.notifications import start_delivery
         from checkpoint.settings import Settings
 
@@ -540,7 +540,7 @@ class Worker:
             return False
         # Closed by the writer, after the stop is written (a watcher never misses it), with the
         # other runs' jobs that ended meanwhile, their claims given back first: one statement
-        # each for them all, off this thread (issue 10). Until then the job stays 'doing', so
+        # each for them all, off this thread. Until then the job stays 'doing', so
         # no other job of the thread is claimed before this one's stop is out; the worker's
         # drain writes the last batch (EventWriter.close) before it unregisters.
         writer.after_written((job.id, result, tid if runner.held else None))

@@ -4,7 +4,7 @@ The table below has rows for every command of the typer app; a command added wit
 fails test_every_command_has_a_bad_input_row. Each row runs against one database holding a
 thread waiting at its gate and a finished one, and compares the row counts of every table
 (application and checkpoint tables) and the files under SIGNOFF_HOME before and after. Each
-row names the exit code it must give, from the README's table (checkpoint/errors.py).
+row names the exit code it must give, from the table in docs/errors.md (checkpoint/errors.py).
 
 Hostile values come from one list per kind of argument (numbers, thread ids, names, texts,
 paths), so a new option gets the whole list by naming its kind.
@@ -50,7 +50,7 @@ class Row:
     command: str  # the command path, e.g. "start support"
     args: tuple[str, ...]  # what follows it
     says: str  # in the one line printed
-    code: int  # the exit code, from the README's table
+    code: int  # the exit code, from the table in docs/errors.md
     env: dict[str, str] = field(default_factory=dict)
 
     @property

@@ -197,12 +197,12 @@ SECRET_PARTS = ("hunter2pass", "sk-live-123", "sk-openai-key-777", "db-pass-31",
                 "secret-key-45", "hook-path-46", "hook-sig-47", "hook-secret-48", "slack-path-49", "smtp-pass-50", "cli-token-51")
 
 
-def readme_variables() -> set[str]:
-    """Every variable the README's configuration table names (`_WEBHOOK_SECRET` after
-    `SIGNOFF_NOTIFY_WEBHOOK` is SIGNOFF_NOTIFY_WEBHOOK_SECRET)."""
+def documented_variables() -> set[str]:
+    """Every variable the configuration table of docs/configuration.md names (`_WEBHOOK_SECRET`
+    after `SIGNOFF_NOTIFY_WEBHOOK` is SIGNOFF_NOTIFY_WEBHOOK_SECRET)."""
     from tests.procs import ROOT
 
-    section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    section = (ROOT / "docs" / "configuration.md").read_text()
     names: set[str] = set()
     for line in section.splitlines():
         if not line.startswith("| `"):
@@ -214,7 +214,7 @@ def readme_variables() -> set[str]:
     return names
 
 
-def test_config_hides_every_credential_and_lists_every_variable_the_readme_documents(tmp_path):
+def test_config_hides_every_credential_and_lists_every_variable_the_configuration_document_names(tmp_path):
     import json
 
     env = {"SIGNOFF_HOME": str(tmp_path), "SIGNOFF_MODEL": "openai:test-model", **PLANTED_SECRETS}
@@ -224,7 +224,7 @@ def test_config_hides_every_credential_and_lists_every_variable_the_readme_docum
     for output in (table.output, as_json.output):
         assert [part for part in SECRET_PARTS if part in output] == []
     listed = {row["variable"]: row["value"] for row in json.loads(as_json.output)["settings"]}
-    documented = readme_variables()
+    documented = documented_variables()
     assert len(documented) > 20 and documented - set(listed) == set()
     assert listed["SIGNOFF_SECRET_KEY"] == "set (hidden)" and listed["SIGNOFF_PAYMENTS_KEY"] == "set (hidden)"
     assert listed["OPENAI_BASE_URL"] == "http://user:***@llm.example/v1?api_key=***"

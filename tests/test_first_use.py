@@ -4,7 +4,7 @@ or on a SIGNOFF_HOME with no database at all, all finish.
 Each command is a real process whose imports are done before the round starts
 (tests/warm_cli.py), so all of them reach the database within milliseconds of each other;
 that is when one migrating process used to deadlock with another through the client
-(issue 8: a connection waiting for the migration lock holds a snapshot, which PostgresSaver's
+(a connection waiting for the migration lock holds a snapshot, which PostgresSaver's
 CREATE INDEX CONCURRENTLY on the lock holder's other connection waits for).
 """
 

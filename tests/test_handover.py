@@ -108,7 +108,7 @@ MUST_NOT_MATCH = [
     "Please repay the 20 dollars for order 1042",
     "My account is temporarily locked after too many tries",
     "How do I sign in on a new laptop? I didn't set up 2FA",
-    # words the hand-overs added in session 9 share with everyday questions
+    # words the hand-over kinds (staff decision, threat, accessibility, ...) share with everyday questions
     "Is my data accessible offline?",
     "Where do I enter the CVV when I change my card?",
     "Can I combine the student discount with another offer?",

@@ -1,5 +1,5 @@
-"""`--json` on every command that reads: one JSON document on stdout with the README's field
-names, untrusted text inert on a terminal yet exact for a parser, errors as one
+"""`--json` on every command that reads: one JSON document on stdout with the field
+names of docs/json-output.md, untrusted text inert on a terminal yet exact for a parser, errors as one
 `{"error": ...}` line on stderr with the same exit codes, and nothing stored changed."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.procs import ROOT, process_env, table_counts
 
 HOSTILE = "Refund me \x1b[2J\x1b]8;;http://evil\x07now\u202e\nfake-1  support  review"
 
-#: The README's field names, per command: a change here is a change to a documented contract.
+#: The field names of docs/json-output.md, per command: a change here is a change to a documented contract.
 FIELDS = {
     ("pending",): {"total", "limit", "threads"},
     ("show", "w1"): {"thread_id", "graph", "status", "gate", "summary", "deadline", "digest", "review", "error",
@@ -33,7 +33,7 @@ FIELDS = {
     ("stats",): {"since", "period_seconds", "threads", "gate_waits", "decisions", "failures", "tokens"},
 }
 PENDING_THREAD = {"thread_id", "graph", "gate", "waiting_since", "age_seconds", "deadline", "overdue", "digest", "summary",
-                  "waiting_for", "stage"}  # issue 12: the approval stage it waits for (words, fields), or null
+                  "waiting_for", "stage"}  # the approval stage it waits for (words, fields), or null
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_errors_are_one_json_line_on_stderr_with_the_exit_code_of_their_kind(arg
 
 
 def test_pending_json_pipes_into_a_json_parser(cli, threads, env):
-    """The issue's check, as a shell runs it: `signoff pending --json | python -c 'json.load(sys.stdin)'`."""
+    """What a script does with it, as a shell runs it: `signoff pending --json | python -c 'json.load(sys.stdin)'`."""
     parser = f"{sys.executable} -c 'import json,sys; d = json.load(sys.stdin); print(d[\"total\"], d[\"threads\"][0][\"thread_id\"])'"
     piped = subprocess.run(f"{sys.executable} -m cli pending --json | {parser}", shell=True, cwd=ROOT,
                            env=process_env(env), capture_output=True, text=True, timeout=120)

@@ -175,7 +175,7 @@ def test_at_a_terminal_yes_shows_the_content_then_approves_it_without_asking(cli
 
 
 def test_an_approval_bound_to_the_first_draft_is_refused_after_a_reject_redrafted_it(cli, server, pool, database_url):
-    """The race of issue 8: approve and reject at once; the reject wins and redrafts. The
+    """The race of approve and reject at once; the reject wins and redrafts. The
     approval named the digest its person saw, so it cannot approve the redraft."""
     server.rule("Classify the customer message", ok('{"intent": "billing"}'))
     server.rule("billing support agent", ok(ANSWERED))

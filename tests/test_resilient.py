@@ -285,7 +285,7 @@ def test_graph_structured_answer_is_parsed_and_not_streamed_as_tokens(models, pr
     assert tokens == [], "JSON answers are tagged nostream"
     [body] = primary.requests
     assert body["response_format"]["type"] == "json_schema"
-    assert not body.get("stream"), "fetched whole: no tokens to show, and parsing a stream chunk by chunk costs CPU (issue 10)"
+    assert not body.get("stream"), "fetched whole: no tokens to show, and parsing a stream chunk by chunk costs a worker CPU"
 
 
 def test_graph_with_both_models_failing_ends_with_needs_human(models, primary, fallback, pool):

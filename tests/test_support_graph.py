@@ -374,7 +374,7 @@ def test_progress_events_name_each_node_with_its_model_and_tokens(run):
 
 
 def test_a_thread_saved_before_lookup_kb_by_an_older_version_resumes_to_its_gate(run, pool):
-    """Before session 7, classify was followed by its own lookup_kb step. A thread checkpointed
+    """In an earlier version of the graph, classify was followed by its own lookup_kb step. A thread checkpointed
     with lookup_kb next (an upgrade mid-run, a crash) must still run on after the upgrade."""
     runner, events = run(BILLING)
     new_graph = runner.graph
@@ -396,7 +396,7 @@ def test_a_thread_saved_before_lookup_kb_by_an_older_version_resumes_to_its_gate
 
 def test_a_workers_run_reports_the_same_progress_as_an_inline_run(pool, make_context):
     """A worker's runs (`direct_events`) get the nodes' own events and the tokens handed over
-    directly instead of through LangGraph's custom and messages stream modes (issue 10: those
+    directly instead of through LangGraph's custom and messages stream modes (those
     modes cost the worker a tenth of its CPU): the same events, in the same order, and the
     retry audited, for a reply that fails once and is then streamed token by token."""
     reply = "Your payment is pending authorization and will clear in two days."

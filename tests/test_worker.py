@@ -108,5 +108,5 @@ def test_a_worker_takes_the_claims_of_a_claimed_batch_in_one_go_never_twice_and_
     finally:
         session.close()
     # PostgreSQL frees a session's advisory locks as its backend exits, just after the client
-    # hangs up: under load, a check in the same millisecond can still see them (CI, session 7).
+    # hangs up: under load, a check in the same millisecond can still see them (seen in CI).
     wait_until(lambda: not jobs.is_claimed(pool, "b", _RUN_LOCK_CLASS), timeout=10, what="the session's end to free what it held")

@@ -29,7 +29,7 @@ from tests.test_crash_recovery import BY_NAME, SCENARIOS, Drive, Phase, Scenario
 from tests.test_crash_recovery import provider  # noqa: F401 - fixture (the refund scenarios' payment provider)
 from tests.worker_procs import submit, workers  # noqa: F401 - fixture
 
-#: README "Running workers": a SIGKILLed worker's threads are running elsewhere within this.
+#: docs/operations.md, "Workers on several machines": a SIGKILLed worker's threads are running elsewhere within this.
 HANDOVER_BOUND_SECONDS = 10.0
 
 

@@ -11,7 +11,7 @@ on one scratch database, interleaved, each repeated:
   session that holds it), progress events persisted for `watch`, the stream modes the CLI
   uses, the stop mirrored into `threads`;
 - signoff, old pool check: the same with psycopg_pool's stock `check_connection` on every
-  checkout (what Signoff did before issue 11), for the before/after figure;
+  checkout (what Signoff did before its pool checked connections only when idle), for the before/after figure;
 - stock: `PostgresSaver.from_conn_string` (one connection), same graph and stream modes;
 - stock on a pool: `PostgresSaver(pool)` on a plain psycopg_pool pool (no check callback),
   which shows what the library does on a pool, apart from anything Signoff adds;

@@ -7,7 +7,7 @@ on DATABASE_URL's server), migrates it and runs one real support thread to its g
 model server), so `show` and `audit` have a thread with checkpoints and audit rows. Then runs
 each command as a fresh process (`python -m cli ...`, what the `signoff` script runs), once to
 warm the file cache and `--runs` times measured, and prints the median, min and max wall time.
-The database is running throughout (the issue's "with a running database"). The interpreter's
+The database is running throughout (start-up is measured with a running database). The interpreter's
 own floor (`python -c pass`) and the load average are printed so figures from a busy machine
 can be read as such.
 """

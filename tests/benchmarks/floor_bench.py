@@ -1,4 +1,4 @@
-"""The floor under `signoff worker` (issue 10): what stock LangGraph alone costs, in CPU per
+"""The floor under `signoff worker`: what stock LangGraph alone costs, in CPU per
 thread, to run the support graph's path to its gate, many threads at once in one process.
 
 A script, not a test. Run from the project root:

@@ -120,7 +120,7 @@ def main() -> None:
                 with pool.connection() as conn:
                     plan = "\n    ".join(r["QUERY PLAN"] for r in conn.execute(
                         "EXPLAIN ANALYZE SELECT * FROM threads WHERE status = 'waiting' ORDER BY updated_at, thread_id LIMIT 100"))
-                # What the listing did before issue 11: load each waiting thread's checkpoint.
+                # What the listing did before it read the threads table alone: load each waiting thread's checkpoint.
                 from console.pending_display import review_digests
 
                 sample = listing.waiting(pool, limit=300).rows
@@ -131,7 +131,7 @@ def main() -> None:
                 pool.close()
             print(f"listing query in-process (count + first page of 100), median of 20: {statistics.median(query) * 1000:.1f} ms")
             print(f"  plan of the page:\n    {plan}")
-            print(f"before issue 11, a checkpoint load per waiting thread: {old_per_thread * 1000:.1f} ms each, "
+            print(f"the old listing, a checkpoint load per waiting thread: {old_per_thread * 1000:.1f} ms each, "
                   f"so {old_per_thread * (args.waiting + 1):.0f} s for all {args.waiting + 1} in this process")
 
             waiting_id, finished_id = f"w-{args.waiting // 2}", f"f-{args.finished // 2}"

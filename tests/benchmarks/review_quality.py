@@ -14,7 +14,9 @@ ignoring the brief) it calls the real `review` prompt and schema (nodes/writing.
 the same resilient model path the graphs use, applies the same text checks the graphs apply
 (nodes/draft_checks.py: a draft cut off mid-sentence is capped below the threshold), and
 reports both scores, which a text check lowered, and whether the poor draft scored lower.
-`--pairs tests/benchmarks/review_pairs_blind.json` (or `_blind2.json`, `_blind3.json`) runs 10 pairs written by someone who had seen neither the reviewer's prompt nor these pairs.  A model the graphs
+`--pairs tests/benchmarks/review_pairs_heldout_1.json` (or `_2.json`, `_3.json`: held-out review
+pairs, sets 1 to 3) runs 10 pairs written by someone who had seen neither the reviewer's prompt
+nor these pairs.  A model the graphs
 never ask for scores (the local 0.5B, ModelHandle.judges) is still measured, and the report
 says so.  For local models the server runs in a throwaway SIGNOFF_HOME and is stopped at the
 end.

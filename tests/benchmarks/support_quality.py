@@ -15,19 +15,20 @@ whether the reply drew on the right article, seconds per thread to the gate (aft
 warm-up thread), reply tokens per second and the server's memory, and writes every draft to
 a markdown file for a person to read.  `--model` takes the same values as SIGNOFF_MODEL.
 
-Labelled sets: `support_cases.json` (47 messages, 11 to escalate), against which the
-prompts were developed; `support_cases_heldout.json` (26 messages, 12 to escalate), written
-afterwards (session 3) and read when the hand-over playbook's patterns were written, so it
-flatters the playbook too; and `support_cases_blind.json` (40 messages, 16 to escalate),
-written by someone who had not seen the playbook, before it was measured on it, and never
-used to tune anything since; `support_cases_blind2.json` and `support_cases_blind3.json` (40
-each, 16 to escalate), written the same way by other helpers (blind2's misses were read when
-session 7's patterns were written, so it flatters them now; blind1-3's misses were read for
-session 9's). Report them all. `support_cases_blind4.json` and `support_cases_blind5.json` (40
-each, 16 to escalate) were each measured once in session 9 before being read: blind4's misses
-were then read for a second round of patterns, blind5's only reported. `support_cases_blind6.json`
-(40, 16 to escalate) is held back unmeasured: measure the next playbook or prompt change on it
-once, before reading its messages.
+Labelled sets (docs/benchmarks.md has every figure measured on them):
+- `support_cases.json`, the development set (47 messages, 11 to escalate): the prompts were
+  developed against it;
+- `support_cases_dev2.json`, the second development set (26, 12 to escalate): written after
+  the prompts, and read when the hand-over playbook's patterns were written, so it flatters
+  the playbook too;
+- `support_heldout_1.json` .. `support_heldout_6.json`, held-out support messages, sets 1 to 6
+  (40 each, 16 to escalate): written from the knowledge-base articles only, by someone who had
+  seen neither the playbook, the prompts nor the other sets. Set 1 was never used to tune
+  anything; the misses of sets 2 and 3 were read when the playbook's patterns were revised, so
+  they flatter it now; sets 4 and 5 were each measured once before being read (set 4's misses
+  were then read for the playbook, set 5's replies for the reply checks). Set 6 is held back
+  unmeasured: measure the next playbook or prompt change on it once, before reading its
+  messages. Report them all.
 
 The hand-over playbook (nodes/handover.py) runs as in production; `--no-playbook` keeps its
 topics as the agent's options but drops its patterns, to measure the models alone.
