@@ -217,3 +217,18 @@ def test_a_step_s_warnings_and_the_check_lines_at_the_gate_are_shown(client, cli
     last = re.findall(r'<pre class="review draft-body">(.*?)</pre>', html, re.S)[-1]
     assert last.startswith("check: ") and "already rejected, word for word" in last.splitlines()[0]
     assert "warning: " in re.search(r'<ol class="timeline" id="timeline">(.*?)</ol>', html, re.S)[1]
+
+
+def test_a_page_opened_after_its_run_stopped_at_a_gate_is_told_it_stopped(pool):
+    import asyncio
+
+    from web.live import stream
+
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO threads (thread_id, graph, status, summary) VALUES ('w1', 'support', 'waiting', 'a reply to review')")
+
+    async def chunks() -> list[str]:
+        return [chunk async for chunk in stream(pool, "w1", after=10**9, seconds=5)]
+
+    assert any(chunk.startswith("id:") and "event: stop" in chunk for chunk in asyncio.run(chunks())), \
+        "a stop read before the stream opened is not sent again: the page must still learn the run stopped"

@@ -76,9 +76,12 @@ async def stream(pool: Any, thread_id: str, after: int, *, seconds: float = STRE
                 return
             yield sse(after, "progress", shown)
         if not idle_checked and time.monotonic() - quiet_since > POLL_SECONDS * 2:
-            idle_checked = True  # nothing new: a thread that has ended sends no stop again, so say where it stands
+            # Nothing new: a run that stopped before this stream began (its stop already read when
+            # the page was drawn, or between drawing the page and opening the stream) sends no stop
+            # again, so say where the thread stands: anything but queued or running has stopped.
+            idle_checked = True
             row = await run_in_threadpool(threads.get, pool, thread_id)
-            if row is None or row.status in ("finished", "failed"):
+            if row is None or row.status not in ("queued", "running"):
                 yield sse(after, "stop", {"line": f"the thread is {row.status if row else 'gone'}", "status": row.status if row else None})
                 return
         if time.monotonic() - quiet_since > KEEPALIVE_SECONDS:
