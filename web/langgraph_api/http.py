@@ -64,18 +64,6 @@ def plain(value: Any) -> Any:
     from runtime.interrupts import _default
 
     return _default(value)
-    for method in ("model_dump", "dict"):
-        dump = getattr(value, method, None)
-        if callable(dump):
-            try:
-                return dump()
-            except Exception:  # noqa: BLE001 - fall back to its string
-                break
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
 
 
 class Json(JSONResponse):
