@@ -18,6 +18,8 @@ POLL_SECONDS = 0.5
 MIN_PASS_SECONDS = 0.2
 WEBHOOK_ATTEMPTS = 6
 WEBHOOK_TIMEOUT = 10.0
+#: how long after a run ends its thread stays for on_completion "delete": its client reads the output first
+COMPLETE_AFTER_SECONDS = 2.0
 
 _started: dict[int, "Tracker"] = {}
 _mutex = threading.Lock()
@@ -49,6 +51,10 @@ class Waiters:
             waiting = list(self._by_thread.get(thread_id, ()))
         for loop, event in waiting:
             loop.call_soon_threadsafe(event.set)
+
+    def watched(self, thread_id: str) -> bool:
+        with self._mutex:
+            return bool(self._by_thread.get(thread_id))
 
     @asynccontextmanager
     async def watching(self, thread_id: str) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
@@ -99,6 +105,7 @@ class Tracker:
         self.pool = pool
         self.event = threading.Event()
         self.worker: Any = None
+        self.completing: list[tuple[float, dict[str, Any]]] = []
 
     def loop(self) -> None:
         while True:
@@ -129,14 +136,31 @@ class Tracker:
             waiting_jobs = waiting_jobs or row["job_status"] == "todo"
         if waiting_jobs:
             self.ensure_worker()
+        self.complete_runs()
         self.post_webhooks()
 
     def finish(self, row: dict[str, Any], status: str) -> None:
+        from web.langgraph_api.completion import complete
+
         error = (row["job_result"] or "the run failed") if status == "error" else None
         with self.pool.connection() as conn:
-            conn.execute("UPDATE api_runs SET status = %s, error = %s, updated_at = now(), "
-                         "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
-                         "WHERE run_id = %s AND status IN ('pending', 'running')", (status, error, row["run_id"]))
+            ended = conn.execute("UPDATE api_runs SET status = %s, error = %s, updated_at = now(), "
+                                 "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
+                                 "WHERE run_id = %s AND status IN ('pending', 'running') RETURNING run_id",
+                                 (status, error, row["run_id"])).fetchone()
+        if ended is not None and (row["kwargs"] or {}).get("on_completion") == "delete":
+            self.completing.append((time.monotonic(), row))  # the thread goes, unless a person must decide it
+
+    def complete_runs(self) -> None:
+        """Delete the threads of runs ended with on_completion "delete" (completion.py), once
+        no request here still reads their output (runs.wait, a stream) and a moment has passed."""
+        from web.langgraph_api.completion import complete
+
+        for ended, row in list(self.completing):
+            if time.monotonic() - ended < COMPLETE_AFTER_SECONDS or WAITERS.watched(row["thread_id"]):
+                continue
+            self.completing.remove((ended, row))
+            complete(self.pool, row)
 
     def start_queued(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A run queued behind others of its thread starts once none before it is open."""
