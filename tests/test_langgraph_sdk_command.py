@@ -153,7 +153,7 @@ def test_a_stateless_run_deletes_its_thread_when_it_ends_but_keeps_its_audit(ech
     wait_until(gone, timeout=30, what="the stateless run's thread deleted")
     assert count_rows(pool, "checkpoints", thread_id=thread) == 0 and count_rows(pool, "jobs", thread_id=thread) == 0
     kinds = [e["kind"] for e in events_of(pool, thread)]
-    assert kinds[0] == "thread_started" and kinds[-1] == "thread_deleted"
+    assert kinds[0] == "thread_started" and "thread_deleted" in kinds  # the audit outlives the thread
 
 
 def test_a_stateless_run_that_stops_at_a_gate_keeps_its_thread_and_says_why(serve, worker, alice, pool):
