@@ -75,7 +75,12 @@ def input_keys(graph: Any) -> list[str]:
 
 
 def summary_of(value: dict[str, Any]) -> str:
-    """The first text in the input (a request, a question), else the input as JSON."""
+    """The first text in the input (a request, a question), else the input as JSON; nothing
+    for a queued command.goto/update, which leaves the thread's summary as it was."""
+    from runtime.commanded import COMMAND_KEY
+
+    if COMMAND_KEY in value:
+        return ""
     for item in value.values():
         if isinstance(item, str) and item.strip():
             return item.strip()

@@ -30,6 +30,8 @@ def options_of(body: dict[str, Any]) -> dict[str, Any]:
 
     command = field(body, "command", dict)
     command_parts(command)  # its shape; who may send it is checked where it is queued (launch)
+    if command and body.get("input") is not None:
+        raise HttpError(422, "give a run an input or a command, not both")
     for key in ("interrupt_before", "interrupt_after"):
         value = body.get(key)
         if value is not None and value != "*" and not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
@@ -118,8 +120,10 @@ _locks_mutex = threading.Lock()
 @contextmanager
 def threads_lock(pool: Any, thread_id: str) -> Iterator[None]:
     """Serialise run creation on one thread in this process, so two clients creating runs at
-    once see each other's (a lock held in the process, not on a pooled connection: the work
-    under it takes connections of its own)."""
+    once see each other's. A lock held in the process, not on a pooled connection, taken while
+    holding none: the work under it takes one connection at a time and gives it back before
+    the next (a decision's extra statements run on its row lock's own connection), so
+    however many requests wait here or for the pool, each needs only one to go on."""
     with _locks_mutex:
         lock = _thread_locks.setdefault(thread_id, threading.Lock())
     with lock:
