@@ -97,6 +97,32 @@ def test_goto_by_the_threads_requester_is_refused_403_and_changes_nothing(serve,
     assert get_sync_client(url=serve, api_key=alice).threads.get_state(thread)["values"]["outcome"] == "not ordered: no"
 
 
+BUYERS_POLICY = """
+[roles]
+support-lead = ["alice"]
+finance = ["carol"]
+buyers = ["carol"]
+
+[gates."purchase.approval"]
+stages = [{ role = "buyers", above = 0 }]
+"""
+
+
+def test_goto_by_someone_the_policy_does_not_let_decide_the_graphs_gates_is_refused_403(serve, worker, alice, bob, pool):
+    from checkpoint import tokens
+    from checkpoint.policy import parse_policy, store_policy
+
+    worker()
+    store_policy(pool, parse_policy(BUYERS_POLICY, "buyers.toml"), "admin")
+    carol = tokens.create(pool, "carol")
+    thread = get_sync_client(url=serve, api_key=alice).threads.create()["thread_id"]
+    get_sync_client(url=serve, api_key=alice).runs.wait(thread, "purchase", input=LAPTOPS)
+    get_sync_client(url=serve, api_key=carol).runs.wait(thread, "purchase", command={"resume": [{"type": "response", "args": "no"}]})
+    answer = refused(lambda: get_sync_client(url=serve, api_key=bob).runs.create(thread, "purchase", command={"goto": "quote"}))
+    assert answer.status_code == 403 and "may not decide graph purchase's gates" in answer.json()["detail"]
+    assert "command_applied" not in [e["kind"] for e in events_of(pool, thread)]
+
+
 def test_an_update_carried_by_a_resume_is_refused_409_and_changes_nothing(serve, worker, alice, bob, database_url, pool):
     worker()
     client = get_sync_client(url=serve, api_key=alice)
