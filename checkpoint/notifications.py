@@ -32,7 +32,8 @@ from psycopg_pool import ConnectionPool
 from checkpoint.audit import record_event_on
 from checkpoint.settings import SettingsError, bounded_number
 
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8321"
+DEFAULT_PORT = 8321
+DEFAULT_PUBLIC_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 #: How long a claimed row is left alone by other delivery loops (longer than any attempt).
 LEASE = timedelta(minutes=2)
 #: An 'expired' row due before its gate expired waits this long and looks again.
