@@ -93,5 +93,10 @@ def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], No
     if not is_loopback(host):
         warn(f"serving on {host}, beyond this machine, without TLS: put a TLS-terminating proxy in front "
              "(tokens and session cookies travel in every request)")
+    import threading
+
+    from checkpoint.notifications import start_run_webhooks
+
+    start_run_webhooks(pool, os.environ, threading.Event(), log=log)  # runs' webhooks, even those left by a killed serve
     log(f"serving on http://{host}:{port} (inbox /inbox, API /api/threads, /metrics, /healthz, /readyz); links point at {public}; Ctrl-C stops")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
