@@ -56,8 +56,8 @@ def refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_privat
         address = address.ipv4_mapped
     if address in METADATA_ADDRESSES or address.is_link_local:
         return "a link-local or cloud metadata address"
-    if address.is_unspecified or address.is_multicast or address.is_reserved:
+    if address.is_unspecified or address.is_multicast:
         return "an address no receiver listens on"
-    if not allow_private and (address.is_loopback or address.is_private or not address.is_global):
-        return f"a loopback or private address ({ALLOW_PRIVATE}=0)"
-    return None
+    if address.is_loopback or address.is_private or not address.is_global:
+        return None if allow_private else f"a loopback or private address ({ALLOW_PRIVATE}=0)"
+    return "an address no receiver listens on" if address.is_reserved else None
