@@ -47,7 +47,8 @@ def check_url(url: str, environ: Mapping[str, str]) -> None:
     for text in sorted(found):
         why = refusal(ipaddress.ip_address(text.split("%", 1)[0]), allow_private)
         if why:
-            raise RefusedTarget(f"webhook host {parts.hostname} resolves to {text}, {why}: webhooks may not be posted there")
+            raise RefusedTarget(f"webhook host {parts.hostname} resolves to {text}, {why}: webhooks may not be posted there, "
+                                "give the URL of a receiver this server may reach")
 
 
 def refusal(address: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> str | None:

@@ -127,3 +127,16 @@ def test_a_serve_killed_before_posting_a_runs_webhook_posts_it_once_restarted(pe
     [posted] = wait_until(lambda: receiver.delivered(), timeout=30, what="the webhook after the restart")
     assert posted.json()["run_id"] == run["run_id"] and posted.json()["status"] == "success"
     assert [r["status"] for r in run_rows(pool, run["run_id"])] == ["sent"]
+
+
+def test_a_worker_with_no_notification_setting_delivers_a_queued_runs_webhook_with_no_serve(worker, pool, receiver):
+    import uuid
+
+    from checkpoint.notifications import queue_run_webhook_on
+
+    run_id = str(uuid.uuid4())
+    with pool.connection() as conn, conn.transaction():
+        queue_run_webhook_on(conn, thread_id="t-ended", run_id=run_id, url=receiver.url, body={"run_id": run_id, "status": "success"})
+    worker()
+    [posted] = wait_until(lambda: receiver.delivered(), timeout=30, what="the worker to post the webhook")
+    assert posted.json()["run_id"] == run_id and posted.headers["Idempotency-Key"] == run_id
