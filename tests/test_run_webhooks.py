@@ -126,7 +126,8 @@ def test_a_serve_killed_before_posting_a_runs_webhook_posts_it_once_restarted(pe
     start_serve(penv, procs, **slow)  # asked nothing: it delivers the outbox from its start
     [posted] = wait_until(lambda: receiver.delivered(), timeout=30, what="the webhook after the restart")
     assert posted.json()["run_id"] == run["run_id"] and posted.json()["status"] == "success"
-    assert [r["status"] for r in run_rows(pool, run["run_id"])] == ["sent"]
+    wait_until(lambda: [r["status"] for r in run_rows(pool, run["run_id"])] == ["sent"], timeout=10, what="the row to be marked sent")
+    assert len(receiver.delivered()) == 1
 
 
 def test_a_worker_with_no_notification_setting_delivers_a_queued_runs_webhook_with_no_serve(worker, pool, receiver):
