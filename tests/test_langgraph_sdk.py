@@ -215,21 +215,6 @@ def test_a_run_on_a_busy_thread_is_rejected_enqueued_or_interrupts_the_queued_on
     assert [r["status"] for r in client.runs.list(thread)] == ["success", "interrupted"]
 
 
-def test_a_webhook_is_posted_when_the_run_ends_and_retried_after_a_failure(serve, worker, alice):
-    from tests.http_receiver import HttpReceiver
-
-    worker()
-    client = get_sync_client(url=serve, api_key=alice)
-    with HttpReceiver() as hook:
-        hook.script(500)
-        thread = client.threads.create()["thread_id"]
-        run = client.runs.create(thread, "purchase", input=LAPTOPS, webhook=hook.url + "/done")
-        [posted] = wait_until(lambda: hook.delivered(), timeout=30, what="the webhook")
-    assert len(hook.received) == 2 and posted.path.endswith("/done")
-    body = posted.json()
-    assert body["run_id"] == run["run_id"] and body["status"] == "success" and body["values"]["total_cents"] == 240000
-
-
 def test_a_worker_killed_during_a_streamed_run_is_taken_over_and_the_stream_ends_with_the_order(serve, worker, bob, alice, database_url, pool):
     import threading
 

@@ -90,6 +90,11 @@ def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], No
     # /metrics, /healthz, /readyz and a log line per request, around the whole app
     app = Observed(RequestThreads(create_app(WebContext(pool=pool, key=secret_key(home), public_url=public)), REQUEST_THREADS), pool, log)
     pool.resize(min_size=pool.min_size, max_size=max(pool.max_size, pool_size()))
+    import threading
+
+    from checkpoint.notifications import start_run_webhooks
+
+    start_run_webhooks(pool, os.environ, threading.Event(), log=log)  # runs' webhooks, even those left by a killed serve
     if not is_loopback(host):
         warn(f"serving on {host}, beyond this machine, without TLS: put a TLS-terminating proxy in front "
              "(tokens and session cookies travel in every request)")
