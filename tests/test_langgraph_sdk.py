@@ -431,3 +431,72 @@ def test_a_resume_after_the_deadline_passed_is_refused_409_and_records_nothing(s
         get_sync_client(url=serve, api_key=bob).runs.create(thread, "purchase", command={"resume": {asked["id"]: [{"type": "accept"}]}})
     assert refused.value.response.status_code == 409 and "deadline passed" in refused.value.response.json()["detail"]
     assert count_rows(pool, "approvals", decision="approved") == approvals
+
+
+TYPING = '''
+import os
+
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+model = ChatOpenAI(base_url=os.environ["TYPING_MODEL_URL"], api_key="test", model="m", max_retries=0)
+
+
+def reply(state):
+    return {"messages": [model.invoke(state["messages"])]}
+
+
+graph = StateGraph(MessagesState).add_node("reply", reply).add_edge(START, "reply").add_edge("reply", END).compile()
+'''
+ANSWER = "your two laptops ship on monday"
+
+
+@pytest.fixture
+def typing_client(penv: dict[str, str], procs: list[CliProcess], tmp_path: Path, alice: str) -> Iterator[Any]:
+    """The SDK's client on a serve and a worker running a project graph whose node calls a chat
+    model that streams ANSWER word by word (an OpenAI-compatible server)."""
+    from tests.fault_server import FaultServer, ok
+
+    (tmp_path / "assistant.py").write_text(TYPING)
+    (tmp_path / "langgraph.json").write_text(json.dumps({"graphs": {"typing": "./assistant.py:graph"}}))
+    with FaultServer() as model:
+        model.rule("", ok(ANSWER))
+        env = {**penv, "TYPING_MODEL_URL": model.base_url}
+        port = free_port()
+        served = spawn(env, "serve", "--port", str(port), cwd=tmp_path)
+        procs.append(served)
+        served.wait_for(r"serving on", timeout=60)
+        wait_until(lambda: _accepts(port), timeout=20, what="serve")
+        worker = spawn(env, "worker", cwd=tmp_path)
+        procs.append(worker)
+        worker.wait_for(r"worker \d+ started", timeout=60)
+        yield get_sync_client(url=f"http://127.0.0.1:{port}/langgraph", api_key=alice)
+
+
+ASK = {"messages": [{"role": "user", "content": "when do the laptops ship?"}]}
+
+
+def test_messages_stream_as_the_model_types_them_and_the_whole_message_is_not_sent_again(typing_client):
+    thread = typing_client.threads.create()["thread_id"]
+    parts = list(typing_client.runs.stream(thread, "typing", input=ASK, stream_mode="messages-tuple"))
+    said = [p.data for p in parts if p.event == "messages"]
+    assert len(said) == len(ANSWER.split()) and {m["type"] for m, _ in said} == {"AIMessageChunk"}
+    assert "".join(m["content"] for m, _ in said) == ANSWER
+    final = typing_client.threads.get_state(thread)["values"]["messages"][-1]
+    assert final["content"] == ANSWER and {m["id"] for m, _ in said} == {final["id"]}
+    assert {(meta["langgraph_node"], meta["langgraph_step"]) for _, meta in said} == {("reply", 1)}
+
+
+def test_a_stream_joined_again_after_its_last_event_id_carries_the_rest_of_the_message_once(typing_client):
+    thread = typing_client.threads.create()["thread_id"]
+    before: list[Any] = []
+    for part in typing_client.runs.stream(thread, "typing", input=ASK, stream_mode="messages-tuple"):
+        before.append(part)
+        if sum(p.event == "messages" for p in before) == 2:
+            break  # the client goes away mid-message
+    run_id = before[0].data["run_id"]
+    rest = list(typing_client.runs.join_stream(thread, run_id, stream_mode="messages-tuple", last_event_id=before[-1].id))
+    said = [p.data[0] for p in before + rest if p.event == "messages"]
+    assert "".join(m["content"] for m in said) == ANSWER and {m["type"] for m in said} == {"AIMessageChunk"}
+    replay = list(typing_client.runs.join_stream(thread, run_id, stream_mode="messages-tuple"))
+    assert [(p.id, p.event, p.data) for p in before + rest] == [(p.id, p.event, p.data) for p in replay]
