@@ -247,7 +247,7 @@ class ThreadRunner:
     def _run_claimed(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
-        announced: set[str] = set()
+        numbers: dict[str, int] = {}
         observer = UNOBSERVED
 
         def handle(event: Event) -> None:
@@ -265,7 +265,7 @@ class ThreadRunner:
                     durability="sync",  # every step is saved before the next starts
                     control=control,
                 ):
-                    for event in _events(mode, payload, started, announced):
+                    for event in _events(mode, payload, started, numbers):
                         handle(event)
                 return observer.stopped(self.settle(thread_id))
             except GraphDrained as drained:
@@ -506,9 +506,9 @@ def _deliver(sink: EventSink, event: Event) -> None:
         pass
 
 
-def _events(mode: str, payload: Any, started: dict[str, float], announced: set[str] | None = None) -> list[Event]:
+def _events(mode: str, payload: Any, started: dict[str, float], numbers: dict[str, int] | None = None) -> list[Event]:
     """LangGraph stream chunks -> the few events a person watching a run cares about;
-    `announced`: the run's streamed messages whose metadata is written (runtime/message_chunks.py)."""
+    `numbers`: the run's streamed messages, numbered (runtime/message_chunks.py)."""
     if mode == "tasks":
         task_id, node = payload["id"], payload["name"]
         if "result" not in payload and "error" not in payload:
@@ -526,7 +526,7 @@ def _events(mode: str, payload: Any, started: dict[str, float], announced: set[s
     if mode == "messages":
         chunk, metadata = payload
         if isinstance(chunk, AIMessageChunk):  # streamed by the model: LangGraph's API sends it as it comes
-            event = chunk_event(chunk, metadata, announced if announced is not None else set())
+            event = chunk_event(chunk, metadata, numbers if numbers is not None else {})
             return [event] if event is not None else []
         text = chunk.content if isinstance(chunk.content, str) else ""
         return [{"event": "token", "node": metadata.get("langgraph_node", "?"), "text": text}] if text else []

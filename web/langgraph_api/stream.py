@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from typing import Any, AsyncIterator
 
-from runtime.message_chunks import as_message, is_chunk
+from runtime.message_chunks import Messages, as_message, is_chunk
 from web.langgraph_api.http import run_in_threadpool, dumps
 
 #: seconds between looks when no notification wakes the stream
@@ -71,7 +71,7 @@ def progress_since(pool: Any, thread_id: str, after: int, kinds: list[str]) -> l
     message (Signoff's own graphs) are left out."""
     with pool.connection() as conn:
         rows = conn.execute("SELECT id, event FROM progress_events WHERE thread_id = %s AND id > %s AND event->>'event' = ANY(%s) "
-                            "AND (event->>'event' <> 'token' OR event ? 'message_id') ORDER BY id", (thread_id, after, kinds)).fetchall()
+                            "AND (event->>'event' <> 'token' OR event ? 'm') ORDER BY id", (thread_id, after, kinds)).fetchall()
     return [(r["id"], r["event"]) for r in rows]
 
 
@@ -103,9 +103,9 @@ class Chunks:
     """A stream's message chunks: read, then sent in their step's turn."""
 
     def __init__(self) -> None:
-        self.waiting: list[dict[str, Any]] = []
+        self.messages = Messages()
+        self.waiting: list[tuple[dict[str, Any], str, Any, dict[str, Any]]] = []
         self.streamed: set[str] = set()
-        self.metadata: dict[str, dict[str, Any]] = {}
         self.ended: set[str] = set()
         self.begun: set[str] = set()
         self.seen_at: dict[str, float] = {}
@@ -117,9 +117,9 @@ class Chunks:
         elif kind == "node_start":
             self.begun.add(event.get("id"))
         elif is_chunk(event):
-            self.waiting.append(event)
-            if isinstance(event.get("metadata"), dict):
-                self.metadata.setdefault(event["message_id"], event["metadata"])
+            known = self.messages.read(event)
+            if known is not None:
+                self.waiting.append((event, *known))
 
     def settled(self, parent: Any, snapshot: Any) -> bool:
         """Every chunk of the step is read: its tasks' ends are, or a next task's start (the
@@ -133,16 +133,13 @@ class Chunks:
     def send(self, up_to_step: int | None) -> list[tuple[str, Any]]:
         """The chunks of steps up to `up_to_step` (None: all read), as `messages` events."""
         out: list[tuple[str, Any]] = []
-        keep: list[dict[str, Any]] = []
-        for event in self.waiting:
-            step = event.get("step") if isinstance(event.get("step"), int) else -1
-            if up_to_step is not None and step > up_to_step:
-                keep.append(event)
+        keep = []
+        for event, message_id, step, metadata in self.waiting:
+            if up_to_step is not None and isinstance(step, int) and step > up_to_step:
+                keep.append((event, message_id, step, metadata))
                 continue
-            message_id = event["message_id"]
             self.streamed.add(message_id)
-            metadata = self.metadata.get(message_id) or {"langgraph_node": event.get("node"), "langgraph_step": event.get("step")}
-            out.append(("messages", [as_message(event), metadata]))
+            out.append(("messages", [as_message(event, message_id), metadata]))
         self.waiting = keep
         return out
 
