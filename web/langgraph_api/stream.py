@@ -9,7 +9,8 @@ the interrupt the run stopped at comes last. A client that goes away only stops 
 the run is the worker's and goes on.
 
 A reader that reconnects (Last-Event-ID) is sent the same events in the same order, then the
-new ones: each step's chunks come before the step's own events, and a step waits for its
+new ones (`custom` events aside: they carry no step, and come where they are read): each
+step's chunks come before the step's own events, and a step waits for its
 chunks (the worker writes progress a moment after the checkpoint) until its tasks' ends or
 the next step's starts are read, or the run ended, or SETTLE_SECONDS passed (a worker that
 died took its unwritten progress along)."""
