@@ -158,8 +158,6 @@ def final_events(pool: Any, thread_id: str, modes: list[str]) -> list[tuple[str,
 async def run_events(pool: Any, thread_id: str, run_id: str, modes: list[str], *, skip: int = 0,
                      subgraphs: bool = False) -> AsyncIterator[bytes]:
     """The run's events until it ends; `skip`: how many the client already has (Last-Event-ID)."""
-    from web.langgraph_api.runs import FINAL, live_status, run_rows
-
     counter = 0
 
     def emit(event: str, data: Any) -> bytes | None:
