@@ -43,7 +43,7 @@ def stored_json(event: dict[str, Any]) -> str:
     update = event.get("update")
     if isinstance(update, dict) and update.get("warnings"):
         slim["update"] = {"warnings": [str(w)[:300] for w in update["warnings"]]}
-    if isinstance(slim.get("text"), str):
+    if isinstance(slim.get("text"), str) and "m" not in slim:  # a message's chunk stays whole: clients join them
         slim["text"] = slim["text"][:_MAX_TEXT]
     if slim.get("error") is not None:
         slim["error"] = str(slim["error"])[:500]
