@@ -326,9 +326,10 @@ def show(
     with open_db(settings()) as pool:
         project_view = project_thread(pool, thread_id)
         if project_view is not None:  # any LangGraph graph: its state, questions and digest
+            from checkpoint.notifications import failed_for
             from console.project_display import print_project_thread
 
-            print_project_thread(project_view, as_json=as_json)
+            print_project_thread(project_view, as_json=as_json, failed_notifications=[] if as_json else failed_for(pool, thread_id))
             return
         view = read_thread(pool, thread_id, notifications=not as_json)
     print_thread(thread_id, view, as_json=as_json)

@@ -43,7 +43,7 @@ def stored_json(event: dict[str, Any]) -> str:
     update = event.get("update")
     if isinstance(update, dict) and update.get("warnings"):
         slim["update"] = {"warnings": [str(w)[:300] for w in update["warnings"]]}
-    if isinstance(slim.get("text"), str):
+    if isinstance(slim.get("text"), str) and "m" not in slim:  # a message's chunk stays whole: clients join them
         slim["text"] = slim["text"][:_MAX_TEXT]
     if slim.get("error") is not None:
         slim["error"] = str(slim["error"])[:500]
@@ -205,3 +205,32 @@ def wait_for_notify(conn: psycopg.Connection[Any], timeout: float, *, payload: s
         for notify in conn.notifies(timeout=left, stop_after=1):
             if payload is None or notify.payload == payload:
                 return True
+
+
+_listeners: set[tuple[str, str]] = set()
+_listeners_mutex = threading.Lock()
+
+
+def listen_in_background(conninfo: str, channel: str, dispatch: Callable[[str], None], *, name: str) -> bool:
+    """LISTEN on `channel` in a daemon thread for the life of the process (once per database
+    and channel) and hand each notification's payload to `dispatch`; False if one already
+    listens. A dropped connection is reconnected after a second: what the notifications wake
+    (run cancels, API waiters) also polls or repeats itself, so a blink delays it, never loses it."""
+    with _listeners_mutex:
+        if (conninfo, channel) in _listeners:
+            return False
+        _listeners.add((conninfo, channel))
+    threading.Thread(target=_listen_forever, args=(conninfo, channel, dispatch), name=name, daemon=True).start()
+    return True
+
+
+def _listen_forever(conninfo: str, channel: str, dispatch: Callable[[str], None]) -> None:
+    while True:
+        try:
+            with psycopg.connect(conninfo, autocommit=True) as conn:
+                conn.execute(f"LISTEN {channel}")
+                while True:
+                    for notify in conn.notifies(timeout=1.0):
+                        dispatch(notify.payload)
+        except Exception:  # noqa: BLE001 - the database blinked (or a dispatch failed): listen again
+            time.sleep(1.0)

@@ -11,6 +11,11 @@ timeout; a row that cannot be sent, for whatever reason, fails alone and is retr
 exponential backoff and jitter up to its limit, then ends 'failed', audited, and `signoff
 show` lists it. Nothing here ever fails or blocks the run that created the row.
 
+A LangGraph API run created with a webhook queues one more kind of row when it ends: channel
+RUN_WEBHOOK, addressed to the run's URL with the run as its body, keyed by the run. It needs
+no notification setting, so every delivering process (a worker, `serve`) delivers it, with
+the same backoff, attempt limit, isolation and audit as the rest.
+
 Delivery is at least once: a process killed between sending and marking a row sent sends it
 again after the lease. Every attempt carries the same idempotency key, so receivers drop
 the duplicate.
@@ -32,7 +37,8 @@ from psycopg_pool import ConnectionPool
 from checkpoint.audit import record_event_on
 from checkpoint.settings import SettingsError, bounded_number
 
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8321"
+DEFAULT_PORT = 8321
+DEFAULT_PUBLIC_URL = f"http://127.0.0.1:{DEFAULT_PORT}"
 #: How long a claimed row is left alone by other delivery loops (longer than any attempt).
 LEASE = timedelta(minutes=2)
 #: An 'expired' row due before its gate expired waits this long and looks again.
@@ -87,6 +93,9 @@ class NotifyConfig:
 #: reached, is read where notifications are delivered (a worker), never by the process that
 #: recorded the approval or ran the thread (a `serve` or a terminal without SIGNOFF_NOTIFY_*).
 ANNOUNCED = "any"
+#: The channel of a run's webhook (LangGraph's HTTP API), and the one event it has.
+RUN_WEBHOOK = "run_webhook"
+RUN_ENDED = "ended"
 
 
 def visit_key(checkpoint_id: str, stage: int = 1) -> str:
@@ -119,6 +128,17 @@ def on_gate_on(conn: Any, *, thread_id: str, graph: str, gate: str, visit: str,
         "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts, due_at) VALUES (%s, %s, %s, 'waiting', %s, %s, %s) "
         "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING RETURNING id",
         (thread_id, visit, gate, ANNOUNCED, Jsonb(facts), now),
+    ).fetchone()
+    return int(row is not None)
+
+
+def queue_run_webhook_on(conn: Any, *, thread_id: str, run_id: str, url: str, body: dict[str, Any]) -> int:
+    """Queue the webhook of a run that ended, inside the transaction that records its end (so
+    an end is never without its webhook); 0 if it was queued already (the run's id is its key)."""
+    row = conn.execute(
+        "INSERT INTO notifications (thread_id, visit, gate, event, channel, facts) VALUES (%s, %s, '', %s, %s, %s) "
+        "ON CONFLICT (thread_id, visit, event, channel) DO NOTHING RETURNING id",
+        (thread_id, run_id, RUN_ENDED, RUN_WEBHOOK, Jsonb({"url": url, "body": body})),
     ).fetchone()
     return int(row is not None)
 
@@ -251,7 +271,8 @@ def _finish(pool: ConnectionPool, row: dict[str, Any], status: str, *, error: st
             (status, error[:500], due, 1 if attempts_back else 0, status, row["id"]),
         )
         if status in ("sent", "failed"):
-            detail = {"channel": row["channel"], "event": row["event"], "gate": row["gate"], "attempts": row["attempts"]}
+            detail = {"channel": row["channel"], "event": row["event"], "gate": row["gate"], "attempts": row["attempts"],
+                      **({"run_id": row["visit"]} if row["channel"] == RUN_WEBHOOK else {})}
             record_event_on(conn, row["thread_id"], "signoff", f"notification_{status}", {**detail, **({"error": error[:200]} if error else {})})
 
 
@@ -294,7 +315,7 @@ def deliver_channel(pool: ConnectionPool, config: NotifyConfig, key: bytes, now:
             _finish(pool, row, "failed", error=row["last_error"] or f"gave up after {row['attempts']} attempts")
             outcomes.append((row["id"], "failed"))
             continue
-        moot = _moot(row, _standing(pool, row), now)
+        moot = None if row["channel"] == RUN_WEBHOOK else _moot(row, _standing(pool, row), now)  # a run's end never goes stale
         if moot is None:
             sendable.append(row)
         elif moot[0] == "later":
@@ -323,7 +344,8 @@ def deliver_due(pool: ConnectionPool, config: NotifyConfig, key: bytes, now: dat
                 channels: list[str] | None = None) -> list[tuple[int, str]]:
     """One pass: fan out announced visits, then every channel at once (a channel whose
     receiver hangs holds up no other); [(id, outcome)]."""
-    fan_out(pool, config, now)
+    if channels != [RUN_WEBHOOK]:
+        fan_out(pool, config, now)
     lanes = channels if channels is not None else config.channels()
     if len(lanes) == 1:
         return deliver_channel(pool, config, key, now, lanes[0], limit=limit, send=send, rand=rand)
@@ -334,9 +356,11 @@ def deliver_due(pool: ConnectionPool, config: NotifyConfig, key: bytes, now: dat
 
 def render(config: NotifyConfig, key: bytes, row: dict[str, Any]) -> Any:
     from checkpoint.signing import Link, sign_link
-    from nodes.notify import Rendered, one_line
+    from nodes.notify import Rendered, RunWebhook, one_line
 
     facts = row["facts"]
+    if row["channel"] == RUN_WEBHOOK:
+        return RunWebhook(url=facts["url"], body=facts["body"], key=row["visit"])
     deadline = datetime.fromisoformat(facts["deadline"])
     base = f"{config.public_url}/threads/{row['thread_id']}"
 
@@ -353,7 +377,9 @@ def render(config: NotifyConfig, key: bytes, row: dict[str, Any]) -> Any:
 def send_one(config: NotifyConfig, channel: str, note: Any) -> None:
     from nodes import notify
 
-    if channel == "webhook":
+    if channel == RUN_WEBHOOK:
+        notify.send_run_webhook(note, config.timeout)
+    elif channel == "webhook":
         notify.send_webhook(config.webhook or "", (config.webhook_secret or "").encode(), note, config.timeout)
     elif channel == "slack":
         notify.send_slack(config.slack or "", note, config.timeout)
@@ -371,9 +397,9 @@ def delivery_loop(pool: ConnectionPool, config: NotifyConfig, home: Path, stop: 
     """Deliver until `stop` is set (run in a thread of a worker): one channel, or all of them."""
     from checkpoint.signing import secret_key
 
-    if not config.channels():
+    if not config.channels() and channel != RUN_WEBHOOK:
         return
-    key = secret_key(home)
+    key = b"" if channel == RUN_WEBHOOK else secret_key(home)  # a run's webhook carries no signed link
     lanes = [channel] if channel else None
     while not stop.is_set():
         try:
@@ -388,19 +414,36 @@ def delivery_loop(pool: ConnectionPool, config: NotifyConfig, home: Path, stop: 
 def start_delivery(pool: ConnectionPool, home: Path, environ: Mapping[str, str], stop: threading.Event, *,
                    clock: Callable[[], datetime] | None = None, log: Callable[[str], None] = lambda line: None) -> list[threading.Thread]:
     """The delivery threads of a host process, one per configured channel so each is sent
-    independently of the others (none when no channel is configured). The settings are this
-    process's: the one that delivers."""
-    config = NotifyConfig.from_env(environ)
-    kwargs: dict[str, Any] = {"log": log, "interval": min(1.0, config.backoff)}
+    independently of the others, and always one for runs' webhooks (they need no setting).
+    The settings are this process's: the one that delivers. A bad setting raises after the
+    runs' webhook lane has started (with the default limits if the bad one is among them)."""
+    kwargs: dict[str, Any] = {"log": log}
     if clock is not None:
         kwargs["clock"] = clock
-    lanes = []
+    lanes = [start_run_webhooks(pool, environ, stop, **kwargs)]
+    config = NotifyConfig.from_env(environ)
+    kwargs["interval"] = min(1.0, config.backoff)
     for channel in config.channels():
         lane = threading.Thread(target=delivery_loop, args=(pool, config, home, stop), kwargs={**kwargs, "channel": channel},
                                 name=f"signoff-notify-{channel}", daemon=True)
         lane.start()
         lanes.append(lane)
     return lanes
+
+
+def start_run_webhooks(pool: ConnectionPool, environ: Mapping[str, str], stop: threading.Event,
+                       **kwargs: Any) -> threading.Thread:
+    """The delivery thread of runs' webhooks alone (`serve`, which delivers no other channel).
+    It needs no home: a run's webhook carries no signed link."""
+    try:
+        config = NotifyConfig.from_env(environ)
+    except SettingsError:
+        config = NotifyConfig()  # the lane that reports the bad setting is the caller's; these still go out
+    lane = threading.Thread(target=delivery_loop, args=(pool, config, Path(), stop),
+                            kwargs={"interval": min(1.0, config.backoff), **kwargs, "channel": RUN_WEBHOOK},
+                            name=f"signoff-notify-{RUN_WEBHOOK}", daemon=True)
+    lane.start()
+    return lane
 
 
 def queue_for_gate(pool: ConnectionPool, **visit: Any) -> None:

@@ -172,6 +172,7 @@ def service_rows(env: Mapping[str, str]) -> list[tuple[str, str, str]]:
         row("SIGNOFF_NOTIFY_BACKOFF", "10", "seconds before the first delivery retry, doubling"),
         row("SIGNOFF_NOTIFY_MAX_ATTEMPTS", "8", "delivery attempts before a notification is failed"),
         row("SIGNOFF_NOTIFY_TIMEOUT", "10", "seconds per delivery attempt"),
+        row("SIGNOFF_WEBHOOK_ALLOW_PRIVATE", "1", "0: runs' webhooks may not reach loopback or private addresses"),
     ]
     known = {name for name, _, _ in rows} | _MODEL_VARIABLES
     rows += [row(name, "", "set in the environment") for name in sorted(env) if name.startswith("SIGNOFF_") and name not in known]

@@ -141,7 +141,7 @@ class ProgressPrinter:
         kind = event.get("event")
         if self._researcher_event(event):
             return
-        if kind == "token" and self.show_tokens:
+        if kind == "token" and self.show_tokens and event.get("text"):  # a streamed tool call's chunk has no text to show
             if self._streaming_node != event["node"]:
                 self._end_stream()
                 self.console.print(f"  [dim]{safe_line(event['node'])} >[/dim] ", end="")

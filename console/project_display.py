@@ -4,7 +4,7 @@ the versions check, and a project thread as `show` prints it (or one JSON docume
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 
 from console.display import safe_line
 from console.terminal import emit, out
@@ -38,7 +38,7 @@ def print_check(rows: list[dict[str, Any]], checked: int, *, as_json: bool) -> N
               else f"all {checked} unfinished threads can resume on the graphs here")
 
 
-def print_project_thread(view: dict[str, Any], *, as_json: bool) -> None:
+def print_project_thread(view: dict[str, Any], *, as_json: bool, failed_notifications: Sequence[dict[str, Any]] = ()) -> None:
     if as_json:
         emit(view)
         return
@@ -73,3 +73,6 @@ def print_project_thread(view: dict[str, Any], *, as_json: bool) -> None:
     for d in view["decisions"]:
         out.print(f"{d['decided_at']:%Y-%m-%d %H:%M:%S} {safe_line(d['gate'])}: {d['decision']} by {safe_line(d['actor'])}"
                   + (f" - {safe_line(d['note'])}" if d["note"] else ""), soft_wrap=True)
+    from console.thread_display import print_failed_notifications
+
+    print_failed_notifications(failed_notifications)  # a run's webhook, or a reviewer's notice, that gave up

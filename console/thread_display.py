@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from rich.markup import escape
 
@@ -110,7 +110,7 @@ def money(cost: Optional[float]) -> str:
     return f"{cost:.6f}" if cost < 0.01 else f"{cost:.4f}"
 
 
-def print_failed_notifications(failed: list[dict[str, Any]]) -> None:
+def print_failed_notifications(failed: Sequence[dict[str, Any]]) -> None:
     """Notifications that gave up, so nobody assumes a reviewer was told."""
     for n in failed:
         out.print(f"[yellow]notification {n['channel']} ({n['event']}) failed after {n['attempts']} attempts:[/yellow] {safe_line(n['last_error'])}", soft_wrap=True)

@@ -73,6 +73,33 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> Non
         raise DeliveryError(f"HTTP {response.status_code}: {one_line(response.text, 200)}")
 
 
+@dataclass(frozen=True)
+class RunWebhook:
+    """A LangGraph API run's webhook: the run as LangGraph's server posts it, to the URL the
+    run was created with."""
+
+    url: str
+    body: dict[str, Any]
+    key: str  # the run's id: the same for every attempt
+
+
+def send_run_webhook(note: RunWebhook, timeout: float) -> None:
+    """POST the run, stamped with when it was sent, with the run's id as Idempotency-Key. The
+    URL is checked again first: its host may resolve elsewhere than when the run was created."""
+    import os
+
+    from checkpoint.webhook_targets import RefusedTarget, check_url
+
+    try:
+        check_url(note.url, os.environ)
+    except RefusedTarget as exc:
+        raise DeliveryError(str(exc)) from None
+    from datetime import datetime, timezone
+
+    body = {**note.body, "webhook_sent_at": datetime.now(timezone.utc).isoformat()}
+    _post(note.url, json.dumps(body, separators=(",", ":")).encode(), {"Idempotency-Key": note.key}, timeout)
+
+
 def send_webhook(url: str, secret: bytes, note: Rendered, timeout: float) -> None:
     """POST the notification as JSON, signed (X-Signoff-Signature over timestamp and body)
     and carrying an Idempotency-Key the receiver uses to drop a retried duplicate."""

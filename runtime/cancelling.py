@@ -9,14 +9,11 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-import psycopg
-
 CHANNEL = "signoff_cancel"
 REASON = "cancelled"
 
 _controls: dict[str, list[Any]] = {}
 _mutex = threading.Lock()
-_listening: set[str] = set()
 
 
 def request_cancel(pool: Any, thread_id: str) -> None:
@@ -49,25 +46,15 @@ def cancellable(pool: Any, thread_id: str, control: Any) -> Iterator[None]:
 
 
 def _listen(conninfo: str) -> None:
+    from checkpoint.events import listen_in_background
+
+    listen_in_background(conninfo, CHANNEL, _drain_controls, name="signoff-cancel-listen")
+
+
+def _drain_controls(thread_id: str) -> None:
+    """Stop every run of the thread in this process (the canceller repeats its request, so
+    one lost while the database blinked is not lost for good)."""
     with _mutex:
-        if conninfo in _listening:
-            return
-        _listening.add(conninfo)
-    threading.Thread(target=_loop, args=(conninfo,), name="signoff-cancel-listen", daemon=True).start()
-
-
-def _loop(conninfo: str) -> None:
-    import time
-
-    while True:
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                conn.execute(f"LISTEN {CHANNEL}")
-                while True:
-                    for notify in conn.notifies(timeout=1.0):
-                        with _mutex:
-                            controls = list(_controls.get(notify.payload, ()))
-                        for control in controls:
-                            control.request_drain(REASON)
-        except psycopg.Error:
-            time.sleep(1.0)  # the database blinked: listen again (the canceller repeats its request)
+        controls = list(_controls.get(thread_id, ()))
+    for control in controls:
+        control.request_drain(REASON)

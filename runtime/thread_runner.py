@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Literal
 
+from langchain_core.messages import AIMessageChunk
 from langgraph.errors import GraphDrained
 from langgraph.runtime import RunControl
 from langgraph.types import StateSnapshot
@@ -30,6 +31,7 @@ from checkpoint.audit import record_event
 from checkpoint.decisions import AlreadyDecided, decision_for, record_decision
 from nodes.gates import Verdict, as_state_decision, content_digest, handover_note
 from observability.hooks import UNOBSERVED, decided, observing_run
+from runtime.message_chunks import chunk_event
 
 Event = dict[str, Any]
 EventSink = Callable[[Event], None]
@@ -245,6 +247,7 @@ class ThreadRunner:
     def _run_claimed(self, thread_id: str, graph_input: dict[str, Any] | None, sink: EventSink, control: RunControl | None) -> Stop:
         assert self.context is not None, "running a graph needs a SignoffContext"
         started: dict[str, float] = {}
+        numbers: dict[str, int] = {}
         observer = UNOBSERVED
 
         def handle(event: Event) -> None:
@@ -262,7 +265,7 @@ class ThreadRunner:
                     durability="sync",  # every step is saved before the next starts
                     control=control,
                 ):
-                    for event in _events(mode, payload, started):
+                    for event in _events(mode, payload, started, numbers):
                         handle(event)
                 return observer.stopped(self.settle(thread_id))
             except GraphDrained as drained:
@@ -503,8 +506,9 @@ def _deliver(sink: EventSink, event: Event) -> None:
         pass
 
 
-def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
-    """LangGraph stream chunks -> the few events a person watching a run cares about."""
+def _events(mode: str, payload: Any, started: dict[str, float], numbers: dict[str, int] | None = None) -> list[Event]:
+    """LangGraph stream chunks -> the few events a person watching a run cares about;
+    `numbers`: the run's streamed messages, numbered (runtime/message_chunks.py)."""
     if mode == "tasks":
         task_id, node = payload["id"], payload["name"]
         if "result" not in payload and "error" not in payload:
@@ -521,6 +525,9 @@ def _events(mode: str, payload: Any, started: dict[str, float]) -> list[Event]:
         }]
     if mode == "messages":
         chunk, metadata = payload
+        if isinstance(chunk, AIMessageChunk):  # streamed by the model: LangGraph's API sends it as it comes
+            event = chunk_event(chunk, metadata, numbers if numbers is not None else {})
+            return [event] if event is not None else []
         text = chunk.content if isinstance(chunk.content, str) else ""
         return [{"event": "token", "node": metadata.get("langgraph_node", "?"), "text": text}] if text else []
     if mode == "custom" and isinstance(payload, dict) and "event" in payload:

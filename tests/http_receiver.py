@@ -20,6 +20,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     status: int  # what the receiver answered (0: it hung up after a hang)
+    at: float = field(default_factory=time.monotonic)  # when it arrived (backoff between attempts is measured on it)
 
     def json(self) -> Any:
         return json.loads(self.body)

@@ -215,21 +215,6 @@ def test_a_run_on_a_busy_thread_is_rejected_enqueued_or_interrupts_the_queued_on
     assert [r["status"] for r in client.runs.list(thread)] == ["success", "interrupted"]
 
 
-def test_a_webhook_is_posted_when_the_run_ends_and_retried_after_a_failure(serve, worker, alice):
-    from tests.http_receiver import HttpReceiver
-
-    worker()
-    client = get_sync_client(url=serve, api_key=alice)
-    with HttpReceiver() as hook:
-        hook.script(500)
-        thread = client.threads.create()["thread_id"]
-        run = client.runs.create(thread, "purchase", input=LAPTOPS, webhook=hook.url + "/done")
-        [posted] = wait_until(lambda: hook.delivered(), timeout=30, what="the webhook")
-    assert len(hook.received) == 2 and posted.path.endswith("/done")
-    body = posted.json()
-    assert body["run_id"] == run["run_id"] and body["status"] == "success" and body["values"]["total_cents"] == 240000
-
-
 def test_a_worker_killed_during_a_streamed_run_is_taken_over_and_the_stream_ends_with_the_order(serve, worker, bob, alice, database_url, pool):
     import threading
 
@@ -433,3 +418,136 @@ def test_a_resume_after_the_deadline_passed_is_refused_409_and_records_nothing(s
         get_sync_client(url=serve, api_key=bob).runs.create(thread, "purchase", command={"resume": {asked["id"]: [{"type": "accept"}]}})
     assert refused.value.response.status_code == 409 and "deadline passed" in refused.value.response.json()["detail"]
     assert count_rows(pool, "approvals", decision="approved") == approvals
+
+
+TYPING = '''
+import os
+
+from langchain_openai import ChatOpenAI
+from langgraph.graph import END, START, MessagesState, StateGraph
+
+model = ChatOpenAI(base_url=os.environ["TYPING_MODEL_URL"], api_key="test", model="m", max_retries=0)
+
+
+def reply(state):
+    return {"messages": [model.invoke(state["messages"])]}
+
+
+graph = StateGraph(MessagesState).add_node("reply", reply).add_edge(START, "reply").add_edge("reply", END).compile()
+'''
+ANSWER = "your two laptops ship on monday"
+
+
+class Typing:
+    """A serve process and workers on a project graph whose node calls a chat model that
+    streams ANSWER word by word (an OpenAI-compatible server), and the SDK's client on it."""
+
+    def __init__(self, env: dict[str, str], procs: list[CliProcess], project: Path, model: Any, api_key: str) -> None:
+        self.env, self.procs, self.project, self.model = env, procs, project, model
+        port = free_port()
+        served = spawn(env, "serve", "--port", str(port), cwd=project)
+        procs.append(served)
+        served.wait_for(r"serving on", timeout=60)
+        wait_until(lambda: _accepts(port), timeout=20, what="serve")
+        self.client = get_sync_client(url=f"http://127.0.0.1:{port}/langgraph", api_key=api_key)
+
+    def worker(self) -> CliProcess:
+        proc = spawn(self.env, "worker", cwd=self.project)
+        self.procs.append(proc)
+        proc.wait_for(r"worker \d+ started", timeout=60)
+        return proc
+
+
+@pytest.fixture
+def streaming_chat(penv: dict[str, str], procs: list[CliProcess], tmp_path: Path, alice: str) -> Iterator[Typing]:
+    from tests.fault_server import FaultServer, ok
+
+    (tmp_path / "assistant.py").write_text(TYPING)
+    (tmp_path / "langgraph.json").write_text(json.dumps({"graphs": {"typing": "./assistant.py:graph"}}))
+    with FaultServer() as model:
+        model.rule("", ok(ANSWER))
+        yield Typing({**penv, "TYPING_MODEL_URL": model.base_url}, procs, tmp_path, model, alice)
+
+
+ASK = {"messages": [{"role": "user", "content": "when do the laptops ship?"}]}
+
+
+def test_messages_stream_as_the_model_types_them_and_the_whole_message_is_not_sent_again(streaming_chat):
+    streaming_chat.worker()
+    client = streaming_chat.client
+    thread = client.threads.create()["thread_id"]
+    parts = list(client.runs.stream(thread, "typing", input=ASK, stream_mode="messages-tuple"))
+    said = [p.data for p in parts if p.event == "messages"]
+    assert len(said) == len(ANSWER.split()) and {m["type"] for m, _ in said} == {"AIMessageChunk"}
+    assert "".join(m["content"] for m, _ in said) == ANSWER
+    final = client.threads.get_state(thread)["values"]["messages"][-1]
+    assert final["content"] == ANSWER and {m["id"] for m, _ in said} == {final["id"]}
+    assert {(meta["langgraph_node"], meta["langgraph_step"]) for _, meta in said} == {("reply", 1)}
+
+
+def test_a_stream_joined_again_after_its_last_event_id_carries_the_rest_of_the_message_once(streaming_chat):
+    streaming_chat.worker()
+    client = streaming_chat.client
+    thread = client.threads.create()["thread_id"]
+    before: list[Any] = []
+    for part in client.runs.stream(thread, "typing", input=ASK, stream_mode="messages-tuple"):
+        before.append(part)
+        if sum(p.event == "messages" for p in before) == 2:
+            break  # the client goes away mid-message
+    run_id = before[0].data["run_id"]
+    rest = list(client.runs.join_stream(thread, run_id, stream_mode="messages-tuple", last_event_id=before[-1].id))
+    said = [p.data[0] for p in before + rest if p.event == "messages"]
+    assert "".join(m["content"] for m in said) == ANSWER and {m["type"] for m in said} == {"AIMessageChunk"}
+    replay = list(client.runs.join_stream(thread, run_id, stream_mode="messages-tuple"))
+    assert [(p.id, p.event, p.data) for p in before + rest] == [(p.id, p.event, p.data) for p in replay]
+
+
+def test_a_worker_killed_during_the_model_call_is_taken_over_and_the_stream_types_the_answer_once(streaming_chat):
+    import threading
+
+    from tests.fault_server import held
+
+    release = threading.Event()
+    streaming_chat.model.once("", held(release))
+    first = streaming_chat.worker()
+    client = streaming_chat.client
+    thread = client.threads.create()["thread_id"]
+    parts: list[Any] = []
+    streaming = threading.Thread(target=lambda: parts.extend(client.runs.stream(thread, "typing", input=ASK, stream_mode="messages-tuple")))
+    streaming.start()
+    wait_until(lambda: streaming_chat.model.request_count == 1, timeout=60, what="the first worker's model call")
+    first.kill()
+    release.set()
+    streaming_chat.worker()
+    streaming.join(timeout=60)
+    assert not streaming.is_alive()
+    said = [p.data[0] for p in parts if p.event == "messages"]
+    assert "".join(m["content"] for m in said) == ANSWER and {m["type"] for m in said} == {"AIMessageChunk"}
+    assert streaming_chat.model.request_count == 2 and client.threads.get_state(thread)["values"]["messages"][-1]["content"] == ANSWER
+
+
+def test_a_step_saved_before_its_streamed_chunks_are_written_waits_for_them_and_its_message_is_sent_once(streaming_chat, database_url, pool):
+    import threading
+    import time
+
+    from tests.procs import StatementBlock
+    from web.langgraph_api.stream import POLL_SECONDS
+
+    streaming_chat.worker()
+    client = streaming_chat.client
+    thread = client.threads.create()["thread_id"]
+    parts: list[Any] = []
+    block = StatementBlock(database_url)
+    try:
+        block.arm("progress_events", "INSERT", when="NEW.event->>'event' = 'token'")  # the chunks are written late
+        streaming = threading.Thread(target=lambda: parts.extend(client.runs.stream(thread, "typing", input=ASK, stream_mode="messages-tuple")))
+        streaming.start()
+        block.wait_blocked()
+        wait_until(lambda: count_rows(pool, "checkpoints", thread_id=thread, checkpoint_ns="") >= 3, timeout=30, what="the step's checkpoint")
+        time.sleep(POLL_SECONDS * 1.5)  # the stream looks at least once while the step is saved and its chunks are not
+    finally:
+        block.close()
+    streaming.join(timeout=60)
+    assert not streaming.is_alive()
+    said = [p.data[0] for p in parts if p.event == "messages"]
+    assert "".join(m["content"] for m in said) == ANSWER and {m["type"] for m in said} == {"AIMessageChunk"}

@@ -225,3 +225,9 @@ def test_a_workers_metrics_count_notifications_delivered_and_failed_by_channel(p
         samples = wait_until(failed_recorded, timeout=30, what="the failed delivery to be recorded")
     assert value(samples, "signoff_notifications_total", channel="webhook", outcome="delivered") == 1
     assert value(samples, "signoff_notifications_total", channel="slack", outcome="failed") == 1
+
+
+def test_serve_on_another_port_with_no_public_url_says_where_notification_links_point(serve):
+    proc, port = serve
+    proc.wait_for(rf"links in notifications point at http://127\.0\.0\.1:8321, not this port: "
+                  rf"set SIGNOFF_PUBLIC_URL=http://127\.0\.0\.1:{port}", stream="err", timeout=10)

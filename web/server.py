@@ -80,7 +80,7 @@ def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], No
 
     import uvicorn
 
-    from checkpoint.notifications import DEFAULT_PUBLIC_URL
+    from checkpoint.notifications import DEFAULT_PORT, DEFAULT_PUBLIC_URL
     from checkpoint.signing import secret_key
     from web.app import WebContext, create_app
 
@@ -90,8 +90,18 @@ def serve(pool: Any, home: Any, host: str, port: int, *, log: Callable[[str], No
     # /metrics, /healthz, /readyz and a log line per request, around the whole app
     app = Observed(RequestThreads(create_app(WebContext(pool=pool, key=secret_key(home), public_url=public)), REQUEST_THREADS), pool, log)
     pool.resize(min_size=pool.min_size, max_size=max(pool.max_size, pool_size()))
+    import threading
+
+    from checkpoint.notifications import start_run_webhooks
+
+    start_run_webhooks(pool, os.environ, threading.Event(), log=log)  # runs' webhooks, even those left by a killed serve
     if not is_loopback(host):
         warn(f"serving on {host}, beyond this machine, without TLS: put a TLS-terminating proxy in front "
              "(tokens and session cookies travel in every request)")
-    log(f"serving on http://{host}:{port} (inbox /inbox, API /api/threads, /metrics, /healthz, /readyz); links point at {public}; Ctrl-C stops")
+    if not os.environ.get("SIGNOFF_PUBLIC_URL") and port != DEFAULT_PORT:
+        # workers send notifications too and cannot know this port: the one setting says where links go
+        warn(f"links in notifications point at {public}, not this port: set SIGNOFF_PUBLIC_URL=http://{host}:{port} "
+             "for serve and every worker")
+    log(f"serving on http://{host}:{port} (inbox /inbox, API /api/threads, LangGraph API /langgraph, /metrics, /healthz, /readyz); "
+        f"links point at {public}; Ctrl-C stops")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)

@@ -11,13 +11,40 @@ how the run ended (tracker.py)."""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+import time
+from typing import Any, Callable
 
 from checkpoint.audit import record_event_on
 from checkpoint.retention import CHECKPOINT_TABLES
 
+#: how long after a run ends its thread stays for on_completion "delete": its client reads the output first
+COMPLETE_AFTER_SECONDS = 2.0
+
 #: what a deleted thread leaves nowhere (the audit trail and decisions are never among them)
 THREAD_TABLES = (*CHECKPOINT_TABLES, "progress_events", "jobs", "approval_waits", "api_runs", "api_threads", "threads")
+
+
+class Completions:
+    """The runs ended with on_completion "delete" whose threads are still here: each is
+    completed once no request of this process still reads its output (runs.wait, a stream)
+    and a moment has passed. (A serve process stopped meanwhile leaves such a thread kept.)"""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._ended: list[tuple[float, dict[str, Any]]] = []
+
+    def add(self, row: dict[str, Any]) -> None:
+        if (row.get("kwargs") or {}).get("on_completion") == "delete":
+            with self._mutex:
+                self._ended.append((time.monotonic(), row))
+
+    def run(self, pool: Any, watched: Callable[[str], bool]) -> None:
+        with self._mutex:
+            due = [(t, r) for t, r in self._ended if time.monotonic() - t >= COMPLETE_AFTER_SECONDS and not watched(r["thread_id"])]
+            self._ended = [item for item in self._ended if item not in due]
+        for _, row in due:
+            complete(pool, row)
 
 
 def complete(pool: Any, row: dict[str, Any]) -> str | None:
@@ -46,8 +73,7 @@ def complete(pool: Any, row: dict[str, Any]) -> str | None:
             record_event_on(conn, thread_id, "signoff", "thread_kept", {"run_id": run_id, "on_completion": "delete", "reason": why})
             return "kept"
         for table in THREAD_TABLES:
-            pending = " AND webhook_status IS DISTINCT FROM 'pending'" if table == "api_runs" else ""  # posted first
-            conn.execute(f"DELETE FROM {table} WHERE thread_id = %s{pending}", (thread_id,))
+            conn.execute(f"DELETE FROM {table} WHERE thread_id = %s", (thread_id,))
         record_event_on(conn, thread_id, "signoff", "thread_deleted", {"run_id": run_id, "on_completion": "delete"})
     return "deleted"
 
@@ -59,8 +85,6 @@ CLOSE_WAIT_SECONDS = 10.0
 
 def closed(pool: Any, job_id: int | None) -> None:
     """Return once the job is no longer running (or after CLOSE_WAIT_SECONDS)."""
-    import time
-
     deadline = time.monotonic() + CLOSE_WAIT_SECONDS
     while job_id is not None and time.monotonic() < deadline:
         with pool.connection() as conn:

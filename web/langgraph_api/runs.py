@@ -2,7 +2,7 @@
 starts (or continues) the thread in a worker; a run whose command resumes an interrupt
 records the decision (deciding.py) and the worker runs on from it. A run's status is read from
 its job and where the thread stands (GET never writes); the serve process's tracker
-(tracker.py) records how each run ended, posts its webhook and starts the runs queued
+(tracker.py) records how each run ended, queues its webhook and starts the runs queued
 behind it (multitask_strategy "enqueue")."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from checkpoint.audit import record_event, record_event_on
 from checkpoint.errors import InvalidInput
 from web.decide import HttpError, valid_thread_id
 from web.langgraph_api.http import field
+from web.langgraph_api.webhooks import checked_webhook, queue_on, run_body
 
 FINAL = ("success", "error", "timeout", "interrupted")
 STRATEGIES = ("reject", "enqueue", "interrupt", "rollback")
@@ -39,9 +40,7 @@ def options_of(body: dict[str, Any]) -> dict[str, Any]:
     strategy = field(body, "multitask_strategy", str, "reject")
     if strategy not in STRATEGIES:
         raise HttpError(422, f"multitask_strategy must be one of {', '.join(STRATEGIES)}")
-    webhook = field(body, "webhook", str)
-    if webhook is not None and not webhook.startswith(("http://", "https://")):
-        raise HttpError(422, "webhook must be an http(s):// URL")
+    webhook = checked_webhook(field(body, "webhook", str))
     stream_mode = body.get("stream_mode") or ["values"]
     stream_mode = [stream_mode] if isinstance(stream_mode, str) else stream_mode
     if not isinstance(stream_mode, list) or not all(isinstance(m, str) for m in stream_mode):
@@ -322,6 +321,7 @@ def cancel(pool: Any, row: dict[str, Any], actor: str, *, rollback: bool = False
         return
     if status == "running" and not stop_running(pool, row):
         return  # it ended on its own first: its outcome stands
+    body = run_body(pool, row, "interrupted", None) if row["webhook"] and not rollback else None
     with pool.connection() as conn, conn.transaction():
         if row["job_id"] is not None:
             gone = conn.execute("DELETE FROM jobs WHERE id = %s AND status = 'todo' RETURNING kind", (row["job_id"],)).fetchone()
@@ -335,9 +335,8 @@ def cancel(pool: Any, row: dict[str, Any], actor: str, *, rollback: bool = False
                 conn.execute(f"DELETE FROM {table} WHERE thread_id = %s AND checkpoint_id > %s", (row["thread_id"], after))
             conn.execute("DELETE FROM api_runs WHERE run_id = %s", (row["run_id"],))
         else:
-            conn.execute("UPDATE api_runs SET status = 'interrupted', updated_at = now(), "
-                         "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() WHERE run_id = %s",
-                         (row["run_id"],))
+            conn.execute("UPDATE api_runs SET status = 'interrupted', updated_at = now() WHERE run_id = %s", (row["run_id"],))
+            queue_on(conn, row, body)
     record_event(pool, row["thread_id"], actor, "run_cancelled", {"run_id": str(row["run_id"]), "rollback": rollback})
 
 

@@ -1,7 +1,8 @@
-"""The serve process's side of runs, in one background thread: record how each run ended,
-queue its webhook, start the runs queued behind a thread's run (multitask_strategy
-"enqueue"), post webhooks (retried with backoff, at least once), and, when runs wait and no
-worker is live, run a worker inside `serve` so a run never waits for one."""
+"""The serve process's side of runs, in one background thread: record how each run ended and
+queue its webhook in the notification outbox (webhooks.py), start the runs queued behind a
+thread's run (multitask_strategy "enqueue"), and, when runs wait and no worker is live, run a
+worker inside `serve` so a run never waits for one. `serve` delivers runs' webhooks from the
+outbox from its start (web/server.py), as every worker does."""
 
 from __future__ import annotations
 
@@ -16,10 +17,6 @@ log = logging.getLogger("signoff.langgraph_api")
 
 POLL_SECONDS = 0.5
 MIN_PASS_SECONDS = 0.2
-WEBHOOK_ATTEMPTS = 6
-WEBHOOK_TIMEOUT = 10.0
-#: how long after a run ends its thread stays for on_completion "delete": its client reads the output first
-COMPLETE_AFTER_SECONDS = 2.0
 
 _started: dict[int, "Tracker"] = {}
 _mutex = threading.Lock()
@@ -30,7 +27,7 @@ def ensure_started(pool: Any) -> None:
         if id(pool) not in _started:
             tracker = _started[id(pool)] = Tracker(pool)
             threading.Thread(target=tracker.loop, name="signoff-api-runs", daemon=True).start()
-            threading.Thread(target=listen, args=(pool.conninfo,), name="signoff-api-listen", daemon=True).start()
+            listen(pool.conninfo)
 
 
 def wake() -> None:
@@ -84,28 +81,26 @@ WAITERS = Waiters()
 
 
 def listen(conninfo: str) -> None:
-    import psycopg
+    """Wake the requests waiting on a thread, and the tracker, at each batch of its progress
+    (while the database blinks, both fall back to polling)."""
+    from checkpoint.events import PROGRESS_CHANNEL, listen_in_background
 
-    from checkpoint.events import PROGRESS_CHANNEL
+    listen_in_background(conninfo, PROGRESS_CHANNEL, _progressed, name="signoff-api-listen")
 
-    while True:
-        try:
-            with psycopg.connect(conninfo, autocommit=True) as conn:
-                conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
-                while True:
-                    for notify in conn.notifies(timeout=1.0):
-                        WAITERS.notify(notify.payload)
-                        wake()
-        except Exception:  # noqa: BLE001 - the database blinked: waiters fall back to polling meanwhile
-            time.sleep(1.0)
+
+def _progressed(thread_id: str) -> None:
+    WAITERS.notify(thread_id)
+    wake()
 
 
 class Tracker:
     def __init__(self, pool: Any) -> None:
+        from web.langgraph_api.completion import Completions
+
         self.pool = pool
         self.event = threading.Event()
         self.worker: Any = None
-        self.completing: list[tuple[float, dict[str, Any]]] = []
+        self.completing = Completions()
 
     def loop(self) -> None:
         while True:
@@ -136,31 +131,14 @@ class Tracker:
             waiting_jobs = waiting_jobs or row["job_status"] == "todo"
         if waiting_jobs:
             self.ensure_worker()
-        self.complete_runs()
-        self.post_webhooks()
+        self.completing.run(self.pool, WAITERS.watched)
 
     def finish(self, row: dict[str, Any], status: str) -> None:
-        from web.langgraph_api.completion import complete
+        from web.langgraph_api.webhooks import record_end
 
         error = (row["job_result"] or "the run failed") if status == "error" else None
-        with self.pool.connection() as conn:
-            ended = conn.execute("UPDATE api_runs SET status = %s, error = %s, updated_at = now(), "
-                                 "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
-                                 "WHERE run_id = %s AND status IN ('pending', 'running') RETURNING run_id",
-                                 (status, error, row["run_id"])).fetchone()
-        if ended is not None and (row["kwargs"] or {}).get("on_completion") == "delete":
-            self.completing.append((time.monotonic(), row))  # the thread goes, unless a person must decide it
-
-    def complete_runs(self) -> None:
-        """Delete the threads of runs ended with on_completion "delete" (completion.py), once
-        no request here still reads their output (runs.wait, a stream) and a moment has passed."""
-        from web.langgraph_api.completion import complete
-
-        for ended, row in list(self.completing):
-            if time.monotonic() - ended < COMPLETE_AFTER_SECONDS or WAITERS.watched(row["thread_id"]):
-                continue
-            self.completing.remove((ended, row))
-            complete(self.pool, row)
+        if record_end(self.pool, row, status, error):
+            self.completing.add(row)  # on_completion "delete": its thread goes, unless a person must decide it
 
     def start_queued(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A run queued behind others of its thread starts once none before it is open."""
@@ -194,10 +172,9 @@ class Tracker:
                 conn.execute("UPDATE api_runs SET job_id = %s, from_checkpoint = %s, from_event = %s, status = %s, updated_at = now() "
                              "WHERE run_id = %s", (job, checkpoint, mark, "success" if done else "pending", row["run_id"]))
         except (HttpError, SignoffError) as exc:
-            with self.pool.connection() as conn:
-                conn.execute("UPDATE api_runs SET status = 'error', error = %s, updated_at = now(), "
-                             "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
-                             "WHERE run_id = %s", (str(exc)[:500], row["run_id"]))
+            from web.langgraph_api.webhooks import record_end
+
+            record_end(self.pool, row, "error", str(exc)[:500])
 
     def ensure_worker(self) -> None:
         """No live worker takes the waiting runs: run one in this process (once)."""
@@ -214,36 +191,3 @@ class Tracker:
         self.worker = Worker(resolve_url(settings), lambda pool: make_context(settings, pool, eager=False),
                              WorkerOptions(concurrency=8), log=lambda line, **fields: log.info(line))
         threading.Thread(target=self.worker.run, name="signoff-serve-worker", daemon=True).start()
-
-    def post_webhooks(self) -> None:
-        import httpx
-
-        from web.langgraph_api.http import dumps
-        from web.langgraph_api.runs import _RUN, as_run, result_of
-
-        with self.pool.connection() as conn:  # claimed with a lease: one serve process posts each attempt
-            claimed = conn.execute(
-                "UPDATE api_runs SET webhook_due = now() + interval '2 minutes' WHERE run_id IN (SELECT run_id FROM api_runs "
-                "WHERE webhook_status = 'pending' AND webhook_due <= now() ORDER BY webhook_due LIMIT 20 FOR UPDATE SKIP LOCKED) "
-                "RETURNING run_id").fetchall()
-            rows = conn.execute(_RUN + "WHERE r.run_id = ANY(%s)", ([r["run_id"] for r in claimed],)).fetchall() if claimed else []
-        for row in rows:
-            payload = {**as_run(row), "status": row["status"], "webhook_sent_at": time.time()}
-            try:
-                payload["values"] = result_of(self.pool, row["thread_id"])
-            except Exception:  # noqa: BLE001 - the run's thread may have no state
-                payload["values"] = {}
-            if row["error"]:
-                payload["error"] = row["error"]
-            try:
-                response = httpx.post(row["webhook"], content=dumps(payload), timeout=WEBHOOK_TIMEOUT,
-                                      headers={"Content-Type": "application/json", "Idempotency-Key": str(row["run_id"])})
-                ok = response.status_code < 300
-            except httpx.HTTPError:
-                ok = False
-            attempts = row["webhook_attempts"] + 1
-            state = "sent" if ok else ("failed" if attempts >= WEBHOOK_ATTEMPTS else "pending")
-            with self.pool.connection() as conn:
-                conn.execute("UPDATE api_runs SET webhook_status = %s, webhook_attempts = %s, "
-                             "webhook_due = now() + make_interval(secs => %s) WHERE run_id = %s",
-                             (state, attempts, 2.0 ** attempts, row["run_id"]))
