@@ -117,7 +117,7 @@ class InterruptRunner(ThreadRunner):
 
     def _stream_options(self, thread_id: str, handle: EventSink) -> dict[str, Any]:
         options = self.options(thread_id)
-        kwargs: dict[str, Any] = {"config": config_for(thread_id), "stream_mode": ["tasks", "messages", "custom"]}
+        kwargs: dict[str, Any] = {"config": run_config(thread_id, options), "stream_mode": ["tasks", "messages", "custom"]}
         if options.get("context") is not None:
             kwargs["context"] = options["context"]
         for key, compiled in (("interrupt_before", self.graph.interrupt_before_nodes), ("interrupt_after", self.graph.interrupt_after_nodes)):
@@ -126,6 +126,9 @@ class InterruptRunner(ThreadRunner):
         return kwargs
 
     def _stream(self, graph_input: Any, **options: Any) -> Iterator[Any]:
+        from runtime.commanded import graph_input_of
+
+        graph_input = graph_input_of(graph_input)  # a queued command.goto/update runs as LangGraph's Command
         if not self.is_async:
             return self.graph.stream(graph_input, **options)
         from runtime.async_stream import async_stream
@@ -254,6 +257,18 @@ class InterruptRunner(ThreadRunner):
                             verdict=answer.verdict, actor=actor, note=note or feedback or "", digest=digest,
                             detail=detail, answer=jsonable(answer.resume))
         return None
+
+
+def run_config(thread_id: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The run's config: the thread (Signoff's own keys always win) with what the run asked
+    for in `config` (configurable values, tags, recursion limit; runtime/starting.py
+    run_config_options keeps only those)."""
+    config: dict[str, Any] = {"configurable": {**(options.get("configurable") or {}), **config_for(thread_id)["configurable"]}}
+    if options.get("tags"):
+        config["tags"] = list(options["tags"])
+    if options.get("recursion_limit"):
+        config["recursion_limit"] = int(options["recursion_limit"])
+    return config
 
 
 def pending_visit(snapshot: Any, open_: list[Pending], runner: InterruptRunner) -> str:

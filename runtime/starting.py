@@ -30,6 +30,9 @@ def check_input(name: str, graph: Any, value: dict[str, Any]) -> None:
     lists are left to LangGraph, which accepts dicts, tuples and strings for them."""
     from pydantic import BaseModel, TypeAdapter, ValidationError
 
+    from runtime.commanded import refuse_command_key
+
+    refuse_command_key(value)
     schema = getattr(getattr(graph, "builder", None), "input_schema", None)
     if schema is None:
         return
@@ -72,7 +75,12 @@ def input_keys(graph: Any) -> list[str]:
 
 
 def summary_of(value: dict[str, Any]) -> str:
-    """The first text in the input (a request, a question), else the input as JSON."""
+    """The first text in the input (a request, a question), else the input as JSON; nothing
+    for a queued command.goto/update, which leaves the thread's summary as it was."""
+    from runtime.commanded import COMMAND_KEY
+
+    if COMMAND_KEY in value:
+        return ""
     for item in value.values():
         if isinstance(item, str) and item.strip():
             return item.strip()
@@ -92,6 +100,36 @@ def run_options(name: str, graph: Any, context: dict[str, Any] | None, before: l
         options["interrupt_before"] = "*" if "*" in before else list(before)
     if after:
         options["interrupt_after"] = "*" if "*" in after else list(after)
+    return options
+
+
+#: configurable keys Signoff sets itself for every run: a run's config never replaces them
+OWN_CONFIGURABLE = ("thread_id", "checkpoint_id", "checkpoint_ns", "checkpoint_map", "checkpoint_during", "run_id",
+                    "user_id", "langgraph_auth_user", "langgraph_auth_user_id", "langgraph_auth_permissions")
+
+
+def run_config_options(config: dict[str, Any] | None) -> dict[str, Any]:
+    """What of a run's `config` the graph is given: its configurable values but Signoff's own
+    keys and LangGraph's internal ones (`__...`), its tags, its recursion limit. They are data
+    for the graph's nodes only: who acts and what a gate decides never come from them."""
+    config = config or {}
+    options: dict[str, Any] = {}
+    configurable = config.get("configurable")
+    if configurable is not None and not isinstance(configurable, dict):
+        raise InvalidInput("config.configurable must be an object")
+    kept = {k: v for k, v in (configurable or {}).items() if k not in OWN_CONFIGURABLE and not k.startswith("__")}
+    if kept:
+        options["configurable"] = kept
+    tags = config.get("tags")
+    if tags is not None and not (isinstance(tags, list) and all(isinstance(t, str) for t in tags)):
+        raise InvalidInput("config.tags must be a list of strings")
+    if tags:
+        options["tags"] = tags
+    limit = config.get("recursion_limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10000):
+        raise InvalidInput("config.recursion_limit must be a whole number from 1 to 10000")
+    if limit is not None:
+        options["recursion_limit"] = limit
     return options
 
 

@@ -366,9 +366,11 @@ def test_reads_change_nothing_and_errors_come_in_langgraphs_shape(serve, worker,
     unknown = http.post(f"/threads/{thread}/runs", json={"assistant_id": "nope"})
     assert unknown.status_code == 404 and "assistant" in unknown.json()["detail"]
     goto = http.post(f"/threads/{thread}/runs", json={"assistant_id": "purchase", "command": {"goto": "place_order"}})
-    assert goto.status_code == 422 and "Traceback" not in goto.text
+    assert goto.status_code == 409 and "command.resume first" in goto.json()["detail"]
     huge = http.post("/threads", json={"metadata": {"x": "y" * 300_000}})
-    assert huge.status_code == 413
+    assert huge.status_code == 413 and set(huge.json()) == {"detail"}
+    unserved = http.put("/threads")
+    assert unserved.status_code == 405 and set(unserved.json()) == {"detail"}
     assert {k: v for k, v in table_counts(database_url).items() if k not in ("reviewer_tokens", "audit_events")} == \
            {k: v for k, v in before.items() if k not in ("reviewer_tokens", "audit_events")}
 

@@ -93,7 +93,11 @@ async def refuse_body(scope: dict[str, Any], send: Any, status: int, message: st
     """Answer without reading the body (nor checking who sent it), and audit the attempt."""
     if ctx is not None:
         await run_in_threadpool(audit_anonymous, ctx.pool, ctx.refusals, scope, status, message, ctx.clock())
-    await JSONResponse({"error": message, "status": status}, status_code=status)(scope, None, send)  # type: ignore[arg-type]
+    from web.langgraph_api import PREFIX
+
+    under_langgraph = str(scope.get("path", "")).startswith(PREFIX + "/")  # LangGraph's clients read `detail`
+    body = {"detail": message} if under_langgraph else {"error": message, "status": status}
+    await JSONResponse(body, status_code=status)(scope, None, send)  # type: ignore[arg-type]
 
 
 # --- the JSON API ---------------------------------------------------------------------------------

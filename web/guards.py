@@ -74,6 +74,10 @@ class RefusalGate:
 
 
 def too_many(path: str, message: str) -> Any:
+    from web.langgraph_api import PREFIX
+
+    if path.startswith(PREFIX + "/"):  # LangGraph's API: its clients read `detail`
+        return JSONResponse({"detail": message}, status_code=429)
     if path.startswith("/api/"):
         return JSONResponse({"error": message, "status": 429}, status_code=429)
     from web.pages import error_page

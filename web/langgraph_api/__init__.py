@@ -13,4 +13,7 @@ PREFIX = "/langgraph"
 def mount() -> Mount:
     from web.langgraph_api import assistants, run_routes, threads
 
-    return Mount(PREFIX, routes=[*assistants.routes(), *threads.routes(), *run_routes.routes()])
+    from web.langgraph_api.http import unknown_route
+
+    served = [*assistants.routes(), *threads.routes(), *run_routes.routes()]
+    return Mount(PREFIX, routes=[*served, unknown_route(served)])

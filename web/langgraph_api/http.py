@@ -160,3 +160,16 @@ def paging(body: dict[str, Any], default: int = 10) -> tuple[int, int]:
     if not 0 < limit <= 1000 or offset < 0:
         raise HttpError(422, "limit must be 1-1000 and offset 0 or more")
     return limit, offset
+
+
+def unknown_route(served: list[Any]) -> Any:
+    """The last route: a path or method this API does not serve answers in LangGraph's shape
+    (404, or 405 for a served path asked with another method), not as plain text."""
+    from starlette.routing import Match, Route
+
+    async def unknown(request: Request) -> Response:
+        if any(r.matches(request.scope)[0] == Match.PARTIAL for r in served):
+            return detail(405, f"{request.method} is not served for {request.url.path}")
+        return detail(404, f"{request.url.path} is not served by this API")
+
+    return Route("/{path:path}", unknown, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])

@@ -57,8 +57,10 @@ async def outcome(pool: Any, run: dict[str, Any]) -> dict[str, Any]:
 async def wait(request: Request, reviewer: Reviewer) -> Response:
     run = await _create(request, reviewer)
     pool = pool_of(request)
-    done = await until_done(pool, run["thread_id"], run["run_id"])
-    return Json(await outcome(pool, done), headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}"})
+    async with tracker.WAITERS.watching(run["thread_id"]):  # its thread stays until the output is read (on_completion)
+        done = await until_done(pool, run["thread_id"], run["run_id"])
+        result = await outcome(pool, done)
+    return Json(result, headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}"})
 
 
 def modes_of(value: Any) -> list[str]:

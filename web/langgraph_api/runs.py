@@ -15,7 +15,8 @@ from typing import Any, Iterator
 from psycopg.types.json import Jsonb
 
 from checkpoint import jobs, threads
-from checkpoint.audit import record_event
+from checkpoint.audit import record_event, record_event_on
+from checkpoint.errors import InvalidInput
 from web.decide import HttpError, valid_thread_id
 from web.langgraph_api.http import field
 from web.langgraph_api.webhooks import checked_webhook, queue_on, run_body
@@ -26,10 +27,12 @@ STRATEGIES = ("reject", "enqueue", "interrupt", "rollback")
 
 def options_of(body: dict[str, Any]) -> dict[str, Any]:
     """The run's request, checked: what is stored with it and used to start it."""
+    from web.langgraph_api.commanding import command_parts
+
     command = field(body, "command", dict)
-    if command and (command.get("goto") is not None or command.get("update") is not None):
-        raise HttpError(422, "command.goto and command.update are not served: they would move a thread past its sign-off; "
-                             "resume it with command.resume")
+    command_parts(command)  # its shape; who may send it is checked where it is queued (launch)
+    if command and body.get("input") is not None:
+        raise HttpError(422, "give a run an input or a command, not both")
     for key in ("interrupt_before", "interrupt_after"):
         value = body.get(key)
         if value is not None and value != "*" and not (isinstance(value, list) and all(isinstance(n, str) for n in value)):
@@ -44,6 +47,14 @@ def options_of(body: dict[str, Any]) -> dict[str, Any]:
         raise HttpError(422, "stream_mode must be a mode or a list of modes")
     if field(body, "on_completion", str) not in (None, "delete", "keep"):
         raise HttpError(422, "on_completion must be delete or keep")
+    try:
+        from runtime.commanded import refuse_command_key
+        from runtime.starting import run_config_options
+
+        run_config_options(field(body, "config", dict))
+        refuse_command_key(field(body, "input", dict), "input")
+    except InvalidInput as exc:
+        raise HttpError(422, str(exc)) from None
     return {"input": field(body, "input", dict), "command": command, "config": field(body, "config", dict),
             "context": field(body, "context", dict), "interrupt_before": body.get("interrupt_before"),
             "interrupt_after": body.get("interrupt_after"), "stream_mode": stream_mode,
@@ -108,8 +119,10 @@ _locks_mutex = threading.Lock()
 @contextmanager
 def threads_lock(pool: Any, thread_id: str) -> Iterator[None]:
     """Serialise run creation on one thread in this process, so two clients creating runs at
-    once see each other's (a lock held in the process, not on a pooled connection: the work
-    under it takes connections of its own)."""
+    once see each other's. A lock held in the process, not on a pooled connection, taken while
+    holding none: the work under it takes one connection at a time and gives it back before
+    the next (a decision's extra statements run on its row lock's own connection), so
+    however many requests wait here or for the pool, each needs only one to go on."""
     with _locks_mutex:
         lock = _thread_locks.setdefault(thread_id, threading.Lock())
     with lock:
@@ -139,21 +152,27 @@ def launch(pool: Any, thread_id: str, entry: Any, opts: dict[str, Any], actor: s
            token_id: int | None = None) -> tuple[int | None, str | None, bool]:
     """Start what the run asks on Signoff's queue: (its job, the checkpoint it starts after,
     True when it is already done: an approval chain's stage recorded, waiting for the next)."""
-    from runtime.starting import check_input, run_options, summary_of
+    from runtime.starting import check_input, run_config_options, run_options, summary_of
     from runtime.versions import version_of
+    from web.langgraph_api.commanding import command_parts, queue_command
     from web.langgraph_api.deciding import job_for, resume_with
 
     row = threads.get(pool, thread_id)
     checkpoint = current_checkpoint(pool, thread_id) if row is not None else None
     command = opts["command"] or {}
+    before, after = opts["interrupt_before"], opts["interrupt_after"]
+    options = {**run_options(entry.name, entry.graph, opts["context"], _names(before), _names(after)),
+               **run_config_options(opts["config"])}
+    if command_parts(command) is not None:
+        queue_command(pool, thread_id, row, entry, command, {**_without_config(row.run_options if row else None), **options},
+                      actor, token_id)
+        return job_for(pool, thread_id, "start"), checkpoint, False
     if "resume" in command:
         if row is None:
             raise HttpError(409, f"thread {thread_id} has not run yet: there is nothing to resume")
         job, waiting = resume_with(pool, thread_id, command["resume"], actor, token_id=token_id)
         return job, checkpoint, waiting
     graph_input = opts["input"]
-    before, after = opts["interrupt_before"], opts["interrupt_after"]
-    options = run_options(entry.name, entry.graph, opts["context"], _names(before), _names(after))
     if row is None:
         graph_input = graph_input or {}
         try:
@@ -180,9 +199,14 @@ def launch(pool: Any, thread_id: str, entry: Any, opts: dict[str, Any], actor: s
         raise HttpError(422, f"thread {thread_id} has finished: give the run an input to continue it")
     with pool.connection() as conn, conn.transaction():  # the next run of a thread: a worker runs it from this input
         conn.execute("UPDATE threads SET status = 'queued', input = %s, run_options = %s, updated_at = now() WHERE thread_id = %s",
-                     (Jsonb(graph_input), Jsonb({**(row.run_options or {}), **options}), thread_id))
-        record_event(pool, thread_id, actor, "run_requested", {"graph": entry.name})
+                     (Jsonb(graph_input), Jsonb({**_without_config(row.run_options), **options}), thread_id))
+        record_event_on(conn, thread_id, actor, "run_requested", {"graph": entry.name})  # on the same connection: one at a time
     return job_for(pool, thread_id, "start"), checkpoint, False
+
+
+def _without_config(run_options: dict[str, Any] | None) -> dict[str, Any]:
+    """The thread's run options but the last run's config: each run gives its own."""
+    return {k: v for k, v in (run_options or {}).items() if k not in ("configurable", "tags", "recursion_limit")}
 
 
 def last_event(pool: Any, thread_id: str) -> int:

@@ -49,6 +49,10 @@ class Waiters:
         for loop, event in waiting:
             loop.call_soon_threadsafe(event.set)
 
+    def watched(self, thread_id: str) -> bool:
+        with self._mutex:
+            return bool(self._by_thread.get(thread_id))
+
     @asynccontextmanager
     async def watching(self, thread_id: str) -> AsyncIterator[Callable[[float], Awaitable[None]]]:
         """`changed(timeout)` returns when the thread's run wrote something, or after `timeout`."""
@@ -91,9 +95,12 @@ def _progressed(thread_id: str) -> None:
 
 class Tracker:
     def __init__(self, pool: Any) -> None:
+        from web.langgraph_api.completion import Completions
+
         self.pool = pool
         self.event = threading.Event()
         self.worker: Any = None
+        self.completing = Completions()
 
     def loop(self) -> None:
         while True:
@@ -124,12 +131,14 @@ class Tracker:
             waiting_jobs = waiting_jobs or row["job_status"] == "todo"
         if waiting_jobs:
             self.ensure_worker()
+        self.completing.run(self.pool, WAITERS.watched)
 
     def finish(self, row: dict[str, Any], status: str) -> None:
         from web.langgraph_api.webhooks import record_end
 
         error = (row["job_result"] or "the run failed") if status == "error" else None
-        record_end(self.pool, row, status, error)
+        if record_end(self.pool, row, status, error):
+            self.completing.add(row)  # on_completion "delete": its thread goes, unless a person must decide it
 
     def start_queued(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A run queued behind others of its thread starts once none before it is open."""
