@@ -579,6 +579,16 @@ def context_factory(settings: Any, model_concurrency: int | None) -> Callable[[C
         from nodes.models import warm_up
         from nodes.resilient import ModelLimiter
 
+        from nodes.models import check_spec
+        from runtime.project import config_path
+
+        if config_path() is not None:
+            # A LangGraph project's graphs bring their own models: Signoff's are built the first
+            # time one of its own graphs runs here (LazyRegistry locks, so once), so a worker for
+            # a project needs neither the local model's extra nor its server; a bad value still
+            # stops it now.
+            check_spec(settings.model, settings)
+            return dataclasses.replace(make_context(settings, pool, eager=False), model_limiter=ModelLimiter(model_concurrency))
         # Models now, not on first use: a worker calls models anyway, a bad model configuration
         # should stop it at start, and its run threads must not race to start the local server.
         # The judging models (SIGNOFF_REVIEW_MODEL) are built on first use (LazyRegistry locks,

@@ -184,6 +184,18 @@ def test_worker_runs_a_detached_project_thread_through_its_gate(penv, workers):
     assert show(penv, "w1")["values"]["outcome"].startswith("ordered 2 x laptop")
 
 
+def test_a_worker_for_a_project_runs_its_threads_without_signoffs_own_model(penv):
+    """A model whose weights are not installed: Signoff's own graphs would need it, the
+    project's graphs do not, so the worker starts and runs them."""
+    proc = spawn({**penv, "SIGNOFF_MODEL": "local:1.5b"}, "worker")
+    try:
+        proc.wait_for(r"worker \d+ started", timeout=60)
+        assert cli(penv, "start", "purchase", "--input", LAPTOPS, "--thread", "m1", "--detach").returncode == 0
+        assert wait_until(lambda: show(penv, "m1")["status"] == "waiting", what="m1 at its gate")
+    finally:
+        proc.kill()
+
+
 def test_a_worker_killed_mid_run_is_recovered_and_the_order_is_placed_once(penv, pool, database_url, workers):
     worker = workers()
     assert cli(penv, "start", "purchase", "--input", LAPTOPS, "--thread", "k1", "--detach").returncode == 0
