@@ -51,7 +51,7 @@ async def outcome(pool: Any, run: dict[str, Any]) -> dict[str, Any]:
         rows = await run_in_threadpool(runs.run_rows, pool, run["thread_id"], run_id=run["run_id"], limit=1)
         message = (rows[0].get("error") or rows[0].get("job_result") or "the run failed") if rows else "the run failed"
         return {"__error__": {"error": "RunError", "message": message}}
-    return await run_in_threadpool(runs.result_of, pool, run["thread_id"])
+    return await run_in_threadpool(runs.result_of, pool, run["thread_id"], run["assistant_id"])
 
 
 async def wait(request: Request, reviewer: Reviewer) -> Response:
