@@ -34,6 +34,9 @@ _pools_mutex = __import__("threading").Lock()
 def api_pool(pool: Any) -> Any:
     """The API's own connection pool on serve's database (opened once): its clients' runs,
     waits and streams never take the connections the inbox and Signoff's own API need."""
+    opened = _pools.get(pool.conninfo)
+    if opened is not None:  # every request after the first: no lock, no database
+        return opened
     with _pools_mutex:
         if pool.conninfo not in _pools:
             from checkpoint.database import open_pool
@@ -107,7 +110,7 @@ def route(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         from web.langgraph_api import tracker
 
         ctx = request.scope["app"].state.ctx
-        request.state.pool = await run_in_threadpool(api_pool, ctx.pool)
+        request.state.pool = _pools.get(ctx.pool.conninfo) or await run_in_threadpool(api_pool, ctx.pool)
         tracker.ensure_started(request.state.pool)  # runs left open by a restart are finished and their webhooks posted
         tid = request.path_params.get("thread_id")
         token = presented_token(request)
