@@ -39,11 +39,16 @@ async def create(request: Request, reviewer: Reviewer) -> Response:
 
 async def until_done(pool: Any, thread_id: str, run_id: str) -> dict[str, Any]:
     async with tracker.WAITERS.watching(thread_id) as changed:
-        while True:
-            run = await run_in_threadpool(runs.get_run, pool, thread_id, run_id)
-            if run["status"] in runs.FINAL:
-                return run
-            await changed(WAIT_POLL)
+        return await settled(pool, await run_in_threadpool(runs.get_run, pool, thread_id, run_id), changed)
+
+
+async def settled(pool: Any, run: dict[str, Any], changed: Any) -> dict[str, Any]:
+    """The run once it has ended, read again each time its thread moves; `run` was read
+    after `changed` began watching its thread, so no move in between is missed."""
+    while run["status"] not in runs.FINAL:
+        await changed(WAIT_POLL)
+        run = await run_in_threadpool(runs.get_run, pool, run["thread_id"], run["run_id"])
+    return run
 
 
 async def outcome(pool: Any, run: dict[str, Any]) -> dict[str, Any]:
@@ -55,9 +60,15 @@ async def outcome(pool: Any, run: dict[str, Any]) -> dict[str, Any]:
 
 
 async def wait(request: Request, reviewer: Reviewer) -> Response:
-    run = await _create(request, reviewer)
     pool = pool_of(request)
-    done = await until_done(pool, run["thread_id"], run["run_id"])
+    thread_id = request.path_params.get("thread_id")
+    if thread_id is None:  # a new thread: its id is known once the run is created
+        run = await _create(request, reviewer)
+        done = await until_done(pool, run["thread_id"], run["run_id"])
+    else:  # watched from before the run exists: the run as created is the first look at it
+        async with tracker.WAITERS.watching(thread_id) as changed:
+            run = await _create(request, reviewer)
+            done = await settled(pool, run, changed)
     return Json(await outcome(pool, done), headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}"})
 
 
