@@ -116,27 +116,36 @@ class Tracker:
         with self.pool.connection() as conn:
             rows = conn.execute(_RUN + "WHERE r.status IN ('pending', 'running') ORDER BY r.created_at").fetchall()
         waiting_jobs = False
+        self.finish_all([(row, live_status(row)) for row in rows if live_status(row) in FINAL])
+        started = []
         for row in rows:
             status = live_status(row)
             if status in FINAL:
-                self.finish(row, status)
-            elif row["job_id"] is None:
+                continue
+            if row["job_id"] is None:
                 self.start_queued(row, rows)
             elif status != row["status"]:
-                with self.pool.connection() as conn:
-                    conn.execute("UPDATE api_runs SET status = %s, updated_at = now() WHERE run_id = %s AND status = 'pending'",
-                                 (status, row["run_id"]))
+                started.append(row["run_id"])
             waiting_jobs = waiting_jobs or row["job_status"] == "todo"
+        if started:  # pending -> running, the only move between open statuses
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE api_runs SET status = 'running', updated_at = now() WHERE run_id = ANY(%s) AND status = 'pending'",
+                             (started,))
         if waiting_jobs:
             self.ensure_worker()
         self.post_webhooks()
 
-    def finish(self, row: dict[str, Any], status: str) -> None:
-        error = (row["job_result"] or "the run failed") if status == "error" else None
+    def finish_all(self, ended: list[tuple[dict[str, Any], str]]) -> None:
+        """Record how the runs ended (and queue their webhooks), all in one statement."""
+        if not ended:
+            return
+        errors = [(row["job_result"] or "the run failed") if status == "error" else None for row, status in ended]
         with self.pool.connection() as conn:
-            conn.execute("UPDATE api_runs SET status = %s, error = %s, updated_at = now(), "
+            conn.execute("UPDATE api_runs SET status = d.status, error = d.error, updated_at = now(), "
                          "webhook_status = CASE WHEN webhook IS NULL THEN NULL ELSE 'pending' END, webhook_due = now() "
-                         "WHERE run_id = %s AND status IN ('pending', 'running')", (status, error, row["run_id"]))
+                         "FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS d(run_id, status, error) "
+                         "WHERE api_runs.run_id = d.run_id AND api_runs.status IN ('pending', 'running')",
+                         ([row["run_id"] for row, _ in ended], [status for _, status in ended], errors))
 
     def start_queued(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         """A run queued behind others of its thread starts once none before it is open."""
