@@ -91,3 +91,19 @@ def test_the_results_runs_wait_returns_are_read_through_the_assistants_graph_bou
         run = runs.create_run(pool, "alice", tid, {"assistant_id": "purchase", "input": LAPTOPS, "if_not_exists": "create"})
         assert asyncio.run(run_routes.outcome(pool, run)) == {}  # queued: nothing has run yet
     assert bound.count("purchase") == 1
+
+
+def test_a_graphs_version_is_worked_out_once_for_all_the_threads_it_starts_and_resumes(project, monkeypatch):
+    from runtime import versions
+    from runtime.registry import get_entry
+
+    import weakref
+
+    monkeypatch.setattr(versions, "_fingerprints", weakref.WeakKeyDictionary(), raising=False)  # as in a new process
+    walked = []
+    structure = versions.structure
+    monkeypatch.setattr(versions, "structure", lambda graph: walked.append(graph) or structure(graph))
+    entry = get_entry("purchase")
+    first = versions.version_of(entry)
+    assert versions.version_of(get_entry("purchase")) == first
+    assert walked.count(entry.graph) == 1  # (its subgraphs are walked with it)
