@@ -107,3 +107,19 @@ def test_a_graphs_version_is_worked_out_once_for_all_the_threads_it_starts_and_r
     first = versions.version_of(entry)
     assert versions.version_of(get_entry("purchase")) == first
     assert walked.count(entry.graph) == 1  # (its subgraphs are walked with it)
+
+
+def test_a_worker_job_reads_its_threads_row_once(pool, project, statements):
+    from runtime.worker_runs import worker_runner
+    from web.langgraph_api import runs
+
+    runs.create_run(pool, "alice", "t-row", {"assistant_id": "purchase", "input": LAPTOPS, "if_not_exists": "create"})
+
+    class Job:  # what the claim hands the worker
+        thread_id, graph = "t-row", "purchase"
+
+    runner = worker_runner(Job(), pool, None, type("Graphs", (), {"get": staticmethod(lambda name: None)})(), None, None, False)
+    statements.clear()
+    rows = [runner.thread_row("t-row") for _ in range(3)]  # version check, run options, settling
+    assert rows[0].graph == "purchase" and rows[0] == rows[1] == rows[2]
+    assert statements["SELECT * FROM"] == 1
