@@ -4,6 +4,11 @@ unmodified `langgraph-sdk` client, on the same small graph with one gate: create
 it to its interrupt (runs.wait), resume it to the end (runs.wait with command.resume). Per
 thread: median and p95 latency; throughput at 1, 10 and 50 concurrent clients; errors.
 
+Each server runs as its defaults have it: `signoff worker` 10 runs at once (`--jobs`), as
+langgraph-runtime-pg; `langgraph dev` its own default. `--jobs 50` runs 50 at once: on two
+cores that costs the worker about a third more CPU per run (threads contending for the GIL
+in LangGraph's step executor), so fewer threads per second, not more.
+
 `langgraph dev` comes from a virtualenv of its own (never the project's):
     python -m venv /tmp/lgdev-venv && /tmp/lgdev-venv/bin/pip install "langgraph-cli[inmem]"
     python tests/benchmarks/api_bench.py [--lgdev /tmp/lgdev-venv/bin/langgraph] [--threads 1:10,10:30,50:100]
@@ -180,8 +185,8 @@ def main() -> None:
     parser.add_argument("--lgdev", default="/tmp/lgdev-venv/bin/langgraph")
     parser.add_argument("--threads", default="1:10,10:30,50:100", help="clients:threads,...")
     parser.add_argument("--lgpg", default="/tmp/lgpg-venv/bin/python", help="the Python of a venv with langgraph-runtime-pg")
-    parser.add_argument("--jobs", type=int, default=50, help="runs at once: the Signoff worker's --concurrency, "
-                                                             "langgraph-runtime-pg's jobs per worker")
+    parser.add_argument("--jobs", type=int, default=10, help="runs at once: the Signoff worker's --concurrency and "
+                                                             "langgraph-runtime-pg's jobs per worker (10: both defaults)")
     parser.add_argument("--only", choices=["signoff", "langgraph-dev", "langgraph-runtime-pg"], default=None)
     args = parser.parse_args()
     levels = [tuple(int(x) for x in level.split(":")) for level in args.threads.split(",")]
