@@ -123,3 +123,17 @@ def test_a_worker_job_reads_its_threads_row_once(pool, project, statements):
     rows = [runner.thread_row("t-row") for _ in range(3)]  # version check, run options, settling
     assert rows[0].graph == "purchase" and rows[0] == rows[1] == rows[2]
     assert statements["SELECT * FROM"] == 1
+
+
+def test_an_assistant_is_looked_up_among_the_projects_graphs_once(project, monkeypatch):
+    from web.langgraph_api import assistants
+
+    monkeypatch.setattr(assistants, "_found", {}, raising=False)  # as in a new process
+    listed = []
+    project_graphs = assistants.project_graphs
+    monkeypatch.setattr(assistants, "project_graphs", lambda: listed.append(1) or project_graphs())
+    first = assistants.entry_for("purchase")
+    assert assistants.entry_for("purchase") is first
+    by_id = assistants.entry_for(assistants.assistant_id("purchase"))
+    assert by_id.name == "purchase" and assistants.entry_for(assistants.assistant_id("purchase")) is by_id
+    assert len(listed) == 2  # once by name, once by id
