@@ -89,14 +89,25 @@ def revoke(pool: ConnectionPool, name: str, revoked_by: str | None = None) -> in
     return int(row["id"])
 
 
+#: how stale a token's "last used" may get before a request writes it again
+TOUCH_SECONDS = 60
+
+
 def authenticate(pool: ConnectionPool, token: str) -> Reviewer | None:
-    """The reviewer a presented token belongs to, if it is live (and note its use)."""
+    """The reviewer a presented token belongs to, if it is live (and note its use).
+
+    The use is written at most once a minute per token (`token list` shows it to the
+    minute): a write on every request made all of a client's concurrent requests queue on
+    the token's row lock and its commit, one after another."""
     if not token.startswith(PREFIX) or len(token) > 200:
         return None
     with pool.connection() as conn:
         row = conn.execute(
-            "UPDATE reviewer_tokens SET last_used_at = now() WHERE token_hash = %s AND revoked_at IS NULL RETURNING id, name, created_by",
-            (_hash(token),),
+            "WITH live AS (SELECT id, name, created_by, last_used_at FROM reviewer_tokens WHERE token_hash = %s AND revoked_at IS NULL), "
+            "touched AS (UPDATE reviewer_tokens r SET last_used_at = now() FROM live WHERE r.id = live.id "
+            "  AND (live.last_used_at IS NULL OR live.last_used_at < now() - make_interval(secs => %s))) "
+            "SELECT id, name, created_by FROM live",
+            (_hash(token), TOUCH_SECONDS),
         ).fetchone()
     return Reviewer(int(row["id"]), row["name"], row["created_by"]) if row else None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from typing import Any
 
 from checkpoint.errors import Conflict
@@ -30,9 +31,23 @@ def structure(graph: Any) -> dict[str, Any]:
     return {"nodes": nodes, "channels": channels, "subgraphs": subgraphs}
 
 
+#: each compiled graph's fingerprint, worked out once: a compiled graph keeps its shape, and
+#: every thread started, resumed or decided asks for it (a reloaded project's graph is a new object)
+_fingerprints: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
 def fingerprint(graph: Any) -> str:
+    try:
+        return _fingerprints[graph]
+    except (KeyError, TypeError):
+        pass
     shape = json.dumps(structure(graph), sort_keys=True)
-    return hashlib.sha256(shape.encode("utf-8")).hexdigest()[:12]
+    found = hashlib.sha256(shape.encode("utf-8")).hexdigest()[:12]
+    try:
+        _fingerprints[graph] = found
+    except TypeError:  # an object that cannot be weakly referenced: worked out each time
+        pass
+    return found
 
 
 def version_of(entry: Any) -> str:

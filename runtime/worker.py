@@ -119,6 +119,15 @@ class WorkerRunner(ThreadRunner):
             raise ThreadBusy(f"thread {thread_id} is running in another process")
         yield SessionClaim(self.session, thread_id)
 
+    def thread_row(self, thread_id: str) -> Any:
+        """The thread's row, read once per job (as `for_thread` reads it once per command):
+        a job's version check, run options, recovery and settling each asked for it again."""
+        if self.row is None or self.row.thread_id != thread_id:
+            from checkpoint.threads import get
+
+            self.row = get(self.pool, thread_id)
+        return self.row
+
     def give_back(self, thread_id: str) -> None:
         """Release the claim taken with the job, if it was taken (before the job closes or goes
         back to the queue, so the thread's next claim finds it free)."""

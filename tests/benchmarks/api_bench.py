@@ -4,9 +4,25 @@ unmodified `langgraph-sdk` client, on the same small graph with one gate: create
 it to its interrupt (runs.wait), resume it to the end (runs.wait with command.resume). Per
 thread: median and p95 latency; throughput at 1, 10 and 50 concurrent clients; errors.
 
+Each server runs as its defaults have it: `signoff worker` 10 runs at once (`--jobs`), as
+langgraph-runtime-pg; `langgraph dev` its own default. `--jobs 50` runs 50 at once: on two
+cores that costs the worker about a third more CPU per run (threads contending for the GIL
+in LangGraph's step executor), so fewer threads per second, not more.
+
 `langgraph dev` comes from a virtualenv of its own (never the project's):
     python -m venv /tmp/lgdev-venv && /tmp/lgdev-venv/bin/pip install "langgraph-cli[inmem]"
     python tests/benchmarks/api_bench.py [--lgdev /tmp/lgdev-venv/bin/langgraph] [--threads 1:10,10:30,50:100]
+
+A third server, when installed: LangGraph's open PostgreSQL runtime (`langgraph-runtime-pg`,
+the langgraph-api server with runs queued and checkpointed in PostgreSQL, streams through
+Redis), durable like Signoff, on a scratch database of the same PostgreSQL, with a Redis of
+its own (Debian's `redis-server`), started through `langgraph_api.cli.run_server` with
+runtime edition "pg" (the CLI's `--runtime-edition postgres` looks for a package
+`langgraph_runtime_postgres`, which does not exist) and a postgresql:// URI (its Alembic
+migrations take no key=value conninfo). No licence key is asked for:
+    python -m venv /tmp/lgpg-venv && /tmp/lgpg-venv/bin/pip install langgraph-runtime-pg
+    apt-get install -y redis-server
+    python tests/benchmarks/api_bench.py [--lgpg /tmp/lgpg-venv/bin/python]
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -130,11 +147,47 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
+def runtime_pg(python: str, url: str, project: Path, levels: list[tuple[int, ...]], jobs: int) -> list[dict[str, Any]]:
+    """langgraph-runtime-pg on the database at `url`, with a Redis of its own, measured."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    parts = conninfo_to_dict(url)
+    uri = f"postgresql://{parts.get('user', 'postgres')}@/{parts['dbname']}?host={parts.get('host', '')}" + \
+        (f"&port={parts['port']}" if parts.get("port") else "")
+    redis_port, port = free_port(), free_port()
+    redis = spawn(["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+                  project, {"PATH": os.environ.get("PATH", "")}, project / "redis.log")
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update({"DATABASE_URI": uri, "REDIS_URI": f"redis://127.0.0.1:{redis_port}", "LANGSMITH_TRACING": "false",
+                "LANGGRAPH_NO_TELEMETRY": "1", "PYTHONPATH": str(project)})
+    launcher = ("import json, os, sys; from langgraph_api.cli import run_server; "
+                "run_server('127.0.0.1', int(sys.argv[1]), False, json.load(open('langgraph.json'))['graphs'], "
+                "n_jobs_per_worker=int(sys.argv[2]), runtime_edition='pg', __redis_uri__=os.environ['REDIS_URI'], "
+                "__database_uri__=os.environ['DATABASE_URI'], __migrations_path__=None)")
+    server = spawn([python, "-c", launcher, str(port), str(jobs)], project, env, project / "lgpg.log")
+    rows = []
+    try:
+        wait_port(port)
+        time.sleep(2)
+        for c, n in levels:
+            before = cpu_seconds(server), cpu_seconds(redis)
+            row = measure(f"http://127.0.0.1:{port}", None, c, n)
+            row["cpu"] = f"server {cpu_seconds(server) - before[0]:.1f} s, redis {cpu_seconds(redis) - before[1]:.1f} s"
+            rows.append(row)
+    finally:
+        stop(server)
+        stop(redis)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--lgdev", default="/tmp/lgdev-venv/bin/langgraph")
     parser.add_argument("--threads", default="1:10,10:30,50:100", help="clients:threads,...")
-    parser.add_argument("--only", choices=["signoff", "langgraph-dev"], default=None)
+    parser.add_argument("--lgpg", default="/tmp/lgpg-venv/bin/python", help="the Python of a venv with langgraph-runtime-pg")
+    parser.add_argument("--jobs", type=int, default=10, help="runs at once: the Signoff worker's --concurrency and "
+                                                             "langgraph-runtime-pg's jobs per worker (10: both defaults)")
+    parser.add_argument("--only", choices=["signoff", "langgraph-dev", "langgraph-runtime-pg"], default=None)
     args = parser.parse_args()
     levels = [tuple(int(x) for x in level.split(":")) for level in args.threads.split(",")]
     project = Path(tempfile.mkdtemp(prefix="api-bench-"))
@@ -154,7 +207,7 @@ def main() -> None:
                 token = create(pool, "bench")
             port = free_port()
             serve = spawn([sys.executable, "-m", "cli", "serve", "--port", str(port)], project, env, project / "serve.log")
-            worker = spawn([sys.executable, "-m", "cli", "worker", "--concurrency", "50"], project, env, project / "worker.log")
+            worker = spawn([sys.executable, "-m", "cli", "worker", "--concurrency", str(args.jobs)], project, env, project / "worker.log")
             try:
                 wait_port(port)
                 time.sleep(2)  # the worker registers
@@ -184,6 +237,10 @@ def main() -> None:
                 results["langgraph dev"].append(row)
         finally:
             stop(dev)
+
+    if args.only in (None, "langgraph-runtime-pg") and Path(args.lgpg).exists() and shutil.which("redis-server"):
+        with postgres_server() as (server, _), scratch_database(server, "lgpg") as url:
+            results["langgraph-runtime-pg"] = runtime_pg(args.lgpg, url, project, levels, args.jobs)
 
     print(f"machine: {machine()}")
     print("| server | clients | threads | median ms/thread | p95 ms/thread | threads/s | errors | CPU (incl. warm-up) |")

@@ -34,10 +34,23 @@ def project_graphs() -> list[Any]:
     return [e for e in entries() if not e.builtin and e.graph is not None]
 
 
+#: assistant id or graph name -> (the project it was found in, its entry): every run asks
+#: twice, and listing the project's graphs builds each one's entry again
+_found: dict[str, tuple[Any, Any]] = {}
+
+
 def entry_for(assistant: str) -> Any:
-    """The graph an assistant id (or a graph's name) names; 404 otherwise."""
+    """The graph an assistant id (or a graph's name) names; 404 otherwise. Found once per
+    project read: a project's graphs are loaded once and kept (runtime/project.py)."""
+    from runtime.project import current_project
+
+    project = current_project()
+    held = _found.get(assistant)
+    if held is not None and held[0] is project:
+        return held[1]
     for entry in project_graphs():
         if assistant in (entry.name, assistant_id(entry.name)):
+            _found[assistant] = (project, entry)
             return entry
     raise HttpError(404, f"no assistant {assistant!r}: list them with assistants.search()")
 

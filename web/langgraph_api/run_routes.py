@@ -37,30 +37,59 @@ async def create(request: Request, reviewer: Reviewer) -> Response:
     return Json(run, headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}"})
 
 
-async def until_done(pool: Any, thread_id: str, run_id: str) -> dict[str, Any]:
+async def until_done(pool: Any, thread_id: str, run_id: str, *, with_result: bool = True
+                     ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     async with tracker.WAITERS.watching(thread_id) as changed:
-        while True:
-            run = await run_in_threadpool(runs.get_run, pool, thread_id, run_id)
-            if run["status"] in runs.FINAL:
-                return run
-            await changed(WAIT_POLL)
+        return await settled(pool, await run_in_threadpool(runs.get_run, pool, thread_id, run_id), changed, with_result=with_result)
 
 
-async def outcome(pool: Any, run: dict[str, Any]) -> dict[str, Any]:
+async def settled(pool: Any, run: dict[str, Any], changed: Any, *, with_result: bool = True
+                  ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The run once it has ended, read again each time its thread moves, and `with_result`
+    its result when that read found it ended well (read in the same request thread, one
+    hand-off fewer); `run` was read after `changed` began watching its thread, so no move
+    in between is missed."""
+    result = None
+    while run["status"] not in runs.FINAL:
+        await changed(WAIT_POLL)
+        run, result = await run_in_threadpool(_look, pool, run["thread_id"], run["run_id"], with_result)
+    return run, result
+
+
+def _look(pool: Any, thread_id: str, run_id: str, with_result: bool) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    run = runs.get_run(pool, thread_id, run_id)
+    ended_well = with_result and run["status"] in runs.FINAL and run["status"] != "error"
+    return run, runs.result_of(pool, thread_id, run["assistant_id"]) if ended_well else None
+
+
+async def outcome(pool: Any, run: dict[str, Any], result: dict[str, Any] | None = None) -> dict[str, Any]:
     if run["status"] == "error":
         rows = await run_in_threadpool(runs.run_rows, pool, run["thread_id"], run_id=run["run_id"], limit=1)
         message = (rows[0].get("error") or rows[0].get("job_result") or "the run failed") if rows else "the run failed"
         return {"__error__": {"error": "RunError", "message": message}}
-    return await run_in_threadpool(runs.result_of, pool, run["thread_id"])
+    if result is not None:
+        return result
+    return await run_in_threadpool(runs.result_of, pool, run["thread_id"], run["assistant_id"])
 
 
 async def wait(request: Request, reviewer: Reviewer) -> Response:
-    run = await _create(request, reviewer)
     pool = pool_of(request)
-    async with tracker.WAITERS.watching(run["thread_id"]):  # its thread stays until the output is read (on_completion)
-        done = await until_done(pool, run["thread_id"], run["run_id"])
-        result = await outcome(pool, done)
-    return Json(result, headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}"})
+    thread_id = request.path_params.get("thread_id")
+    if thread_id is None:  # a new thread: its id is known once the run is created
+        run = await _create(request, reviewer)
+        thread_id = run["thread_id"]
+    else:
+        run = None
+    # watched from before the run exists (the run as created is the first look at it), and until
+    # its output is read: with on_completion "delete" its thread goes only after that
+    async with tracker.WAITERS.watching(thread_id) as changed:
+        if run is None:
+            run = await _create(request, reviewer)
+        else:
+            run = await run_in_threadpool(runs.get_run, pool, thread_id, run["run_id"])
+        done, result = await settled(pool, run, changed)
+        answer = await outcome(pool, done, result)
+    return Json(answer, headers={"Content-Location": f"/threads/{run['thread_id']}/runs/{run['run_id']}"})
 
 
 def modes_of(value: Any) -> list[str]:
@@ -90,8 +119,11 @@ async def join_stream(request: Request, reviewer: Reviewer) -> Response:
 
 async def join(request: Request, reviewer: Reviewer) -> Response:
     pool = pool_of(request)
-    done = await until_done(pool, request.path_params["thread_id"], request.path_params["run_id"])
-    return Json(await outcome(pool, done))
+    thread_id, run_id = request.path_params["thread_id"], request.path_params["run_id"]
+    async with tracker.WAITERS.watching(thread_id) as changed:  # until the output is read, as wait
+        done, result = await settled(pool, await run_in_threadpool(runs.get_run, pool, thread_id, run_id), changed)
+        answer = await outcome(pool, done, result)
+    return Json(answer)
 
 
 async def get(request: Request, reviewer: Reviewer) -> Response:
@@ -135,7 +167,7 @@ async def cancel(request: Request, reviewer: Reviewer) -> Response:
     await run_in_threadpool(stop)
     tracker.wake()
     if request.query_params.get("wait", "false").lower() in ("true", "1"):
-        await until_done(pool, tid, rid)
+        await until_done(pool, tid, rid, with_result=False)
     return Response(status_code=202)
 
 

@@ -79,18 +79,14 @@ def create_run(pool: Any, actor: str, thread_id: str | None, body: dict[str, Any
             opts["on_completion"] = "delete"
     valid_thread_id(thread_id)
     if_not_exists = field(body, "if_not_exists", str, "reject")
-    with pool.connection() as conn:
-        known = conn.execute("SELECT (SELECT graph FROM threads WHERE thread_id = %(t)s) AS graph, "
-                             "EXISTS (SELECT 1 FROM api_threads WHERE thread_id = %(t)s) AS api", {"t": thread_id}).fetchone()
-    if known["graph"] is None and not known["api"] and given and if_not_exists != "create":
-        raise HttpError(404, f"no thread {thread_id!r}: create it first, or pass if_not_exists=\"create\"")
-    if known["graph"] is not None and known["graph"] != entry.name:
-        raise HttpError(409, f"thread {thread_id} runs graph {known['graph']}, not {entry.name}")
     run_id = str(uuid.uuid4())
     with threads_lock(pool, thread_id):
-        busy = open_runs(pool, thread_id)
-        row = threads.get(pool, thread_id)
-        thread_busy = bool(busy) or (row is not None and (row.status in ("queued", "running") or job_running(pool, thread_id)))
+        row, api_known, job_busy, mark, busy = standing(pool, thread_id)
+        if row is None and not api_known and given and if_not_exists != "create":
+            raise HttpError(404, f"no thread {thread_id!r}: create it first, or pass if_not_exists=\"create\"")
+        if row is not None and row.graph != entry.name:
+            raise HttpError(409, f"thread {thread_id} runs graph {row.graph}, not {entry.name}")
+        thread_busy = bool(busy) or (row is not None and (row.status in ("queued", "running") or job_busy))
         if thread_busy:
             strategy = opts["multitask_strategy"]
             if strategy == "reject":
@@ -102,14 +98,35 @@ def create_run(pool: Any, actor: str, thread_id: str | None, body: dict[str, Any
                 if threads_running(pool, thread_id):
                     raise HttpError(409, f"thread {thread_id} is running a step in a worker: it cannot be interrupted mid-step; "
                                          "pass multitask_strategy enqueue to run after it")
+                mark = last_event(pool, thread_id)  # the new run's stream starts after the stopped run's last event
             else:
-                insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=None, checkpoint=None)
-                return get_run(pool, thread_id, run_id)
-        mark = last_event(pool, thread_id)  # before the job exists: a worker may start on it at once
+                return insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=None, checkpoint=None)
         job, checkpoint, done = launch(pool, thread_id, entry, opts, actor, token_id=token_id)
-        insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=job, checkpoint=checkpoint,
-                   status="success" if done else "pending", from_event=mark)
-    return get_run(pool, thread_id, run_id)
+        return insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=job, checkpoint=checkpoint,
+                          status="success" if done else "pending", from_event=mark)
+
+
+#: a job waits or runs for the thread, other than one whose run has stopped (written its stop)
+#: and is closing
+_JOB_BUSY = ("EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = %(t)s AND j.status IN ('todo', 'doing') AND NOT (j.status = 'doing' "
+             "AND EXISTS (SELECT 1 FROM progress_events e WHERE e.thread_id = j.thread_id AND e.event->>'event' = 'stop' "
+             "AND e.event->>'job' = j.id::text)))")
+
+
+def standing(pool: Any, thread_id: str) -> tuple[threads.ThreadRow | None, bool, bool, int, list[dict[str, Any]]]:
+    """Where the thread stands for a new run, read on one connection: (its row, whether the
+    API made it, whether a job waits or runs for it, its last progress event, its open runs).
+    The event is read before the run's job exists: a worker may start on it at once, and
+    what the run streams and waits for comes after it."""
+    with pool.connection() as conn:
+        found = conn.execute(
+            f"SELECT t.*, EXISTS (SELECT 1 FROM api_threads WHERE thread_id = %(t)s) AS api_known, {_JOB_BUSY} AS job_busy, "
+            "(SELECT coalesce(max(id), 0) FROM progress_events WHERE thread_id = %(t)s) AS last_event, "
+            "EXISTS (SELECT 1 FROM api_runs WHERE thread_id = %(t)s AND status IN ('pending', 'running')) AS runs_open "
+            "FROM (SELECT %(t)s::text AS key) k LEFT JOIN threads t ON t.thread_id = k.key", {"t": thread_id}).fetchone()
+        busy = _open_runs_on(conn, thread_id) if found["runs_open"] else []
+    row = threads.ThreadRow.from_db(found) if found["thread_id"] is not None else None
+    return row, bool(found["api_known"]), bool(found["job_busy"]), int(found["last_event"]), busy
 
 
 _thread_locks: dict[str, threading.Lock] = {}
@@ -136,10 +153,7 @@ def job_running(pool: Any, thread_id: str) -> bool:
     """A job waits or runs for the thread, other than one whose run has stopped (written its
     stop) and is closing."""
     with pool.connection() as conn:
-        row = conn.execute(
-            "SELECT EXISTS (SELECT 1 FROM jobs j WHERE j.thread_id = %s AND j.status IN ('todo', 'doing') AND NOT (j.status = 'doing' "
-            "AND EXISTS (SELECT 1 FROM progress_events e WHERE e.thread_id = j.thread_id AND e.event->>'event' = 'stop' "
-            "AND e.event->>'job' = j.id::text))) AS busy", (thread_id,)).fetchone()
+        row = conn.execute(f"SELECT {_JOB_BUSY} AS busy", {"t": thread_id}).fetchone()
     return bool(row["busy"])
 
 
@@ -227,19 +241,24 @@ def current_checkpoint(pool: Any, thread_id: str) -> str | None:
 
 
 def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[str, Any], actor: str, *, job_id: int | None,
-               checkpoint: str | None, status: str = "pending", from_event: int = 0) -> None:
+               checkpoint: str | None, status: str = "pending", from_event: int = 0) -> dict[str, Any]:
+    """Store the run (and its thread's API metadata) in one statement; the run as the API
+    shows it, read with where its job stands in that same statement."""
     from web.langgraph_api.assistants import assistant_id
 
     kwargs = {k: opts[k] for k in ("input", "command", "config", "context", "interrupt_before", "interrupt_after", "stream_mode",
                                     "stream_subgraphs", "on_completion")}
-    with pool.connection() as conn, conn.transaction():
-        conn.execute("INSERT INTO api_threads (thread_id, metadata) VALUES (%s, %s) ON CONFLICT (thread_id) DO UPDATE "
-                     "SET metadata = api_threads.metadata || EXCLUDED.metadata, updated_at = now()",
-                     (thread_id, Jsonb({"graph_id": graph, "assistant_id": assistant_id(graph)})))
-        conn.execute("INSERT INTO api_runs (run_id, thread_id, assistant_id, graph, status, actor, metadata, kwargs, multitask_strategy, "
-                     "job_id, from_checkpoint, webhook, from_event) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-                     (run_id, thread_id, assistant_id(graph), graph, status, actor, Jsonb(opts["metadata"]), Jsonb(kwargs),
-                      opts["multitask_strategy"], job_id, checkpoint, opts["webhook"], from_event))
+    with pool.connection() as conn:
+        row = conn.execute(
+            "WITH thread AS (INSERT INTO api_threads (thread_id, metadata) VALUES (%(t)s, %(meta)s) ON CONFLICT (thread_id) DO UPDATE "
+            "  SET metadata = api_threads.metadata || EXCLUDED.metadata, updated_at = now()), "
+            "stored AS (INSERT INTO api_runs (run_id, thread_id, assistant_id, graph, status, actor, metadata, kwargs, multitask_strategy, "
+            "  job_id, from_checkpoint, webhook, from_event) VALUES (%(r)s, %(t)s, %(a)s, %(g)s, %(s)s, %(actor)s, %(m)s, %(k)s, %(mt)s, "
+            "  %(j)s, %(c)s, %(w)s, %(e)s) RETURNING *) " + _RUN.replace("FROM api_runs r", "FROM stored r"),
+            {"t": thread_id, "meta": Jsonb({"graph_id": graph, "assistant_id": assistant_id(graph)}), "r": run_id, "a": assistant_id(graph),
+             "g": graph, "s": status, "actor": actor, "m": Jsonb(opts["metadata"]), "k": Jsonb(kwargs), "mt": opts["multitask_strategy"],
+             "j": job_id, "c": checkpoint, "w": opts["webhook"], "e": from_event}).fetchone()
+    return as_run(row)
 
 
 #: a run with where its job and thread stand, and how its job's run stopped, if it did (the
@@ -276,8 +295,12 @@ def live_status(row: dict[str, Any]) -> str:
 
 def open_runs(pool: Any, thread_id: str) -> list[dict[str, Any]]:
     with pool.connection() as conn:
-        rows = conn.execute(_RUN + "WHERE r.thread_id = %s AND r.status IN ('pending', 'running') ORDER BY r.created_at",
-                            (thread_id,)).fetchall()
+        return _open_runs_on(conn, thread_id)
+
+
+def _open_runs_on(conn: Any, thread_id: str) -> list[dict[str, Any]]:
+    rows = conn.execute(_RUN + "WHERE r.thread_id = %s AND r.status IN ('pending', 'running') ORDER BY r.created_at",
+                        (thread_id,)).fetchall()
     return [r for r in rows if live_status(r) not in FINAL]
 
 
@@ -365,11 +388,20 @@ def stop_running(pool: Any, row: dict[str, Any]) -> bool:
     return job is not None and (job["status"] == "todo" or job["result"] == "cancelled")
 
 
-def result_of(pool: Any, thread_id: str) -> dict[str, Any]:
-    """What `runs.wait` and `runs.join` return: the thread's values, with its interrupts."""
+def result_of(pool: Any, thread_id: str, assistant: str | None = None) -> dict[str, Any]:
+    """What `runs.wait` and `runs.join` return: the thread's values, with its interrupts.
+    Given the run's assistant, read through its graph bound once (bound.py) rather than
+    the thread's runner."""
     from web.langgraph_api.threads import interrupt_json, runner_of
 
-    snapshot = runner_of(pool, thread_id).graph.get_state({"configurable": {"thread_id": thread_id}})
+    config = {"configurable": {"thread_id": thread_id}}
+    if assistant is not None:
+        from web.langgraph_api.assistants import entry_for
+        from web.langgraph_api.bound import bound_graph
+
+        snapshot = bound_graph(pool, entry_for(assistant)).get_state(config)
+    else:
+        snapshot = runner_of(pool, thread_id).graph.get_state(config)
     values = dict(snapshot.values) if isinstance(snapshot.values, dict) else {"__values__": snapshot.values}
     interrupts = [interrupt_json(i) for t in snapshot.tasks for i in t.interrupts]
     if interrupts:

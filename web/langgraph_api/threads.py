@@ -169,15 +169,16 @@ async def create(request: Request, reviewer: Reviewer) -> Response:
     pool = request.state.pool
 
     def make() -> dict[str, Any]:
-        with pool.connection() as conn:
-            taken = conn.execute("SELECT 1 FROM threads WHERE thread_id = %s UNION ALL SELECT 1 FROM api_threads WHERE thread_id = %s",
-                                 (thread_id, thread_id)).fetchone()
-            if taken is not None:
-                if if_exists == "raise":
-                    raise HttpError(409, f"thread {thread_id} already exists")
-            else:
-                conn.execute("INSERT INTO api_threads (thread_id, metadata) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                             (thread_id, Jsonb({**metadata, "owner": reviewer.name} if "owner" not in metadata else metadata)))
+        with pool.connection() as conn:  # one statement: made unless the id is taken, by either kind of thread
+            made = conn.execute("INSERT INTO api_threads (thread_id, metadata) SELECT %(t)s, %(m)s "
+                                "WHERE NOT EXISTS (SELECT 1 FROM threads WHERE thread_id = %(t)s) ON CONFLICT DO NOTHING "
+                                "RETURNING thread_id, metadata, created_at, updated_at, NULL AS graph, 'idle' AS status",
+                                {"t": thread_id, "m": Jsonb({**metadata, "owner": reviewer.name} if "owner" not in metadata else metadata)}
+                                ).fetchone()
+        if made is not None:  # new, with no run yet: idle, no values
+            return as_thread(pool, made)
+        if if_exists == "raise":
+            raise HttpError(409, f"thread {thread_id} already exists")
         return as_thread(pool, thread_row(pool, thread_id))
 
     return Json(await run_in_threadpool(make))

@@ -118,26 +118,48 @@ class Tracker:
         with self.pool.connection() as conn:
             rows = conn.execute(_RUN + "WHERE r.status IN ('pending', 'running') ORDER BY r.created_at").fetchall()
         waiting_jobs = False
+        self.finish_all([(row, live_status(row)) for row in rows if live_status(row) in FINAL])
+        started = []
         for row in rows:
             status = live_status(row)
             if status in FINAL:
-                self.finish(row, status)
-            elif row["job_id"] is None:
+                continue
+            if row["job_id"] is None:
                 self.start_queued(row, rows)
             elif status != row["status"]:
-                with self.pool.connection() as conn:
-                    conn.execute("UPDATE api_runs SET status = %s, updated_at = now() WHERE run_id = %s AND status = 'pending'",
-                                 (status, row["run_id"]))
+                started.append(row["run_id"])
             waiting_jobs = waiting_jobs or row["job_status"] == "todo"
+        if started:  # pending -> running, the only move between open statuses
+            with self.pool.connection() as conn:
+                conn.execute("UPDATE api_runs SET status = 'running', updated_at = now() WHERE run_id = ANY(%s) AND status = 'pending'",
+                             (started,))
         if waiting_jobs:
             self.ensure_worker()
         self.completing.run(self.pool, WAITERS.watched)
 
-    def finish(self, row: dict[str, Any], status: str) -> None:
+    def finish_all(self, ended: list[tuple[dict[str, Any], str]]) -> None:
+        """Record how the runs ended: those without a webhook in one statement, each with one in
+        a transaction of its own that queues its webhook; then their on_completion."""
         from web.langgraph_api.webhooks import record_end
 
-        error = (row["job_result"] or "the run failed") if status == "error" else None
-        if record_end(self.pool, row, status, error):
+        recorded: list[dict[str, Any]] = []
+        plain = [(row, status) for row, status in ended if not row.get("webhook")]
+        if plain:
+            errors = [(row["job_result"] or "the run failed") if status == "error" else None for row, status in plain]
+            with self.pool.connection() as conn:
+                done = conn.execute("UPDATE api_runs SET status = d.status, error = d.error, updated_at = now() "
+                                    "FROM unnest(%s::uuid[], %s::text[], %s::text[]) AS d(run_id, status, error) "
+                                    "WHERE api_runs.run_id = d.run_id AND api_runs.status IN ('pending', 'running') "
+                                    "RETURNING api_runs.run_id",
+                                    ([row["run_id"] for row, _ in plain], [status for _, status in plain], errors)).fetchall()
+            ids = {r["run_id"] for r in done}
+            recorded += [row for row, _ in plain if row["run_id"] in ids]  # not those another process recorded first
+        for row, status in ended:
+            if row.get("webhook"):
+                error = (row["job_result"] or "the run failed") if status == "error" else None
+                if record_end(self.pool, row, status, error):
+                    recorded.append(row)
+        for row in recorded:
             self.completing.add(row)  # on_completion "delete": its thread goes, unless a person must decide it
 
     def start_queued(self, row: dict[str, Any], rows: list[dict[str, Any]]) -> None:
