@@ -215,6 +215,42 @@ def test_a_run_on_a_busy_thread_is_rejected_enqueued_or_interrupts_the_queued_on
     assert [r["status"] for r in client.runs.list(thread)] == ["success", "interrupted"]
 
 
+def _resume_queued_behind_a_run(serve, worker, alice, bob, between=lambda: None):
+    """alice's run is queued (the worker held); bob queues an approval behind it; `between`
+    runs before the worker goes on. (client, thread, bob's run)."""
+    import signal
+
+    held = worker()
+    client = get_sync_client(url=serve, api_key=alice)
+    held.send(signal.SIGSTOP)  # live for a few seconds more, claiming nothing: runs stay queued
+    try:
+        thread = client.threads.create()["thread_id"]
+        client.runs.create(thread, "purchase", input=LAPTOPS)
+        queued = get_sync_client(url=serve, api_key=bob).runs.create(
+            thread, "purchase", command={"resume": [{"type": "accept", "args": None}]}, multitask_strategy="enqueue")
+        between()
+    finally:
+        held.send(signal.SIGCONT)
+    return client, thread, queued
+
+
+def test_a_queued_resume_decides_with_the_token_it_was_sent_with(serve, worker, alice, bob, pool):
+    from checkpoint.audit import events_of
+
+    client, thread, queued = _resume_queued_behind_a_run(serve, worker, alice, bob)
+    assert client.runs.join(thread, queued["run_id"])["outcome"].startswith("ordered 2 x laptop")
+    [decision] = [e for e in events_of(pool, thread) if e["kind"] == "decision_approved"]
+    assert decision["actor"] == "bob" and decision["detail"]["token"] == tokens.authenticate(pool, bob).token_id
+
+
+def test_a_queued_resume_whose_token_was_revoked_before_it_started_decides_nothing(serve, worker, alice, bob, pool):
+    client, thread, queued = _resume_queued_behind_a_run(serve, worker, alice, bob, between=lambda: tokens.revoke(pool, "bob"))
+    assert "revoked" in client.runs.join(thread, queued["run_id"])["__error__"]["message"]
+    assert client.runs.get(thread, queued["run_id"])["status"] == "error"
+    assert client.threads.get(thread)["status"] == "interrupted"
+    assert count_rows(pool, "approvals", thread_id=thread) == 0
+
+
 def test_a_worker_killed_during_a_streamed_run_is_taken_over_and_the_stream_ends_with_the_order(serve, worker, bob, alice, database_url, pool):
     import threading
 

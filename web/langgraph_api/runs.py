@@ -100,9 +100,9 @@ def create_run(pool: Any, actor: str, thread_id: str | None, body: dict[str, Any
                                          "pass multitask_strategy enqueue to run after it")
                 mark = last_event(pool, thread_id)  # the new run's stream starts after the stopped run's last event
             else:
-                return insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=None, checkpoint=None)
+                return insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=None, checkpoint=None, token_id=token_id)
         job, checkpoint, done = launch(pool, thread_id, entry, opts, actor, token_id=token_id)
-        return insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=job, checkpoint=checkpoint,
+        return insert_run(pool, run_id, thread_id, entry.name, opts, actor, job_id=job, checkpoint=checkpoint, token_id=token_id,
                           status="success" if done else "pending", from_event=mark)
 
 
@@ -241,7 +241,7 @@ def current_checkpoint(pool: Any, thread_id: str) -> str | None:
 
 
 def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[str, Any], actor: str, *, job_id: int | None,
-               checkpoint: str | None, status: str = "pending", from_event: int = 0) -> dict[str, Any]:
+               checkpoint: str | None, status: str = "pending", from_event: int = 0, token_id: int | None = None) -> dict[str, Any]:
     """Store the run (and its thread's API metadata) in one statement; the run as the API
     shows it, read with where its job stands in that same statement."""
     from web.langgraph_api.assistants import assistant_id
@@ -253,11 +253,11 @@ def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[st
             "WITH thread AS (INSERT INTO api_threads (thread_id, metadata) VALUES (%(t)s, %(meta)s) ON CONFLICT (thread_id) DO UPDATE "
             "  SET metadata = api_threads.metadata || EXCLUDED.metadata, updated_at = now()), "
             "stored AS (INSERT INTO api_runs (run_id, thread_id, assistant_id, graph, status, actor, metadata, kwargs, multitask_strategy, "
-            "  job_id, from_checkpoint, webhook, from_event) VALUES (%(r)s, %(t)s, %(a)s, %(g)s, %(s)s, %(actor)s, %(m)s, %(k)s, %(mt)s, "
-            "  %(j)s, %(c)s, %(w)s, %(e)s) RETURNING *) " + _RUN.replace("FROM api_runs r", "FROM stored r"),
+            "  job_id, from_checkpoint, webhook, from_event, token_id) VALUES (%(r)s, %(t)s, %(a)s, %(g)s, %(s)s, %(actor)s, %(m)s, %(k)s, "
+            "  %(mt)s, %(j)s, %(c)s, %(w)s, %(e)s, %(tok)s) RETURNING *) " + _RUN.replace("FROM api_runs r", "FROM stored r"),
             {"t": thread_id, "meta": Jsonb({"graph_id": graph, "assistant_id": assistant_id(graph)}), "r": run_id, "a": assistant_id(graph),
              "g": graph, "s": status, "actor": actor, "m": Jsonb(opts["metadata"]), "k": Jsonb(kwargs), "mt": opts["multitask_strategy"],
-             "j": job_id, "c": checkpoint, "w": opts["webhook"], "e": from_event}).fetchone()
+             "j": job_id, "c": checkpoint, "w": opts["webhook"], "e": from_event, "tok": token_id}).fetchone()
     return as_run(row)
 
 

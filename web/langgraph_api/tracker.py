@@ -174,6 +174,7 @@ class Tracker:
         if ahead:
             return
         from checkpoint import threads
+        from checkpoint.tokens import reviewer_by_id
         from web.langgraph_api.runs import job_running
 
         thread = threads.get(self.pool, row["thread_id"])
@@ -188,8 +189,13 @@ class Tracker:
                                          (row["run_id"],)).fetchone()
                 if still is None:
                     return  # another serve process started it (or it was cancelled)
+                token_id = row.get("token_id")
+                if token_id is not None and reviewer_by_id(self.pool, token_id) is None:
+                    raise HttpError(403, f"the token {row['actor']} queued this run with was revoked before it started: "
+                                         "nothing was run or decided; send it again with a live token")
                 mark = last_event(self.pool, row["thread_id"])
-                job, checkpoint, done = launch(self.pool, row["thread_id"], entry_for(row["graph"]), opts, row["actor"])
+                job, checkpoint, done = launch(self.pool, row["thread_id"], entry_for(row["graph"]), opts, row["actor"],
+                                               token_id=token_id)
             with self.pool.connection() as conn:
                 conn.execute("UPDATE api_runs SET job_id = %s, from_checkpoint = %s, from_event = %s, status = %s, updated_at = now() "
                              "WHERE run_id = %s", (job, checkpoint, mark, "success" if done else "pending", row["run_id"]))
