@@ -10,7 +10,7 @@ LangGraph's async path (`astream` with AsyncPostgresSaver), everything else as b
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from langgraph.types import Command
 
@@ -199,10 +199,15 @@ class InterruptRunner(ThreadRunner):
 
     def decide(self, thread_id: str, verdict: Any, *, actor: str, note: str = "", expect_digest: str | None = None,
                handover: bool = False, interrupt_id: str | None = None, feedback: str | None = None,
-               edit_args: dict[str, Any] | None = None, ignore: bool = False, value: Any = None, token_id: int | None = None) -> Any:
+               edit_args: dict[str, Any] | None = None, ignore: bool = False, value: Any = None, token_id: int | None = None,
+               seen: tuple[Any, list[Pending], str] | None = None, on_recorded: Callable[[Any], None] | None = None) -> Any:
         """Record one decision on one question (by interrupt id when several wait), bound to
         the digest of what was shown; the next run resumes the graph with its answer.
         `token_id`: the reviewer token the decision came through (None: an OS login, or Signoff).
+        `seen`: what `waiting_on` just returned to this decider, so the checkpoint is not read
+        again (under the lock it is checked still the newest, and the answers re-read, either
+        way). `on_recorded(conn)`: more to write in the decision's own transaction (the job that
+        runs the thread on), only once the decision is recorded.
 
         The checkpoint is read before the thread's row lock; under the lock every statement
         runs on the lock's own connection (HeldConnection), so a decider never holds one pooled
@@ -214,7 +219,7 @@ class InterruptRunner(ThreadRunner):
         from checkpoint.database import HeldConnection
         from runtime.thread_runner import _latest_checkpoint_id
 
-        snapshot, open_, digest = self.waiting_on(thread_id)
+        snapshot, open_, digest = seen if seen is not None else self.waiting_on(thread_id)
         seen_id = self._checkpoint_id(snapshot)
         with threads.locked(self.pool, thread_id) as locked:
             held = HeldConnection(locked)
@@ -256,6 +261,8 @@ class InterruptRunner(ThreadRunner):
             record_decision(held, thread_id=thread_id, gate=target.node, checkpoint_id=target.visit(seen_id),
                             verdict=answer.verdict, actor=actor, note=note or feedback or "", digest=digest,
                             detail=detail, answer=jsonable(answer.resume))
+            if on_recorded is not None:
+                on_recorded(locked)
         return None
 
 

@@ -137,3 +137,28 @@ def test_an_assistant_is_looked_up_among_the_projects_graphs_once(project, monke
     by_id = assistants.entry_for(assistants.assistant_id("purchase"))
     assert by_id.name == "purchase" and assistants.entry_for(assistants.assistant_id("purchase")) is by_id
     assert len(listed) == 2  # once by name, once by id
+
+
+def test_a_resume_reads_the_threads_row_and_checkpoint_once_and_records_its_decision_and_job_in_one_transaction(
+        pool, project, make_context, statements):
+    from runtime.registry import get_entry
+    from runtime.runner import InterruptRunner
+    from web.langgraph_api import runs
+
+    entry = get_entry("purchase")
+    InterruptRunner(pool, entry, make_context(None)).start_thread("t-resume", LAPTOPS, {}, "laptops", deadline_hours=8, actor="alice",
+                                                                   sink=lambda event: None)
+    opts = {"command": {"resume": [{"type": "accept", "args": None}]}, "interrupt_before": None, "interrupt_after": None,
+            "context": None, "config": None}
+    statements.clear()
+    job, checkpoint, waiting = runs.launch(pool, "t-resume", entry, opts, "bob")
+    assert not waiting and job is not None
+    assert statements["SELECT * FROM"] == 1  # the thread's row
+    loads = sum(n for words, n in statements.items() if words.startswith("select thread_id, checkpoint,"))
+    assert loads == 1  # one checkpoint loaded: the decider's view, checked still the newest by its id alone
+    assert statements["COMMIT"] == 1  # the decision, its audit row and the job that runs the thread on, together
+    with pool.connection() as conn:
+        decided = conn.execute("SELECT decision, actor, checkpoint_id FROM approvals WHERE thread_id = 't-resume'").fetchone()
+        queued = conn.execute("SELECT id, kind FROM jobs WHERE thread_id = 't-resume' AND status = 'todo'").fetchone()
+    assert decided["decision"] == "approved" and decided["actor"] == "bob" and decided["checkpoint_id"].startswith(checkpoint)
+    assert queued["id"] == job and queued["kind"] == "decision"
