@@ -162,3 +162,22 @@ def test_a_resume_reads_the_threads_row_and_checkpoint_once_and_records_its_deci
         queued = conn.execute("SELECT id, kind FROM jobs WHERE thread_id = 't-resume' AND status = 'todo'").fetchone()
     assert decided["decision"] == "approved" and decided["actor"] == "bob" and decided["checkpoint_id"].startswith(checkpoint)
     assert queued["id"] == job and queued["kind"] == "decision"
+
+
+def test_a_graphs_input_types_are_made_into_validators_once_for_all_the_threads_it_starts(project, monkeypatch):
+    import pydantic
+
+    from runtime import starting
+    from runtime.registry import get_entry
+
+    if hasattr(starting, "_validator"):
+        starting._validator.cache_clear()  # as in a new process
+    built = []
+    adapter = pydantic.TypeAdapter
+    monkeypatch.setattr(pydantic, "TypeAdapter", lambda tp, *a, **kw: built.append(tp) or adapter(tp, *a, **kw))
+    entry = get_entry("purchase")
+    for _ in range(3):
+        starting.check_input("purchase", entry.graph, LAPTOPS)
+    assert built and len(built) == len(set(map(repr, built)))  # one validator per input type, not one per start
+    with pytest.raises(Exception, match="quantity"):
+        starting.check_input("purchase", entry.graph, {**LAPTOPS, "quantity": "many"})  # and each still validates
