@@ -157,6 +157,10 @@ def test_a_resume_reads_the_threads_row_and_checkpoint_once_and_records_its_deci
     loads = sum(n for words, n in statements.items() if words.startswith("select thread_id, checkpoint,"))
     assert loads == 1  # one checkpoint loaded: the decider's view, checked still the newest by its id alone
     assert statements["COMMIT"] == 1  # the decision, its audit row and the job that runs the thread on, together
+    # the row, the checkpoint, the answers already given; then under the row lock: BEGIN, the lock, the newest checkpoint
+    # with the answers again in one, the approval chain's four reads (its stage, the requester, the stage's detail, the
+    # policy), the decision (a savepoint, two inserts), the job and its wake-up, COMMIT
+    assert sum(statements.values()) == 17, " | ".join(statements)
     with pool.connection() as conn:
         decided = conn.execute("SELECT decision, actor, checkpoint_id FROM approvals WHERE thread_id = 't-resume'").fetchone()
         queued = conn.execute("SELECT id, kind FROM jobs WHERE thread_id = 't-resume' AND status = 'todo'").fetchone()
