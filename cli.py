@@ -803,7 +803,9 @@ def serve(
     from observability.usage import model_prices
 
     model_prices()  # a bad SIGNOFF_MODEL_PRICES fails here, not in each thread's API answer
-    log = make_logger(lambda line: out.print(safe_line(line), soft_wrap=True))  # SIGNOFF_LOG_FORMAT=json: one JSON object a line
+    from console.terminal import log_line_writer
+
+    log = make_logger(log_line_writer(out))  # SIGNOFF_LOG_FORMAT=json: one JSON object a line
     config = settings()
     with open_db(config) as pool:  # then a bad SIGNOFF_SECRET_KEY fails before the server starts
         run_server(pool, config.home, host, port, log=log,

@@ -10,7 +10,7 @@ LangGraph's async path (`astream` with AsyncPostgresSaver), everything else as b
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from langgraph.types import Command
 
@@ -199,10 +199,15 @@ class InterruptRunner(ThreadRunner):
 
     def decide(self, thread_id: str, verdict: Any, *, actor: str, note: str = "", expect_digest: str | None = None,
                handover: bool = False, interrupt_id: str | None = None, feedback: str | None = None,
-               edit_args: dict[str, Any] | None = None, ignore: bool = False, value: Any = None, token_id: int | None = None) -> Any:
+               edit_args: dict[str, Any] | None = None, ignore: bool = False, value: Any = None, token_id: int | None = None,
+               seen: tuple[Any, list[Pending], str] | None = None, on_recorded: Callable[[Any], None] | None = None) -> Any:
         """Record one decision on one question (by interrupt id when several wait), bound to
         the digest of what was shown; the next run resumes the graph with its answer.
         `token_id`: the reviewer token the decision came through (None: an OS login, or Signoff).
+        `seen`: what `waiting_on` just returned to this decider, so the checkpoint is not read
+        again (under the lock it is checked still the newest, and the answers re-read, either
+        way). `on_recorded(conn)`: more to write in the decision's own transaction (the job that
+        runs the thread on), only once the decision is recorded.
 
         The checkpoint is read before the thread's row lock; under the lock every statement
         runs on the lock's own connection (HeldConnection), so a decider never holds one pooled
@@ -212,18 +217,17 @@ class InterruptRunner(ThreadRunner):
         if feedback is None and verdict == "rejected" and note:
             feedback = note  # a rejection's note is its feedback (the inbox and the HTTP API send only a note)
         from checkpoint.database import HeldConnection
-        from runtime.thread_runner import _latest_checkpoint_id
 
-        snapshot, open_, digest = self.waiting_on(thread_id)
+        snapshot, open_, digest = seen if seen is not None else self.waiting_on(thread_id)
         seen_id = self._checkpoint_id(snapshot)
         with threads.locked(self.pool, thread_id) as locked:
             held = HeldConnection(locked)
-            if _latest_checkpoint_id(locked, thread_id) != seen_id:  # it moved on while this decider waited for the lock
+            newest, decided = standing_under_lock(locked, thread_id, [p.visit(seen_id) for p in open_])
+            if newest != seen_id:  # it moved on while this decider waited for the lock
                 latest = decisions.latest_decision(held, thread_id)
                 if latest is not None:
                     raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])
                 raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
-            decided = answers_for(held, thread_id, [p.visit(seen_id) for p in open_])
             open_ = [p for p in open_ if p.visit(seen_id) not in decided]
             if not open_:
                 first = next(iter(decided.values()))
@@ -256,6 +260,8 @@ class InterruptRunner(ThreadRunner):
             record_decision(held, thread_id=thread_id, gate=target.node, checkpoint_id=target.visit(seen_id),
                             verdict=answer.verdict, actor=actor, note=note or feedback or "", digest=digest,
                             detail=detail, answer=jsonable(answer.resume))
+            if on_recorded is not None:
+                on_recorded(locked)
         return None
 
 
@@ -296,6 +302,23 @@ def choose(open_: list[Pending], interrupt_id: str | None, thread_id: str) -> Pe
         raise InvalidInput(f"thread {thread_id} waits on {len(open_)} interrupts ({', '.join(p.id for p in open_)}): "
                            "decide one at a time with --interrupt ID")
     return open_[0]
+
+
+def standing_under_lock(conn: Any, thread_id: str, visits: list[str]) -> tuple[str | None, dict[str, dict[str, Any]]]:
+    """(the id of the thread's newest checkpoint, the decisions recorded for these gate visits),
+    read in one statement on `conn`, which holds the thread's row lock: what a decider checks
+    before recording, in one round trip while the lock is held. The newest checkpoint is the
+    one LangGraph's saver loads (the greatest id of the root namespace)."""
+    rows = conn.execute(
+        "SELECT newest.checkpoint_id AS newest, a.checkpoint_id, a.decision, a.actor, a.decided_at, a.answer "
+        "FROM (SELECT (SELECT checkpoint_id FROM checkpoints WHERE thread_id = %(t)s AND checkpoint_ns = '' "
+        "              ORDER BY checkpoint_id DESC LIMIT 1) AS checkpoint_id) newest "
+        "LEFT JOIN approvals a ON a.thread_id = %(t)s AND a.checkpoint_id = ANY(%(v)s)",
+        {"t": thread_id, "v": visits}).fetchall()
+    newest = rows[0]["newest"] if rows else None
+    decided = {r["checkpoint_id"]: {k: r[k] for k in ("checkpoint_id", "decision", "actor", "decided_at", "answer")}
+               for r in rows if r["checkpoint_id"] is not None}
+    return (str(newest) if newest is not None else None), decided
 
 
 def answers_for(pool: Any, thread_id: str, visits: list[str]) -> dict[str, dict[str, Any]]:

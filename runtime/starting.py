@@ -5,6 +5,7 @@ is stored; then run here or handed to a worker, like the built-in graphs' thread
 from __future__ import annotations
 
 import json
+import functools
 import typing
 from typing import Any
 
@@ -28,7 +29,7 @@ def check_input(name: str, graph: Any, value: dict[str, Any]) -> None:
     """The input's keys are the graph's input keys and each value has its declared type
     (pydantic, as LangGraph's own schemas; a pydantic input model validates whole). Message
     lists are left to LangGraph, which accepts dicts, tuples and strings for them."""
-    from pydantic import BaseModel, TypeAdapter, ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from runtime.commanded import refuse_command_key
 
@@ -52,11 +53,29 @@ def check_input(name: str, graph: Any, value: dict[str, Any]) -> None:
         if "Message" in repr(hints[key]):
             continue
         try:
-            TypeAdapter(hints[key]).validate_python(item)
+            validator(hints[key]).validate_python(item)
         except ValidationError as exc:
             raise InvalidInput(f"--input {key}: {_first_error(exc)}") from None
         except Exception:  # noqa: BLE001 - a type pydantic cannot check: LangGraph checks it at the run
             continue
+
+
+def validator(tp: Any) -> Any:
+    """pydantic's validator of an input type, built once per type: building one costs far more
+    than validating a value with it, and every thread started over the API checks its input."""
+    try:
+        return _validator(tp)
+    except TypeError:  # an unhashable annotation: built for this check alone
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(tp)
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(tp: Any) -> Any:
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(tp)
 
 
 def _first_error(exc: Any) -> str:

@@ -105,6 +105,11 @@ class ThreadRunner:
         row = threads.get(pool, thread_id)
         if row is None:
             raise ThreadNotFound(f"no thread {thread_id!r}: list threads with `signoff pending`")
+        return cls.for_row(pool, row, context)
+
+    @classmethod
+    def for_row(cls, pool: ConnectionPool, row: threads.ThreadRow, context: SignoffContext | None = None) -> "ThreadRunner":
+        """The runner of a thread whose row the caller has just read (not read again)."""
         from runtime.runs import runner_for  # any graph: Signoff's own, or a project's
 
         runner = runner_for(cls, pool, row, context)
@@ -434,10 +439,15 @@ class ThreadRunner:
 
 
 def _latest_checkpoint_id(conn: Any, thread_id: str) -> str | None:
-    """The id of the thread's newest checkpoint, read by LangGraph's saver on `conn` (the one
-    holding the thread's row lock), to tell whether the state a decider saw is still current."""
-    found = make_saver(conn).get_tuple(config_for(thread_id))
-    return str(found.config["configurable"]["checkpoint_id"]) if found else None
+    """The id of the thread's newest checkpoint, read on `conn` (the one holding the thread's
+    row lock), to tell whether the state a decider saw is still current. The id alone, as
+    LangGraph's saver picks its latest (the greatest id of the root namespace): loading the
+    whole checkpoint to compare its id cost every decision a second deserialised state."""
+    row = conn.execute("SELECT checkpoint_id FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = '' "
+                       "ORDER BY checkpoint_id DESC LIMIT 1", (thread_id,)).fetchone()
+    if row is None:
+        return None
+    return str(row["checkpoint_id"] if isinstance(row, dict) else row[0])
 
 
 def _token_handler(emit: EventSink) -> Any:

@@ -137,3 +137,51 @@ def test_an_assistant_is_looked_up_among_the_projects_graphs_once(project, monke
     by_id = assistants.entry_for(assistants.assistant_id("purchase"))
     assert by_id.name == "purchase" and assistants.entry_for(assistants.assistant_id("purchase")) is by_id
     assert len(listed) == 2  # once by name, once by id
+
+
+def test_a_resume_reads_the_threads_row_and_checkpoint_once_and_records_its_decision_and_job_in_one_transaction(
+        pool, project, make_context, statements):
+    from runtime.registry import get_entry
+    from runtime.runner import InterruptRunner
+    from web.langgraph_api import runs
+
+    entry = get_entry("purchase")
+    InterruptRunner(pool, entry, make_context(None)).start_thread("t-resume", LAPTOPS, {}, "laptops", deadline_hours=8, actor="alice",
+                                                                   sink=lambda event: None)
+    opts = {"command": {"resume": [{"type": "accept", "args": None}]}, "interrupt_before": None, "interrupt_after": None,
+            "context": None, "config": None}
+    statements.clear()
+    job, checkpoint, waiting = runs.launch(pool, "t-resume", entry, opts, "bob")
+    assert not waiting and job is not None
+    assert statements["SELECT * FROM"] == 1  # the thread's row
+    loads = sum(n for words, n in statements.items() if words.startswith("select thread_id, checkpoint,"))
+    assert loads == 1  # one checkpoint loaded: the decider's view, checked still the newest by its id alone
+    assert statements["COMMIT"] == 1  # the decision, its audit row and the job that runs the thread on, together
+    # the row, the checkpoint, the answers already given; then under the row lock: BEGIN, the lock, the newest checkpoint
+    # with the answers again in one, the approval chain's four reads (its stage, the requester, the stage's detail, the
+    # policy), the decision (a savepoint, two inserts), the job and its wake-up, COMMIT
+    assert sum(statements.values()) == 17, " | ".join(statements)
+    with pool.connection() as conn:
+        decided = conn.execute("SELECT decision, actor, checkpoint_id FROM approvals WHERE thread_id = 't-resume'").fetchone()
+        queued = conn.execute("SELECT id, kind FROM jobs WHERE thread_id = 't-resume' AND status = 'todo'").fetchone()
+    assert decided["decision"] == "approved" and decided["actor"] == "bob" and decided["checkpoint_id"].startswith(checkpoint)
+    assert queued["id"] == job and queued["kind"] == "decision"
+
+
+def test_a_graphs_input_types_are_made_into_validators_once_for_all_the_threads_it_starts(project, monkeypatch):
+    import pydantic
+
+    from runtime import starting
+    from runtime.registry import get_entry
+
+    if hasattr(starting, "_validator"):
+        starting._validator.cache_clear()  # as in a new process
+    built = []
+    adapter = pydantic.TypeAdapter
+    monkeypatch.setattr(pydantic, "TypeAdapter", lambda tp, *a, **kw: built.append(tp) or adapter(tp, *a, **kw))
+    entry = get_entry("purchase")
+    for _ in range(3):
+        starting.check_input("purchase", entry.graph, LAPTOPS)
+    assert built and len(built) == len(set(map(repr, built)))  # one validator per input type, not one per start
+    with pytest.raises(Exception, match="quantity"):
+        starting.check_input("purchase", entry.graph, {**LAPTOPS, "quantity": "many"})  # and each still validates

@@ -58,17 +58,23 @@ def verdict_for(pending: Any, value: Any) -> tuple[str, dict[str, Any]]:
 
 
 def resume_with(pool: Any, thread_id: str, resume: Any, actor: str, now: datetime | None = None, *,
-                token_id: int | None = None) -> tuple[int | None, bool]:
+                token_id: int | None = None, row: Any = None) -> tuple[int | None, bool, str]:
     """Record the decisions a resume carries; (the job that runs the thread on, or None when
-    an approval chain waits for its next stage; whether any stage is still waiting)."""
+    an approval chain waits for its next stage; whether any stage is still waiting; the
+    checkpoint the thread waited at). `row`: the thread's row as the caller just read it.
+
+    The checkpoint is read once (every decision is checked against it again under the
+    thread's row lock), and the job that runs the thread on is queued in the last decision's
+    own transaction: recorded and queued together, or neither."""
     from runtime.thread_runner import ThreadRunner
 
-    runner = ThreadRunner.for_thread(pool, thread_id)
+    runner = ThreadRunner.for_row(pool, row) if row is not None else ThreadRunner.for_thread(pool, thread_id)
     if not getattr(runner, "answers_interrupts", False):
         raise HttpError(422, f"thread {thread_id} runs Signoff's own graph {runner.spec.name}: decide it with approve/reject")
     row = runner.row
     now = now or datetime.now(timezone.utc)
-    snapshot, open_, digest = runner.waiting_on(thread_id)  # AlreadyDecided / NotAtGate: 409
+    seen = runner.waiting_on(thread_id)  # AlreadyDecided / NotAtGate: 409
+    snapshot, open_, digest = seen
     if row is not None and row.deadline is not None and row.deadline <= now:
         jobs.enqueue(pool, thread_id, "deadline")  # a worker applies the gate's default answer
         raise HttpError(409, f"the deadline passed at {row.deadline:%Y-%m-%d %H:%M %Z}: the interrupt's default answer applies")
@@ -82,24 +88,42 @@ def resume_with(pool: Any, thread_id: str, resume: Any, actor: str, now: datetim
                                  f"({', '.join(p.id for p in open_)})")
         answers = [(open_[0].id, resume)]
     waiting_stage = False
-    for interrupt_id, value in answers:
+    queued: list[int] = []
+    for n, (interrupt_id, value) in enumerate(answers, 1):
         target = next((p for p in open_ if p.id == interrupt_id), None)
         if target is None:
             why = "already answered" if interrupt_id in ids else "no longer pending (answered, expired or replaced)"
             raise HttpError(409, f"interrupt {interrupt_id} of thread {thread_id} is {why}: read threads.get_state() for what waits now")
         verdict, options = verdict_for(target, value)
         note = options.pop("note", "")
+        last = n == len(answers) and not waiting_stage  # the thread runs on once all are recorded, no stage waiting
         progress = runner.decide(thread_id, verdict, actor=actor, note=note, expect_digest=digest, interrupt_id=interrupt_id,
-                                 token_id=token_id, **options)
+                                 token_id=token_id, seen=seen,
+                                 on_recorded=(lambda conn: queued.append(job_on(conn, thread_id, "decision"))) if last else None,
+                                 **options)
         waiting_stage = waiting_stage or progress is not None
+    checkpoint = str(snapshot.config["configurable"]["checkpoint_id"])
     if waiting_stage:
-        return None, True
-    return job_for(pool, thread_id, "decision"), False
+        return None, True, checkpoint
+    return (queued[0] if queued else job_for(pool, thread_id, "decision")), False, checkpoint
 
 
 def _looks_like_id(key: Any) -> bool:
     """An interrupt id as LangGraph makes them (32 hex digits), or an interrupt point's."""
     return isinstance(key, str) and (len(key) == 32 and all(c in "0123456789abcdef" for c in key) or key.startswith(("before:", "after:")))
+
+
+def job_on(conn: Any, thread_id: str, kind: str) -> int:
+    """Queue a job for the thread in the transaction open on `conn` (or take the one already
+    waiting for it)."""
+    from checkpoint.database import HeldConnection
+
+    job = jobs.enqueue_on(conn, thread_id, kind)  # type: ignore[arg-type]
+    if job is None:
+        active = jobs.active_job(HeldConnection(conn), thread_id)  # type: ignore[arg-type]
+        assert active is not None
+        job = int(active["id"])
+    return job
 
 
 def job_for(pool: Any, thread_id: str, kind: str) -> int:

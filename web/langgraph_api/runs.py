@@ -172,20 +172,21 @@ def launch(pool: Any, thread_id: str, entry: Any, opts: dict[str, Any], actor: s
     from web.langgraph_api.deciding import job_for, resume_with
 
     row = threads.get(pool, thread_id)
-    checkpoint = current_checkpoint(pool, thread_id) if row is not None else None
     command = opts["command"] or {}
     before, after = opts["interrupt_before"], opts["interrupt_after"]
     options = {**run_options(entry.name, entry.graph, opts["context"], _names(before), _names(after)),
                **run_config_options(opts["config"])}
+    if command_parts(command) is None and "resume" in command:
+        if row is None:
+            raise HttpError(409, f"thread {thread_id} has not run yet: there is nothing to resume")
+        # the row just read, and the checkpoint the decision is bound to: neither read again
+        job, waiting, checkpoint = resume_with(pool, thread_id, command["resume"], actor, token_id=token_id, row=row)
+        return job, checkpoint, waiting
+    checkpoint = current_checkpoint(pool, thread_id) if row is not None else None
     if command_parts(command) is not None:
         queue_command(pool, thread_id, row, entry, command, {**_without_config(row.run_options if row else None), **options},
                       actor, token_id)
         return job_for(pool, thread_id, "start"), checkpoint, False
-    if "resume" in command:
-        if row is None:
-            raise HttpError(409, f"thread {thread_id} has not run yet: there is nothing to resume")
-        job, waiting = resume_with(pool, thread_id, command["resume"], actor, token_id=token_id)
-        return job, checkpoint, waiting
     graph_input = opts["input"]
     if row is None:
         graph_input = graph_input or {}
@@ -200,10 +201,10 @@ def launch(pool: Any, thread_id: str, entry: Any, opts: dict[str, Any], actor: s
     if row.status == "waiting":
         from runtime.thread_runner import ThreadRunner
 
-        runner = ThreadRunner.for_thread(pool, thread_id)
+        runner = ThreadRunner.for_row(pool, row)
         _, open_, _ = runner.waiting_on(thread_id)
         if graph_input is None and all(p.kind in ("before", "after") for p in open_):
-            job, waiting = resume_with(pool, thread_id, None, actor, token_id=token_id)  # running on past an interrupt point approves it
+            job, waiting, _ = resume_with(pool, thread_id, None, actor, token_id=token_id, row=row)  # running on past an interrupt point approves it
             return job, checkpoint, waiting
         raise HttpError(409, f"thread {thread_id} waits at {open_[0].node} for a decision: resume it with command.resume "
                              f"(interrupt {open_[0].id})")
