@@ -377,7 +377,7 @@ class ThreadRunner:
         now = self.context.clock() if self.context else datetime.now(timezone.utc)
         with threads.locked(self.pool, thread_id) as locked:
             held = HeldConnection(locked)
-            if not at_gate or _latest_checkpoint_id(locked, thread_id) != seen_id or decision_for(held, thread_id, str(seen_id)) is not None:
+            if not at_gate or latest_checkpoint_id(locked, thread_id) != seen_id or decision_for(held, thread_id, str(seen_id)) is not None:
                 self._refuse_stale(thread_id, seen_id, gate, held)
                 raise NotAtGate(f"thread {thread_id} is not waiting at a gate: see `signoff show {thread_id}`")
             assert gate is not None and seen_id is not None
@@ -425,7 +425,7 @@ class ThreadRunner:
             raise AlreadyDecided(recorded.actor, recorded.decided_at, recorded.verdict)
         if held is not None:
             latest = decisions.latest_decision(source, thread_id)
-            if latest is not None and (gate is not None or _latest_checkpoint_id(held.conn, thread_id) != seen_id):
+            if latest is not None and (gate is not None or latest_checkpoint_id(held.conn, thread_id) != seen_id):
                 raise AlreadyDecided(latest["actor"], latest["decided_at"], latest["decision"])
 
     def latest_decision(self, thread_id: str) -> dict[str, Any] | None:
@@ -438,7 +438,7 @@ class ThreadRunner:
         return threads.get(self.pool, thread_id)
 
 
-def _latest_checkpoint_id(conn: Any, thread_id: str) -> str | None:
+def latest_checkpoint_id(conn: Any, thread_id: str) -> str | None:
     """The id of the thread's newest checkpoint, read on `conn` (the one holding the thread's
     row lock), to tell whether the state a decider saw is still current. The id alone, as
     LangGraph's saver picks its latest (the greatest id of the root namespace): loading the

@@ -74,6 +74,19 @@ def worker(penv: dict[str, str], procs: list[CliProcess]):
     return start
 
 
+def serve_with_worker(penv: dict[str, str], procs: list[CliProcess], project: Path) -> str:
+    """serve and a worker started from a project's folder; the LangGraph API's URL."""
+    port = free_port()
+    served = spawn(penv, "serve", "--port", str(port), cwd=project)
+    procs.append(served)
+    served.wait_for(r"serving on", timeout=60)
+    wait_until(lambda: _accepts(port), timeout=20, what="serve")
+    worker = spawn(penv, "worker", cwd=project)
+    procs.append(worker)
+    worker.wait_for(r"worker \d+ started", timeout=60)
+    return f"http://127.0.0.1:{port}/langgraph"
+
+
 def _accepts(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
@@ -357,15 +370,7 @@ def chat_project(tmp_path: Path) -> Path:
 
 
 def test_a_stream_carries_values_updates_messages_custom_and_subgraph_steps_in_one(penv, procs, chat_project, alice):
-    port = free_port()
-    served = spawn(penv, "serve", "--port", str(port), cwd=chat_project)
-    procs.append(served)
-    served.wait_for(r"serving on", timeout=60)
-    wait_until(lambda: _accepts(port), timeout=20, what="serve")
-    worker = spawn(penv, "worker", cwd=chat_project)
-    procs.append(worker)
-    worker.wait_for(r"worker \d+ started", timeout=60)
-    client = get_sync_client(url=f"http://127.0.0.1:{port}/langgraph", api_key=alice)
+    client = get_sync_client(url=serve_with_worker(penv, procs, chat_project), api_key=alice)
     thread = client.threads.create()["thread_id"]
     parts = list(client.runs.stream(thread, "chat", input={"messages": [{"role": "user", "content": "bob"}]},
                                     stream_mode=["values", "updates", "messages-tuple", "custom"], stream_subgraphs=True))

@@ -16,8 +16,8 @@ from langgraph_sdk import get_sync_client
 from checkpoint.audit import events_of
 from tests.conftest import count_rows
 from tests.procs import table_counts, wait_until
-from tests.test_langgraph_sdk import (EXAMPLE, LAPTOPS, _accepts, alice, bob, free_port, penv, procs, serve,  # noqa: F401
-                                      spawn, worker)
+from tests.test_langgraph_sdk import (EXAMPLE, LAPTOPS, alice, bob, penv, procs, serve, serve_with_worker,  # noqa: F401
+                                      worker)
 
 ACCEPT = [{"type": "accept", "args": None}]
 
@@ -48,15 +48,7 @@ def echo_serve(tmp_path: Path, penv: dict[str, str], procs) -> str:
     """serve and a worker for a project whose graph writes what its config carries into its state."""
     (tmp_path / "echo.py").write_text(ECHO)
     (tmp_path / "langgraph.json").write_text(json.dumps({"graphs": {"echo": "./echo.py:graph"}}))
-    port = free_port()
-    served = spawn(penv, "serve", "--port", str(port), cwd=tmp_path)
-    procs.append(served)
-    served.wait_for(r"serving on", timeout=60)
-    wait_until(lambda: _accepts(port), timeout=20, what="serve")
-    running = spawn(penv, "worker", cwd=tmp_path)
-    procs.append(running)
-    running.wait_for(r"worker \d+ started", timeout=60)
-    return f"http://127.0.0.1:{port}/langgraph"
+    return serve_with_worker(penv, procs, tmp_path)
 
 
 def decided_purchase(serve: str, alice: str, bob: str) -> str:

@@ -128,9 +128,5 @@ def job_on(conn: Any, thread_id: str, kind: str) -> int:
 
 def job_for(pool: Any, thread_id: str, kind: str) -> int:
     """Queue a job for the thread (or take the one already waiting for it)."""
-    job = jobs.enqueue(pool, thread_id, kind)  # type: ignore[arg-type]
-    if job is None:
-        active = jobs.active_job(pool, thread_id)
-        assert active is not None
-        job = int(active["id"])
-    return job
+    with pool.connection() as conn, conn.transaction():
+        return job_on(conn, thread_id, kind)

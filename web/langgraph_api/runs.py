@@ -235,10 +235,10 @@ def _names(points: Any) -> list[str]:
 
 
 def current_checkpoint(pool: Any, thread_id: str) -> str | None:
+    from runtime.thread_runner import latest_checkpoint_id
+
     with pool.connection() as conn:
-        row = conn.execute("SELECT max(checkpoint_id) AS c FROM checkpoints WHERE thread_id = %s AND checkpoint_ns = ''",
-                           (thread_id,)).fetchone()
-    return row["c"] if row else None
+        return latest_checkpoint_id(conn, thread_id)
 
 
 def insert_run(pool: Any, run_id: str, thread_id: str, graph: str, opts: dict[str, Any], actor: str, *, job_id: int | None,
@@ -292,11 +292,6 @@ def live_status(row: dict[str, Any]) -> str:
     if row["thread_status"] == "interrupted":
         return "interrupted"
     return "running"  # the job ended without a stop (drained, taken over): the thread's next job carries it
-
-
-def open_runs(pool: Any, thread_id: str) -> list[dict[str, Any]]:
-    with pool.connection() as conn:
-        return _open_runs_on(conn, thread_id)
 
 
 def _open_runs_on(conn: Any, thread_id: str) -> list[dict[str, Any]]:
